@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs the Debian packages the GPU/UI tests need
+# (a software Vulkan driver, Xvfb) when they are missing, then runs every test in one
+# build profile (debug, with optimised dependencies; see Cargo.toml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in mesa-vulkan-drivers libvulkan1 xvfb xauth; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# Headless: wgpu finds lavapipe (Vulkan on the CPU); Mesa's device-select layer stays out of the way.
+export NODEVICE_SELECT=1
+unset DISPLAY WAYLAND_DISPLAY
+exec cargo test --locked "$@"

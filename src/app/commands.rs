@@ -1,0 +1,195 @@
+//! Applying the [`Command`]s the views emitted, at the end of the frame.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::files::{self, LoadedImage};
+use super::tasks::Task;
+use super::StudioApp;
+use crate::sketch::SketchDoc;
+use crate::ui::prompt::{snap_size, MAX_SEED};
+use crate::ui::queue::{JobEntry, JobState};
+use crate::ui::{CentralView, Command, SketchCommand};
+
+impl StudioApp {
+    pub(super) fn apply(&mut self, command: Command) {
+        match command {
+            Command::Generate => self.generate(),
+            Command::CancelJob(job) => self.cancel_job(job),
+            Command::CancelAll => {
+                let active: Vec<_> = self
+                    .rt
+                    .jobs
+                    .iter()
+                    .filter(|j| j.state.is_active())
+                    .map(|j| j.id)
+                    .collect();
+                for job in active {
+                    self.cancel_job(job);
+                }
+            }
+            Command::ClearFinishedJobs => self.rt.jobs.retain(|j| j.state.is_active()),
+            Command::RollSeed => {
+                self.state.prompt.seed = random_seed();
+                self.state.prompt.random_seed = false;
+            }
+            Command::SelectModel(dir) => self.select_model(&dir),
+            Command::RescanModels => {
+                let dirs = self.rt.options.extra_model_dirs.clone();
+                self.rt.library.start_scan(&self.rt.ctx, dirs);
+            }
+            Command::Sketch(command) => self.apply_sketch(command),
+            Command::SelectImage(id) => {
+                if self.rt.gallery.iter().any(|i| i.id == id) {
+                    self.rt.selected_image = Some(id);
+                    self.rt.view = CentralView::Result;
+                }
+            }
+            Command::ReuseSettings(id) => {
+                let Some(item) = self.rt.gallery.iter().find(|i| i.id == id) else {
+                    return;
+                };
+                self.state.prompt.reuse(&item.request);
+                let model_dir = item.request.model_dir.clone();
+                let text = format!("Settings of image {id} are in the prompt panel.");
+                if self.state.selected_model.as_ref() != Some(&model_dir)
+                    && self.rt.library.find(&model_dir).is_some()
+                {
+                    // Same model as the image, without resetting the copied settings.
+                    self.state.selected_model = Some(model_dir);
+                }
+                self.show_info(text);
+            }
+            Command::SaveImage(id) => {
+                let Some(item) = self.rt.gallery.iter().find(|i| i.id == id) else {
+                    return;
+                };
+                let image = Arc::clone(&item.image);
+                let name = item.suggested_file_name();
+                self.rt
+                    .save_tasks
+                    .push(Task::spawn("save-image", &self.rt.ctx, move || {
+                        files::pick_and_save_png(image, name)
+                    }));
+            }
+            Command::ShowView(view) => self.rt.view = view,
+            Command::DismissMessage => self.rt.message = None,
+        }
+    }
+
+    /// Uses the model in `dir` and fills steps, guidance, sampler and size from it.
+    pub(super) fn select_model(&mut self, dir: &Path) {
+        let Some(model) = self.rt.library.find(dir) else {
+            self.show_error(format!("{} is no longer available", dir.display()));
+            return;
+        };
+        self.state.prompt.apply_model_defaults(model);
+        self.state.selected_model = Some(model.dir.clone());
+    }
+
+    fn generate(&mut self) {
+        if self.rt.library.scanning() && self.rt.library.models.is_empty() {
+            self.show_error("Still looking for models.".to_owned());
+            return;
+        }
+        let Some(model) = self.selected_model().cloned() else {
+            self.show_error(
+                "No model to generate with: add one first (see the left panel).".to_owned(),
+            );
+            return;
+        };
+        let prompt = &mut self.state.prompt;
+        if prompt.random_seed {
+            prompt.seed = random_seed();
+        }
+        let mut request = prompt.to_request(&model.dir);
+        let sketch = &self.rt.sketch;
+        if self.state.canvas.use_sketch && !sketch.is_empty() {
+            request.init_image = Some(Arc::new(sketch.rasterize(request.width, request.height)));
+            if sketch.has_mask() {
+                request.mask = Some(Arc::new(
+                    sketch.rasterize_mask(request.width, request.height),
+                ));
+            }
+        }
+        let entry_prompt = request.prompt.clone();
+        let batch = request.batch;
+        let job = self.rt.engine.submit(request);
+        self.rt.jobs.push(JobEntry::new(job, &entry_prompt, batch));
+        if self.rt.message.as_ref().is_some_and(|m| m.is_error) {
+            self.rt.message = None;
+        }
+    }
+
+    fn cancel_job(&mut self, job: crate::engine::JobId) {
+        let Some(entry) = self.rt.jobs.iter_mut().find(|j| j.id == job) else {
+            return;
+        };
+        if !entry.state.is_active() {
+            return;
+        }
+        self.rt.engine.cancel(job);
+        // Queued jobs are confirmed at once by a `Cancelled` event; running ones at the next step.
+        entry.state = JobState::Cancelling;
+    }
+
+    fn apply_sketch(&mut self, command: SketchCommand) {
+        let doc = &mut self.rt.sketch;
+        match command {
+            SketchCommand::AddStroke(layer, stroke) => doc.add_stroke(layer, stroke),
+            SketchCommand::Undo => {
+                doc.undo();
+            }
+            SketchCommand::Redo => {
+                doc.redo();
+            }
+            SketchCommand::Clear => doc.clear(),
+            SketchCommand::RemoveBackground => {
+                if doc.background().is_some() {
+                    doc.set_background(None);
+                }
+            }
+            SketchCommand::OpenBackground => {
+                if self.rt.background_task.is_none() {
+                    self.rt.background_task = Some(Task::spawn(
+                        "open-background",
+                        &self.rt.ctx,
+                        files::pick_and_load_image,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Puts a loaded image behind the sketch. On a canvas without strokes the canvas (and the
+    /// generation size) take the image's aspect ratio, keeping the longer side.
+    pub(super) fn use_background(&mut self, loaded: LoadedImage) {
+        let LoadedImage { name, image } = loaded;
+        let (iw, ih) = image.dimensions();
+        if iw == 0 || ih == 0 {
+            self.show_error(format!("{name} is empty"));
+            return;
+        }
+        let doc = &self.rt.sketch;
+        let no_strokes = doc.strokes(crate::sketch::Layer::Paint).is_empty()
+            && doc.strokes(crate::sketch::Layer::Mask).is_empty();
+        if no_strokes {
+            let prompt = &mut self.state.prompt;
+            let long = prompt.width.max(prompt.height) as f32;
+            let scale = long / iw.max(ih) as f32;
+            prompt.width = snap_size((iw as f32 * scale).round() as u32);
+            prompt.height = snap_size((ih as f32 * scale).round() as u32);
+            self.rt.sketch = SketchDoc::new(prompt.width, prompt.height);
+            self.rt.sketch_texture = None;
+        }
+        self.rt.sketch.set_background(Some(image));
+        self.state.canvas.use_sketch = true;
+        self.rt.view = CentralView::Sketch;
+        self.show_info(format!("{name} is the canvas background ({iw} × {ih})."));
+    }
+}
+
+/// A seed the seed field can show exactly.
+fn random_seed() -> u64 {
+    rand::random::<u64>() % (MAX_SEED.min(u32::MAX as u64) + 1)
+}

@@ -1,0 +1,477 @@
+//! The studio application: ties the engine, the model library and the sketch document to the
+//! views in [`crate::ui`]. State that is persisted ([`state::PersistedState`]) is kept apart
+//! from runtime handles (engine, textures, background tasks). Each frame pulls engine events
+//! and finished tasks, draws the panels (which emit [`Command`]s), then applies the commands.
+
+mod commands;
+mod engine_events;
+mod files;
+mod library;
+mod state;
+mod tasks;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::engine::Engine;
+use crate::sketch::SketchDoc;
+use crate::ui::canvas::{CanvasView, StrokeInProgress, MASK_TINT_RGBA};
+use crate::ui::gallery::GalleryItem;
+use crate::ui::prompt::{PromptPanelView, PromptSettings};
+use crate::ui::queue::JobEntry;
+use crate::ui::{CentralView, Command, Commands, ImageId};
+
+pub use state::PersistedState;
+
+use files::{LoadOutcome, SaveOutcome};
+use library::ModelLibrary;
+use tasks::{Poll, Task};
+
+/// How the studio is started.
+#[derive(Clone, Debug, Default)]
+pub struct StudioOptions {
+    /// Model folders (or folders of model folders) to offer besides the usual places, e.g.
+    /// from `atelier --model-dir DIR`. The first model found in them is selected at start.
+    pub extra_model_dirs: Vec<PathBuf>,
+}
+
+/// Opens the studio window and runs it until it is closed.
+pub fn run_studio(options: StudioOptions) -> anyhow::Result<()> {
+    let wgpu_setup = egui_wgpu::WgpuSetupCreateNew {
+        // Ask for what the adapter can do: the GL backend would otherwise get WebGL2 limits.
+        device_descriptor: Arc::new(|adapter: &wgpu::Adapter| wgpu::DeviceDescriptor {
+            label: Some("atelier device"),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }),
+        ..egui_wgpu::WgpuSetupCreateNew::without_display_handle()
+    };
+    let native_options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Atelier")
+            .with_app_id("atelier")
+            .with_inner_size([1280.0, 800.0])
+            .with_min_inner_size([800.0, 520.0])
+            .with_drag_and_drop(true),
+        renderer: eframe::Renderer::Wgpu,
+        wgpu_options: egui_wgpu::WgpuConfiguration {
+            wgpu_setup: egui_wgpu::WgpuSetup::CreateNew(wgpu_setup),
+            ..Default::default()
+        },
+        persistence_path: Some(crate::paths::data_dir().join("studio.ron")),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "Atelier",
+        native_options,
+        Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, options)))),
+    )
+    .map_err(|e| anyhow::anyhow!("the studio window failed: {e}"))
+}
+
+/// A one-line message in the status bar.
+struct Message {
+    text: String,
+    is_error: bool,
+}
+
+/// Everything that lives only while the studio runs.
+struct Runtime {
+    ctx: egui::Context,
+    options: StudioOptions,
+    engine: Engine,
+    library: ModelLibrary,
+    jobs: Vec<JobEntry>,
+    gallery: Vec<GalleryItem>,
+    next_image_id: ImageId,
+    selected_image: Option<ImageId>,
+    view: CentralView,
+    sketch: SketchDoc,
+    /// The rendered sketch and the document revision it shows.
+    sketch_texture: Option<(u64, egui::TextureHandle)>,
+    stroke: StrokeInProgress,
+    background_task: Option<Task<LoadOutcome>>,
+    save_tasks: Vec<Task<SaveOutcome>>,
+    message: Option<Message>,
+}
+
+/// The studio: an [`eframe::App`], and testable headless through [`StudioApp::studio_ui`].
+pub struct StudioApp {
+    state: PersistedState,
+    rt: Runtime,
+}
+
+impl StudioApp {
+    /// Builds the studio inside eframe, restoring the settings saved last time.
+    pub fn new(cc: &eframe::CreationContext<'_>, options: StudioOptions) -> Self {
+        Self::with_state(&cc.egui_ctx, options, PersistedState::load(cc.storage))
+    }
+
+    /// Builds the studio on any egui context, with default settings (for tests and tools).
+    pub fn new_headless(ctx: &egui::Context, options: StudioOptions) -> Self {
+        Self::with_state(ctx, options, PersistedState::default())
+    }
+
+    fn with_state(ctx: &egui::Context, options: StudioOptions, state: PersistedState) -> Self {
+        let waker_ctx = ctx.clone();
+        let engine = Engine::spawn(Some(Arc::new(move || waker_ctx.request_repaint())));
+        let mut library = ModelLibrary::default();
+        library.start_scan(ctx, options.extra_model_dirs.clone());
+        let sketch = SketchDoc::new(state.prompt.width, state.prompt.height);
+        Self {
+            state,
+            rt: Runtime {
+                ctx: ctx.clone(),
+                options,
+                engine,
+                library,
+                jobs: Vec::new(),
+                gallery: Vec::new(),
+                next_image_id: 1,
+                selected_image: None,
+                view: CentralView::default(),
+                sketch,
+                sketch_texture: None,
+                stroke: StrokeInProgress::default(),
+                background_task: None,
+                save_tasks: Vec::new(),
+                message: None,
+            },
+        }
+    }
+
+    /// The persisted settings (prompt panel, canvas tools, chosen model).
+    pub fn state(&self) -> &PersistedState {
+        &self.state
+    }
+
+    /// The prompt panel's settings, e.g. for scripting a session.
+    pub fn prompt_settings_mut(&mut self) -> &mut PromptSettings {
+        &mut self.state.prompt
+    }
+
+    /// True while the first model scan (or a rescan) is running.
+    pub fn is_scanning_models(&self) -> bool {
+        self.rt.library.scanning()
+    }
+
+    /// Jobs queued or running.
+    pub fn active_jobs(&self) -> usize {
+        self.rt.jobs.iter().filter(|j| j.state.is_active()).count()
+    }
+
+    /// Results of this session so far.
+    pub fn gallery_len(&self) -> usize {
+        self.rt.gallery.len()
+    }
+
+    /// One frame of the whole studio.
+    pub fn studio_ui(&mut self, ui: &mut egui::Ui) {
+        self.pull_engine_events();
+        self.poll_tasks();
+        let mut commands = Commands::default();
+        self.take_dropped_files(ui.ctx());
+        shortcuts(ui.ctx(), &mut commands);
+        self.sync_sketch();
+        self.panels_ui(ui, &mut commands);
+        for command in commands.take() {
+            self.apply(command);
+        }
+    }
+
+    fn selected_model(&self) -> Option<&crate::models::ModelInfo> {
+        let dir = self.state.selected_model.as_deref()?;
+        self.rt.library.find(dir)
+    }
+
+    fn panels_ui(&mut self, ui: &mut egui::Ui, commands: &mut Commands) {
+        let models_dir = crate::paths::models_dir();
+        let selected_model = self.selected_model().cloned();
+        let Self { state, rt } = self;
+        let active_jobs = rt.jobs.iter().filter(|j| j.state.is_active()).count();
+
+        egui::Panel::bottom("status_bar").show(ui, |ui| {
+            status_bar_ui(ui, rt.message.as_ref(), active_jobs, commands);
+        });
+
+        egui::Panel::left("prompt_panel")
+            .default_size(340.0)
+            .min_size(280.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .id_salt("prompt_scroll")
+                    .show(ui, |ui| {
+                        let view = PromptPanelView {
+                            models: &rt.library.models,
+                            rejected: &rt.library.rejected,
+                            selected_model: selected_model.as_ref(),
+                            scanning: rt.library.scanning(),
+                            models_dir: &models_dir,
+                            active_jobs,
+                            sketch_in_use: state.canvas.use_sketch && !rt.sketch.is_empty(),
+                        };
+                        crate::ui::prompt::prompt_panel_ui(ui, &mut state.prompt, &view, commands);
+                    });
+            });
+
+        egui::Panel::right("queue_panel")
+            .default_size(280.0)
+            .min_size(200.0)
+            .show(ui, |ui| {
+                crate::ui::queue::queue_panel_ui(ui, &rt.jobs, commands);
+            });
+
+        egui::Panel::bottom("gallery_panel")
+            .default_size(150.0)
+            .min_size(60.0)
+            .resizable(true)
+            .show(ui, |ui| {
+                crate::ui::gallery::gallery_strip_ui(ui, &rt.gallery, rt.selected_image, commands);
+            });
+
+        egui::CentralPanel::default().show(ui, |ui| {
+            ui.horizontal(|ui| {
+                for (view, name) in [
+                    (CentralView::Sketch, "Sketch"),
+                    (CentralView::Result, "Result"),
+                ] {
+                    if ui.selectable_label(rt.view == view, name).clicked() && rt.view != view {
+                        commands.push(Command::ShowView(view));
+                    }
+                }
+            });
+            ui.separator();
+            match rt.view {
+                CentralView::Sketch => {
+                    let files_hovered = ui.ctx().input(|i| !i.raw.hovered_files.is_empty());
+                    let view = CanvasView {
+                        doc: &rt.sketch,
+                        texture: rt.sketch_texture.as_ref().map(|(_, t)| t),
+                        loading_background: rt.background_task.is_some(),
+                        files_hovered,
+                    };
+                    crate::ui::canvas::canvas_panel_ui(
+                        ui,
+                        &mut state.canvas,
+                        &view,
+                        &mut rt.stroke,
+                        commands,
+                    );
+                }
+                CentralView::Result => {
+                    let item = rt
+                        .selected_image
+                        .and_then(|id| rt.gallery.iter().find(|i| i.id == id));
+                    crate::ui::gallery::image_viewer_ui(ui, item, commands);
+                }
+            }
+        });
+    }
+
+    /// Takes in finished background tasks: model scans, background images, saves.
+    fn poll_tasks(&mut self) {
+        if self.rt.library.poll() {
+            self.after_model_scan();
+        }
+        if let Some(task) = &self.rt.background_task {
+            match task.poll() {
+                Poll::Pending => {}
+                Poll::Ready(outcome) => {
+                    self.rt.background_task = None;
+                    match outcome {
+                        Ok(Some(loaded)) => self.use_background(loaded),
+                        Ok(None) => {}
+                        Err(error) => self.show_error(error),
+                    }
+                }
+                Poll::Lost => {
+                    self.rt.background_task = None;
+                    self.show_error("opening the image stopped unexpectedly".to_owned());
+                }
+            }
+        }
+        let mut finished = Vec::new();
+        self.rt.save_tasks.retain(|task| match task.poll() {
+            Poll::Pending => true,
+            Poll::Ready(outcome) => {
+                finished.push(outcome);
+                false
+            }
+            Poll::Lost => {
+                finished.push(Err("saving stopped unexpectedly".to_owned()));
+                false
+            }
+        });
+        for outcome in finished {
+            match outcome {
+                Ok(Some(path)) => self.show_info(format!("Saved {}", path.display())),
+                Ok(None) => {}
+                Err(error) => self.show_error(error),
+            }
+        }
+    }
+
+    /// Picks a model after a scan: the first one from `--model-dir` on the first scan, else
+    /// the one chosen last time, else the first found.
+    fn after_model_scan(&mut self) {
+        let library = &self.rt.library;
+        let from_options = (library.scans_done == 1
+            && !self.rt.options.extra_model_dirs.is_empty())
+        .then(|| {
+            library
+                .models
+                .iter()
+                .find(|m| m.source == crate::models::ModelSource::Given)
+        })
+        .flatten();
+        let kept = self
+            .state
+            .selected_model
+            .as_deref()
+            .and_then(|dir| library.find(dir));
+        let choice = from_options.or(kept).or(library.models.first());
+        let Some(choice) = choice else {
+            return;
+        };
+        if self.state.selected_model.as_deref() != Some(choice.dir.as_path()) {
+            let dir = choice.dir.clone();
+            self.select_model(&dir);
+        }
+    }
+
+    fn show_error(&mut self, text: String) {
+        self.rt.message = Some(Message {
+            text,
+            is_error: true,
+        });
+    }
+
+    fn show_info(&mut self, text: String) {
+        self.rt.message = Some(Message {
+            text,
+            is_error: false,
+        });
+    }
+
+    /// Keeps the canvas size in step with the prompt size while it is empty, and its texture
+    /// in step with the document.
+    fn sync_sketch(&mut self) {
+        let (width, height) = (self.state.prompt.width, self.state.prompt.height);
+        let doc = &self.rt.sketch;
+        if doc.is_empty()
+            && self.rt.stroke.0.is_none()
+            && (doc.width_px(), doc.height_px()) != (width, height)
+        {
+            self.rt.sketch = SketchDoc::new(width, height);
+            self.rt.sketch_texture = None;
+        }
+        let doc = &self.rt.sketch;
+        if self
+            .rt
+            .sketch_texture
+            .as_ref()
+            .is_some_and(|(revision, _)| *revision == doc.revision())
+        {
+            return;
+        }
+        // Show at most 768 px on the long side; generation rasterises at full size.
+        const PREVIEW_MAX_PX: f32 = 768.0;
+        let long = doc.width_px().max(doc.height_px()) as f32;
+        let shrink = (PREVIEW_MAX_PX / long).min(1.0);
+        let w = ((doc.width_px() as f32 * shrink).round() as u32).max(1);
+        let h = ((doc.height_px() as f32 * shrink).round() as u32).max(1);
+        let preview = doc.render_preview(w, h, MASK_TINT_RGBA);
+        let image =
+            egui::ColorImage::from_rgba_unmultiplied([w as usize, h as usize], preview.as_raw());
+        let revision = doc.revision();
+        match &mut self.rt.sketch_texture {
+            Some((rev, texture)) => {
+                texture.set(image, egui::TextureOptions::LINEAR);
+                *rev = revision;
+            }
+            None => {
+                let texture =
+                    self.rt
+                        .ctx
+                        .load_texture("sketch", image, egui::TextureOptions::LINEAR);
+                self.rt.sketch_texture = Some((revision, texture));
+            }
+        }
+    }
+
+    /// Files dropped on the window: the first one becomes the canvas background.
+    fn take_dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped = ctx.input(|i| i.raw.dropped_files.first().cloned());
+        let Some(file) = dropped else {
+            return;
+        };
+        if self.rt.background_task.is_some() {
+            self.show_error("Still opening the previous image.".to_owned());
+            return;
+        }
+        self.rt.view = CentralView::Sketch;
+        self.rt.background_task = Some(Task::spawn("open-dropped", ctx, move || {
+            files::load_dropped(&file)
+        }));
+    }
+}
+
+impl eframe::App for StudioApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.studio_ui(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        self.state.save(storage);
+    }
+}
+
+/// Keyboard shortcuts: Ctrl+Enter generates (even while typing the prompt); Ctrl+Z and
+/// Ctrl+Shift+Z (or Ctrl+Y) undo and redo sketch strokes unless a text field has focus.
+fn shortcuts(ctx: &egui::Context, commands: &mut Commands) {
+    use egui::{Key, KeyboardShortcut, Modifiers};
+    let generate = KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter);
+    if ctx.input_mut(|i| i.consume_shortcut(&generate)) {
+        commands.push(Command::Generate);
+    }
+    if ctx.egui_wants_keyboard_input() {
+        return;
+    }
+    // Shift+Z first: plain Ctrl+Z also matches when Shift is held.
+    let redo = KeyboardShortcut::new(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
+    let redo_y = KeyboardShortcut::new(Modifiers::COMMAND, Key::Y);
+    let undo = KeyboardShortcut::new(Modifiers::COMMAND, Key::Z);
+    if ctx.input_mut(|i| i.consume_shortcut(&redo) || i.consume_shortcut(&redo_y)) {
+        commands.push(Command::Sketch(crate::ui::SketchCommand::Redo));
+    } else if ctx.input_mut(|i| i.consume_shortcut(&undo)) {
+        commands.push(Command::Sketch(crate::ui::SketchCommand::Undo));
+    }
+}
+
+fn status_bar_ui(
+    ui: &mut egui::Ui,
+    message: Option<&Message>,
+    active_jobs: usize,
+    commands: &mut Commands,
+) {
+    ui.horizontal(|ui| match message {
+        Some(message) => {
+            let color = if message.is_error {
+                ui.visuals().error_fg_color
+            } else {
+                ui.visuals().text_color()
+            };
+            ui.colored_label(color, &message.text);
+            if ui.small_button("Dismiss").clicked() {
+                commands.push(Command::DismissMessage);
+            }
+        }
+        None => {
+            ui.weak(match active_jobs {
+                0 => "Ready".to_owned(),
+                1 => "1 job in the queue".to_owned(),
+                n => format!("{n} jobs in the queue"),
+            });
+        }
+    });
+}

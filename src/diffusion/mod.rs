@@ -1,0 +1,114 @@
+//! Stable Diffusion pipelines on candle: text encoding, the denoising loop with its samplers,
+//! VAE decoding; text-to-image, image-to-image and inpainting.
+
+pub mod clip;
+pub mod noise;
+pub mod pipeline;
+pub mod sampler;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::Device;
+
+use crate::engine::{GeneratedImage, GenerationRequest};
+use crate::models::ModelError;
+pub use pipeline::{LoadedModel, ModelSlot};
+
+/// What can go wrong while generating. `Cancelled` is not a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffusionError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("{path}: {reason}")]
+    Noise {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("inference failed: {0}")]
+    Candle(String),
+}
+
+impl From<candle_core::Error> for DiffusionError {
+    fn from(e: candle_core::Error) -> Self {
+        DiffusionError::Candle(error_text(&e))
+    }
+}
+
+/// A candle error's message without the backtrace candle appends when `RUST_BACKTRACE` is set.
+pub fn error_text(e: &candle_core::Error) -> String {
+    let text = e.to_string();
+    match text.find("\n   0: ") {
+        Some(at) => text[..at].trim_end().to_owned(),
+        None => text.trim_end().to_owned(),
+    }
+}
+
+/// Callbacks and the cancel flag a running job reports through.
+pub struct JobControl<'a> {
+    pub cancel: &'a AtomicBool,
+    pub on_loading: &'a mut dyn FnMut(&str),
+    /// `(image_index, step, of, preview)` after every denoising step.
+    pub on_step: &'a mut dyn FnMut(u32, usize, usize, Option<image::RgbImage>),
+    pub on_image: &'a mut dyn FnMut(GeneratedImage),
+}
+
+impl JobControl<'_> {
+    pub fn check_cancelled(&self) -> Result<(), DiffusionError> {
+        if self.cancel.load(Ordering::SeqCst) {
+            Err(DiffusionError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Runs whole jobs; keeps the current model loaded between them.
+pub struct Generator {
+    slot: ModelSlot,
+    device: Device,
+}
+
+impl Default for Generator {
+    fn default() -> Self {
+        Self {
+            slot: ModelSlot::default(),
+            device: pipeline::default_device(),
+        }
+    }
+}
+
+impl Generator {
+    /// Generates every image of the request's batch, reporting each as soon as it is decoded.
+    pub fn run(
+        &mut self,
+        request: &GenerationRequest,
+        control: &mut JobControl<'_>,
+    ) -> Result<(), DiffusionError> {
+        if request.batch == 0 {
+            return Err(DiffusionError::InvalidRequest(
+                "batch must be at least 1".into(),
+            ));
+        }
+        let model = self
+            .slot
+            .get(&request.model_dir, &self.device, &mut *control.on_loading)?;
+        for index in 0..request.batch {
+            control.check_cancelled()?;
+            let image = model.generate(request, index, control)?;
+            (control.on_image)(image);
+        }
+        Ok(())
+    }
+
+    /// Frees the loaded model (e.g. before loading a very large one elsewhere).
+    pub fn unload(&mut self) {
+        self.slot.unload();
+    }
+}

@@ -1,0 +1,73 @@
+//! Seeded Gaussian noise, so one seed always gives the same picture on this machine
+//! (`Device::Cpu.set_seed` is unsupported in candle, so nothing here uses candle's RNG),
+//! and loading a caller's own initial noise from a safetensors file.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Result, Shape, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use super::DiffusionError;
+
+pub struct NoiseRng {
+    rng: ChaCha8Rng,
+}
+
+impl NoiseRng {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn randn(
+        &mut self,
+        shape: impl Into<Shape>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        let data: Vec<f32> = (0..shape.elem_count())
+            .map(|_| StandardNormal.sample(&mut self.rng))
+            .collect();
+        Tensor::from_vec(data, shape, &Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(device)
+    }
+
+    pub fn randn_like(&mut self, t: &Tensor) -> Result<Tensor> {
+        self.randn(t.shape().clone(), t.dtype(), t.device())
+    }
+}
+
+/// Reads tensor `noise` of shape `[1, channels, h, w]` from a safetensors file.
+pub fn load_noise_file(
+    path: &Path,
+    channels: usize,
+    h: usize,
+    w: usize,
+    device: &Device,
+) -> std::result::Result<Tensor, DiffusionError> {
+    let err = |reason: String| DiffusionError::Noise {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let tensors =
+        candle_core::safetensors::load(path, device).map_err(|e| err(super::error_text(&e)))?;
+    let noise = tensors
+        .get("noise")
+        .ok_or_else(|| err("no tensor named \"noise\"".into()))?;
+    let want = [1, channels, h, w];
+    if noise.dims() != want {
+        return Err(err(format!(
+            "noise has shape {:?}, this request needs {:?}",
+            noise.dims(),
+            want
+        )));
+    }
+    noise
+        .to_dtype(DType::F32)
+        .map_err(|e| err(super::error_text(&e)))
+}

@@ -1,0 +1,594 @@
+//! One loaded model and the generation loop: prompt encoding with classifier-free guidance,
+//! text-to-image, image-to-image and inpainting (9-channel inpainting UNets, and latent
+//! blending for ordinary ones), per-step previews, cancellation between steps.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, IndexOp, Tensor, D};
+use candle_nn::VarBuilder;
+
+use super::clip::ClipTextEncoder;
+use super::noise::{load_noise_file, NoiseRng};
+use super::sampler::{self, NoiseSchedule};
+use super::tokenizer::ClipTokenizer;
+use super::unet::{AddedCond, Unet};
+use super::vae::Vae;
+use super::{DiffusionError, JobControl};
+use crate::engine::{GeneratedImage, GenerationRequest};
+use crate::models::config::{ModelConfigs, TextEncoderConfig};
+use crate::models::{Family, ModelError};
+
+/// Largest side we accept; beyond this a CPU job would run for hours and a GPU run out of memory.
+pub const MAX_SIDE: u32 = 4096;
+
+/// The compute device: the first CUDA/Metal device when built with that feature, else CPU.
+pub fn default_device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    #[cfg(feature = "metal")]
+    if let Ok(d) = Device::new_metal(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
+/// Memory-maps a component's safetensors files, turning a broken file into a clear error.
+fn var_builder(
+    configs: &ModelConfigs,
+    component: &str,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>, ModelError> {
+    let files = configs.weights(component)?;
+    for f in &files {
+        check_safetensors(f)?;
+    }
+    // SAFETY: the files are memory-mapped read-only; like every safetensors loader we rely on
+    // them not being truncated while mapped (their headers were checked just above).
+    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(|e| {
+        ModelError::BadWeights {
+            path: configs.dir.join(component),
+            reason: super::error_text(&e),
+        }
+    })
+}
+
+/// Validates the header and that every tensor's bytes lie inside the file.
+pub fn check_safetensors(path: &Path) -> Result<(), ModelError> {
+    let bad = |reason: String| ModelError::BadWeights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    // SAFETY: read-only map, dropped before returning.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(e.to_string()))?;
+    safetensors::SafeTensors::deserialize(&mmap).map_err(|e| bad(e.to_string()))?;
+    Ok(())
+}
+
+/// Where a component failed to build: a missing or misshapen tensor names the component.
+fn built<T>(
+    r: candle_core::Result<T>,
+    configs: &ModelConfigs,
+    component: &str,
+) -> Result<T, ModelError> {
+    r.map_err(|e| ModelError::BadWeights {
+        path: configs.dir.join(component),
+        reason: super::error_text(&e),
+    })
+}
+
+struct TextSide {
+    tokenizer: ClipTokenizer,
+    config: TextEncoderConfig,
+    encoder: Option<ClipTextEncoder>,
+    component: &'static str,
+}
+
+/// A model ready to generate. Weights are memory-mapped, so loading the same folder again
+/// shares pages with the first load.
+pub struct LoadedModel {
+    pub configs: ModelConfigs,
+    pub device: Device,
+    pub dtype: DType,
+    text: Vec<TextSide>,
+    unet: Unet,
+    vae: Vae,
+    schedule: NoiseSchedule,
+    /// Drop the text encoders after each encoding (they are reloaded lazily from the mmap).
+    pub drop_text_encoders: bool,
+}
+
+/// Conditioning for one guidance side: `[1, 77, D]` context and, for SDXL, the pooled embedding.
+struct Cond {
+    context: Tensor,
+    pooled: Option<Tensor>,
+}
+
+impl LoadedModel {
+    pub fn load(
+        dir: &Path,
+        device: &Device,
+        on_loading: &mut dyn FnMut(&str),
+    ) -> Result<Self, ModelError> {
+        let configs = ModelConfigs::read(dir)?;
+        let dtype = if device.is_cpu() {
+            DType::F32
+        } else {
+            DType::F16
+        };
+        let schedule = NoiseSchedule::from_config(&configs.scheduler).map_err(|reason| {
+            ModelError::BadConfig {
+                path: dir.join("scheduler").join("scheduler_config.json"),
+                reason,
+            }
+        })?;
+        on_loading("tokenizer");
+        let mut text = vec![TextSide {
+            tokenizer: ClipTokenizer::load(&configs.tokenizer)?,
+            config: configs.text_encoder.clone(),
+            encoder: None,
+            component: "text_encoder",
+        }];
+        if let (Some(cfg), Some(tok)) = (&configs.text_encoder_2, &configs.tokenizer_2) {
+            text.push(TextSide {
+                tokenizer: ClipTokenizer::load(tok)?,
+                config: cfg.clone(),
+                encoder: None,
+                component: "text_encoder_2",
+            });
+        }
+        on_loading("UNet");
+        let unet = built(
+            Unet::new(var_builder(&configs, "unet", dtype, device)?, &configs.unet),
+            &configs,
+            "unet",
+        )?;
+        on_loading("VAE");
+        let vae = built(
+            Vae::new(var_builder(&configs, "vae", dtype, device)?, &configs.vae),
+            &configs,
+            "vae",
+        )?;
+        let mut model = Self {
+            configs,
+            device: device.clone(),
+            dtype,
+            text,
+            unet,
+            vae,
+            schedule,
+            drop_text_encoders: false,
+        };
+        on_loading("text encoder");
+        model.ensure_text_encoders()?;
+        Ok(model)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.configs.dir
+    }
+
+    fn ensure_text_encoders(&mut self) -> Result<(), ModelError> {
+        for side in &mut self.text {
+            if side.encoder.is_none() {
+                let vb = var_builder(&self.configs, side.component, self.dtype, &self.device)?;
+                side.encoder = Some(built(
+                    ClipTextEncoder::new(vb, &side.config),
+                    &self.configs,
+                    side.component,
+                )?);
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_prompt(&mut self, prompt: &str) -> Result<Cond, DiffusionError> {
+        self.ensure_text_encoders()?;
+        let family = self.configs.family;
+        let mut contexts = Vec::new();
+        let mut pooled = None;
+        for side in &self.text {
+            let ids = side
+                .tokenizer
+                .encode(prompt)
+                .map_err(DiffusionError::InvalidRequest)?;
+            let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
+            let encoder = side.encoder.as_ref().expect("loaded just above");
+            let out = encoder.encode(&ids, side.tokenizer.eos_id)?;
+            if family == Family::Sdxl {
+                let n = out.hidden_states.len();
+                contexts.push(out.hidden_states[n.saturating_sub(2)].clone());
+                if out.pooled_projected.is_some() {
+                    pooled = out.pooled_projected;
+                }
+            } else {
+                contexts.push(out.last_normed);
+            }
+        }
+        let context = Tensor::cat(&contexts, D::Minus1)?;
+        if family == Family::Sdxl && pooled.is_none() {
+            return Err(ModelError::BadWeights {
+                path: self.configs.dir.join("text_encoder_2"),
+                reason: "SDXL needs text_projection in the second text encoder".into(),
+            }
+            .into());
+        }
+        Ok(Cond { context, pooled })
+    }
+
+    /// Generates image `index` of `request` (seed `request.seed + index`).
+    pub fn generate(
+        &mut self,
+        request: &GenerationRequest,
+        index: u32,
+        control: &mut JobControl<'_>,
+    ) -> Result<GeneratedImage, DiffusionError> {
+        let started = Instant::now();
+        validate(request, self.vae.downscale as u32)?;
+        let seed = request.seed.wrapping_add(index as u64);
+        let mut own = request.clone();
+        own.seed = seed;
+        own.batch = 1;
+        let done = |image: image::RgbImage| GeneratedImage {
+            image: std::sync::Arc::new(image),
+            request: own.clone(),
+            elapsed_secs: started.elapsed().as_secs_f32(),
+        };
+
+        let (w, h) = (request.width as usize, request.height as usize);
+        let init_rgb = request
+            .init_image
+            .as_ref()
+            .map(|img| resize_rgb(img, request.width, request.height));
+        let mask = request.mask.as_ref().map(|m| {
+            image::imageops::resize(
+                m.as_ref(),
+                request.width,
+                request.height,
+                image::imageops::FilterType::Triangle,
+            )
+        });
+
+        let n = request.steps;
+        let mut sampler = sampler::build(request.sampler, &self.schedule, n);
+        let start = match &init_rgb {
+            Some(_) => {
+                let strength = request.strength_0_to_1.clamp(0.0, 1.0) as f64;
+                let init_steps = ((n as f64 * strength) as usize).min(n);
+                n - init_steps
+            }
+            None => 0,
+        };
+        if start >= n {
+            // Strength 0: nothing to denoise; the init image is the answer.
+            if let Some(init) = init_rgb {
+                return Ok(done(init));
+            }
+        }
+
+        control.check_cancelled()?;
+        let cfg = request.guidance > 1.0;
+        let cond = self.encode_prompt(&request.prompt)?;
+        let uncond = if !cfg {
+            None
+        } else if self.configs.family == Family::Sdxl && request.negative_prompt.trim().is_empty() {
+            // SDXL's force_zeros_for_empty_prompt.
+            Some(Cond {
+                context: cond.context.zeros_like()?,
+                pooled: match &cond.pooled {
+                    Some(p) => Some(p.zeros_like()?),
+                    None => None,
+                },
+            })
+        } else {
+            Some(self.encode_prompt(&request.negative_prompt)?)
+        };
+        if self.drop_text_encoders {
+            for side in &mut self.text {
+                side.encoder = None;
+            }
+        }
+        let (context, pooled) = match &uncond {
+            Some(u) => (
+                Tensor::cat(&[&u.context, &cond.context], 0)?,
+                match (&u.pooled, &cond.pooled) {
+                    (Some(a), Some(b)) => Some(Tensor::cat(&[a, b], 0)?),
+                    _ => None,
+                },
+            ),
+            None => (cond.context.clone(), cond.pooled.clone()),
+        };
+        let rows = if cfg { 2 } else { 1 };
+        let time_ids = match self.configs.family {
+            Family::Sdxl => {
+                let ids = [h as f32, w as f32, 0.0, 0.0, h as f32, w as f32];
+                Some(
+                    Tensor::new(&ids, &self.device)?
+                        .unsqueeze(0)?
+                        .repeat((rows, 1))?,
+                )
+            }
+            _ => None,
+        };
+
+        let down = self.vae.downscale;
+        let (lh, lw) = (h / down, w / down);
+        let lc = self.vae.latent_channels;
+        let mut rng = NoiseRng::new(seed);
+        let noise = match &request.noise_file {
+            Some(path) => load_noise_file(path, lc, lh, lw, &self.device)?,
+            None => rng.randn((1, lc, lh, lw), DType::F32, &self.device)?,
+        };
+        let noise = noise.to_dtype(self.dtype)?;
+
+        let init_latents = match &init_rgb {
+            Some(img) => Some(
+                self.vae
+                    .encode(&rgb_to_tensor(img, &self.device, self.dtype)?)?,
+            ),
+            None => None,
+        };
+        let latent_mask = match &mask {
+            Some(m) => Some(mask_to_latent(m, lw, lh, &self.device, self.dtype)?),
+            None => None,
+        };
+        let inpaint_unet = self.configs.unet.in_channels == 9;
+        // The 9-channel UNet's extra input: the mask and the latents of the image with the
+        // masked area blanked.
+        let inpaint_extra = match (inpaint_unet, &init_rgb, &mask, &latent_mask) {
+            (true, Some(img), Some(m), Some(lm)) => {
+                let masked = rgb_to_tensor(img, &self.device, self.dtype)?;
+                let keep = mask_to_tensor(m, &self.device, self.dtype)?
+                    .lt(0.5)?
+                    .to_dtype(self.dtype)?;
+                let masked = masked.broadcast_mul(&keep)?;
+                let masked_latents = self.vae.encode(&masked)?;
+                Some(Tensor::cat(&[lm, &masked_latents], 1)?)
+            }
+            (true, _, _, _) => {
+                return Err(DiffusionError::InvalidRequest(
+                    "this is an inpainting model: give it an init image and a mask".into(),
+                ))
+            }
+            _ => None,
+        };
+
+        let mut latents = match (&init_latents, inpaint_unet) {
+            (Some(init), false) => sampler.add_noise(init, &noise, start)?,
+            (Some(init), true) if start > 0 => sampler.add_noise(init, &noise, start)?,
+            _ => noise.affine(sampler.init_noise_sigma(), 0.0)?,
+        };
+
+        let total = n - start;
+        for step in start..n {
+            control.check_cancelled()?;
+            let t = sampler.timesteps()[step];
+            let x_in = sampler.scale_model_input(&latents, step)?;
+            let x_in = match &inpaint_extra {
+                Some(extra) => Tensor::cat(&[&x_in, extra], 1)?,
+                None => x_in,
+            };
+            let x_in = if cfg {
+                Tensor::cat(&[&x_in, &x_in], 0)?
+            } else {
+                x_in
+            };
+            let added = match (&pooled, &time_ids) {
+                (Some(p), Some(ids)) => Some(AddedCond {
+                    text_embeds: p,
+                    time_ids: ids,
+                }),
+                _ => None,
+            };
+            let out = self.unet.forward(&x_in, t, &context, added)?;
+            let out = if cfg {
+                let (u, c) = (out.i(0..1)?, out.i(1..2)?);
+                (&u + ((c - &u)? * request.guidance as f64)?)?
+            } else {
+                out
+            };
+            latents = sampler.step(&out, step, &latents, &mut rng)?;
+            if let (Some(init), Some(lm), false) = (&init_latents, &latent_mask, inpaint_unet) {
+                // Keep the unmasked area on the init image's trajectory.
+                let known = if step + 1 < n {
+                    sampler.add_noise(init, &noise, step + 1)?
+                } else {
+                    init.clone()
+                };
+                latents = (latents.broadcast_mul(lm)? + known.broadcast_mul(&(1.0 - lm)?)?)?;
+            }
+            let done_steps = step - start + 1;
+            let preview = if done_steps % preview_every(total) == 0 && done_steps < total {
+                Some(latent_preview(&latents, self.configs.family)?)
+            } else {
+                None
+            };
+            (control.on_step)(index, done_steps, total, preview);
+        }
+        control.check_cancelled()?;
+        let pixels = self.vae.decode(&latents)?;
+        let mut image = tensor_to_rgb(&pixels)?;
+        if let (Some(init), Some(m)) = (&init_rgb, &mask) {
+            overlay_unmasked(&mut image, init, m);
+        }
+        Ok(done(image))
+    }
+}
+
+fn preview_every(total: usize) -> usize {
+    (total / 10).max(1)
+}
+
+fn validate(r: &GenerationRequest, multiple: u32) -> Result<(), DiffusionError> {
+    let bad = |m: String| Err(DiffusionError::InvalidRequest(m));
+    if r.width == 0 || r.height == 0 || r.width % multiple != 0 || r.height % multiple != 0 {
+        return bad(format!(
+            "size {}x{} must be a positive multiple of {multiple}",
+            r.width, r.height
+        ));
+    }
+    if r.width > MAX_SIDE || r.height > MAX_SIDE {
+        return bad(format!(
+            "size {}x{} is over the {MAX_SIDE} px limit",
+            r.width, r.height
+        ));
+    }
+    if r.steps == 0 || r.steps > 1000 {
+        return bad(format!("steps must be 1..=1000, not {}", r.steps));
+    }
+    if !r.guidance.is_finite() || r.guidance < 0.0 || r.guidance > 100.0 {
+        return bad(format!("guidance must be 0..=100, not {}", r.guidance));
+    }
+    if !(0.0..=1.0).contains(&r.strength_0_to_1) {
+        return bad(format!("strength must be 0..=1, not {}", r.strength_0_to_1));
+    }
+    if r.mask.is_some() && r.init_image.is_none() {
+        return bad("a mask needs an init image".into());
+    }
+    Ok(())
+}
+
+fn resize_rgb(img: &image::RgbImage, w: u32, h: u32) -> image::RgbImage {
+    if img.dimensions() == (w, h) {
+        img.clone()
+    } else {
+        image::imageops::resize(img, w, h, image::imageops::FilterType::Lanczos3)
+    }
+}
+
+/// RGB 0..255 -> `[1, 3, H, W]` in [-1, 1].
+fn rgb_to_tensor(
+    img: &image::RgbImage,
+    device: &Device,
+    dtype: DType,
+) -> candle_core::Result<Tensor> {
+    let (w, h) = img.dimensions();
+    let data: Vec<f32> = img
+        .as_raw()
+        .iter()
+        .map(|&v| v as f32 / 127.5 - 1.0)
+        .collect();
+    Tensor::from_vec(data, (h as usize, w as usize, 3), device)?
+        .permute((2, 0, 1))?
+        .unsqueeze(0)?
+        .to_dtype(dtype)
+}
+
+/// Mask 0..255 -> `[1, 1, H, W]` in [0, 1].
+fn mask_to_tensor(
+    m: &image::GrayImage,
+    device: &Device,
+    dtype: DType,
+) -> candle_core::Result<Tensor> {
+    let (w, h) = m.dimensions();
+    let data: Vec<f32> = m.as_raw().iter().map(|&v| v as f32 / 255.0).collect();
+    Tensor::from_vec(data, (1, 1, h as usize, w as usize), device)?.to_dtype(dtype)
+}
+
+/// The mask at latent resolution, binarised as diffusers does (nearest, >= 0.5 repaints).
+fn mask_to_latent(
+    m: &image::GrayImage,
+    lw: usize,
+    lh: usize,
+    device: &Device,
+    dtype: DType,
+) -> candle_core::Result<Tensor> {
+    let small = image::imageops::resize(
+        m,
+        lw as u32,
+        lh as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    let data: Vec<f32> = small
+        .as_raw()
+        .iter()
+        .map(|&v| if v >= 128 { 1.0 } else { 0.0 })
+        .collect();
+    Tensor::from_vec(data, (1, 1, lh, lw), device)?.to_dtype(dtype)
+}
+
+/// `[1, 3, H, W]` in [-1, 1] -> RGB.
+fn tensor_to_rgb(t: &Tensor) -> candle_core::Result<image::RgbImage> {
+    let (_, _, h, w) = t.dims4()?;
+    let t = ((t.i(0)?.to_dtype(DType::F32)?.clamp(-1.0, 1.0)? + 1.0)? * 127.5)?
+        .round()?
+        .permute((1, 2, 0))?
+        .flatten_all()?;
+    let data: Vec<u8> = t.to_vec1::<f32>()?.into_iter().map(|v| v as u8).collect();
+    image::RgbImage::from_raw(w as u32, h as u32, data)
+        .ok_or_else(|| candle_core::Error::Msg("decoded image has the wrong size".into()))
+}
+
+/// Pastes the init image back where the mask keeps it (soft edges blend), so pixels outside
+/// the mask come through untouched instead of via a lossy VAE round trip.
+fn overlay_unmasked(out: &mut image::RgbImage, init: &image::RgbImage, mask: &image::GrayImage) {
+    for ((o, i), m) in out.pixels_mut().zip(init.pixels()).zip(mask.pixels()) {
+        let a = m.0[0] as u32;
+        for c in 0..3 {
+            o.0[c] = ((o.0[c] as u32 * a + i.0[c] as u32 * (255 - a) + 127) / 255) as u8;
+        }
+    }
+}
+
+/// A cheap RGB view of the latents (a linear map per family), at latent resolution.
+fn latent_preview(latents: &Tensor, family: Family) -> candle_core::Result<image::RgbImage> {
+    const SD: [[f32; 3]; 4] = [
+        [0.3512, 0.2297, 0.3227],
+        [0.3250, 0.4974, 0.2350],
+        [-0.2829, 0.1762, 0.2721],
+        [-0.2120, -0.2616, -0.7177],
+    ];
+    const XL: [[f32; 3]; 4] = [
+        [0.3651, 0.4232, 0.4341],
+        [-0.2533, -0.0042, 0.1068],
+        [0.1076, 0.1111, -0.0362],
+        [-0.3165, -0.2492, -0.2188],
+    ];
+    let factors = if family == Family::Sdxl { &XL } else { &SD };
+    let l = latents.i(0)?.to_dtype(DType::F32)?;
+    let (c, h, w) = l.dims3()?;
+    let data = l.flatten_all()?.to_vec1::<f32>()?;
+    let mut img = image::RgbImage::new(w as u32, h as u32);
+    for (idx, px) in img.pixels_mut().enumerate() {
+        for (rgb, out) in px.0.iter_mut().enumerate() {
+            let v: f32 = (0..c.min(4))
+                .map(|ch| data[ch * h * w + idx] * factors[ch][rgb])
+                .sum();
+            *out = ((v + 1.0) * 127.5).clamp(0.0, 255.0) as u8;
+        }
+    }
+    Ok(img)
+}
+
+/// The model currently in memory, if any, keyed by its folder.
+#[derive(Default)]
+pub struct ModelSlot {
+    loaded: Option<(PathBuf, LoadedModel)>,
+}
+
+impl ModelSlot {
+    /// The model for `dir`, loading it (and freeing any other) when needed.
+    pub fn get(
+        &mut self,
+        dir: &Path,
+        device: &Device,
+        on_loading: &mut dyn FnMut(&str),
+    ) -> Result<&mut LoadedModel, ModelError> {
+        let key = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if self.loaded.as_ref().is_none_or(|(k, _)| *k != key) {
+            // Free the old model before mapping the new one.
+            self.loaded = None;
+            let model = LoadedModel::load(dir, device, on_loading)?;
+            self.loaded = Some((key, model));
+        }
+        Ok(&mut self.loaded.as_mut().expect("set above").1)
+    }
+
+    pub fn unload(&mut self) {
+        self.loaded = None;
+    }
+}

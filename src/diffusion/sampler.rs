@@ -1,0 +1,569 @@
+//! Samplers over one noise schedule read from `scheduler_config.json`: DDIM, Euler ancestral,
+//! UniPC (bh2, order 2) and DPM++ 2M with Karras sigmas. Each follows the matching diffusers
+//! scheduler's maths and timestep spacing, so seeds and outputs carry across tools.
+//! Ancestral noise comes from the job's seeded [`NoiseRng`], never a global RNG.
+
+use candle_core::{Result, Tensor};
+
+use super::noise::NoiseRng;
+use crate::engine::SamplerKind;
+use crate::models::config::SchedulerFileConfig;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Prediction {
+    Epsilon,
+    V,
+    Sample,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Spacing {
+    Leading,
+    Linspace,
+    Trailing,
+}
+
+/// The training noise schedule: `alphas_cumprod` and how the UNet's output is meant.
+#[derive(Clone, Debug)]
+pub struct NoiseSchedule {
+    pub alphas_cumprod: Vec<f64>,
+    pub prediction: Prediction,
+    pub spacing: Option<Spacing>,
+    pub steps_offset: usize,
+    pub set_alpha_to_one: bool,
+}
+
+impl NoiseSchedule {
+    pub fn from_config(c: &SchedulerFileConfig) -> std::result::Result<Self, String> {
+        let n = c.num_train_timesteps.max(2);
+        let betas: Vec<f64> = match c.beta_schedule.as_str() {
+            "linear" => (0..n)
+                .map(|i| c.beta_start + (c.beta_end - c.beta_start) * i as f64 / (n - 1) as f64)
+                .collect(),
+            "scaled_linear" => {
+                let (a, b) = (c.beta_start.sqrt(), c.beta_end.sqrt());
+                (0..n)
+                    .map(|i| (a + (b - a) * i as f64 / (n - 1) as f64).powi(2))
+                    .collect()
+            }
+            "squaredcos_cap_v2" => {
+                let f = |t: f64| {
+                    ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                        .cos()
+                        .powi(2)
+                };
+                (0..n)
+                    .map(|i| {
+                        let (t1, t2) = (i as f64 / n as f64, (i + 1) as f64 / n as f64);
+                        (1.0 - f(t2) / f(t1)).min(0.999)
+                    })
+                    .collect()
+            }
+            other => return Err(format!("unsupported beta_schedule {other:?}")),
+        };
+        let mut acc = 1.0;
+        let alphas_cumprod = betas
+            .iter()
+            .map(|b| {
+                acc *= 1.0 - b;
+                acc
+            })
+            .collect();
+        let prediction = match c.prediction_type.as_str() {
+            "epsilon" => Prediction::Epsilon,
+            "v_prediction" => Prediction::V,
+            "sample" => Prediction::Sample,
+            other => return Err(format!("unsupported prediction_type {other:?}")),
+        };
+        let spacing = match c.timestep_spacing.as_deref() {
+            None => None,
+            Some("leading") => Some(Spacing::Leading),
+            Some("linspace") => Some(Spacing::Linspace),
+            Some("trailing") => Some(Spacing::Trailing),
+            Some(other) => return Err(format!("unsupported timestep_spacing {other:?}")),
+        };
+        Ok(Self {
+            alphas_cumprod,
+            prediction,
+            spacing,
+            steps_offset: c.steps_offset,
+            set_alpha_to_one: c.set_alpha_to_one,
+        })
+    }
+
+    fn train_steps(&self) -> usize {
+        self.alphas_cumprod.len()
+    }
+
+    /// `sqrt((1 - acp) / acp)` at a (fractional) training timestep, linearly interpolated.
+    fn sigma_at(&self, t: f64) -> f64 {
+        let s = |i: usize| {
+            let a = self.alphas_cumprod[i];
+            ((1.0 - a) / a).sqrt()
+        };
+        let t = t.clamp(0.0, (self.train_steps() - 1) as f64);
+        let lo = t.floor() as usize;
+        let hi = (lo + 1).min(self.train_steps() - 1);
+        let w = t - lo as f64;
+        s(lo) * (1.0 - w) + s(hi) * w
+    }
+
+    /// The inverse of `sigma_at` in log space (diffusers' `_sigma_to_t`).
+    fn t_for_sigma(&self, sigma: f64) -> f64 {
+        let log_sigmas: Vec<f64> = (0..self.train_steps())
+            .map(|i| self.sigma_at(i as f64).ln())
+            .collect();
+        let ls = sigma.max(1e-10).ln();
+        let lo = log_sigmas
+            .iter()
+            .rposition(|&l| ls - l >= 0.0)
+            .unwrap_or(0)
+            .min(log_sigmas.len() - 2);
+        let hi = lo + 1;
+        let w = ((log_sigmas[lo] - ls) / (log_sigmas[lo] - log_sigmas[hi])).clamp(0.0, 1.0);
+        (1.0 - w) * lo as f64 + w * hi as f64
+    }
+
+    /// Inference timesteps, high to low.
+    fn timesteps(&self, n: usize, default: Spacing, round: bool) -> Vec<f64> {
+        let t_max = self.train_steps();
+        let spacing = self.spacing.unwrap_or(default);
+        let mut ts: Vec<f64> = match spacing {
+            Spacing::Leading => {
+                let ratio = t_max / n;
+                (0..n)
+                    .rev()
+                    .map(|i| (i * ratio + self.steps_offset) as f64)
+                    .collect()
+            }
+            Spacing::Linspace => (0..n)
+                .rev()
+                .map(|i| {
+                    if n == 1 {
+                        0.0
+                    } else {
+                        (t_max - 1) as f64 * i as f64 / (n - 1) as f64
+                    }
+                })
+                .collect(),
+            Spacing::Trailing => {
+                let ratio = t_max as f64 / n as f64;
+                (0..n)
+                    .map(|i| (t_max as f64 - i as f64 * ratio).round() - 1.0)
+                    .collect()
+            }
+        };
+        if round {
+            ts.iter_mut().for_each(|t| *t = t.round());
+        }
+        ts
+    }
+
+    /// Linspace over `n + 1` points without the last (diffusers' multistep solvers).
+    fn multistep_timesteps(&self, n: usize) -> Vec<f64> {
+        let t_max = self.train_steps();
+        match self.spacing.unwrap_or(Spacing::Linspace) {
+            Spacing::Linspace => (1..=n)
+                .rev()
+                .map(|i| ((t_max - 1) as f64 * i as f64 / n as f64).round())
+                .collect(),
+            other => {
+                let mut copy = self.clone();
+                copy.spacing = Some(other);
+                copy.timesteps(n, other, true)
+            }
+        }
+    }
+}
+
+/// `a * x + b * y`.
+fn lin(a: f64, x: &Tensor, b: f64, y: &Tensor) -> Result<Tensor> {
+    x.affine(a, 0.0)? + y.affine(b, 0.0)?
+}
+
+/// VP-space conversion of a model output to the predicted clean sample `x0`.
+fn vp_x0(pred: Prediction, out: &Tensor, x: &Tensor, alpha: f64, sigma: f64) -> Result<Tensor> {
+    match pred {
+        Prediction::Epsilon => lin(1.0 / alpha, x, -sigma / alpha, out),
+        Prediction::V => lin(alpha, x, -sigma, out),
+        Prediction::Sample => Ok(out.clone()),
+    }
+}
+
+/// VP `(alpha_t, sigma_t)` for a k-diffusion sigma.
+fn alpha_sigma(sigma: f64) -> (f64, f64) {
+    let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
+    (alpha, sigma * alpha)
+}
+
+pub trait Sampler {
+    /// The UNet timestep at each step.
+    fn timesteps(&self) -> &[f64];
+    /// Scale applied to unit Gaussian noise for the first latent.
+    fn init_noise_sigma(&self) -> f64;
+    fn scale_model_input(&self, x: &Tensor, step: usize) -> Result<Tensor>;
+    /// Advances `x` from step `step` to the next, given the UNet output.
+    fn step(&mut self, out: &Tensor, step: usize, x: &Tensor, rng: &mut NoiseRng)
+        -> Result<Tensor>;
+    /// Noises a clean latent to the level of step `step` (image-to-image start, inpainting).
+    fn add_noise(&self, x0: &Tensor, noise: &Tensor, step: usize) -> Result<Tensor>;
+}
+
+pub fn build(kind: SamplerKind, schedule: &NoiseSchedule, steps: usize) -> Box<dyn Sampler + Send> {
+    let steps = steps.max(1);
+    match kind {
+        SamplerKind::Ddim => Box::new(Ddim::new(schedule, steps)),
+        SamplerKind::EulerAncestral => Box::new(EulerAncestral::new(schedule, steps)),
+        SamplerKind::UniPc => Box::new(UniPc::new(schedule, steps)),
+        SamplerKind::DpmPp2mKarras => Box::new(DpmPp2m::new(schedule, steps)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub struct Ddim {
+    s: NoiseSchedule,
+    ts: Vec<f64>,
+    stride: usize,
+}
+
+impl Ddim {
+    fn new(s: &NoiseSchedule, n: usize) -> Self {
+        Self {
+            ts: s.timesteps(n, Spacing::Leading, true),
+            stride: s.train_steps() / n,
+            s: s.clone(),
+        }
+    }
+
+    fn acp(&self, t: i64) -> f64 {
+        if t >= 0 {
+            self.s.alphas_cumprod[(t as usize).min(self.s.train_steps() - 1)]
+        } else if self.s.set_alpha_to_one {
+            1.0
+        } else {
+            self.s.alphas_cumprod[0]
+        }
+    }
+}
+
+impl Sampler for Ddim {
+    fn timesteps(&self) -> &[f64] {
+        &self.ts
+    }
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+    fn scale_model_input(&self, x: &Tensor, _: usize) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+    fn step(&mut self, out: &Tensor, step: usize, x: &Tensor, _: &mut NoiseRng) -> Result<Tensor> {
+        let t = self.ts[step] as i64;
+        let a = self.acp(t);
+        let a_prev = self.acp(t - self.stride as i64);
+        let (alpha, sigma) = (a.sqrt(), (1.0 - a).sqrt());
+        let x0 = vp_x0(self.s.prediction, out, x, alpha, sigma)?;
+        // eps re-derived from x0 keeps every prediction type on one path.
+        let eps = lin(1.0 / sigma, x, -alpha / sigma, &x0)?;
+        lin(a_prev.sqrt(), &x0, (1.0 - a_prev).sqrt(), &eps)
+    }
+    fn add_noise(&self, x0: &Tensor, noise: &Tensor, step: usize) -> Result<Tensor> {
+        let a = self.acp(self.ts[step] as i64);
+        lin(a.sqrt(), x0, (1.0 - a).sqrt(), noise)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub struct EulerAncestral {
+    s: NoiseSchedule,
+    ts: Vec<f64>,
+    /// One per step plus a final 0.
+    sigmas: Vec<f64>,
+    init_sigma: f64,
+}
+
+impl EulerAncestral {
+    fn new(s: &NoiseSchedule, n: usize) -> Self {
+        let spacing = s.spacing.unwrap_or(Spacing::Linspace);
+        let ts = s.timesteps(n, Spacing::Linspace, spacing != Spacing::Linspace);
+        let mut sigmas: Vec<f64> = ts.iter().map(|&t| s.sigma_at(t)).collect();
+        let max = sigmas.iter().cloned().fold(0.0, f64::max);
+        sigmas.push(0.0);
+        let init_sigma = match spacing {
+            Spacing::Linspace | Spacing::Trailing => max,
+            Spacing::Leading => (max * max + 1.0).sqrt(),
+        };
+        Self {
+            s: s.clone(),
+            ts,
+            sigmas,
+            init_sigma,
+        }
+    }
+}
+
+impl Sampler for EulerAncestral {
+    fn timesteps(&self) -> &[f64] {
+        &self.ts
+    }
+    fn init_noise_sigma(&self) -> f64 {
+        self.init_sigma
+    }
+    fn scale_model_input(&self, x: &Tensor, step: usize) -> Result<Tensor> {
+        let s = self.sigmas[step];
+        x.affine(1.0 / (s * s + 1.0).sqrt(), 0.0)
+    }
+    fn step(
+        &mut self,
+        out: &Tensor,
+        step: usize,
+        x: &Tensor,
+        rng: &mut NoiseRng,
+    ) -> Result<Tensor> {
+        let (from, to) = (self.sigmas[step], self.sigmas[step + 1]);
+        let x0 = match self.s.prediction {
+            Prediction::Epsilon => lin(1.0, x, -from, out)?,
+            Prediction::V => lin(
+                1.0 / (from * from + 1.0),
+                x,
+                -from / (from * from + 1.0).sqrt(),
+                out,
+            )?,
+            Prediction::Sample => out.clone(),
+        };
+        let up = (to * to * (from * from - to * to) / (from * from))
+            .max(0.0)
+            .sqrt();
+        let down = (to * to - up * up).max(0.0).sqrt();
+        // x + (x - x0) / from * (down - from)  ==  x0 + (x - x0) * down / from
+        let d = (x - &x0)?;
+        let next = lin(1.0, &x0, down / from, &d)?;
+        if up > 0.0 {
+            let noise = rng.randn_like(x)?;
+            lin(1.0, &next, up, &noise)
+        } else {
+            Ok(next)
+        }
+    }
+    fn add_noise(&self, x0: &Tensor, noise: &Tensor, step: usize) -> Result<Tensor> {
+        lin(1.0, x0, self.sigmas[step], noise)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Shared state of the VP-space multistep solvers (sigmas per step plus a final 0).
+struct Multistep {
+    s: NoiseSchedule,
+    ts: Vec<f64>,
+    sigmas: Vec<f64>,
+    /// (lambda, x0 prediction) of previous steps, newest last.
+    history: Vec<(f64, Tensor)>,
+}
+
+impl Multistep {
+    fn lambda(sigma: f64) -> f64 {
+        let (a, s) = alpha_sigma(sigma);
+        a.ln() - s.ln()
+    }
+
+    fn x0(&self, out: &Tensor, x: &Tensor, step: usize) -> Result<Tensor> {
+        let (a, s) = alpha_sigma(self.sigmas[step]);
+        vp_x0(self.s.prediction, out, x, a, s)
+    }
+
+    fn add_noise(&self, x0: &Tensor, noise: &Tensor, step: usize) -> Result<Tensor> {
+        let (a, s) = alpha_sigma(self.sigmas[step]);
+        lin(a, x0, s, noise)
+    }
+
+    /// The order to use at `step`: grows with history, drops to 1 on the final step.
+    fn order(&self, step: usize) -> usize {
+        let remaining = self.ts.len() - step;
+        2.min(self.history.len() + 1).min(remaining)
+    }
+}
+
+pub struct DpmPp2m {
+    m: Multistep,
+}
+
+impl DpmPp2m {
+    fn new(s: &NoiseSchedule, n: usize) -> Self {
+        let smin = s.sigma_at(0.0);
+        let smax = s.sigma_at((s.train_steps() - 1) as f64);
+        let rho = 7.0;
+        let (lo, hi) = (smin.powf(1.0 / rho), smax.powf(1.0 / rho));
+        let mut sigmas: Vec<f64> = (0..n)
+            .map(|i| {
+                let r = if n == 1 {
+                    0.0
+                } else {
+                    i as f64 / (n - 1) as f64
+                };
+                (hi + r * (lo - hi)).powf(rho)
+            })
+            .collect();
+        let ts = sigmas.iter().map(|&sg| s.t_for_sigma(sg).round()).collect();
+        sigmas.push(0.0);
+        Self {
+            m: Multistep {
+                s: s.clone(),
+                ts,
+                sigmas,
+                history: Vec::new(),
+            },
+        }
+    }
+}
+
+impl Sampler for DpmPp2m {
+    fn timesteps(&self) -> &[f64] {
+        &self.m.ts
+    }
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+    fn scale_model_input(&self, x: &Tensor, _: usize) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+    fn step(&mut self, out: &Tensor, step: usize, x: &Tensor, _: &mut NoiseRng) -> Result<Tensor> {
+        let m0 = self.m.x0(out, x, step)?;
+        let (s_from, s_to) = (self.m.sigmas[step], self.m.sigmas[step + 1]);
+        let order = self.m.order(step);
+        let next = if s_to == 0.0 {
+            m0.clone()
+        } else {
+            let (a_t, sg_t) = alpha_sigma(s_to);
+            let (_, sg_s) = alpha_sigma(s_from);
+            let (l_t, l_s) = (Multistep::lambda(s_to), Multistep::lambda(s_from));
+            let h = l_t - l_s;
+            let first = lin(sg_t / sg_s, x, -a_t * (-h).exp_m1(), &m0)?;
+            match (order, self.m.history.last()) {
+                (2, Some((l_prev, m1))) => {
+                    let r0 = (l_s - l_prev) / h;
+                    let d1 = lin(1.0 / r0, &m0, -1.0 / r0, m1)?;
+                    lin(1.0, &first, -0.5 * a_t * (-h).exp_m1(), &d1)?
+                }
+                _ => first,
+            }
+        };
+        self.m.history.push((Multistep::lambda(s_from), m0));
+        if self.m.history.len() > 2 {
+            self.m.history.remove(0);
+        }
+        Ok(next)
+    }
+    fn add_noise(&self, x0: &Tensor, noise: &Tensor, step: usize) -> Result<Tensor> {
+        self.m.add_noise(x0, noise, step)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// UniPC (bh2 variant, data prediction, order 2) with its corrector on every step but the first.
+pub struct UniPc {
+    m: Multistep,
+    /// The sample before the last predictor, its step and the order used, for the corrector.
+    last: Option<(Tensor, usize, usize)>,
+}
+
+impl UniPc {
+    fn new(s: &NoiseSchedule, n: usize) -> Self {
+        let ts = s.multistep_timesteps(n);
+        let mut sigmas: Vec<f64> = ts.iter().map(|&t| s.sigma_at(t)).collect();
+        sigmas.push(0.0);
+        Self {
+            m: Multistep {
+                s: s.clone(),
+                ts,
+                sigmas,
+                history: Vec::new(),
+            },
+            last: None,
+        }
+    }
+
+    /// The B(h) coefficients of bh2 for orders 1 and 2: returns (h_phi_1, b[0], b[1]).
+    fn coefficients(h: f64) -> (f64, f64, f64) {
+        let hh = -h;
+        let h_phi_1 = hh.exp_m1();
+        let b_h = hh.exp_m1();
+        let mut h_phi_k = h_phi_1 / hh - 1.0;
+        let b0 = h_phi_k / b_h;
+        h_phi_k = h_phi_k / hh - 0.5;
+        let b1 = h_phi_k * 2.0 / b_h;
+        (h_phi_1, b0, b1)
+    }
+}
+
+impl Sampler for UniPc {
+    fn timesteps(&self) -> &[f64] {
+        &self.m.ts
+    }
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+    fn scale_model_input(&self, x: &Tensor, _: usize) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+    fn step(&mut self, out: &Tensor, step: usize, x: &Tensor, _: &mut NoiseRng) -> Result<Tensor> {
+        let m_t = self.m.x0(out, x, step)?;
+        // Corrector: refine the previous predictor's result with the new model output.
+        let x = match (self.last.take(), self.m.history.last()) {
+            (Some((x_prev, prev_step, order)), Some((l_s0, m0))) => {
+                let (s0, st) = (self.m.sigmas[prev_step], self.m.sigmas[step]);
+                let (a_t, sg_t) = alpha_sigma(st);
+                let (_, sg_s0) = alpha_sigma(s0);
+                let h = Multistep::lambda(st) - l_s0;
+                let (h_phi_1, b0, b1) = Self::coefficients(h);
+                let b_h = h_phi_1;
+                let base = lin(sg_t / sg_s0, &x_prev, -a_t * h_phi_1, m0)?;
+                let d1_t = (&m_t - m0)?;
+                if order >= 2 && self.m.history.len() >= 2 {
+                    let (l_s1, m1) = &self.m.history[self.m.history.len() - 2];
+                    let rk = (l_s1 - l_s0) / h;
+                    let d1 = lin(1.0 / rk, m1, -1.0 / rk, m0)?;
+                    // Solve [[1, 1], [rk, 1]] rho = [b0, b1].
+                    let rho0 = (b0 - b1) / (1.0 - rk);
+                    let rho1 = b0 - rho0;
+                    let corr = lin(rho0, &d1, rho1, &d1_t)?;
+                    lin(1.0, &base, -a_t * b_h, &corr)?
+                } else {
+                    lin(1.0, &base, -a_t * b_h * 0.5, &d1_t)?
+                }
+            }
+            _ => x.clone(),
+        };
+        let (s0, st) = (self.m.sigmas[step], self.m.sigmas[step + 1]);
+        let order = self.m.order(step);
+        let l_s0 = Multistep::lambda(s0);
+        let next = if st == 0.0 {
+            m_t.clone()
+        } else {
+            let (a_t, sg_t) = alpha_sigma(st);
+            let (_, sg_s0) = alpha_sigma(s0);
+            let h = Multistep::lambda(st) - l_s0;
+            let (h_phi_1, _, _) = Self::coefficients(h);
+            let base = lin(sg_t / sg_s0, &x, -a_t * h_phi_1, &m_t)?;
+            match (order, self.m.history.last()) {
+                (2, Some((l_s1, m1))) => {
+                    let rk = (l_s1 - l_s0) / h;
+                    let d1 = lin(1.0 / rk, m1, -1.0 / rk, &m_t)?;
+                    lin(1.0, &base, -a_t * h_phi_1 * 0.5, &d1)?
+                }
+                _ => base,
+            }
+        };
+        self.m.history.push((l_s0, m_t));
+        if self.m.history.len() > 2 {
+            self.m.history.remove(0);
+        }
+        self.last = Some((x, step, order));
+        Ok(next)
+    }
+    fn add_noise(&self, x0: &Tensor, noise: &Tensor, step: usize) -> Result<Tensor> {
+        self.m.add_noise(x0, noise, step)
+    }
+}

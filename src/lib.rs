@@ -1,0 +1,15 @@
+//! Atelier: a desktop AI image-generation studio.
+//!
+//! The crate is split by what each module owns (see `ARCHITECTURE.md`):
+//! `engine` runs jobs on a worker thread, `diffusion` holds the candle pipelines and samplers,
+//! `models` finds and validates model folders, `sketch` is the canvas document, `app` ties them
+//! to the egui views in `ui`.
+
+pub mod app;
+pub mod diffusion;
+pub mod engine;
+pub mod imageio;
+pub mod models;
+pub mod paths;
+pub mod sketch;
+pub mod ui;

@@ -1,0 +1,289 @@
+//! The `atelier` binary: no arguments opens the studio; subcommands run the same engine headless.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use atelier::engine::{Engine, EngineEvent, GenerationRequest, SamplerKind};
+use atelier::models::{self, ModelInfo, ModelSource};
+
+#[derive(Parser)]
+#[command(
+    name = "atelier",
+    version,
+    about = "Atelier: an AI image-generation studio"
+)]
+struct Cli {
+    /// Extra folders to look for models in (a model folder or a folder of them).
+    #[arg(long = "model-dir", global = true)]
+    model_dirs: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate images headless, with a progress bar on stderr.
+    Generate(GenerateArgs),
+    /// List the models found (given folders, the user's models folder, the Hugging Face cache).
+    Models {
+        /// Folders to scan in addition to the usual places.
+        dirs: Vec<PathBuf>,
+    },
+    /// Developer tools.
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Write a tiny random-weight model (real SD architecture) as a diffusers folder.
+    TinyModel {
+        #[arg(long, default_value = "sd15", value_parser = ["sd15", "sd2v", "sdxl", "sd15-inpaint"])]
+        kind: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// The diffusers model folder.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value = "")]
+    negative: String,
+    /// Defaults to a random seed (printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long)]
+    guidance: Option<f32>,
+    #[arg(long)]
+    width: Option<u32>,
+    #[arg(long)]
+    height: Option<u32>,
+    #[arg(long, default_value = "ddim", value_parser = parse_sampler)]
+    sampler: SamplerKind,
+    /// Init image for image-to-image.
+    #[arg(long)]
+    init_image: Option<PathBuf>,
+    /// 0 keeps the init image, 1 ignores it.
+    #[arg(long, default_value_t = 0.75)]
+    strength: f32,
+    /// Inpainting mask (white repaints, black keeps); needs --init-image.
+    #[arg(long)]
+    mask: Option<PathBuf>,
+    /// Initial latent noise: a safetensors file with one tensor `noise` [1, C, H/8, W/8].
+    #[arg(long)]
+    noise: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
+    /// Output PNG; with --batch > 1, `-1`, `-2`... are added before the extension.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
+    SamplerKind::from_cli_name(s).ok_or_else(|| {
+        let names: Vec<_> = SamplerKind::ALL.iter().map(|k| k.cli_name()).collect();
+        format!("unknown sampler {s:?}; one of {}", names.join(", "))
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => atelier::app::run_studio(atelier::app::StudioOptions {
+            extra_model_dirs: cli.model_dirs,
+        }),
+        Some(Command::Generate(args)) => generate(args),
+        Some(Command::Models { dirs }) => list_models(&[cli.model_dirs, dirs].concat()),
+        Some(Command::Dev(DevCommand::TinyModel { kind, out })) => {
+            let kind = match kind.as_str() {
+                "sd2v" => models::tiny::TinyKind::Sd2V,
+                "sdxl" => models::tiny::TinyKind::Sdxl,
+                "sd15-inpaint" => models::tiny::TinyKind::Sd15Inpaint,
+                _ => models::tiny::TinyKind::Sd15,
+            };
+            models::tiny::write_tiny_model(&out, kind)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn list_models(dirs: &[PathBuf]) -> anyhow::Result<()> {
+    let found = models::discover::discover(dirs);
+    if found.models.is_empty() {
+        println!(
+            "no models found; put a diffusers model folder in {} or pass --model-dir DIR",
+            atelier::paths::models_dir().display()
+        );
+    }
+    for m in &found.models {
+        let source = match m.source {
+            ModelSource::Embedded => "embedded",
+            ModelSource::UserFolder => "models folder",
+            ModelSource::Given => "given",
+            ModelSource::HuggingFaceCache => "hf cache",
+        };
+        println!(
+            "{}\t{}\t{}\t{}",
+            m.name,
+            m.family_label(),
+            source,
+            m.dir.display()
+        );
+    }
+    for r in &found.rejected {
+        eprintln!("skipped {}: {}", r.dir.display(), r.error);
+    }
+    Ok(())
+}
+
+fn load_rgb(path: &PathBuf) -> anyhow::Result<image::RgbImage> {
+    Ok(atelier::imageio::load_image_file(path)
+        .with_context(|| format!("{}: cannot read image", path.display()))?
+        .to_rgb8())
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let info = ModelInfo::from_dir(&args.model, ModelSource::Given)?;
+    let native = info.native_size;
+    let width = args.width.unwrap_or(native);
+    let height = args.height.unwrap_or(native);
+    if width % 8 != 0 || height % 8 != 0 || width == 0 || height == 0 {
+        bail!("size {width}x{height}: width and height must be a positive multiple of 8");
+    }
+    let init_image = args.init_image.as_ref().map(load_rgb).transpose()?;
+    let mask = match &args.mask {
+        Some(path) => {
+            if init_image.is_none() {
+                bail!("--mask needs --init-image");
+            }
+            Some(
+                atelier::imageio::load_image_file(path)
+                    .with_context(|| format!("{}: cannot read mask", path.display()))?
+                    .to_luma8(),
+            )
+        }
+        None => None,
+    };
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            bail!("{}: output folder does not exist", parent.display());
+        }
+    }
+    let seed = args
+        .seed
+        .unwrap_or_else(|| u64::from(rand::random::<u32>()));
+    let (steps, guidance) = if info.turbo { (1, 0.0) } else { (20, 7.5) };
+    let request = GenerationRequest {
+        model_dir: args.model.clone(),
+        prompt: args.prompt,
+        negative_prompt: args.negative,
+        seed,
+        steps: args.steps.unwrap_or(steps),
+        guidance: args.guidance.unwrap_or(guidance),
+        width,
+        height,
+        sampler: args.sampler,
+        strength_0_to_1: args.strength,
+        batch: args.batch.max(1),
+        init_image: init_image.map(Arc::new),
+        mask: mask.map(Arc::new),
+        noise_file: args.noise,
+    };
+    eprintln!("model {} ({}), seed {seed}", info.name, info.family_label());
+    let engine = Engine::spawn(None);
+    let batch = request.batch;
+    let job = engine.submit(request);
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut written = 0u32;
+    loop {
+        let Some(event) = engine.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        if event.job() != job {
+            continue;
+        }
+        match event {
+            EngineEvent::Loading { what, .. } => bar.set_message(format!("loading {what}")),
+            EngineEvent::Progress {
+                image_index,
+                step,
+                of,
+                ..
+            } => {
+                bar.set_length(of as u64);
+                bar.set_position(step as u64);
+                bar.set_message(format!("image {}/{batch}", image_index + 1));
+            }
+            EngineEvent::Image { image, .. } => {
+                let path = numbered(&args.out, written, batch);
+                image
+                    .image
+                    .save_with_format(&path, image::ImageFormat::Png)
+                    .with_context(|| format!("{}: cannot write", path.display()))?;
+                bar.println(format!(
+                    "wrote {} (seed {})",
+                    path.display(),
+                    image.request.seed
+                ));
+                written += 1;
+            }
+            EngineEvent::Done { elapsed_secs, .. } => {
+                bar.finish_and_clear();
+                eprintln!("done in {elapsed_secs:.2} s");
+                return Ok(());
+            }
+            EngineEvent::Failed { error, .. } => {
+                bar.abandon();
+                bail!("{error}");
+            }
+            EngineEvent::Cancelled { .. } => bail!("cancelled"),
+            EngineEvent::Started { .. } => {}
+        }
+    }
+}
+
+fn numbered(out: &std::path::Path, index: u32, batch: u32) -> PathBuf {
+    if batch <= 1 {
+        return out.to_path_buf();
+    }
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = out
+        .extension()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "png".into());
+    out.with_file_name(format!("{stem}-{}.{ext}", index + 1))
+}

@@ -1,0 +1,97 @@
+//! The model library: finding diffusers-layout model folders, reading their configs,
+//! telling their family, and validating them with clear, typed errors.
+
+pub mod config;
+pub mod discover;
+pub mod tiny;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use config::{ModelConfigs, ModelError};
+pub use discover::{discover, ModelSource};
+
+/// Which Stable Diffusion family a model folder belongs to, read from its own configs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Family {
+    /// SD 1.x (CLIP ViT-L text encoder, 768-wide cross-attention).
+    Sd1,
+    /// SD 2.x (OpenCLIP ViT-H, 1024-wide), epsilon or v-prediction; SD-Turbo.
+    Sd2,
+    /// SDXL (two text encoders, size/crop micro-conditioning); SDXL-Turbo.
+    Sdxl,
+}
+
+impl Family {
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::Sd1 => "SD 1.x",
+            Family::Sd2 => "SD 2.x",
+            Family::Sdxl => "SDXL",
+        }
+    }
+}
+
+/// A model found on disk, with what the picker needs to show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Display name (folder name, or `org/name` for the Hugging Face cache).
+    pub name: String,
+    pub dir: PathBuf,
+    pub family: Family,
+    /// Distilled few-step model (SD-Turbo / SDXL-Turbo): defaults to 1-4 steps, no CFG.
+    pub turbo: bool,
+    /// 9-channel inpainting UNet.
+    pub inpainting: bool,
+    pub v_prediction: bool,
+    /// The folder's native resolution (UNet `sample_size` x 8).
+    pub native_size: u32,
+    pub source: ModelSource,
+}
+
+impl ModelInfo {
+    /// Reads and validates the folder's configs (not the weights).
+    pub fn from_dir(dir: &Path, source: ModelSource) -> Result<Self, ModelError> {
+        let configs = ModelConfigs::read(dir)?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string());
+        Ok(Self::from_configs(name, dir, &configs, source))
+    }
+
+    pub fn from_configs(
+        name: String,
+        dir: &Path,
+        configs: &ModelConfigs,
+        source: ModelSource,
+    ) -> Self {
+        Self {
+            turbo: configs.is_turbo(&name),
+            name,
+            dir: dir.to_path_buf(),
+            family: configs.family,
+            inpainting: configs.unet.in_channels == 9,
+            v_prediction: configs.scheduler.is_v_prediction(),
+            native_size: (configs.unet.sample_size * 8) as u32,
+            source,
+        }
+    }
+
+    /// "SDXL-Turbo", "SD 2.x v-pred inpainting", ...
+    pub fn family_label(&self) -> String {
+        let mut label = match (self.family, self.turbo) {
+            (Family::Sdxl, true) => "SDXL-Turbo".to_owned(),
+            (Family::Sd2, true) => "SD-Turbo".to_owned(),
+            (f, _) => f.label().to_owned(),
+        };
+        if self.v_prediction {
+            label.push_str(" v-pred");
+        }
+        if self.inpainting {
+            label.push_str(" inpainting");
+        }
+        label
+    }
+}

@@ -1,0 +1,545 @@
+//! The sketch canvas document: a fixed-size canvas with an optional background image, a paint
+//! layer and a separate inpainting-mask layer made of brush strokes, undo/redo as a stack of
+//! edits (command pattern), and rasterisation to plain images at any requested size.
+//!
+//! Knows nothing of egui: the studio shows it through [`SketchDoc::render_preview`] and feeds
+//! it finished [`Stroke`]s. Coordinates are canvas pixels (`pos_in_canvas`), origin top left.
+
+mod raster;
+
+use image::{GrayImage, RgbImage, RgbaImage};
+
+/// Which layer a stroke is painted on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Layer {
+    /// The visible drawing, used as the init image for image-to-image.
+    #[default]
+    Paint,
+    /// The inpainting mask: painted = repaint, unpainted = keep.
+    Mask,
+}
+
+/// One brush stroke: a polyline of canvas positions swept with a round brush.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stroke {
+    /// Positions in canvas pixels, in drawing order. One point paints a dot.
+    pub points_in_canvas: Vec<[f32; 2]>,
+    /// Brush diameter in canvas pixels.
+    pub brush_size_px: f32,
+    /// Straight (unpremultiplied) sRGBA colour; ignored by the eraser and on the mask layer.
+    pub color_rgba: [u8; 4],
+    /// Erases what is under it (on its own layer) instead of painting.
+    pub eraser: bool,
+}
+
+impl Stroke {
+    pub fn new(brush_size_px: f32, color_rgba: [u8; 4], eraser: bool) -> Self {
+        Self {
+            points_in_canvas: Vec::new(),
+            brush_size_px,
+            color_rgba,
+            eraser,
+        }
+    }
+
+    /// Adds a point unless it is closer than a tenth of the brush to the last one.
+    pub fn push_point(&mut self, pos_in_canvas: [f32; 2]) {
+        if let Some(last) = self.points_in_canvas.last() {
+            let (dx, dy) = (pos_in_canvas[0] - last[0], pos_in_canvas[1] - last[1]);
+            let min_step = (self.brush_size_px * 0.1).max(0.5);
+            if dx * dx + dy * dy < min_step * min_step {
+                return;
+            }
+        }
+        self.points_in_canvas.push(pos_in_canvas);
+    }
+}
+
+/// One undoable change to the document.
+#[derive(Clone, Debug)]
+enum Edit {
+    AddStroke(Layer, Stroke),
+    /// Everything that was removed, to put back on undo.
+    Clear {
+        paint: Vec<Stroke>,
+        mask: Vec<Stroke>,
+        background: Option<RgbaImage>,
+    },
+    SetBackground {
+        before: Option<RgbaImage>,
+        after: Option<RgbaImage>,
+    },
+}
+
+/// The canvas document.
+#[derive(Clone, Debug)]
+pub struct SketchDoc {
+    width_px: u32,
+    height_px: u32,
+    background: Option<RgbaImage>,
+    paint: Vec<Stroke>,
+    mask: Vec<Stroke>,
+    undo: Vec<Edit>,
+    redo: Vec<Edit>,
+    /// Bumped on every change, so views can tell when to re-rasterise.
+    revision: u64,
+}
+
+impl Default for SketchDoc {
+    fn default() -> Self {
+        Self::new(512, 512)
+    }
+}
+
+impl SketchDoc {
+    /// An empty white canvas of the given size (at least 1x1).
+    pub fn new(width_px: u32, height_px: u32) -> Self {
+        Self {
+            width_px: width_px.max(1),
+            height_px: height_px.max(1),
+            background: None,
+            paint: Vec::new(),
+            mask: Vec::new(),
+            undo: Vec::new(),
+            redo: Vec::new(),
+            revision: 0,
+        }
+    }
+
+    pub fn width_px(&self) -> u32 {
+        self.width_px
+    }
+
+    pub fn height_px(&self) -> u32 {
+        self.height_px
+    }
+
+    /// Changes with every edit, undo and redo.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn background(&self) -> Option<&RgbaImage> {
+        self.background.as_ref()
+    }
+
+    pub fn strokes(&self, layer: Layer) -> &[Stroke] {
+        match layer {
+            Layer::Paint => &self.paint,
+            Layer::Mask => &self.mask,
+        }
+    }
+
+    /// Whether there is anything to send as an init image (a background or paint strokes).
+    pub fn has_content(&self) -> bool {
+        self.background.is_some() || !self.paint.is_empty()
+    }
+
+    /// Whether any mask stroke exists (eraser strokes included).
+    pub fn has_mask(&self) -> bool {
+        !self.mask.is_empty()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.has_content() && !self.has_mask()
+    }
+
+    pub fn can_undo(&self) -> bool {
+        !self.undo.is_empty()
+    }
+
+    pub fn can_redo(&self) -> bool {
+        !self.redo.is_empty()
+    }
+
+    /// Adds a finished stroke. Strokes without points are ignored.
+    pub fn add_stroke(&mut self, layer: Layer, stroke: Stroke) {
+        if stroke.points_in_canvas.is_empty() || stroke.brush_size_px <= 0.0 {
+            return;
+        }
+        self.perform(Edit::AddStroke(layer, stroke));
+    }
+
+    /// Removes every stroke and the background (undoable). Does nothing on an empty canvas.
+    pub fn clear(&mut self) {
+        if self.is_empty() {
+            return;
+        }
+        self.perform(Edit::Clear {
+            paint: Vec::new(),
+            mask: Vec::new(),
+            background: None,
+        });
+    }
+
+    /// Replaces the background image (undoable); `None` removes it. The image is shown
+    /// scaled to the canvas size.
+    pub fn set_background(&mut self, image: Option<RgbaImage>) {
+        self.perform(Edit::SetBackground {
+            before: None,
+            after: image,
+        });
+    }
+
+    /// Undoes the last edit; false if there was none.
+    pub fn undo(&mut self) -> bool {
+        let Some(edit) = self.undo.pop() else {
+            return false;
+        };
+        let inverse = self.revert(edit);
+        self.redo.push(inverse);
+        self.revision += 1;
+        true
+    }
+
+    /// Redoes the last undone edit; false if there was none.
+    pub fn redo(&mut self) -> bool {
+        let Some(edit) = self.redo.pop() else {
+            return false;
+        };
+        let recorded = self.apply(edit);
+        self.undo.push(recorded);
+        self.revision += 1;
+        true
+    }
+
+    fn perform(&mut self, edit: Edit) {
+        let recorded = self.apply(edit);
+        self.undo.push(recorded);
+        self.redo.clear();
+        self.revision += 1;
+    }
+
+    /// Applies an edit; returns it in the form that [`Self::revert`] undoes.
+    fn apply(&mut self, edit: Edit) -> Edit {
+        match edit {
+            Edit::AddStroke(layer, stroke) => {
+                self.layer_mut(layer).push(stroke.clone());
+                Edit::AddStroke(layer, stroke)
+            }
+            Edit::Clear { .. } => Edit::Clear {
+                paint: std::mem::take(&mut self.paint),
+                mask: std::mem::take(&mut self.mask),
+                background: self.background.take(),
+            },
+            Edit::SetBackground { after, .. } => {
+                let before = std::mem::replace(&mut self.background, after.clone());
+                Edit::SetBackground { before, after }
+            }
+        }
+    }
+
+    /// Undoes an applied edit; returns it in the form that [`Self::apply`] redoes.
+    fn revert(&mut self, edit: Edit) -> Edit {
+        match edit {
+            Edit::AddStroke(layer, stroke) => {
+                self.layer_mut(layer).pop();
+                Edit::AddStroke(layer, stroke)
+            }
+            Edit::Clear {
+                paint,
+                mask,
+                background,
+            } => {
+                self.paint = paint;
+                self.mask = mask;
+                self.background = background;
+                Edit::Clear {
+                    paint: Vec::new(),
+                    mask: Vec::new(),
+                    background: None,
+                }
+            }
+            Edit::SetBackground { before, after } => {
+                self.background = before;
+                Edit::SetBackground {
+                    before: None,
+                    after,
+                }
+            }
+        }
+    }
+
+    fn layer_mut(&mut self, layer: Layer) -> &mut Vec<Stroke> {
+        match layer {
+            Layer::Paint => &mut self.paint,
+            Layer::Mask => &mut self.mask,
+        }
+    }
+
+    /// The paint layer composited over the background (or white), at `width` x `height`.
+    pub fn rasterize(&self, width: u32, height: u32) -> RgbImage {
+        let rgba = self.composite(width.max(1), height.max(1));
+        RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+            let p = rgba.get_pixel(x, y).0;
+            image::Rgb([p[0], p[1], p[2]])
+        })
+    }
+
+    /// The mask layer at `width` x `height`: white where painted (repaint), black elsewhere.
+    pub fn rasterize_mask(&self, width: u32, height: u32) -> GrayImage {
+        let (width, height) = (width.max(1), height.max(1));
+        let scale = self.scale_to(width, height);
+        let mut mask = GrayImage::new(width, height);
+        for stroke in &self.mask {
+            raster::stroke_coverage(stroke, scale, width, height, |x, y, cover| {
+                let px = &mut mask.get_pixel_mut(x, y).0[0];
+                let value = f32::from(*px) / 255.0;
+                let next = if stroke.eraser {
+                    value * (1.0 - cover)
+                } else {
+                    value + (1.0 - value) * cover
+                };
+                *px = to_u8(next);
+            });
+        }
+        mask
+    }
+
+    /// What the canvas view shows: the composited drawing with the mask tinted on top in
+    /// `mask_tint_rgba` (its alpha sets how strongly).
+    pub fn render_preview(&self, width: u32, height: u32, mask_tint_rgba: [u8; 4]) -> RgbaImage {
+        let (width, height) = (width.max(1), height.max(1));
+        let mut out = self.composite(width, height);
+        if self.has_mask() {
+            let mask = self.rasterize_mask(width, height);
+            let strength = f32::from(mask_tint_rgba[3]) / 255.0;
+            for (px, m) in out.pixels_mut().zip(mask.pixels()) {
+                let a = strength * f32::from(m.0[0]) / 255.0;
+                for c in 0..3 {
+                    let base = f32::from(px.0[c]);
+                    let tint = f32::from(mask_tint_rgba[c]);
+                    px.0[c] = (base + (tint - base) * a).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+        out
+    }
+
+    fn scale_to(&self, width: u32, height: u32) -> [f32; 2] {
+        [
+            width as f32 / self.width_px as f32,
+            height as f32 / self.height_px as f32,
+        ]
+    }
+
+    /// Background (or white) with the paint layer over it, opaque.
+    fn composite(&self, width: u32, height: u32) -> RgbaImage {
+        let mut base = match &self.background {
+            Some(bg) if bg.width() == width && bg.height() == height => bg.clone(),
+            Some(bg) => {
+                image::imageops::resize(bg, width, height, image::imageops::FilterType::Triangle)
+            }
+            None => RgbaImage::from_pixel(width, height, image::Rgba([255, 255, 255, 255])),
+        };
+        // A transparent background shows white through it.
+        for px in base.pixels_mut() {
+            let a = f32::from(px.0[3]) / 255.0;
+            for c in 0..3 {
+                px.0[c] = to_u8((f32::from(px.0[c]) / 255.0) * a + (1.0 - a));
+            }
+            px.0[3] = 255;
+        }
+        if self.paint.is_empty() {
+            return base;
+        }
+        let layer = self.paint_layer(width, height);
+        for (dst, src) in base.pixels_mut().zip(layer.pixels()) {
+            let a = f32::from(src.0[3]) / 255.0;
+            for c in 0..3 {
+                let d = f32::from(dst.0[c]);
+                dst.0[c] = (d + (f32::from(src.0[c]) - d) * a)
+                    .round()
+                    .clamp(0.0, 255.0) as u8;
+            }
+        }
+        base
+    }
+
+    /// The paint strokes alone on a transparent layer (straight alpha).
+    fn paint_layer(&self, width: u32, height: u32) -> RgbaImage {
+        let scale = self.scale_to(width, height);
+        let mut layer = RgbaImage::new(width, height);
+        for stroke in &self.paint {
+            let [r, g, b, a] = stroke.color_rgba;
+            let color = [f32::from(r), f32::from(g), f32::from(b)];
+            let stroke_alpha = f32::from(a) / 255.0;
+            raster::stroke_coverage(stroke, scale, width, height, |x, y, cover| {
+                let px = &mut layer.get_pixel_mut(x, y).0;
+                let dst_a = f32::from(px[3]) / 255.0;
+                if stroke.eraser {
+                    px[3] = to_u8(dst_a * (1.0 - cover));
+                    return;
+                }
+                let src_a = stroke_alpha * cover;
+                let out_a = src_a + dst_a * (1.0 - src_a);
+                if out_a <= 0.0 {
+                    return;
+                }
+                for c in 0..3 {
+                    let d = f32::from(px[c]);
+                    let v = (color[c] * src_a + d * dst_a * (1.0 - src_a)) / out_a;
+                    px[c] = v.round().clamp(0.0, 255.0) as u8;
+                }
+                px[3] = to_u8(out_a);
+            });
+        }
+        layer
+    }
+}
+
+fn to_u8(v_0_to_1: f32) -> u8 {
+    (v_0_to_1 * 255.0).round().clamp(0.0, 255.0) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(size: f32, color: [u8; 4], eraser: bool, points: &[[f32; 2]]) -> Stroke {
+        Stroke {
+            points_in_canvas: points.to_vec(),
+            brush_size_px: size,
+            color_rgba: color,
+            eraser,
+        }
+    }
+
+    #[test]
+    fn empty_canvas_rasterises_white() {
+        let doc = SketchDoc::new(64, 64);
+        let img = doc.rasterize(32, 16);
+        assert_eq!(img.dimensions(), (32, 16));
+        assert!(img.pixels().all(|p| p.0 == [255, 255, 255]));
+        assert!(doc.rasterize_mask(8, 8).pixels().all(|p| p.0[0] == 0));
+    }
+
+    #[test]
+    fn rasterises_a_stroke_where_it_was_drawn() {
+        let mut doc = SketchDoc::new(100, 100);
+        doc.add_stroke(
+            Layer::Paint,
+            line(10.0, [255, 0, 0, 255], false, &[[10.0, 50.0], [90.0, 50.0]]),
+        );
+        let img = doc.rasterize(100, 100);
+        assert_eq!(img.get_pixel(50, 50).0, [255, 0, 0]);
+        assert_eq!(img.get_pixel(12, 50).0, [255, 0, 0]);
+        assert_eq!(img.get_pixel(50, 20).0, [255, 255, 255]);
+        assert_eq!(img.get_pixel(50, 58).0, [255, 255, 255]);
+        // Scaled to half size the line lands at half the coordinates.
+        let small = doc.rasterize(50, 50);
+        assert_eq!(small.get_pixel(25, 25).0, [255, 0, 0]);
+        assert_eq!(small.get_pixel(25, 5).0, [255, 255, 255]);
+    }
+
+    #[test]
+    fn a_single_point_paints_a_dot() {
+        let mut doc = SketchDoc::new(20, 20);
+        doc.add_stroke(
+            Layer::Paint,
+            line(6.0, [0, 0, 255, 255], false, &[[10.0, 10.0]]),
+        );
+        let img = doc.rasterize(20, 20);
+        assert_eq!(img.get_pixel(10, 10).0, [0, 0, 255]);
+        assert_eq!(img.get_pixel(2, 2).0, [255, 255, 255]);
+    }
+
+    #[test]
+    fn eraser_reveals_the_background() {
+        let mut doc = SketchDoc::new(40, 40);
+        doc.set_background(Some(RgbaImage::from_pixel(
+            40,
+            40,
+            image::Rgba([0, 255, 0, 255]),
+        )));
+        doc.add_stroke(
+            Layer::Paint,
+            line(40.0, [0, 0, 0, 255], false, &[[0.0, 20.0], [40.0, 20.0]]),
+        );
+        assert_eq!(doc.rasterize(40, 40).get_pixel(20, 20).0, [0, 0, 0]);
+        doc.add_stroke(Layer::Paint, line(8.0, [0; 4], true, &[[20.0, 20.0]]));
+        let img = doc.rasterize(40, 40);
+        assert_eq!(img.get_pixel(20, 20).0, [0, 255, 0]);
+        assert_eq!(img.get_pixel(5, 20).0, [0, 0, 0]);
+    }
+
+    #[test]
+    fn mask_strokes_stay_off_the_picture() {
+        let mut doc = SketchDoc::new(64, 64);
+        doc.add_stroke(
+            Layer::Mask,
+            line(16.0, [255, 0, 0, 255], false, &[[32.0, 0.0], [32.0, 64.0]]),
+        );
+        assert!(doc.has_mask());
+        assert!(!doc.has_content());
+        assert!(doc
+            .rasterize(64, 64)
+            .pixels()
+            .all(|p| p.0 == [255, 255, 255]));
+        let mask = doc.rasterize_mask(64, 64);
+        assert_eq!(mask.get_pixel(32, 32).0[0], 255);
+        assert_eq!(mask.get_pixel(5, 32).0[0], 0);
+        let preview = doc.render_preview(64, 64, [255, 0, 0, 128]);
+        let tinted = preview.get_pixel(32, 32).0;
+        assert!(tinted[0] == 255 && tinted[1] < 200, "{tinted:?}");
+        // Erasing part of the mask.
+        doc.add_stroke(Layer::Mask, line(8.0, [0; 4], true, &[[32.0, 32.0]]));
+        assert_eq!(doc.rasterize_mask(64, 64).get_pixel(32, 32).0[0], 0);
+        assert_eq!(doc.rasterize_mask(64, 64).get_pixel(32, 10).0[0], 255);
+    }
+
+    #[test]
+    fn undo_and_redo_strokes_clear_and_background() {
+        let mut doc = SketchDoc::new(32, 32);
+        assert!(!doc.undo());
+        let red = line(4.0, [255, 0, 0, 255], false, &[[5.0, 5.0], [20.0, 5.0]]);
+        doc.add_stroke(Layer::Paint, red.clone());
+        doc.add_stroke(Layer::Mask, red.clone());
+        assert_eq!(doc.strokes(Layer::Paint).len(), 1);
+        let rev = doc.revision();
+
+        assert!(doc.undo());
+        assert!(doc.revision() > rev);
+        assert!(!doc.has_mask());
+        assert_eq!(doc.strokes(Layer::Paint).len(), 1);
+        assert!(doc.redo());
+        assert!(doc.has_mask());
+        assert!(!doc.redo());
+
+        doc.set_background(Some(RgbaImage::new(8, 8)));
+        doc.clear();
+        assert!(doc.is_empty());
+        assert!(doc.undo());
+        assert_eq!(doc.strokes(Layer::Paint), &[red.clone()]);
+        assert!(doc.background().is_some());
+        assert!(doc.redo());
+        assert!(doc.is_empty());
+        assert!(doc.undo());
+        assert!(doc.undo()); // the background
+        assert!(doc.background().is_none());
+        assert!(doc.has_mask());
+
+        // A new edit drops the redo stack.
+        doc.add_stroke(Layer::Paint, red);
+        assert!(!doc.can_redo());
+        assert!(doc.can_undo());
+    }
+
+    #[test]
+    fn empty_strokes_are_ignored() {
+        let mut doc = SketchDoc::new(8, 8);
+        doc.add_stroke(Layer::Paint, Stroke::new(4.0, [0, 0, 0, 255], false));
+        assert!(!doc.can_undo());
+        doc.clear();
+        assert!(!doc.can_undo());
+    }
+
+    #[test]
+    fn push_point_skips_tiny_moves() {
+        let mut s = Stroke::new(10.0, [0; 4], false);
+        s.push_point([0.0, 0.0]);
+        s.push_point([0.2, 0.0]);
+        s.push_point([5.0, 0.0]);
+        assert_eq!(s.points_in_canvas, vec![[0.0, 0.0], [5.0, 0.0]]);
+    }
+}

@@ -1,0 +1,272 @@
+//! The sketch canvas panel: toolbar (brush size and colour, eraser, mask mode, undo/redo,
+//! clear, background image, "use sketch") and the drawing surface. Strokes are collected here
+//! while the pointer is down and handed to the app as a command when it is released.
+
+use serde::{Deserialize, Serialize};
+
+use super::{labelled, Command, Commands, SketchCommand};
+use crate::sketch::{Layer, SketchDoc, Stroke};
+
+/// The canvas tools. Persisted between sessions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CanvasSettings {
+    pub brush_size_px: f32,
+    /// Straight sRGBA.
+    pub color_rgba: [u8; 4],
+    pub eraser: bool,
+    /// Paint the inpainting mask instead of the picture.
+    pub mask_mode: bool,
+    /// Send the canvas as the init image (and the mask, if any) with each generation.
+    pub use_sketch: bool,
+}
+
+impl Default for CanvasSettings {
+    fn default() -> Self {
+        Self {
+            brush_size_px: 16.0,
+            color_rgba: [32, 32, 32, 255],
+            eraser: false,
+            mask_mode: false,
+            use_sketch: false,
+        }
+    }
+}
+
+impl CanvasSettings {
+    pub fn layer(&self) -> Layer {
+        if self.mask_mode {
+            Layer::Mask
+        } else {
+            Layer::Paint
+        }
+    }
+}
+
+/// The tint the mask is shown in on the canvas.
+pub const MASK_TINT_RGBA: [u8; 4] = [255, 40, 90, 140];
+
+/// What the canvas shows besides its settings.
+pub struct CanvasView<'a> {
+    pub doc: &'a SketchDoc,
+    /// The document rendered (with the mask tinted), if ready.
+    pub texture: Option<&'a egui::TextureHandle>,
+    /// A background image is being picked or decoded.
+    pub loading_background: bool,
+    /// Files are being dragged over the window.
+    pub files_hovered: bool,
+}
+
+/// The stroke being drawn, kept by the app between frames.
+#[derive(Clone, Debug, Default)]
+pub struct StrokeInProgress(pub Option<(Layer, Stroke)>);
+
+pub fn canvas_panel_ui(
+    ui: &mut egui::Ui,
+    settings: &mut CanvasSettings,
+    view: &CanvasView<'_>,
+    in_progress: &mut StrokeInProgress,
+    commands: &mut Commands,
+) {
+    toolbar_ui(ui, settings, view, commands);
+    ui.separator();
+    surface_ui(ui, settings, view, in_progress, commands);
+}
+
+fn toolbar_ui(
+    ui: &mut egui::Ui,
+    settings: &mut CanvasSettings,
+    view: &CanvasView<'_>,
+    commands: &mut Commands,
+) {
+    let doc = view.doc;
+    ui.horizontal_wrapped(|ui| {
+        labelled(ui, "Brush", |ui| {
+            ui.add(
+                egui::Slider::new(&mut settings.brush_size_px, 1.0..=128.0)
+                    .logarithmic(true)
+                    .suffix(" px"),
+            )
+        });
+        let mut color = egui::Color32::from_rgba_unmultiplied(
+            settings.color_rgba[0],
+            settings.color_rgba[1],
+            settings.color_rgba[2],
+            settings.color_rgba[3],
+        );
+        if ui
+            .color_edit_button_srgba(&mut color)
+            .on_hover_text("Brush colour")
+            .changed()
+        {
+            settings.color_rgba = color.to_srgba_unmultiplied();
+        }
+        ui.toggle_value(&mut settings.eraser, "Eraser")
+            .on_hover_text("Erase on the current layer");
+        ui.toggle_value(&mut settings.mask_mode, "Mask mode")
+            .on_hover_text("Paint the area to repaint (inpainting) instead of the picture");
+        ui.separator();
+        if ui
+            .add_enabled(doc.can_undo(), egui::Button::new("Undo"))
+            .on_hover_text("Ctrl+Z")
+            .clicked()
+        {
+            commands.push(Command::Sketch(SketchCommand::Undo));
+        }
+        if ui
+            .add_enabled(doc.can_redo(), egui::Button::new("Redo"))
+            .on_hover_text("Ctrl+Shift+Z")
+            .clicked()
+        {
+            commands.push(Command::Sketch(SketchCommand::Redo));
+        }
+        if ui
+            .add_enabled(!doc.is_empty(), egui::Button::new("Clear"))
+            .on_hover_text("Remove all strokes and the background (undoable)")
+            .clicked()
+        {
+            commands.push(Command::Sketch(SketchCommand::Clear));
+        }
+        ui.separator();
+        let open = ui
+            .add_enabled(
+                !view.loading_background,
+                egui::Button::new("Load background…"),
+            )
+            .on_hover_text("Pick an image file, or drop one on the window");
+        if open.clicked() {
+            commands.push(Command::Sketch(SketchCommand::OpenBackground));
+        }
+        if view.loading_background {
+            ui.spinner();
+        }
+        if doc.background().is_some() && ui.button("Remove background").clicked() {
+            commands.push(Command::Sketch(SketchCommand::RemoveBackground));
+        }
+        ui.separator();
+        ui.checkbox(&mut settings.use_sketch, "Use sketch")
+            .on_hover_text(
+                "Start from this canvas (image-to-image); mask strokes mark what to repaint",
+            );
+    });
+}
+
+fn surface_ui(
+    ui: &mut egui::Ui,
+    settings: &CanvasSettings,
+    view: &CanvasView<'_>,
+    in_progress: &mut StrokeInProgress,
+    commands: &mut Commands,
+) {
+    let doc = view.doc;
+    let doc_size = egui::vec2(doc.width_px() as f32, doc.height_px() as f32);
+    let available = ui.available_size() - egui::vec2(0.0, 4.0);
+    let scale = (available.x / doc_size.x)
+        .min(available.y / doc_size.y)
+        .max(0.05);
+    let (response, painter) = ui.allocate_painter(doc_size * scale, egui::Sense::click_and_drag());
+    let rect = response.rect;
+    let response = response.on_hover_text("Sketch canvas: draw with the mouse");
+
+    // The document itself.
+    match view.texture {
+        Some(texture) => {
+            painter.image(
+                texture.id(),
+                rect,
+                egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)),
+                egui::Color32::WHITE,
+            );
+        }
+        None => {
+            painter.rect_filled(rect, 0.0, egui::Color32::WHITE);
+        }
+    }
+    painter.rect_stroke(
+        rect,
+        0.0,
+        ui.visuals().widgets.noninteractive.bg_stroke,
+        egui::StrokeKind::Outside,
+    );
+
+    let to_canvas = |pos: egui::Pos2| -> [f32; 2] {
+        let p = (pos - rect.min) / scale;
+        [p.x.clamp(0.0, doc_size.x), p.y.clamp(0.0, doc_size.y)]
+    };
+    let to_screen = |p: [f32; 2]| -> egui::Pos2 { rect.min + egui::vec2(p[0], p[1]) * scale };
+
+    // Collect the stroke while the pointer is down.
+    if response.drag_started() || response.is_pointer_button_down_on() {
+        if let Some(pos) = response.interact_pointer_pos() {
+            let (_, stroke) = in_progress.0.get_or_insert_with(|| {
+                (
+                    settings.layer(),
+                    Stroke::new(settings.brush_size_px, settings.color_rgba, settings.eraser),
+                )
+            });
+            stroke.push_point(to_canvas(pos));
+        }
+    }
+    let released = response.drag_stopped()
+        || response.clicked()
+        || (in_progress.0.is_some() && !ui.input(|i| i.pointer.any_down()));
+    if released {
+        if let Some((layer, stroke)) = in_progress.0.take() {
+            commands.push(Command::Sketch(SketchCommand::AddStroke(layer, stroke)));
+        }
+    }
+
+    // The stroke being drawn, as vector shapes until it lands in the document.
+    if let Some((layer, stroke)) = &in_progress.0 {
+        let width = stroke.brush_size_px * scale;
+        let color = if stroke.eraser {
+            egui::Color32::from_white_alpha(160)
+        } else if *layer == Layer::Mask {
+            let [r, g, b, a] = MASK_TINT_RGBA;
+            egui::Color32::from_rgba_unmultiplied(r, g, b, a)
+        } else {
+            let [r, g, b, a] = stroke.color_rgba;
+            egui::Color32::from_rgba_unmultiplied(r, g, b, a)
+        };
+        let points: Vec<egui::Pos2> = stroke
+            .points_in_canvas
+            .iter()
+            .map(|p| to_screen(*p))
+            .collect();
+        let clipped = painter.with_clip_rect(rect);
+        for p in &points {
+            clipped.circle_filled(*p, width * 0.5, color);
+        }
+        if points.len() > 1 {
+            clipped.add(egui::Shape::line(points, egui::Stroke::new(width, color)));
+        }
+    }
+
+    // Brush outline under the pointer.
+    if let Some(hover) = response.hover_pos() {
+        painter.with_clip_rect(rect).circle_stroke(
+            hover,
+            settings.brush_size_px * scale * 0.5,
+            egui::Stroke::new(1.0, egui::Color32::from_gray(128)),
+        );
+    }
+
+    if view.files_hovered {
+        painter.rect_filled(rect, 0.0, egui::Color32::from_black_alpha(150));
+        painter.text(
+            rect.center(),
+            egui::Align2::CENTER_CENTER,
+            "Drop an image to use it as the background",
+            egui::FontId::proportional(18.0),
+            egui::Color32::WHITE,
+        );
+    } else if doc.is_empty() && in_progress.0.is_none() {
+        painter.text(
+            rect.center(),
+            egui::Align2::CENTER_CENTER,
+            "Draw here, or drop an image",
+            egui::FontId::proportional(16.0),
+            egui::Color32::from_gray(150),
+        );
+    }
+}

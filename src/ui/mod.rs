@@ -1,0 +1,136 @@
+//! The studio's views, one file per panel. View code only: every `*_ui` function draws from
+//! plain data, edits only its own panel's settings, and reports everything else it wants done
+//! as a [`Command`] that `app` applies at the end of the frame. Nothing here knows of candle,
+//! threads, files or the engine's internals.
+
+pub mod canvas;
+pub mod gallery;
+pub mod prompt;
+pub mod queue;
+
+use std::path::PathBuf;
+
+use crate::engine::JobId;
+use crate::sketch::{Layer, Stroke};
+
+pub use gallery::ImageId;
+
+/// Something a view asks the app to do.
+#[derive(Clone, Debug, PartialEq)]
+#[must_use]
+pub enum Command {
+    /// Queue a generation from the prompt panel's settings (and the sketch, if used).
+    Generate,
+    CancelJob(JobId),
+    /// Cancel every queued and running job.
+    CancelAll,
+    /// Forget finished, failed and cancelled jobs in the queue view.
+    ClearFinishedJobs,
+    /// Pick a new random seed now.
+    RollSeed,
+    /// Use the model in this folder; fills steps, guidance and size from it.
+    SelectModel(PathBuf),
+    RescanModels,
+    Sketch(SketchCommand),
+    /// Show this result large in the central view.
+    SelectImage(ImageId),
+    /// Copy this result's settings into the prompt panel.
+    ReuseSettings(ImageId),
+    /// Ask where to save this result as PNG.
+    SaveImage(ImageId),
+    ShowView(CentralView),
+    DismissMessage,
+}
+
+/// Edits to the sketch canvas document.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SketchCommand {
+    AddStroke(Layer, Stroke),
+    Undo,
+    Redo,
+    Clear,
+    /// Ask for an image file to use as the background.
+    OpenBackground,
+    RemoveBackground,
+}
+
+/// What the central area shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CentralView {
+    #[default]
+    Sketch,
+    Result,
+}
+
+/// The commands views emit during one frame, in order.
+#[derive(Debug, Default)]
+pub struct Commands(Vec<Command>);
+
+impl Commands {
+    pub fn push(&mut self, command: Command) {
+        self.0.push(command);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn take(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// A label then a widget named by it, so screen readers (and tests) can find the widget.
+pub(crate) fn labelled(
+    ui: &mut egui::Ui,
+    label: &str,
+    add: impl FnOnce(&mut egui::Ui) -> egui::Response,
+) -> egui::Response {
+    let label = ui.label(label);
+    add(ui).labelled_by(label.id)
+}
+
+/// Seconds as "0.4 s", "12 s" or "3 min 5 s".
+pub fn format_secs(secs: f32) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "?".to_owned();
+    }
+    if secs < 10.0 {
+        format!("{secs:.1} s")
+    } else if secs < 60.0 {
+        format!("{secs:.0} s")
+    } else {
+        let whole = secs.round() as u64;
+        format!("{} min {} s", whole / 60, whole % 60)
+    }
+}
+
+/// The first `max_chars` characters of `text` on one line, with an ellipsis if cut.
+pub fn one_line(text: &str, max_chars: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max_chars {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(max_chars.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_seconds() {
+        assert_eq!(format_secs(0.42), "0.4 s");
+        assert_eq!(format_secs(12.4), "12 s");
+        assert_eq!(format_secs(185.0), "3 min 5 s");
+        assert_eq!(format_secs(f32::NAN), "?");
+    }
+
+    #[test]
+    fn shortens_to_one_line() {
+        assert_eq!(one_line("a  cat\non a mat", 40), "a cat on a mat");
+        assert_eq!(one_line("abcdef", 4), "abc…");
+    }
+}

@@ -1,0 +1,460 @@
+//! The prompt panel: model picker, prompt and negative prompt, seed, steps, guidance, size,
+//! sampler, strength and batch, and the Generate / Cancel buttons. Owns [`PromptSettings`],
+//! the persisted plain data behind it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{labelled, Command, Commands};
+use crate::engine::{GenerationRequest, SamplerKind};
+use crate::models::ModelInfo;
+
+pub const MIN_SIZE_PX: u32 = 64;
+pub const MAX_SIZE_PX: u32 = 2048;
+pub const MAX_STEPS: usize = 200;
+pub const MAX_BATCH: u32 = 16;
+pub const MAX_GUIDANCE: f32 = 30.0;
+/// Largest seed the panel shows exactly (DragValue works in f64).
+pub const MAX_SEED: u64 = (1 << 53) - 1;
+
+/// Everything the prompt panel edits. Persisted between sessions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PromptSettings {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub seed: u64,
+    /// Roll a new seed for every generation (the seed used is written back into `seed`).
+    pub random_seed: bool,
+    pub steps: usize,
+    pub guidance: f32,
+    pub width: u32,
+    pub height: u32,
+    pub sampler: SamplerKind,
+    pub strength_0_to_1: f32,
+    pub batch: u32,
+}
+
+impl Default for PromptSettings {
+    fn default() -> Self {
+        let request = GenerationRequest::default();
+        Self {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            seed: 42,
+            random_seed: true,
+            steps: request.steps,
+            guidance: request.guidance,
+            width: request.width,
+            height: request.height,
+            sampler: request.sampler,
+            strength_0_to_1: request.strength_0_to_1,
+            batch: 1,
+        }
+    }
+}
+
+impl PromptSettings {
+    /// Steps, guidance, sampler and size suited to `model`: turbo models get few steps and no
+    /// classifier-free guidance, the others 25 steps; the size is the model's native one.
+    pub fn apply_model_defaults(&mut self, model: &ModelInfo) {
+        if model.turbo {
+            self.steps = 2;
+            self.guidance = 0.0;
+            self.sampler = SamplerKind::EulerAncestral;
+        } else {
+            self.steps = 25;
+            self.guidance = if model.family == crate::models::Family::Sdxl {
+                5.0
+            } else {
+                7.5
+            };
+            self.sampler = SamplerKind::Ddim;
+        }
+        let size = snap_size(model.native_size);
+        self.width = size;
+        self.height = size;
+    }
+
+    /// Copies the settings that made `request` (prompt, seed, sampling, size); the seed is kept
+    /// fixed so the same picture can be made again.
+    pub fn reuse(&mut self, request: &GenerationRequest) {
+        self.prompt = request.prompt.clone();
+        self.negative_prompt = request.negative_prompt.clone();
+        self.seed = request.seed;
+        self.random_seed = false;
+        self.steps = request.steps.clamp(1, MAX_STEPS);
+        self.guidance = request.guidance;
+        self.width = snap_size(request.width);
+        self.height = snap_size(request.height);
+        self.sampler = request.sampler;
+        self.strength_0_to_1 = request.strength_0_to_1;
+    }
+
+    /// Keeps every value inside what the panel offers (e.g. after loading old settings).
+    pub fn sanitize(&mut self) {
+        self.seed = self.seed.min(MAX_SEED);
+        self.steps = self.steps.clamp(1, MAX_STEPS);
+        self.guidance = if self.guidance.is_finite() {
+            self.guidance.clamp(0.0, MAX_GUIDANCE)
+        } else {
+            7.5
+        };
+        self.width = snap_size(self.width);
+        self.height = snap_size(self.height);
+        self.strength_0_to_1 = if self.strength_0_to_1.is_finite() {
+            self.strength_0_to_1.clamp(0.0, 1.0)
+        } else {
+            0.75
+        };
+        self.batch = self.batch.clamp(1, MAX_BATCH);
+    }
+
+    /// The request these settings describe, for `model_dir`, with the current seed.
+    pub fn to_request(&self, model_dir: &Path) -> GenerationRequest {
+        GenerationRequest {
+            model_dir: model_dir.to_path_buf(),
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            seed: self.seed,
+            steps: self.steps.clamp(1, MAX_STEPS),
+            guidance: self.guidance,
+            width: snap_size(self.width),
+            height: snap_size(self.height),
+            sampler: self.sampler,
+            strength_0_to_1: self.strength_0_to_1.clamp(0.0, 1.0),
+            batch: self.batch.clamp(1, MAX_BATCH),
+            ..GenerationRequest::default()
+        }
+    }
+}
+
+/// Clamps to `MIN_SIZE_PX..=MAX_SIZE_PX` and rounds to the nearest multiple of 8.
+pub fn snap_size(px: u32) -> u32 {
+    let clamped = px.clamp(MIN_SIZE_PX, MAX_SIZE_PX);
+    ((clamped + 4) / 8 * 8).clamp(MIN_SIZE_PX, MAX_SIZE_PX)
+}
+
+/// What the prompt panel shows besides its own settings.
+pub struct PromptPanelView<'a> {
+    pub models: &'a [ModelInfo],
+    /// Folders that looked like models but could not be read, with why.
+    pub rejected: &'a [(PathBuf, String)],
+    pub selected_model: Option<&'a ModelInfo>,
+    /// Model discovery is still running.
+    pub scanning: bool,
+    /// Where users put model folders (shown in the empty state).
+    pub models_dir: &'a Path,
+    /// Jobs queued or running.
+    pub active_jobs: usize,
+    /// The sketch will be sent as the init image.
+    pub sketch_in_use: bool,
+}
+
+impl PromptPanelView<'_> {
+    pub fn can_generate(&self) -> bool {
+        !self.scanning && self.selected_model.is_some()
+    }
+}
+
+pub fn prompt_panel_ui(
+    ui: &mut egui::Ui,
+    settings: &mut PromptSettings,
+    view: &PromptPanelView<'_>,
+    commands: &mut Commands,
+) {
+    ui.heading("Atelier");
+    ui.add_space(4.0);
+    model_picker_ui(ui, view, commands);
+    ui.separator();
+
+    let prompt_label = ui.label("Prompt");
+    ui.add(
+        egui::TextEdit::multiline(&mut settings.prompt)
+            .id_salt("prompt")
+            .desired_rows(3)
+            .desired_width(f32::INFINITY)
+            .hint_text("What to paint: a lighthouse at dusk, oil painting"),
+    )
+    .labelled_by(prompt_label.id);
+
+    let negative_label = ui.label("Negative prompt");
+    ui.add(
+        egui::TextEdit::multiline(&mut settings.negative_prompt)
+            .id_salt("negative_prompt")
+            .desired_rows(2)
+            .desired_width(f32::INFINITY)
+            .hint_text("What to avoid: blurry, low quality"),
+    )
+    .labelled_by(negative_label.id);
+    ui.add_space(4.0);
+
+    egui::Grid::new("prompt_settings")
+        .num_columns(2)
+        .spacing([8.0, 6.0])
+        .show(ui, |ui| {
+            settings_grid_ui(ui, settings, commands);
+        });
+    ui.add_space(8.0);
+
+    ui.horizontal(|ui| {
+        let generate = ui
+            .add_enabled(
+                view.can_generate(),
+                egui::Button::new("Generate").min_size(egui::vec2(110.0, 28.0)),
+            )
+            .on_hover_text("Queue a generation (Ctrl+Enter)")
+            .on_disabled_hover_text(if view.scanning {
+                "Looking for models…"
+            } else {
+                "No model selected"
+            });
+        if generate.clicked() {
+            commands.push(Command::Generate);
+        }
+        if ui
+            .add_enabled(view.active_jobs > 0, egui::Button::new("Cancel"))
+            .on_hover_text("Cancel every queued and running job")
+            .clicked()
+        {
+            commands.push(Command::CancelAll);
+        }
+    });
+    if view.sketch_in_use {
+        ui.weak("The sketch is used as the starting image.");
+    }
+}
+
+fn settings_grid_ui(ui: &mut egui::Ui, settings: &mut PromptSettings, commands: &mut Commands) {
+    let seed_label = ui.label("Seed");
+    ui.horizontal(|ui| {
+        ui.add_enabled(
+            !settings.random_seed,
+            egui::DragValue::new(&mut settings.seed).range(0..=MAX_SEED),
+        )
+        .labelled_by(seed_label.id);
+        ui.checkbox(&mut settings.random_seed, "Random")
+            .on_hover_text("Roll a new seed for every generation");
+        if ui
+            .button("🎲")
+            .on_hover_text("Roll a new seed now")
+            .clicked()
+        {
+            commands.push(Command::RollSeed);
+        }
+    });
+    ui.end_row();
+
+    labelled(ui, "Steps", |ui| {
+        ui.add(egui::DragValue::new(&mut settings.steps).range(1..=MAX_STEPS))
+    });
+    ui.end_row();
+
+    labelled(ui, "Guidance", |ui| {
+        ui.add(
+            egui::Slider::new(&mut settings.guidance, 0.0..=MAX_GUIDANCE)
+                .step_by(0.5)
+                .clamping(egui::SliderClamping::Always),
+        )
+    });
+    ui.end_row();
+
+    let size_label = ui.label("Size");
+    ui.horizontal(|ui| {
+        size_drag_ui(ui, &mut settings.width).labelled_by(size_label.id);
+        ui.label("×");
+        size_drag_ui(ui, &mut settings.height).labelled_by(size_label.id);
+        if ui
+            .small_button("⇄")
+            .on_hover_text("Swap width and height")
+            .clicked()
+        {
+            std::mem::swap(&mut settings.width, &mut settings.height);
+        }
+    });
+    ui.end_row();
+
+    let sampler_label = ui.label("Sampler");
+    egui::ComboBox::from_id_salt("sampler")
+        .selected_text(settings.sampler.label())
+        .show_ui(ui, |ui| {
+            for kind in SamplerKind::ALL {
+                ui.selectable_value(&mut settings.sampler, kind, kind.label());
+            }
+        })
+        .response
+        .labelled_by(sampler_label.id);
+    ui.end_row();
+
+    labelled(ui, "Strength", |ui| {
+        ui.add(
+            egui::Slider::new(&mut settings.strength_0_to_1, 0.0..=1.0)
+                .step_by(0.01)
+                .clamping(egui::SliderClamping::Always),
+        )
+    })
+    .on_hover_text("With a sketch: 0 keeps it, 1 ignores it");
+    ui.end_row();
+
+    labelled(ui, "Batch", |ui| {
+        ui.add(egui::DragValue::new(&mut settings.batch).range(1..=MAX_BATCH))
+    })
+    .on_hover_text("How many images one job makes (seed, seed+1, …)");
+    ui.end_row();
+}
+
+/// A width or height, in steps of 8 within the allowed range.
+fn size_drag_ui(ui: &mut egui::Ui, px: &mut u32) -> egui::Response {
+    let response = ui.add(
+        egui::DragValue::new(px)
+            .range(MIN_SIZE_PX..=MAX_SIZE_PX)
+            .speed(8.0)
+            .suffix(" px"),
+    );
+    *px = snap_size(*px);
+    response
+}
+
+fn model_picker_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut Commands) {
+    if view.scanning && view.models.is_empty() {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("Looking for models…");
+        });
+        return;
+    }
+    if view.models.is_empty() {
+        empty_state_ui(ui, view, commands);
+        return;
+    }
+    let model_label = ui.label("Model");
+    ui.horizontal(|ui| {
+        let selected_text = view
+            .selected_model
+            .map(model_display_name)
+            .unwrap_or_else(|| "Choose a model".to_owned());
+        egui::ComboBox::from_id_salt("model")
+            .selected_text(selected_text)
+            .width(ui.available_width() - 32.0)
+            .truncate()
+            .show_ui(ui, |ui| {
+                for model in view.models {
+                    let selected = view.selected_model.is_some_and(|m| m.dir == model.dir);
+                    if ui
+                        .selectable_label(selected, model_display_name(model))
+                        .on_hover_text(model.dir.display().to_string())
+                        .clicked()
+                        && !selected
+                    {
+                        commands.push(Command::SelectModel(model.dir.clone()));
+                    }
+                }
+            })
+            .response
+            .labelled_by(model_label.id);
+        if ui
+            .add_enabled(!view.scanning, egui::Button::new("⟳"))
+            .on_hover_text("Look for models again")
+            .clicked()
+        {
+            commands.push(Command::RescanModels);
+        }
+    });
+    rejected_ui(ui, view);
+}
+
+/// "name (SD 1.x)".
+pub fn model_display_name(model: &ModelInfo) -> String {
+    format!("{} ({})", model.name, model.family_label())
+}
+
+fn empty_state_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut Commands) {
+    egui::Frame::group(ui.style()).show(ui, |ui| {
+        ui.label(egui::RichText::new("No model found").strong().size(16.0));
+        ui.label("Atelier needs a Stable Diffusion model in diffusers layout (a folder with model_index.json, unet/, vae/, text_encoder/, tokenizer/).");
+        ui.label("Put the model folder in:");
+        ui.add(egui::Label::new(egui::RichText::new(view.models_dir.display().to_string()).monospace()).selectable(true));
+        ui.label("or start Atelier with:");
+        ui.add(egui::Label::new(egui::RichText::new("atelier --model-dir DIR").monospace()).selectable(true));
+        ui.label("Models in the Hugging Face cache are found too.");
+        if ui
+            .add_enabled(!view.scanning, egui::Button::new("Look again"))
+            .clicked()
+        {
+            commands.push(Command::RescanModels);
+        }
+    });
+    rejected_ui(ui, view);
+}
+
+fn rejected_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>) {
+    if view.rejected.is_empty() {
+        return;
+    }
+    egui::CollapsingHeader::new(format!(
+        "{} folder(s) could not be used",
+        view.rejected.len()
+    ))
+    .id_salt("rejected_models")
+    .show(ui, |ui| {
+        for (dir, why) in view.rejected {
+            ui.label(egui::RichText::new(dir.display().to_string()).monospace());
+            ui.colored_label(ui.visuals().warn_fg_color, why);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_snap_to_multiples_of_eight_in_range() {
+        assert_eq!(snap_size(0), 64);
+        assert_eq!(snap_size(513), 512);
+        assert_eq!(snap_size(517), 520);
+        assert_eq!(snap_size(5000), 2048);
+    }
+
+    #[test]
+    fn reuse_copies_the_request_and_fixes_the_seed() {
+        let mut settings = PromptSettings::default();
+        let request = GenerationRequest {
+            prompt: "a fox".into(),
+            negative_prompt: "blur".into(),
+            seed: 1234,
+            steps: 7,
+            guidance: 3.0,
+            width: 640,
+            height: 384,
+            sampler: SamplerKind::UniPc,
+            ..GenerationRequest::default()
+        };
+        settings.reuse(&request);
+        assert_eq!(settings.prompt, "a fox");
+        assert_eq!(settings.seed, 1234);
+        assert!(!settings.random_seed);
+        let again = settings.to_request(Path::new("/m"));
+        assert_eq!(again.prompt, request.prompt);
+        assert_eq!(again.seed, request.seed);
+        assert_eq!((again.width, again.height), (640, 384));
+        assert_eq!(again.sampler, SamplerKind::UniPc);
+    }
+
+    #[test]
+    fn sanitize_clamps_loaded_values() {
+        let mut settings = PromptSettings {
+            steps: 0,
+            guidance: f32::NAN,
+            width: 9999,
+            batch: 0,
+            ..PromptSettings::default()
+        };
+        settings.sanitize();
+        assert_eq!(settings.steps, 1);
+        assert_eq!(settings.guidance, 7.5);
+        assert_eq!(settings.width, 2048);
+        assert_eq!(settings.batch, 1);
+    }
+}

@@ -1,0 +1,83 @@
+//! Shared test helpers: tiny real-architecture models written once per test binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, OnceLock};
+
+use atelier::diffusion::{DiffusionError, Generator, JobControl};
+use atelier::engine::{GeneratedImage, GenerationRequest, SamplerKind};
+use atelier::models::tiny::{write_tiny_model, TinyKind};
+
+fn root() -> &'static Path {
+    static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
+    ROOT.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
+}
+
+/// The folder of a tiny model of `kind`, written on first use.
+pub fn tiny_model(kind: TinyKind) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = root().join(format!("{kind:?}").to_lowercase());
+    if !dir.join("model_index.json").is_file() {
+        write_tiny_model(&dir, kind).expect("writing tiny model");
+    }
+    dir
+}
+
+pub fn request(kind: TinyKind) -> GenerationRequest {
+    GenerationRequest {
+        model_dir: tiny_model(kind),
+        prompt: "a red cat on the mat".into(),
+        negative_prompt: "blue dog".into(),
+        seed: 42,
+        steps: 4,
+        guidance: 5.0,
+        width: 64,
+        height: 64,
+        sampler: SamplerKind::Ddim,
+        ..Default::default()
+    }
+}
+
+/// Runs a request to completion on this thread; returns its images and how many steps ran.
+pub fn run(req: &GenerationRequest) -> Result<(Vec<GeneratedImage>, usize), DiffusionError> {
+    let mut generator = Generator::default();
+    run_with(&mut generator, req, &AtomicBool::new(false))
+}
+
+pub fn run_with(
+    generator: &mut Generator,
+    req: &GenerationRequest,
+    cancel: &AtomicBool,
+) -> Result<(Vec<GeneratedImage>, usize), DiffusionError> {
+    let mut images = Vec::new();
+    let mut steps = 0;
+    let mut control = JobControl {
+        cancel,
+        on_loading: &mut |_| {},
+        on_step: &mut |_, _, _, _| steps += 1,
+        on_image: &mut |img| images.push(img),
+    };
+    generator.run(req, &mut control)?;
+    Ok((images, steps))
+}
+
+pub fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let sum: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| (*x as i32 - *y as i32).unsigned_abs() as u64)
+        .sum();
+    sum as f64 / a.as_raw().len() as f64
+}
+
+/// Standard deviation of all channel values: 0 for a flat image.
+pub fn spread(img: &image::RgbImage) -> f64 {
+    let v = img.as_raw();
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+}

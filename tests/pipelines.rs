@@ -1,0 +1,357 @@
+//! The real loader, every sampler and every pipeline mode, driven through tiny models with the
+//! real SD 1.5 / SD 2 (v-prediction) / SDXL / inpainting architectures.
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atelier::diffusion::{DiffusionError, Generator};
+use atelier::engine::{Engine, EngineEvent, SamplerKind};
+use atelier::models::tiny::TinyKind;
+use atelier::models::{Family, ModelError, ModelInfo, ModelSource};
+use common::*;
+
+#[test]
+fn families_are_read_from_the_folders_own_configs() {
+    let cases = [
+        (TinyKind::Sd15, Family::Sd1, false, false),
+        (TinyKind::Sd2V, Family::Sd2, true, false),
+        (TinyKind::Sdxl, Family::Sdxl, false, false),
+        (TinyKind::Sd15Inpaint, Family::Sd1, false, true),
+    ];
+    for (kind, family, v_pred, inpainting) in cases {
+        let info = ModelInfo::from_dir(&tiny_model(kind), ModelSource::Given).unwrap();
+        assert_eq!(info.family, family, "{kind:?}");
+        assert_eq!(info.v_prediction, v_pred, "{kind:?}");
+        assert_eq!(info.inpainting, inpainting, "{kind:?}");
+        assert_eq!(info.native_size, 64);
+    }
+}
+
+#[test]
+fn every_family_generates_the_requested_size() {
+    for kind in [TinyKind::Sd15, TinyKind::Sd2V, TinyKind::Sdxl] {
+        let mut req = request(kind);
+        req.width = 64;
+        req.height = 48;
+        let (images, steps) = run(&req).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        assert_eq!(images.len(), 1);
+        assert_eq!(images[0].image.dimensions(), (64, 48), "{kind:?}");
+        assert_eq!(steps, 4);
+        assert!(spread(&images[0].image) > 1.0, "{kind:?} gave a flat image");
+    }
+}
+
+#[test]
+fn every_sampler_runs_and_same_seed_gives_identical_pixels() {
+    for kind in [TinyKind::Sd15, TinyKind::Sd2V] {
+        let mut outputs = Vec::new();
+        for sampler in SamplerKind::ALL {
+            let mut req = request(kind);
+            req.sampler = sampler;
+            req.steps = 5;
+            let a = run(&req).unwrap().0.remove(0);
+            let b = run(&req).unwrap().0.remove(0);
+            assert_eq!(
+                a.image.as_raw(),
+                b.image.as_raw(),
+                "{kind:?} {sampler:?} not deterministic"
+            );
+            req.seed += 1;
+            let c = run(&req).unwrap().0.remove(0);
+            assert!(
+                mean_abs_diff(&a.image, &c.image) > 0.5,
+                "{kind:?} {sampler:?}: another seed gave the same picture"
+            );
+            outputs.push(a);
+        }
+        // The samplers really are different algorithms.
+        for i in 0..outputs.len() {
+            for j in i + 1..outputs.len() {
+                assert_ne!(outputs[i].image.as_raw(), outputs[j].image.as_raw());
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_images_use_consecutive_seeds() {
+    let mut req = request(TinyKind::Sd15);
+    req.batch = 2;
+    let (images, _) = run(&req).unwrap();
+    assert_eq!(images.len(), 2);
+    assert_eq!(images[0].request.seed, 42);
+    assert_eq!(images[1].request.seed, 43);
+    let mut single = request(TinyKind::Sd15);
+    single.seed = 43;
+    let (again, _) = run(&single).unwrap();
+    assert_eq!(again[0].image.as_raw(), images[1].image.as_raw());
+}
+
+fn checker(w: u32, h: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        if (x / 8 + y / 8) % 2 == 0 {
+            image::Rgb([220, 40, 40])
+        } else {
+            image::Rgb([30, 60, 200])
+        }
+    })
+}
+
+#[test]
+fn img2img_strength_zero_returns_the_init_image_and_strength_sets_the_steps() {
+    let init = Arc::new(checker(64, 64));
+    let mut req = request(TinyKind::Sd15);
+    req.steps = 10;
+    req.init_image = Some(init.clone());
+    req.strength_0_to_1 = 0.0;
+    let (images, steps) = run(&req).unwrap();
+    assert_eq!(steps, 0);
+    assert_eq!(images[0].image.as_raw(), init.as_raw());
+
+    req.strength_0_to_1 = 0.5;
+    let (images, steps) = run(&req).unwrap();
+    assert_eq!(steps, 5, "strength 0.5 of 10 steps runs the last 5");
+    assert_ne!(images[0].image.as_raw(), init.as_raw());
+}
+
+#[test]
+fn inpainting_leaves_unmasked_pixels_untouched() {
+    let init = Arc::new(checker(64, 64));
+    // Repaint the right half only.
+    let mask = Arc::new(image::GrayImage::from_fn(64, 64, |x, _| {
+        image::Luma([if x >= 32 { 255 } else { 0 }])
+    }));
+    for kind in [TinyKind::Sd15, TinyKind::Sd15Inpaint] {
+        let mut req = request(kind);
+        req.init_image = Some(init.clone());
+        req.mask = Some(mask.clone());
+        req.strength_0_to_1 = 1.0;
+        let (images, _) = run(&req).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        let out = &images[0].image;
+        let mut kept_diff = 0u64;
+        let mut painted_diff = 0u64;
+        for (x, y, p) in out.enumerate_pixels() {
+            let d: u64 = (0..3)
+                .map(|c| (p.0[c] as i32 - init.get_pixel(x, y).0[c] as i32).unsigned_abs() as u64)
+                .sum();
+            // The resized mask is soft at the seam; judge away from it.
+            if x < 28 {
+                kept_diff += d;
+            } else if x > 36 {
+                painted_diff += d;
+            }
+        }
+        assert_eq!(kept_diff, 0, "{kind:?}: unmasked pixels changed");
+        assert!(
+            painted_diff > 1000,
+            "{kind:?}: masked area was not repainted"
+        );
+    }
+}
+
+#[test]
+fn inpainting_model_without_mask_is_a_clear_error() {
+    let err = run(&request(TinyKind::Sd15Inpaint)).unwrap_err();
+    assert!(matches!(err, DiffusionError::InvalidRequest(_)), "{err}");
+    assert!(err.to_string().contains("mask"), "{err}");
+}
+
+#[test]
+fn supplied_noise_file_is_used_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let noise_path = dir.path().join("noise.safetensors");
+    let noise =
+        candle_core::Tensor::randn(0f32, 1.0, (1, 4, 8, 8), &candle_core::Device::Cpu).unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("noise".to_owned(), noise)]),
+        &noise_path,
+    )
+    .unwrap();
+    let mut req = request(TinyKind::Sd15);
+    req.noise_file = Some(noise_path.clone());
+    let a = run(&req).unwrap().0.remove(0);
+    req.seed = 7; // the seed no longer decides the starting noise
+    let b = run(&req).unwrap().0.remove(0);
+    assert_eq!(a.image.as_raw(), b.image.as_raw());
+
+    req.width = 128;
+    let err = run(&req).unwrap_err();
+    assert!(err.to_string().contains("shape"), "{err}");
+}
+
+#[test]
+fn bad_requests_and_bad_folders_get_typed_clear_errors() {
+    let mut req = request(TinyKind::Sd15);
+    req.width = 60;
+    let err = run(&req).unwrap_err();
+    assert!(matches!(err, DiffusionError::InvalidRequest(_)));
+    assert!(err.to_string().contains("multiple of 8"), "{err}");
+
+    let missing = tempfile::tempdir().unwrap().path().join("nope");
+    let err = ModelInfo::from_dir(&missing, ModelSource::Given).unwrap_err();
+    assert!(matches!(err, ModelError::NotFound { .. }), "{err}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = ModelInfo::from_dir(empty.path(), ModelSource::Given).unwrap_err();
+    assert!(matches!(err, ModelError::NotDiffusers { .. }), "{err}");
+
+    // A folder of another kind of pipeline.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("model_index.json"),
+        r#"{"_class_name": "FluxPipeline"}"#,
+    )
+    .unwrap();
+    let err = ModelInfo::from_dir(other.path(), ModelSource::Given).unwrap_err();
+    assert!(
+        matches!(err, ModelError::UnsupportedPipeline { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("FluxPipeline"));
+
+    // Truncated weights: a copy of the tiny model with half a UNet file.
+    let broken = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_model(TinyKind::Sd15), broken.path());
+    let unet = broken
+        .path()
+        .join("unet/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&unet).unwrap();
+    std::fs::write(&unet, &bytes[..bytes.len() / 2]).unwrap();
+    let mut req = request(TinyKind::Sd15);
+    req.model_dir = broken.path().to_path_buf();
+    let err = run(&req).unwrap_err();
+    assert!(
+        matches!(err, DiffusionError::Model(ModelError::BadWeights { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("unet"), "{err}");
+
+    // A broken config names its file.
+    std::fs::write(broken.path().join("vae/config.json"), "{ not json").unwrap();
+    let err = ModelInfo::from_dir(broken.path(), ModelSource::Given).unwrap_err();
+    assert!(matches!(err, ModelError::BadConfig { .. }), "{err}");
+    assert!(err.to_string().contains("vae"), "{err}");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn fp16_weights_load_like_fp32() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_model(TinyKind::Sd15), dir.path());
+    for component in ["unet", "vae"] {
+        let f32_path = dir
+            .path()
+            .join(component)
+            .join("diffusion_pytorch_model.safetensors");
+        let tensors = candle_core::safetensors::load(&f32_path, &candle_core::Device::Cpu).unwrap();
+        let half: std::collections::HashMap<String, candle_core::Tensor> = tensors
+            .into_iter()
+            .map(|(k, v)| (k, v.to_dtype(candle_core::DType::F16).unwrap()))
+            .collect();
+        std::fs::remove_file(&f32_path).unwrap();
+        candle_core::safetensors::save(
+            &half,
+            dir.path()
+                .join(component)
+                .join("diffusion_pytorch_model.fp16.safetensors"),
+        )
+        .unwrap();
+    }
+    let mut req = request(TinyKind::Sd15);
+    let full = run(&req).unwrap().0.remove(0);
+    req.model_dir = dir.path().to_path_buf();
+    let half = run(&req).unwrap().0.remove(0);
+    assert!(mean_abs_diff(&full.image, &half.image) < 2.0);
+}
+
+#[test]
+fn the_loaded_model_is_kept_between_jobs_and_switching_works() {
+    let mut generator = Generator::default();
+    let cancel = AtomicBool::new(false);
+    let a = run_with(&mut generator, &request(TinyKind::Sd15), &cancel).unwrap();
+    let b = run_with(&mut generator, &request(TinyKind::Sd2V), &cancel).unwrap();
+    let a2 = run_with(&mut generator, &request(TinyKind::Sd15), &cancel).unwrap();
+    assert_eq!(a.0[0].image.as_raw(), a2.0[0].image.as_raw());
+    assert_ne!(a.0[0].image.as_raw(), b.0[0].image.as_raw());
+}
+
+#[test]
+fn engine_cancel_stops_within_one_step_and_before_decode() {
+    let engine = Engine::spawn(None);
+    let mut req = request(TinyKind::Sd15);
+    req.steps = 200;
+    let job = engine.submit(req.clone());
+    let queued = engine.submit(req);
+    let mut steps_after_cancel = None;
+    loop {
+        let event = engine
+            .recv_timeout(Duration::from_secs(120))
+            .expect("engine went quiet");
+        match event {
+            EngineEvent::Progress { job: j, .. } if j == job => match &mut steps_after_cancel {
+                None => {
+                    engine.cancel(job);
+                    engine.cancel(queued);
+                    steps_after_cancel = Some(0);
+                }
+                Some(n) => *n += 1,
+            },
+            EngineEvent::Cancelled { job: j } if j == job => break,
+            EngineEvent::Image { .. } | EngineEvent::Done { .. } => {
+                panic!("job finished after cancel")
+            }
+            EngineEvent::Failed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    assert!(
+        steps_after_cancel.unwrap() <= 1,
+        "ran {steps_after_cancel:?} steps after cancel"
+    );
+    assert!(engine.pending_jobs().is_empty());
+}
+
+#[test]
+fn engine_reports_progress_images_and_done_for_each_job() {
+    let engine = Engine::spawn(None);
+    let a = engine.submit(request(TinyKind::Sd15));
+    let mut bad = request(TinyKind::Sd15);
+    bad.model_dir = "/nonexistent/model".into();
+    let b = engine.submit(bad);
+    let (mut progress, mut images, mut done_a, mut failed_b) = (0, 0, false, None);
+    while !(done_a && failed_b.is_some()) {
+        match engine
+            .recv_timeout(Duration::from_secs(120))
+            .expect("engine went quiet")
+        {
+            EngineEvent::Progress { job, step, of, .. } if job == a => {
+                assert!(step >= 1 && step <= of);
+                progress += 1;
+            }
+            EngineEvent::Image { job, image } if job == a => {
+                assert_eq!(image.image.dimensions(), (64, 64));
+                images += 1;
+            }
+            EngineEvent::Done { job, .. } if job == a => done_a = true,
+            EngineEvent::Failed { job, error } if job == b => failed_b = Some(error),
+            _ => {}
+        }
+    }
+    assert_eq!((progress, images), (4, 1));
+    assert!(failed_b.unwrap().contains("/nonexistent/model"));
+}

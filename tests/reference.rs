@@ -1,0 +1,75 @@
+//! Atelier against Hugging Face diffusers: the same tiny SD 1.5-architecture model, the same
+//! initial noise, DDIM; the pixels must agree within 2/255 mean absolute difference.
+//! Fixtures come from `tests/reference/make_reference.py` (run by hand, outputs committed).
+
+mod common;
+
+use std::path::PathBuf;
+
+use atelier::engine::{GenerationRequest, SamplerKind};
+use common::{mean_abs_diff, run};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference")
+}
+
+fn reference_request(guidance: f32, negative: &str) -> GenerationRequest {
+    GenerationRequest {
+        model_dir: fixtures().join("tiny-sd15"),
+        prompt: "a red cat sitting on a blue mat".into(),
+        negative_prompt: negative.into(),
+        seed: 0,
+        steps: 10,
+        guidance,
+        width: 64,
+        height: 64,
+        sampler: SamplerKind::Ddim,
+        noise_file: Some(fixtures().join("noise.safetensors")),
+        ..Default::default()
+    }
+}
+
+fn check(guidance: f32, negative: &str, expected: &str) {
+    let want = image::open(fixtures().join(expected)).unwrap().to_rgb8();
+    let got = run(&reference_request(guidance, negative))
+        .unwrap()
+        .0
+        .remove(0);
+    let mad = mean_abs_diff(&got.image, &want);
+    eprintln!("{expected}: mean abs diff {mad:.4} / 255");
+    assert!(
+        mad <= 2.0,
+        "{expected}: mean absolute difference {mad:.3}/255 exceeds 2/255"
+    );
+}
+
+#[test]
+fn ddim_with_guidance_matches_diffusers() {
+    check(7.5, "blurry", "expected.png");
+}
+
+#[test]
+fn ddim_without_guidance_matches_diffusers() {
+    check(1.0, "", "expected_cfg1.png");
+}
+
+#[test]
+fn tokenizer_matches_the_slow_clip_tokenizer() {
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("case.json")).unwrap())
+            .unwrap();
+    let configs = atelier::models::ModelConfigs::read(&fixtures().join("tiny-sd15")).unwrap();
+    let tok = atelier::diffusion::tokenizer::ClipTokenizer::load(&configs.tokenizer).unwrap();
+    for (text, key) in [
+        ("a red cat sitting on a blue mat", "prompt_ids"),
+        ("blurry", "negative_prompt_ids"),
+    ] {
+        let want: Vec<u32> = case[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("case.json has no {key}"))
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(tok.encode(text).unwrap(), want, "{text}");
+    }
+}
