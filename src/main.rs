@@ -87,6 +87,9 @@ struct GenerateArgs {
     noise: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     batch: u32,
+    /// Free the text encoders after encoding the prompt (less memory while denoising).
+    #[arg(long)]
+    low_memory: bool,
     /// Output PNG; with --batch > 1, `-1`, `-2`... are added before the extension.
     #[arg(long)]
     out: PathBuf,
@@ -217,7 +220,12 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         noise_file: args.noise,
     };
     eprintln!("model {} ({}), seed {seed}", info.name, info.family_label());
-    let engine = Engine::spawn(None);
+    let engine = Engine::spawn_with(
+        None,
+        atelier::diffusion::GeneratorOptions {
+            low_memory: args.low_memory,
+        },
+    );
     let batch = request.batch;
     let job = engine.submit(request);
     let bar = ProgressBar::new(0);

@@ -355,3 +355,16 @@ fn engine_reports_progress_images_and_done_for_each_job() {
     assert_eq!((progress, images), (4, 1));
     assert!(failed_b.unwrap().contains("/nonexistent/model"));
 }
+
+#[test]
+fn low_memory_mode_drops_and_reloads_text_encoders_with_identical_results() {
+    use atelier::diffusion::GeneratorOptions;
+    let cancel = AtomicBool::new(false);
+    let req = request(TinyKind::Sdxl);
+    let normal = run(&req).unwrap().0.remove(0);
+    let mut lean = Generator::new(GeneratorOptions { low_memory: true });
+    let first = run_with(&mut lean, &req, &cancel).unwrap().0.remove(0);
+    let second = run_with(&mut lean, &req, &cancel).unwrap().0.remove(0);
+    assert_eq!(normal.image.as_raw(), first.image.as_raw());
+    assert_eq!(first.image.as_raw(), second.image.as_raw());
+}

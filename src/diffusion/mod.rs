@@ -69,22 +69,36 @@ impl JobControl<'_> {
     }
 }
 
+/// How the engine trades memory for speed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GeneratorOptions {
+    /// Free the text encoders after each prompt encoding (they are memory-mapped again on the
+    /// next job): less resident memory during denoising, a little more work per job.
+    pub low_memory: bool,
+}
+
 /// Runs whole jobs; keeps the current model loaded between them.
 pub struct Generator {
     slot: ModelSlot,
     device: Device,
+    options: GeneratorOptions,
 }
 
 impl Default for Generator {
     fn default() -> Self {
-        Self {
-            slot: ModelSlot::default(),
-            device: pipeline::default_device(),
-        }
+        Self::new(GeneratorOptions::default())
     }
 }
 
 impl Generator {
+    pub fn new(options: GeneratorOptions) -> Self {
+        Self {
+            slot: ModelSlot::default(),
+            device: pipeline::default_device(),
+            options,
+        }
+    }
+
     /// Generates every image of the request's batch, reporting each as soon as it is decoded.
     pub fn run(
         &mut self,
@@ -99,6 +113,7 @@ impl Generator {
         let model = self
             .slot
             .get(&request.model_dir, &self.device, &mut *control.on_loading)?;
+        model.drop_text_encoders = self.options.low_memory;
         for index in 0..request.batch {
             control.check_cancelled()?;
             let image = model.generate(request, index, control)?;

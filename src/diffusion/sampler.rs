@@ -567,3 +567,80 @@ impl Sampler for UniPc {
         self.m.add_noise(x0, noise, step)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn sd_config(extra: serde_json::Value) -> SchedulerFileConfig {
+        let mut base = serde_json::json!({
+            "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+            "num_train_timesteps": 1000, "steps_offset": 1, "set_alpha_to_one": false
+        });
+        if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn timesteps_follow_diffusers_spacing_rules() {
+        let s = NoiseSchedule::from_config(&sd_config(serde_json::json!({}))).unwrap();
+        let ddim = build(SamplerKind::Ddim, &s, 10);
+        let want: Vec<f64> = (0..10).rev().map(|i| (i * 100 + 1) as f64).collect();
+        assert_eq!(ddim.timesteps(), want.as_slice());
+        let unipc = build(SamplerKind::UniPc, &s, 4);
+        assert_eq!(unipc.timesteps(), &[999.0, 749.0, 500.0, 250.0]);
+        let trailing = NoiseSchedule::from_config(&sd_config(serde_json::json!({"timestep_spacing": "trailing"}))).unwrap();
+        assert_eq!(build(SamplerKind::Ddim, &trailing, 4).timesteps(), &[999.0, 749.0, 499.0, 249.0]);
+    }
+
+    #[test]
+    fn karras_sigmas_span_the_training_range() {
+        let s = NoiseSchedule::from_config(&sd_config(serde_json::json!({}))).unwrap();
+        let dpm = DpmPp2m::new(&s, 20);
+        let sig = &dpm.m.sigmas;
+        assert!((sig[0] - 14.6146).abs() < 1e-3, "{}", sig[0]);
+        assert!((sig[19] - 0.0292).abs() < 1e-3, "{}", sig[19]);
+        assert_eq!(sig[20], 0.0);
+        assert!(sig.windows(2).all(|w| w[0] > w[1]));
+        assert_eq!(dpm.m.ts[0], 999.0);
+        assert_eq!(dpm.m.ts[19], 0.0);
+    }
+
+    /// With a perfect denoiser (a "sample"-predicting model that always answers x0), every
+    /// sampler must land on x0.
+    #[test]
+    fn every_sampler_converges_to_the_oracle_answer() {
+        let s = NoiseSchedule::from_config(&sd_config(serde_json::json!({"prediction_type": "sample"}))).unwrap();
+        let dev = Device::Cpu;
+        let x0 = Tensor::new(&[0.5f32, -1.0, 0.25, 2.0], &dev).unwrap();
+        for kind in SamplerKind::ALL {
+            let mut rng = NoiseRng::new(3);
+            let mut sampler = build(kind, &s, 8);
+            let noise = rng.randn_like(&x0).unwrap();
+            let mut x = noise.affine(sampler.init_noise_sigma(), 0.0).unwrap();
+            for step in 0..sampler.timesteps().len() {
+                x = sampler.step(&x0, step, &x, &mut rng).unwrap();
+            }
+            let err: f32 = (&x - &x0).unwrap().abs().unwrap().max(0).unwrap().to_scalar().unwrap();
+            // DDIM ends at alphas_cumprod[0] (set_alpha_to_one = false), not exactly at 0 noise.
+            let tol = if kind == SamplerKind::Ddim { 0.1 } else { 1e-4 };
+            assert!(err < tol, "{kind:?}: off by {err}");
+        }
+    }
+
+    #[test]
+    fn add_noise_at_the_first_step_matches_the_initial_noise_level() {
+        let s = NoiseSchedule::from_config(&sd_config(serde_json::json!({}))).unwrap();
+        let dev = Device::Cpu;
+        let zero = Tensor::zeros(4, DType::F32, &dev).unwrap();
+        let one = Tensor::ones(4, DType::F32, &dev).unwrap();
+        for kind in SamplerKind::ALL {
+            let sampler = build(kind, &s, 10);
+            let noised: Vec<f32> = sampler.add_noise(&zero, &one, 0).unwrap().to_vec1().unwrap();
+            assert!(noised[0] > 0.99, "{kind:?}: {}", noised[0]);
+        }
+    }
+}

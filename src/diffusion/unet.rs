@@ -382,3 +382,69 @@ impl Unet {
         self.conv_out.forward(&xs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    fn sdxl_like() -> UnetConfig {
+        serde_json::from_value(serde_json::json!({
+            "block_out_channels": [32, 64],
+            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+            "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+            "layers_per_block": 1, "attention_head_dim": 2, "cross_attention_dim": 16,
+            "norm_num_groups": 8, "addition_embed_type": "text_time",
+            "addition_time_embed_dim": 8, "projection_class_embeddings_input_dim": 8 + 48,
+            "transformer_layers_per_block": [1, 2]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn sdxl_time_ids_change_the_prediction_and_are_required() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let unet = Unet::new(vb, &sdxl_like()).unwrap();
+        let dev = Device::Cpu;
+        let xs = Tensor::randn(0f32, 1.0, (1, 4, 8, 8), &dev).unwrap();
+        let ctx = Tensor::randn(0f32, 1.0, (1, 7, 16), &dev).unwrap();
+        let pooled = Tensor::randn(0f32, 1.0, (1, 8), &dev).unwrap();
+        let ids = |v: [f32; 6]| Tensor::new(&v, &dev).unwrap().unsqueeze(0).unwrap();
+        let run = |time_ids: &Tensor| {
+            unet.forward(
+                &xs,
+                500.0,
+                &ctx,
+                Some(AddedCond {
+                    text_embeds: &pooled,
+                    time_ids,
+                }),
+            )
+            .unwrap()
+        };
+        let a = run(&ids([1024., 1024., 0., 0., 1024., 1024.]));
+        let b = run(&ids([512., 512., 0., 0., 1024., 1024.]));
+        let a_again = run(&ids([1024., 1024., 0., 0., 1024., 1024.]));
+        assert_eq!(a.dims(), &[1, 4, 8, 8]);
+        let diff = (&a - &b).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let same = (&a - &a_again).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff > 1e-3, "time_ids had no effect");
+        assert_eq!(same, 0.0);
+        assert!(unet.forward(&xs, 500.0, &ctx, None).is_err());
+    }
+
+    #[test]
+    fn odd_latent_sizes_upsample_to_the_skip_size() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let mut cfg = sdxl_like();
+        cfg.addition_embed_type = None;
+        let unet = Unet::new(vb, &cfg).unwrap();
+        let xs = Tensor::randn(0f32, 1.0, (1, 4, 7, 5), &Device::Cpu).unwrap();
+        let ctx = Tensor::randn(0f32, 1.0, (1, 7, 16), &Device::Cpu).unwrap();
+        let out = unet.forward(&xs, 10.0, &ctx, None).unwrap();
+        assert_eq!(out.dims(), &[1, 4, 7, 5]);
+    }
+}

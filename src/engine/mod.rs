@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 pub use events::EngineEvent;
 pub use request::{GeneratedImage, GenerationRequest, JobId, SamplerKind};
 
-use crate::diffusion::{DiffusionError, Generator, JobControl};
+use crate::diffusion::{DiffusionError, Generator, GeneratorOptions, JobControl};
 
 /// Called after every event is sent, e.g. `egui::Context::request_repaint`.
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -70,6 +70,10 @@ pub struct Engine {
 impl Engine {
     /// Starts the worker thread. `waker` runs after every event (pass the UI's repaint request).
     pub fn spawn(waker: Option<Waker>) -> Self {
+        Self::spawn_with(waker, GeneratorOptions::default())
+    }
+
+    pub fn spawn_with(waker: Option<Waker>, options: GeneratorOptions) -> Self {
         let (tx, events) = mpsc::channel();
         let sink = EventSink { tx, waker };
         let shared = Arc::new(Shared::default());
@@ -78,7 +82,7 @@ impl Engine {
             let sink = sink.clone();
             std::thread::Builder::new()
                 .name("atelier-engine".into())
-                .spawn(move || worker_loop(&shared, &sink))
+                .spawn(move || worker_loop(&shared, &sink, options))
                 .expect("spawning the engine thread")
         };
         Self {
@@ -177,8 +181,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn worker_loop(shared: &Shared, sink: &EventSink) {
-    let mut generator = Generator::default();
+fn worker_loop(shared: &Shared, sink: &EventSink, options: GeneratorOptions) {
+    let mut generator = Generator::new(options);
     loop {
         let next = {
             let mut queue = lock(&shared.queue);

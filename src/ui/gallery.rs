@@ -132,14 +132,14 @@ pub fn image_viewer_ui(ui: &mut egui::Ui, item: Option<&GalleryItem>, commands: 
                 .spacing([8.0, 4.0])
                 .show(ui, |ui| {
                     let rows: [(&str, String); 8] = [
-                        ("Prompt", one_line(&request.prompt, 200)),
-                        ("Negative", one_line(&request.negative_prompt, 200)),
-                        ("Seed", request.seed.to_string()),
-                        ("Steps", request.steps.to_string()),
-                        ("Guidance", format!("{:.1}", request.guidance)),
-                        ("Size", format!("{} × {}", request.width, request.height)),
-                        ("Sampler", request.sampler.label().to_owned()),
-                        ("Time", format_secs(item.elapsed_secs)),
+                        ("Prompt:", one_line(&request.prompt, 200)),
+                        ("Negative:", one_line(&request.negative_prompt, 200)),
+                        ("Seed:", request.seed.to_string()),
+                        ("Steps:", request.steps.to_string()),
+                        ("Guidance:", format!("{:.1}", request.guidance)),
+                        ("Size:", format!("{} × {}", request.width, request.height)),
+                        ("Sampler:", request.sampler.label().to_owned()),
+                        ("Time:", format_secs(item.elapsed_secs)),
                     ];
                     for (name, value) in rows {
                         ui.weak(name);
@@ -151,12 +151,12 @@ pub fn image_viewer_ui(ui: &mut egui::Ui, item: Option<&GalleryItem>, commands: 
                         .file_name()
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_default();
-                    ui.weak("Model");
+                    ui.weak("Model:");
                     ui.label(model)
                         .on_hover_text(request.model_dir.display().to_string());
                     ui.end_row();
                     if request.init_image.is_some() {
-                        ui.weak("From sketch");
+                        ui.weak("From sketch:");
                         ui.label(format!(
                             "strength {:.2}{}",
                             request.strength_0_to_1,

@@ -237,7 +237,7 @@ fn settings_grid_ui(ui: &mut egui::Ui, settings: &mut PromptSettings, commands: 
         ui.checkbox(&mut settings.random_seed, "Random")
             .on_hover_text("Roll a new seed for every generation");
         if ui
-            .button("🎲")
+            .button("New seed")
             .on_hover_text("Roll a new seed now")
             .clicked()
         {
@@ -266,7 +266,7 @@ fn settings_grid_ui(ui: &mut egui::Ui, settings: &mut PromptSettings, commands: 
         ui.label("×");
         size_drag_ui(ui, &mut settings.height).labelled_by(size_label.id);
         if ui
-            .small_button("⇄")
+            .small_button("Swap")
             .on_hover_text("Swap width and height")
             .clicked()
         {
@@ -336,7 +336,7 @@ fn model_picker_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut
             .unwrap_or_else(|| "Choose a model".to_owned());
         egui::ComboBox::from_id_salt("model")
             .selected_text(selected_text)
-            .width(ui.available_width() - 32.0)
+            .width((ui.available_width() - 72.0).max(120.0))
             .truncate()
             .show_ui(ui, |ui| {
                 for model in view.models {
@@ -354,7 +354,7 @@ fn model_picker_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut
             .response
             .labelled_by(model_label.id);
         if ui
-            .add_enabled(!view.scanning, egui::Button::new("⟳"))
+            .add_enabled(!view.scanning, egui::Button::new("Rescan"))
             .on_hover_text("Look for models again")
             .clicked()
         {
