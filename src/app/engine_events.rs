@@ -58,6 +58,9 @@ impl StudioApp {
                 let job_id = job.id;
                 let id = self.rt.next_image_id;
                 self.rt.next_image_id += 1;
+                // Follow along: select the new image if the newest one was selected (or none).
+                let following = self.rt.selected_image.is_none()
+                    || self.rt.selected_image == self.rt.gallery.last().map(|i| i.id);
                 let texture = ctx.load_texture(
                     format!("result-{id}"),
                     rgb_to_color_image(&image.image),
@@ -71,8 +74,12 @@ impl StudioApp {
                     elapsed_secs: image.elapsed_secs,
                     texture,
                 });
-                if self.rt.selected_image.is_none() {
+                if following {
                     self.rt.selected_image = Some(id);
+                    // Nothing sketched: the result is the more useful thing to show.
+                    if self.rt.sketch.is_empty() && self.rt.stroke.0.is_none() {
+                        self.rt.view = crate::ui::CentralView::Result;
+                    }
                 }
             }
             EngineEvent::Done { elapsed_secs, .. } => {

@@ -155,6 +155,16 @@ impl StudioApp {
         self.rt.library.scanning()
     }
 
+    /// Models found by the last scan.
+    pub fn model_count(&self) -> usize {
+        self.rt.library.models.len()
+    }
+
+    /// The sketch canvas document.
+    pub fn sketch(&self) -> &SketchDoc {
+        &self.rt.sketch
+    }
+
     /// Jobs queued or running.
     pub fn active_jobs(&self) -> usize {
         self.rt.jobs.iter().filter(|j| j.state.is_active()).count()
@@ -280,7 +290,8 @@ impl StudioApp {
                     self.rt.background_task = None;
                     match outcome {
                         Ok(Some(loaded)) => self.use_background(loaded),
-                        Ok(None) => {}
+                        // Closed, or no file dialog on this desktop (no portal, no zenity).
+                        Ok(None) => self.show_info("No image chosen.".to_owned()),
                         Err(error) => self.show_error(error),
                     }
                 }
@@ -305,7 +316,7 @@ impl StudioApp {
         for outcome in finished {
             match outcome {
                 Ok(Some(path)) => self.show_info(format!("Saved {}", path.display())),
-                Ok(None) => {}
+                Ok(None) => self.show_info("Not saved: no file chosen.".to_owned()),
                 Err(error) => self.show_error(error),
             }
         }
@@ -374,12 +385,12 @@ impl StudioApp {
         {
             return;
         }
-        // Show at most 768 px on the long side; generation rasterises at full size.
-        const PREVIEW_MAX_PX: f32 = 768.0;
+        // Shown with 512 to 768 px on the long side (small canvases stay sharp, big ones cheap);
+        // generation rasterises at the requested size.
         let long = doc.width_px().max(doc.height_px()) as f32;
-        let shrink = (PREVIEW_MAX_PX / long).min(1.0);
-        let w = ((doc.width_px() as f32 * shrink).round() as u32).max(1);
-        let h = ((doc.height_px() as f32 * shrink).round() as u32).max(1);
+        let preview_long = long.clamp(512.0, 768.0);
+        let w = ((doc.width_px() as f32 * preview_long / long).round() as u32).max(1);
+        let h = ((doc.height_px() as f32 * preview_long / long).round() as u32).max(1);
         let preview = doc.render_preview(w, h, MASK_TINT_RGBA);
         let image =
             egui::ColorImage::from_rgba_unmultiplied([w as usize, h as usize], preview.as_raw());

@@ -306,10 +306,10 @@ impl SketchDoc {
             let strength = f32::from(mask_tint_rgba[3]) / 255.0;
             for (px, m) in out.pixels_mut().zip(mask.pixels()) {
                 let a = strength * f32::from(m.0[0]) / 255.0;
-                for c in 0..3 {
-                    let base = f32::from(px.0[c]);
-                    let tint = f32::from(mask_tint_rgba[c]);
-                    px.0[c] = (base + (tint - base) * a).round().clamp(0.0, 255.0) as u8;
+                for (channel, tint) in px.0.iter_mut().zip(mask_tint_rgba).take(3) {
+                    let base = f32::from(*channel);
+                    let tint = f32::from(tint);
+                    *channel = (base + (tint - base) * a).round().clamp(0.0, 255.0) as u8;
                 }
             }
         }
@@ -510,7 +510,7 @@ mod tests {
         doc.clear();
         assert!(doc.is_empty());
         assert!(doc.undo());
-        assert_eq!(doc.strokes(Layer::Paint), &[red.clone()]);
+        assert_eq!(doc.strokes(Layer::Paint), std::slice::from_ref(&red));
         assert!(doc.background().is_some());
         assert!(doc.redo());
         assert!(doc.is_empty());

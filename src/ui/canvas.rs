@@ -166,7 +166,9 @@ fn surface_ui(
         .max(0.05);
     let (response, painter) = ui.allocate_painter(doc_size * scale, egui::Sense::click_and_drag());
     let rect = response.rect;
-    let response = response.on_hover_text("Sketch canvas: draw with the mouse");
+    response.widget_info(|| {
+        egui::WidgetInfo::labeled(egui::accesskit::Role::Canvas, true, "Sketch canvas")
+    });
 
     // The document itself.
     match view.texture {

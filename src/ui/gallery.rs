@@ -121,7 +121,7 @@ pub fn image_viewer_ui(ui: &mut egui::Ui, item: Option<&GalleryItem>, commands: 
         );
         ui.add(
             egui::Image::from_texture(&item.texture)
-                .max_size(image_size)
+                .fit_to_exact_size(image_size)
                 .maintain_aspect_ratio(true)
                 .alt_text(format!("Image {}", item.id)),
         );

@@ -1,0 +1,406 @@
+//! The studio driven through its widgets with egui_kittest: queueing with Ctrl+Enter,
+//! cancelling, a finished image reaching the gallery, and "Reuse settings".
+//!
+//! Every test uses the tiny random-weight SD 1.5 model written by
+//! `atelier::models::tiny::write_tiny_model`, found through `StudioOptions::extra_model_dirs`,
+//! and a throw-away `ATELIER_HOME`. No snapshot images: assertions read the accessibility tree.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use atelier::app::{StudioApp, StudioOptions};
+use atelier::models::tiny::{write_tiny_model, TinyKind};
+use egui::{Key, Modifiers};
+use egui_kittest::kittest::{NodeT as _, Queryable};
+use egui_kittest::Harness;
+
+type StudioHarness = Harness<'static, Option<StudioApp>>;
+
+/// How long a tiny-model job may take before a test gives up.
+const JOB_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The folder holding the tiny model; made once for all tests of this binary.
+fn tiny_models_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // Inside target/tmp, so `cargo clean` removes it; kept for the whole run.
+        let root = tempfile::Builder::new()
+            .prefix("atelier-ui-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("creating a temp dir")
+            .keep();
+        // Set once, before any test builds a studio (which reads them): tests run in parallel.
+        std::env::set_var("ATELIER_HOME", root.join("home"));
+        std::env::set_var("HF_HUB_CACHE", root.join("hf-cache"));
+        let models = root.join("models");
+        write_tiny_model(&models.join("tiny-sd15"), TinyKind::Sd15)
+            .expect("writing the tiny model");
+        models
+    })
+}
+
+fn studio_harness() -> StudioHarness {
+    studio_harness_with(StudioOptions {
+        extra_model_dirs: vec![tiny_models_dir().clone()],
+    })
+}
+
+fn studio_harness_with(options: StudioOptions) -> StudioHarness {
+    Harness::builder()
+        .with_size([1280.0, 800.0])
+        .build_ui_state(
+            move |ui, app: &mut Option<StudioApp>| {
+                app.get_or_insert_with(|| StudioApp::new_headless(ui.ctx(), options.clone()))
+                    .studio_ui(ui);
+            },
+            None,
+        )
+}
+
+fn app(harness: &StudioHarness) -> &StudioApp {
+    harness
+        .state()
+        .as_ref()
+        .expect("the studio is built in the first frame")
+}
+
+fn app_mut(harness: &mut StudioHarness) -> &mut StudioApp {
+    harness
+        .state_mut()
+        .as_mut()
+        .expect("the studio is built in the first frame")
+}
+
+/// Steps the ui until `done` holds, failing after `timeout`.
+fn step_until(
+    harness: &mut StudioHarness,
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&StudioHarness) -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        harness.step();
+        if done(harness) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}; the queue says: {:?}",
+            labels_containing(harness, "")
+                .into_iter()
+                .filter(|l| l.starts_with("step")
+                    || l.starts_with("failed")
+                    || l.starts_with("loading")
+                    || l.starts_with("queued")
+                    || l.starts_with("done")
+                    || l.starts_with("cancel"))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn labels_containing(harness: &StudioHarness, part: &str) -> Vec<String> {
+    harness
+        .query_all_by_label_contains(part)
+        .filter_map(|node| {
+            let node = node.accesskit_node();
+            node.label().or_else(|| node.value())
+        })
+        .collect()
+}
+
+fn has_label_containing(harness: &StudioHarness, part: &str) -> bool {
+    harness.query_all_by_label_contains(part).next().is_some()
+}
+
+/// A studio with the tiny model found and selected.
+fn ready_studio() -> StudioHarness {
+    let mut harness = studio_harness();
+    step_until(
+        &mut harness,
+        "the model scan",
+        Duration::from_secs(30),
+        |h| {
+            let app = app(h);
+            !app.is_scanning_models() && app.state().selected_model.is_some()
+        },
+    );
+    let selected = app(&harness).state().selected_model.clone();
+    assert!(
+        selected
+            .as_ref()
+            .is_some_and(|dir| dir.ends_with("tiny-sd15")),
+        "the --model-dir model should be picked first, got {selected:?}"
+    );
+    harness.run_ok();
+    harness.check_accessibility();
+    harness
+}
+
+/// Types `prompt` into the prompt box and presses Ctrl+Enter.
+fn type_prompt_and_generate(harness: &mut StudioHarness, prompt: &str) {
+    harness.get_by_label("Prompt").click();
+    harness.step();
+    harness.get_by_label("Prompt").type_text(prompt);
+    harness.step();
+    assert_eq!(
+        harness.get_by_label("Prompt").value().as_deref(),
+        Some(prompt)
+    );
+    harness.key_press_modifiers(Modifiers::CTRL | Modifiers::COMMAND, Key::Enter);
+    harness.step();
+}
+
+/// Small, quick settings for the tiny model.
+fn quick_settings(harness: &mut StudioHarness, steps: usize) {
+    let settings = app_mut(harness).prompt_settings_mut();
+    settings.steps = steps;
+    settings.width = 64;
+    settings.height = 64;
+    settings.batch = 1;
+}
+
+/// Waits until the first job has left the running states, and says how it ended.
+fn wait_for_gallery(harness: &mut StudioHarness) {
+    step_until(harness, "the finished image", JOB_TIMEOUT, |h| {
+        app(h).gallery_len() > 0 || has_label_containing(h, "failed:")
+    });
+    let failures = labels_containing(harness, "failed:");
+    assert!(failures.is_empty(), "the job failed: {failures:?}");
+}
+
+#[test]
+fn ctrl_enter_queues_a_job_shown_in_the_queue() {
+    let mut harness = ready_studio();
+    assert!(has_label_containing(&harness, "No jobs yet"));
+    quick_settings(&mut harness, 2);
+    type_prompt_and_generate(&mut harness, "a lighthouse at dusk");
+    harness.step();
+    assert_eq!(app(&harness).state().prompt.prompt, "a lighthouse at dusk");
+    // The queue shows job #1 with its prompt (whatever state it has reached by now).
+    assert!(has_label_containing(&harness, "#1"), "no row for job #1");
+    assert!(has_label_containing(&harness, "a lighthouse at dusk"));
+    assert!(!has_label_containing(&harness, "No jobs yet"));
+}
+
+#[test]
+fn cancel_button_cancels_the_job() {
+    let mut harness = ready_studio();
+    // Many steps, so the job is still queued or running when Cancel is pressed.
+    quick_settings(&mut harness, 200);
+    type_prompt_and_generate(&mut harness, "a slow painting");
+    harness.step();
+    assert_eq!(app(&harness).active_jobs(), 1);
+    harness.get_by_label("Cancel").click();
+    step_until(&mut harness, "the job to be cancelled", JOB_TIMEOUT, |h| {
+        app(h).active_jobs() == 0
+    });
+    let cancelled: Vec<String> = labels_containing(&harness, "cancelled");
+    assert_eq!(cancelled, vec!["cancelled".to_owned()], "queue rows");
+    assert_eq!(app(&harness).gallery_len(), 0);
+    // Nothing left to cancel.
+    assert!(!has_label_containing(&harness, "Cancel #1"));
+}
+
+#[test]
+fn finished_image_appears_in_the_gallery() {
+    let mut harness = ready_studio();
+    quick_settings(&mut harness, 2);
+    type_prompt_and_generate(&mut harness, "a red apple");
+    wait_for_gallery(&mut harness);
+    step_until(&mut harness, "the job to finish", JOB_TIMEOUT, |h| {
+        app(h).active_jobs() == 0
+    });
+    let seed = app(&harness).state().prompt.seed;
+    assert!(
+        has_label_containing(&harness, &format!("Image 1: seed {seed}")),
+        "thumbnail missing; labels: {:?}",
+        labels_containing(&harness, "Image")
+    );
+    assert!(has_label_containing(&harness, "done in"));
+    // Clicking the thumbnail shows it large with its settings.
+    harness.get_by_label_contains("Image 1: seed").click();
+    harness.run_ok();
+    assert!(has_label_containing(&harness, "Reuse settings"));
+    assert!(has_label_containing(&harness, "Save as…"));
+    assert!(has_label_containing(&harness, "a red apple"));
+    harness.check_accessibility();
+}
+
+#[test]
+fn reuse_settings_restores_prompt_and_seed() {
+    let mut harness = ready_studio();
+    quick_settings(&mut harness, 2);
+    type_prompt_and_generate(&mut harness, "a blue boat");
+    wait_for_gallery(&mut harness);
+    let used_seed = app(&harness).state().prompt.seed;
+
+    // Change the panel, then bring the image's settings back.
+    {
+        let settings = app_mut(&mut harness).prompt_settings_mut();
+        settings.prompt = "something else".to_owned();
+        settings.seed = used_seed.wrapping_add(1);
+        settings.random_seed = true;
+        settings.steps = 9;
+    }
+    harness.run_ok();
+    assert_eq!(
+        harness.get_by_label("Prompt").value().as_deref(),
+        Some("something else")
+    );
+    harness.get_by_label_contains("Image 1: seed").click();
+    harness.run_ok();
+    harness.get_by_label("Reuse settings").click();
+    harness.run_ok();
+
+    assert_eq!(
+        harness.get_by_label("Prompt").value().as_deref(),
+        Some("a blue boat")
+    );
+    let settings = &app(&harness).state().prompt;
+    assert_eq!(settings.prompt, "a blue boat");
+    assert_eq!(settings.seed, used_seed);
+    assert!(!settings.random_seed, "a reused seed stays fixed");
+    assert_eq!(settings.steps, 2);
+    assert_eq!((settings.width, settings.height), (64, 64));
+}
+
+#[test]
+fn without_models_the_studio_says_where_to_put_one() {
+    tiny_models_dir(); // sets ATELIER_HOME to an empty home
+    let mut harness = studio_harness_with(StudioOptions::default());
+    step_until(
+        &mut harness,
+        "the model scan",
+        Duration::from_secs(30),
+        |h| !app(h).is_scanning_models(),
+    );
+    harness.run_ok();
+    if app(&harness).model_count() > 0 {
+        // A model ships in assets/models (or sits in the Hugging Face cache): no empty state.
+        return;
+    }
+    assert!(has_label_containing(&harness, "No model found"));
+    assert!(has_label_containing(&harness, "atelier --model-dir DIR"));
+    let models_dir = atelier::paths::models_dir().display().to_string();
+    assert!(
+        has_label_containing(&harness, &models_dir),
+        "{models_dir} not shown"
+    );
+    assert!(harness
+        .get_by_label("Generate")
+        .accesskit_node()
+        .is_disabled());
+    // Ctrl+Enter does nothing but explain.
+    harness.key_press_modifiers(Modifiers::CTRL | Modifiers::COMMAND, Key::Enter);
+    harness.run_ok();
+    assert_eq!(app(&harness).active_jobs(), 0);
+    assert!(has_label_containing(&harness, "No model to generate with"));
+    harness.check_accessibility();
+}
+
+#[test]
+fn drawing_on_the_canvas_is_undoable_with_ctrl_z() {
+    let mut harness = ready_studio();
+    assert!(harness.get_by_label("Undo").accesskit_node().is_disabled());
+    let canvas = harness.get_by_label("Sketch canvas").rect();
+    let from = canvas.left_top() + canvas.size() * 0.25;
+    let to = canvas.left_top() + canvas.size() * 0.75;
+    harness.hover_at(from);
+    harness.drag_at(from);
+    harness.hover_at(from.lerp(to, 0.5));
+    harness.hover_at(to);
+    harness.drop_at(to);
+    harness.run_ok();
+    let sketch = app(&harness).sketch();
+    assert_eq!(sketch.strokes(atelier::sketch::Layer::Paint).len(), 1);
+    assert!(
+        sketch.strokes(atelier::sketch::Layer::Paint)[0]
+            .points_in_canvas
+            .len()
+            >= 2
+    );
+    assert!(!harness.get_by_label("Undo").accesskit_node().is_disabled());
+
+    harness.key_press_modifiers(Modifiers::CTRL | Modifiers::COMMAND, Key::Z);
+    harness.run_ok();
+    assert!(app(&harness).sketch().is_empty());
+    assert!(!harness.get_by_label("Redo").accesskit_node().is_disabled());
+
+    harness.key_press_modifiers(
+        Modifiers::CTRL | Modifiers::COMMAND | Modifiers::SHIFT,
+        Key::Z,
+    );
+    harness.run_ok();
+    assert_eq!(
+        app(&harness)
+            .sketch()
+            .strokes(atelier::sketch::Layer::Paint)
+            .len(),
+        1
+    );
+}
+
+/// A file dropped on the window, as the platform integration hands it over.
+#[derive(Debug)]
+struct DroppedPng {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl egui::DroppedFile for DroppedPng {
+    fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        Ok(self.bytes.clone())
+    }
+}
+
+#[test]
+fn dropping_an_image_makes_it_the_canvas_background() {
+    let mut harness = ready_studio();
+    let image = image::RgbImage::from_pixel(96, 48, image::Rgb([200, 30, 30]));
+    let mut bytes = Vec::new();
+    image
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .expect("encoding a PNG");
+    harness
+        .input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(DroppedPng {
+            path: PathBuf::from("/nowhere/red.png"),
+            bytes,
+        }));
+    step_until(
+        &mut harness,
+        "the dropped image",
+        Duration::from_secs(30),
+        |h| app(h).sketch().background().is_some(),
+    );
+    harness.run_ok();
+    let studio = app(&harness);
+    assert!(
+        studio.state().canvas.use_sketch,
+        "a dropped image is meant to be used"
+    );
+    assert_eq!(
+        studio.sketch().background().map(|b| b.dimensions()),
+        Some((96, 48))
+    );
+    assert!(has_label_containing(
+        &harness,
+        "red.png is the canvas background"
+    ));
+    // The background can be taken away again (undoably).
+    harness.get_by_label("Remove background").click();
+    harness.run_ok();
+    assert!(app(&harness).sketch().background().is_none());
+}
