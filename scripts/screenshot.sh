@@ -11,6 +11,8 @@
 #   ATELIER_SHOT         output file (default: docs/screenshot.png)
 #   ATELIER_SHOT_WAIT    seconds to wait for the window before the shot (default: 8)
 #   ATELIER_SHOT_ARGS    extra arguments for the binary, e.g. "--model-dir /path/to/models"
+#   ATELIER_SHOT_PROMPT  if set (needs xdotool): type this prompt, press Ctrl+Enter and wait
+#                        ATELIER_SHOT_GEN_WAIT seconds (default 10) before the shot
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -43,7 +45,8 @@ mkdir -p "$(dirname "$out")"
 # stop the studio. Mesa's device-select layer is kept out of the way on GPU-less machines.
 # (SHOT_* names: xvfb-run itself uses and exports variables such as ARGS.)
 ATELIER_HOME="$home" NODEVICE_SELECT=1 SHOT_BIN="$bin" SHOT_OUT="$out" SHOT_WAIT="$wait_secs" \
-SHOT_EXTRA_ARGS="${ATELIER_SHOT_ARGS:-}" \
+SHOT_EXTRA_ARGS="${ATELIER_SHOT_ARGS:-}" SHOT_PROMPT="${ATELIER_SHOT_PROMPT:-}" \
+SHOT_GEN_WAIT="${ATELIER_SHOT_GEN_WAIT:-10}" \
 xvfb-run -a -s '-screen 0 1280x800x24' bash -c '
     # shellcheck disable=SC2086
     "$SHOT_BIN" $SHOT_EXTRA_ARGS >"$ATELIER_HOME/studio.log" 2>&1 &
@@ -53,6 +56,16 @@ xvfb-run -a -s '-screen 0 1280x800x24' bash -c '
         echo "screenshot.sh: the studio exited early; its output:" >&2
         cat "$ATELIER_HOME/studio.log" >&2
         exit 1
+    fi
+    # Optionally type a prompt into the prompt box (top left) and generate.
+    if [ -n "$SHOT_PROMPT" ] && command -v xdotool >/dev/null 2>&1; then
+        win=$(xdotool search --name Atelier | head -1)
+        xdotool windowfocus --sync "$win"
+        xdotool mousemove --window "$win" 170 120 click 1
+        sleep 0.5
+        xdotool type --delay 20 "$SHOT_PROMPT"
+        xdotool key ctrl+Return
+        sleep "$SHOT_GEN_WAIT"
     fi
     # Park the pointer in a corner so no hover effect or tooltip shows (if xdotool is there).
     if command -v xdotool >/dev/null 2>&1; then

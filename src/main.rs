@@ -166,7 +166,7 @@ fn list_models(dirs: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_rgb(path: &PathBuf) -> anyhow::Result<image::RgbImage> {
+fn load_rgb(path: &std::path::Path) -> anyhow::Result<image::RgbImage> {
     Ok(atelier::imageio::load_image_file(path)
         .with_context(|| format!("{}: cannot read image", path.display()))?
         .to_rgb8())
@@ -180,7 +180,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     if width % 8 != 0 || height % 8 != 0 || width == 0 || height == 0 {
         bail!("size {width}x{height}: width and height must be a positive multiple of 8");
     }
-    let init_image = args.init_image.as_ref().map(load_rgb).transpose()?;
+    let init_image = args.init_image.as_deref().map(load_rgb).transpose()?;
     let mask = match &args.mask {
         Some(path) => {
             if init_image.is_none() {

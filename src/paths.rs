@@ -8,7 +8,7 @@ pub fn data_dir() -> PathBuf {
         return PathBuf::from(home);
     }
     dirs::data_dir()
-        .unwrap_or_else(|| std::env::temp_dir())
+        .unwrap_or_else(std::env::temp_dir)
         .join("atelier")
 }
 

@@ -592,8 +592,14 @@ mod tests {
         assert_eq!(ddim.timesteps(), want.as_slice());
         let unipc = build(SamplerKind::UniPc, &s, 4);
         assert_eq!(unipc.timesteps(), &[999.0, 749.0, 500.0, 250.0]);
-        let trailing = NoiseSchedule::from_config(&sd_config(serde_json::json!({"timestep_spacing": "trailing"}))).unwrap();
-        assert_eq!(build(SamplerKind::Ddim, &trailing, 4).timesteps(), &[999.0, 749.0, 499.0, 249.0]);
+        let trailing = NoiseSchedule::from_config(&sd_config(
+            serde_json::json!({"timestep_spacing": "trailing"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            build(SamplerKind::Ddim, &trailing, 4).timesteps(),
+            &[999.0, 749.0, 499.0, 249.0]
+        );
     }
 
     #[test]
@@ -613,7 +619,10 @@ mod tests {
     /// sampler must land on x0.
     #[test]
     fn every_sampler_converges_to_the_oracle_answer() {
-        let s = NoiseSchedule::from_config(&sd_config(serde_json::json!({"prediction_type": "sample"}))).unwrap();
+        let s = NoiseSchedule::from_config(&sd_config(
+            serde_json::json!({"prediction_type": "sample"}),
+        ))
+        .unwrap();
         let dev = Device::Cpu;
         let x0 = Tensor::new(&[0.5f32, -1.0, 0.25, 2.0], &dev).unwrap();
         for kind in SamplerKind::ALL {
@@ -624,7 +633,14 @@ mod tests {
             for step in 0..sampler.timesteps().len() {
                 x = sampler.step(&x0, step, &x, &mut rng).unwrap();
             }
-            let err: f32 = (&x - &x0).unwrap().abs().unwrap().max(0).unwrap().to_scalar().unwrap();
+            let err: f32 = (&x - &x0)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
             // DDIM ends at alphas_cumprod[0] (set_alpha_to_one = false), not exactly at 0 noise.
             let tol = if kind == SamplerKind::Ddim { 0.1 } else { 1e-4 };
             assert!(err < tol, "{kind:?}: off by {err}");
@@ -639,7 +655,11 @@ mod tests {
         let one = Tensor::ones(4, DType::F32, &dev).unwrap();
         for kind in SamplerKind::ALL {
             let sampler = build(kind, &s, 10);
-            let noised: Vec<f32> = sampler.add_noise(&zero, &one, 0).unwrap().to_vec1().unwrap();
+            let noised: Vec<f32> = sampler
+                .add_noise(&zero, &one, 0)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
             assert!(noised[0] > 0.99, "{kind:?}: {}", noised[0]);
         }
     }

@@ -428,8 +428,22 @@ mod tests {
         let b = run(&ids([512., 512., 0., 0., 1024., 1024.]));
         let a_again = run(&ids([1024., 1024., 0., 0., 1024., 1024.]));
         assert_eq!(a.dims(), &[1, 4, 8, 8]);
-        let diff = (&a - &b).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-        let same = (&a - &a_again).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (&a - &b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let same = (&a - &a_again)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff > 1e-3, "time_ids had no effect");
         assert_eq!(same, 0.0);
         assert!(unet.forward(&xs, 500.0, &ctx, None).is_err());
