@@ -31,6 +31,8 @@ pub struct NoiseSchedule {
     pub spacing: Option<Spacing>,
     pub steps_offset: usize,
     pub set_alpha_to_one: bool,
+    /// DDIM's x0 clipping range, when on.
+    pub clip_sample: Option<f64>,
 }
 
 impl NoiseSchedule {
@@ -88,6 +90,7 @@ impl NoiseSchedule {
             spacing,
             steps_offset: c.steps_offset,
             set_alpha_to_one: c.set_alpha_to_one,
+            clip_sample: c.clip_sample.unwrap_or(true).then_some(c.clip_sample_range),
         })
     }
 
@@ -159,7 +162,7 @@ impl NoiseSchedule {
         ts
     }
 
-    /// Linspace over `n + 1` points without the last (diffusers' multistep solvers).
+    /// The multistep solvers' (UniPC, DPM-Solver) timesteps: `n + 1` points without the last.
     fn multistep_timesteps(&self, n: usize) -> Vec<f64> {
         let t_max = self.train_steps();
         match self.spacing.unwrap_or(Spacing::Linspace) {
@@ -167,10 +170,18 @@ impl NoiseSchedule {
                 .rev()
                 .map(|i| ((t_max - 1) as f64 * i as f64 / n as f64).round())
                 .collect(),
-            other => {
-                let mut copy = self.clone();
-                copy.spacing = Some(other);
-                copy.timesteps(n, other, true)
+            Spacing::Leading => {
+                let ratio = t_max / (n + 1);
+                (1..=n)
+                    .rev()
+                    .map(|i| (i * ratio + self.steps_offset) as f64)
+                    .collect()
+            }
+            Spacing::Trailing => {
+                let ratio = t_max as f64 / n as f64;
+                (0..n)
+                    .map(|i| (t_max as f64 - i as f64 * ratio).round() - 1.0)
+                    .collect()
             }
         }
     }
@@ -262,7 +273,10 @@ impl Sampler for Ddim {
         let a = self.acp(t);
         let a_prev = self.acp(t - self.stride as i64);
         let (alpha, sigma) = (a.sqrt(), (1.0 - a).sqrt());
-        let x0 = vp_x0(self.s.prediction, out, x, alpha, sigma)?;
+        let mut x0 = vp_x0(self.s.prediction, out, x, alpha, sigma)?;
+        if let Some(range) = self.s.clip_sample {
+            x0 = x0.clamp(-range, range)?;
+        }
         // eps re-derived from x0 keeps every prediction type on one path.
         let eps = lin(1.0 / sigma, x, -alpha / sigma, &x0)?;
         lin(a_prev.sqrt(), &x0, (1.0 - a_prev).sqrt(), &eps)
@@ -576,7 +590,8 @@ mod tests {
     fn sd_config(extra: serde_json::Value) -> SchedulerFileConfig {
         let mut base = serde_json::json!({
             "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-            "num_train_timesteps": 1000, "steps_offset": 1, "set_alpha_to_one": false
+            "num_train_timesteps": 1000, "steps_offset": 1, "set_alpha_to_one": false,
+            "clip_sample": false
         });
         if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
             b.extend(e.clone());

@@ -276,8 +276,11 @@ pub struct SchedulerFileConfig {
     pub steps_offset: usize,
     #[serde(default = "default_true")]
     pub set_alpha_to_one: bool,
+    /// DDIM clips its x0 prediction to `±clip_sample_range`; diffusers' DDIM default is on.
     #[serde(default)]
-    pub clip_sample: bool,
+    pub clip_sample: Option<bool>,
+    #[serde(default = "default_one_f64")]
+    pub clip_sample_range: f64,
 }
 
 fn default_train_steps() -> usize {

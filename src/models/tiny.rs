@@ -150,8 +150,9 @@ pub fn write_tiny_model(dir: &Path, kind: TinyKind) -> anyhow::Result<()> {
         }),
         TinyKind::Sdxl => json!({
             "_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
-            "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
-            "steps_offset": 1, "prediction_type": "epsilon", "timestep_spacing": "leading",
+            "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "clip_sample": false,
+            "set_alpha_to_one": false, "steps_offset": 1, "prediction_type": "epsilon",
+            "timestep_spacing": "leading",
         }),
         _ => json!({
             "_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
