@@ -12,4 +12,5 @@ pub mod imageio;
 pub mod models;
 pub mod paths;
 pub mod sketch;
+pub mod train;
 pub mod ui;

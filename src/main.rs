@@ -35,9 +35,53 @@ enum Command {
         /// Folders to scan in addition to the usual places.
         dirs: Vec<PathBuf>,
     },
+    /// Train a small text-to-image model (Atelier Mini recipe) on a folder of captioned
+    /// images (`captions.jsonl`, `metadata.jsonl` or per-image `.txt`).
+    Train(TrainArgs),
     /// Developer tools.
     #[command(subcommand)]
     Dev(DevCommand),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Folder of images with captions.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output folder: `checkpoint/`, `loss.csv` and the exported model in `model/`.
+    #[arg(long)]
+    out: PathBuf,
+    /// UNet + text-encoder steps.
+    #[arg(long, default_value_t = 20_000)]
+    steps: usize,
+    /// VAE steps (the first stage).
+    #[arg(long, default_value_t = 3_000)]
+    vae_steps: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Continue the checkpoint in --out (exactly where it stopped).
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Learning rate of the UNet stage.
+    #[arg(long, default_value_t = 5e-4)]
+    lr: f64,
+    /// Background that transparent images are composited on, as #rrggbb.
+    #[arg(long, default_value = "#ffffff", value_parser = parse_colour)]
+    background: [u8; 3],
+}
+
+fn parse_colour(s: &str) -> Result<[u8; 3], String> {
+    let hex = s.trim_start_matches('#');
+    let bad = || format!("{s:?} is not a #rrggbb colour");
+    if hex.len() != 6 {
+        return Err(bad());
+    }
+    let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad());
+    Ok([byte(0)?, byte(2)?, byte(4)?])
 }
 
 #[derive(Subcommand)]
@@ -110,6 +154,7 @@ fn main() -> ExitCode {
         }),
         Some(Command::Generate(args)) => generate(args),
         Some(Command::Models { dirs }) => list_models(&[cli.model_dirs, dirs].concat()),
+        Some(Command::Train(args)) => train(args),
         Some(Command::Dev(DevCommand::TinyModel { kind, out })) => {
             let kind = match kind.as_str() {
                 "sd2v" => models::tiny::TinyKind::Sd2V,
@@ -294,4 +339,60 @@ fn numbered(out: &std::path::Path, index: u32, batch: u32) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "png".into());
     out.with_file_name(format!("{stem}-{}.{ext}", index + 1))
+}
+
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    use atelier::train::trainer::{self, Stage, TrainEvent, TrainOptions};
+    let opts = TrainOptions {
+        data: args.data,
+        out: args.out,
+        steps: args.steps,
+        vae_steps: args.vae_steps,
+        batch: args.batch,
+        resume: args.resume,
+        checkpoint_every: args.checkpoint_every,
+        seed: args.seed,
+        lr: args.lr,
+        background: args.background,
+        ..Default::default()
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>4} [{bar:30}] {pos}/{len} loss {msg} {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut smoothed: Option<f64> = None;
+    let summary = trainer::train(&opts, &mut |event| match event {
+        TrainEvent::Note(text) => bar.println(text),
+        TrainEvent::Stage { stage, from, of } => {
+            bar.set_prefix(match stage {
+                Stage::Vae => "vae",
+                _ => "unet",
+            });
+            bar.set_length(of as u64);
+            bar.set_position(from as u64);
+            bar.reset_eta();
+            smoothed = None;
+        }
+        TrainEvent::Step { step, loss, .. } => {
+            let s = smoothed.map_or(loss, |s| 0.98 * s + 0.02 * loss);
+            smoothed = Some(s);
+            bar.set_position(step as u64);
+            bar.set_message(format!("{s:.4}"));
+        }
+        TrainEvent::Checkpoint { step, dir } => {
+            bar.println(format!("checkpoint at step {step} in {}", dir.display()))
+        }
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "trained on {} images: {} VAE + {} UNet steps this run; model in {}",
+        summary.images,
+        summary.vae_steps,
+        summary.unet_steps,
+        summary.model_dir.display()
+    );
+    Ok(())
 }

@@ -340,6 +340,18 @@ impl Unet {
         context: &Tensor,
         added: Option<AddedCond<'_>>,
     ) -> Result<Tensor> {
+        let t = (Tensor::ones(xs.dim(0)?, xs.dtype(), xs.device())? * timestep)?;
+        self.forward_t(xs, &t, context, added)
+    }
+
+    /// Like [`Unet::forward`] with one timestep per batch row (`[B]`), as training needs.
+    pub fn forward_t(
+        &self,
+        xs: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+        added: Option<AddedCond<'_>>,
+    ) -> Result<Tensor> {
         let (b, _, h, w) = xs.dims4()?;
         let n = self.down.len();
         let factor = 1usize << (n - 1);
@@ -349,7 +361,7 @@ impl Unet {
         } else {
             xs.clone()
         };
-        let t = (Tensor::ones(b, xs.dtype(), xs.device())? * timestep)?;
+        let t = t.to_dtype(xs.dtype())?;
         let mut emb = self.time_embedding.forward(&self.time_proj.forward(&t)?)?;
         if let Some((proj, embed)) = &self.add {
             let added = added.ok_or_else(|| {

@@ -49,6 +49,18 @@ impl Vae {
         (mean - self.shift_factor)? * self.scaling_factor
     }
 
+    /// The encoder's raw posterior `(mean, logvar)`, unscaled (for training).
+    pub fn posterior(&self, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
+        let moments = self.encoder.moments(pixels)?;
+        let c = self.latent_channels;
+        Ok((moments.narrow(1, 0, c)?, moments.narrow(1, c, c)?))
+    }
+
+    /// Unscaled latents -> pixels in [-1, 1] (for training).
+    pub fn decode_raw(&self, latents: &Tensor) -> Result<Tensor> {
+        self.kl.decode(latents)
+    }
+
     /// Scaled latents -> pixels in [-1, 1].
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         let unscaled = ((latents / self.scaling_factor)? + self.shift_factor)?;
@@ -132,6 +144,11 @@ impl MeanEncoder {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.moments(xs)?.narrow(1, 0, self.latent_channels)
+    }
+
+    /// Mean and log-variance, concatenated along channels.
+    fn moments(&self, xs: &Tensor) -> Result<Tensor> {
         let mut xs = self.conv_in.forward(xs)?;
         for block in &self.down {
             xs = block.forward(&xs)?;
@@ -141,6 +158,6 @@ impl MeanEncoder {
         if let Some(q) = &self.quant_conv {
             moments = q.forward(&moments)?;
         }
-        moments.narrow(1, 0, self.latent_channels)
+        Ok(moments)
     }
 }

@@ -1,0 +1,5 @@
+pub mod data;
+pub mod emoji;
+pub mod optim;
+pub mod recipe;
+pub mod trainer;

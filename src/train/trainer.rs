@@ -1,0 +1,547 @@
+//! `atelier train`: trains an Atelier Mini model on any folder of captioned images, in two
+//! stages: the VAE (reconstruction), then the UNet and text encoder together on the frozen
+//! VAE's latents (noise prediction with min-SNR weighting, caption dropout for guidance).
+//! Checkpoints are atomic and hold the optimiser and EMA state, so a killed run resumes
+//! exactly; each checkpoint also exports a loadable diffusers folder (`OUT/model`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::data::{open_dataset, DataError, DataOptions, Dataset};
+use super::optim::{AdamW, Ema};
+use super::recipe::{Recipe, CLIP_MERGES_TXT, CLIP_VOCAB_JSON};
+use crate::diffusion::clip::ClipTextEncoder;
+use crate::diffusion::noise::NoiseRng;
+use crate::diffusion::tokenizer::ClipTokenizer;
+use crate::diffusion::unet::Unet;
+use crate::diffusion::vae::Vae;
+use crate::models::config::{TextEncoderConfig, TokenizerFiles, UnetConfig, VaeConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("{path}: a checkpoint is already there; pass --resume to continue it or choose another --out")]
+    CheckpointExists { path: PathBuf },
+    #[error("{path}: cannot resume: {reason}")]
+    BadCheckpoint { path: PathBuf, reason: String },
+    #[error("training failed: {0}")]
+    Candle(String),
+    #[error("invalid options: {0}")]
+    Options(String),
+}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        TrainError::Candle(crate::diffusion::error_text(&e))
+    }
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    move |e| TrainError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub data: PathBuf,
+    pub out: PathBuf,
+    /// UNet + text-encoder steps.
+    pub steps: usize,
+    pub vae_steps: usize,
+    pub batch: usize,
+    pub resume: bool,
+    pub checkpoint_every: usize,
+    pub lr: f64,
+    pub vae_lr: f64,
+    pub seed: u64,
+    pub background: [u8; 3],
+    pub caption_dropout: f64,
+    pub recipe: Recipe,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            data: PathBuf::new(),
+            out: PathBuf::new(),
+            steps: 20_000,
+            vae_steps: 3_000,
+            batch: 32,
+            resume: false,
+            checkpoint_every: 500,
+            lr: 5e-4,
+            vae_lr: 1e-3,
+            seed: 0,
+            background: [255, 255, 255],
+            caption_dropout: 0.1,
+            recipe: Recipe::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    Vae,
+    Unet,
+    Done,
+}
+
+/// What the trainer reports as it goes.
+#[derive(Clone, Debug)]
+pub enum TrainEvent {
+    Note(String),
+    Stage { stage: Stage, from: usize, of: usize },
+    Step { stage: Stage, step: usize, of: usize, loss: f64 },
+    Checkpoint { step: usize, dir: PathBuf },
+}
+
+/// The checkpoint's `state.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct State {
+    version: u32,
+    recipe: Recipe,
+    seed: u64,
+    stage: Stage,
+    vae_step: usize,
+    unet_step: usize,
+    vae_scaling: Option<f64>,
+    images: usize,
+}
+
+pub struct TrainSummary {
+    pub model_dir: PathBuf,
+    pub vae_steps: usize,
+    pub unet_steps: usize,
+    pub last_vae_loss: Option<f64>,
+    pub last_unet_loss: Option<f64>,
+    pub images: usize,
+}
+
+struct Models {
+    vae_vm: VarMap,
+    unet_vm: VarMap,
+    text_vm: VarMap,
+    vae: Vae,
+    unet: Unet,
+    text: ClipTextEncoder,
+}
+
+fn build_models(recipe: &Recipe, device: &Device) -> Result<Models, TrainError> {
+    let vae_cfg: VaeConfig = serde_json::from_value(recipe.vae(1.0))
+        .map_err(|e| TrainError::Options(e.to_string()))?;
+    let unet_cfg: UnetConfig = serde_json::from_value(recipe.unet())
+        .map_err(|e| TrainError::Options(e.to_string()))?;
+    let text_cfg: TextEncoderConfig = serde_json::from_value(recipe.text_encoder())
+        .map_err(|e| TrainError::Options(e.to_string()))?;
+    let vae_vm = VarMap::new();
+    let unet_vm = VarMap::new();
+    let text_vm = VarMap::new();
+    let vae = Vae::new(VarBuilder::from_varmap(&vae_vm, DType::F32, device), &vae_cfg)?;
+    let unet = Unet::new(VarBuilder::from_varmap(&unet_vm, DType::F32, device), &unet_cfg)?;
+    let text = ClipTextEncoder::new(VarBuilder::from_varmap(&text_vm, DType::F32, device), &text_cfg)?;
+    Ok(Models {
+        vae_vm,
+        unet_vm,
+        text_vm,
+        vae,
+        unet,
+        text,
+    })
+}
+
+fn named_vars(vm: &VarMap, prefix: &str) -> Vec<(String, Var)> {
+    let data = vm.data().lock().unwrap_or_else(|e| e.into_inner());
+    let mut v: Vec<(String, Var)> = data
+        .iter()
+        .map(|(k, var)| (format!("{prefix}{k}"), var.clone()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn step_rng(seed: u64, stage: u64, step: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ (stage << 56) ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path, dtype: DType) -> Result<(), TrainError> {
+    let converted: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.to_dtype(dtype)?)))
+        .collect::<candle_core::Result<_>>()?;
+    let tmp = path.with_extension("tmp");
+    candle_core::safetensors::save(&converted, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+fn varmap_tensors(vm: &VarMap) -> HashMap<String, Tensor> {
+    let data = vm.data().lock().unwrap_or_else(|e| e.into_inner());
+    data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+}
+
+fn load_varmap(vm: &VarMap, path: &Path) -> Result<(), TrainError> {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| TrainError::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason: crate::diffusion::error_text(&e),
+    })?;
+    let data = vm.data().lock().unwrap_or_else(|e| e.into_inner());
+    for (name, var) in data.iter() {
+        let t = tensors.get(name).ok_or_else(|| TrainError::BadCheckpoint {
+            path: path.to_path_buf(),
+            reason: format!("no tensor {name}"),
+        })?;
+        var.set(&t.to_dtype(DType::F32)?)?;
+    }
+    Ok(())
+}
+
+fn tokenizer_dir(out: &Path) -> PathBuf {
+    out.join("model").join("tokenizer")
+}
+
+/// Writes everything of the exported folder except the weights.
+fn write_model_skeleton(out: &Path, recipe: &Recipe, scaling: f64) -> Result<(), TrainError> {
+    let model = out.join("model");
+    for sub in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+        std::fs::create_dir_all(model.join(sub)).map_err(io_err(&model))?;
+    }
+    let json = |v: serde_json::Value| serde_json::to_vec_pretty(&v).unwrap_or_default();
+    write_atomic(&model.join("model_index.json"), &json(recipe.model_index()))?;
+    write_atomic(&model.join("unet/config.json"), &json(recipe.unet()))?;
+    write_atomic(&model.join("vae/config.json"), &json(recipe.vae(scaling)))?;
+    write_atomic(&model.join("text_encoder/config.json"), &json(recipe.text_encoder()))?;
+    write_atomic(&model.join("scheduler/scheduler_config.json"), &json(recipe.scheduler()))?;
+    let tok = tokenizer_dir(out);
+    write_atomic(&tok.join("vocab.json"), CLIP_VOCAB_JSON.as_bytes())?;
+    write_atomic(&tok.join("merges.txt"), CLIP_MERGES_TXT.as_bytes())?;
+    write_atomic(&tok.join("tokenizer_config.json"), &json(recipe.tokenizer_config()))?;
+    write_atomic(
+        &tok.join("special_tokens_map.json"),
+        &json(serde_json::json!({"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"})),
+    )
+}
+
+pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Result<TrainSummary, TrainError> {
+    if opts.batch == 0 {
+        return Err(TrainError::Options("--batch must be at least 1".into()));
+    }
+    let device = Device::Cpu;
+    let ckpt = opts.out.join("checkpoint");
+    let state_path = ckpt.join("state.json");
+    let existing: Option<State> = if state_path.is_file() {
+        if !opts.resume {
+            return Err(TrainError::CheckpointExists { path: ckpt });
+        }
+        let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
+        Some(serde_json::from_str(&text).map_err(|e| TrainError::BadCheckpoint {
+            path: state_path.clone(),
+            reason: e.to_string(),
+        })?)
+    } else {
+        None
+    };
+    let recipe = existing.as_ref().map_or_else(|| opts.recipe.clone(), |s| s.recipe.clone());
+    on_event(TrainEvent::Note(format!("reading {}", opts.data.display())));
+    let data = open_dataset(
+        &opts.data,
+        &DataOptions {
+            resolution: recipe.resolution,
+            background: opts.background,
+        },
+    )?;
+    if !data.skipped.is_empty() {
+        on_event(TrainEvent::Note(format!(
+            "skipped {} unreadable file(s), e.g. {}: {}",
+            data.skipped.len(),
+            data.skipped[0].path.display(),
+            data.skipped[0].reason
+        )));
+    }
+    on_event(TrainEvent::Note(format!("{} images with captions", data.items.len())));
+    std::fs::create_dir_all(&ckpt).map_err(io_err(&ckpt))?;
+
+    let models = build_models(&recipe, &device)?;
+    let mut state = match existing {
+        Some(s) => {
+            load_varmap(&models.vae_vm, &ckpt.join("vae.safetensors"))?;
+            load_varmap(&models.unet_vm, &ckpt.join("unet.safetensors"))?;
+            load_varmap(&models.text_vm, &ckpt.join("text.safetensors"))?;
+            on_event(TrainEvent::Note(format!(
+                "resuming at VAE step {} / UNet step {}",
+                s.vae_step, s.unet_step
+            )));
+            s
+        }
+        None => State {
+            version: 1,
+            recipe: recipe.clone(),
+            seed: opts.seed,
+            stage: Stage::Vae,
+            vae_step: 0,
+            unet_step: 0,
+            vae_scaling: None,
+            images: data.items.len(),
+        },
+    };
+    write_model_skeleton(&opts.out, &recipe, state.vae_scaling.unwrap_or(1.0))?;
+    let tokenizer = ClipTokenizer::load(&TokenizerFiles {
+        dir: tokenizer_dir(&opts.out),
+        pad_token: Some("<|endoftext|>".into()),
+        max_length: recipe.max_tokens,
+    })
+    .map_err(|e| TrainError::Options(e.to_string()))?;
+
+    let mut summary = TrainSummary {
+        model_dir: opts.out.join("model"),
+        vae_steps: 0,
+        unet_steps: 0,
+        last_vae_loss: None,
+        last_unet_loss: None,
+        images: data.items.len(),
+    };
+    let loss_log = opts.out.join("loss.csv");
+
+    // ---- stage 1: the VAE ------------------------------------------------------------------
+    if state.stage == Stage::Vae {
+        let params = named_vars(&models.vae_vm, "");
+        let mut opt = AdamW::new(params.clone(), opts.vae_lr, 0.0)?;
+        let optim_path = ckpt.join("optim_vae.safetensors");
+        if state.vae_step > 0 && optim_path.is_file() {
+            let st = candle_core::safetensors::load(&optim_path, &device)?;
+            opt.load_state(&st, state.vae_step)?;
+        }
+        on_event(TrainEvent::Stage {
+            stage: Stage::Vae,
+            from: state.vae_step,
+            of: opts.vae_steps,
+        });
+        while state.vae_step < opts.vae_steps {
+            let mut rng = step_rng(state.seed, 1, state.vae_step);
+            let idx: Vec<usize> = (0..opts.batch).map(|_| rng.random_range(0..data.items.len())).collect();
+            let x = data.batch_tensor(&idx, &device)?;
+            let (mean, logvar) = models.vae.posterior(&x)?;
+            let logvar = logvar.clamp(-30.0, 20.0)?;
+            let std = (&logvar * 0.5)?.exp()?;
+            let mut noise_rng = NoiseRng::new(rng.random());
+            let eps = noise_rng.randn_like(&mean)?;
+            let z = (&mean + (&std * eps)?)?;
+            let recon = models.vae.decode_raw(&z)?;
+            let diff = (&recon - &x)?;
+            let rec = (diff.abs()?.mean_all()? + diff.sqr()?.mean_all()?)?;
+            let kl = (((mean.sqr()? + logvar.exp()?)? - 1.0)? - &logvar)?
+                .mean_all()?
+                .affine(0.5, 0.0)?;
+            let loss = (rec + (kl * 1e-5)?)?;
+            let loss_value = loss.to_scalar::<f32>()? as f64;
+            let grads = loss.backward()?;
+            opt.step(&grads)?;
+            state.vae_step += 1;
+            summary.vae_steps += 1;
+            summary.last_vae_loss = Some(loss_value);
+            log_loss(&loss_log, "vae", state.vae_step, loss_value);
+            on_event(TrainEvent::Step {
+                stage: Stage::Vae,
+                step: state.vae_step,
+                of: opts.vae_steps,
+                loss: loss_value,
+            });
+            if state.vae_step % opts.checkpoint_every.max(1) == 0 || state.vae_step == opts.vae_steps {
+                save_tensors(&opt.state(), &optim_path, DType::F32)?;
+                checkpoint(&opts.out, &models, &state, None)?;
+                on_event(TrainEvent::Checkpoint {
+                    step: state.vae_step,
+                    dir: ckpt.clone(),
+                });
+            }
+        }
+        state.stage = Stage::Unet;
+    }
+
+    // ---- the latents of every image, and their scale ----------------------------------------
+    on_event(TrainEvent::Note("encoding the data set with the VAE".into()));
+    let latents = encode_all(&models.vae, &data, &device)?;
+    let scaling = match state.vae_scaling {
+        Some(s) => s,
+        None => {
+            let std = latents.flatten_all()?.to_dtype(DType::F64)?;
+            let mean = std.mean_all()?.to_scalar::<f64>()?;
+            let var = std.affine(1.0, -mean)?.sqr()?.mean_all()?.to_scalar::<f64>()?;
+            1.0 / var.sqrt().max(1e-6)
+        }
+    };
+    state.vae_scaling = Some(scaling);
+    let latents = (latents * scaling)?;
+    write_model_skeleton(&opts.out, &recipe, scaling)?;
+
+    // ---- stage 2: UNet + text encoder --------------------------------------------------------
+    let mut params = named_vars(&models.unet_vm, "unet.");
+    params.extend(named_vars(&models.text_vm, "text."));
+    let mut opt = AdamW::new(params.clone(), opts.lr, 1e-2)?;
+    let mut ema = Ema::new(&params, 0.999)?;
+    let optim_path = ckpt.join("optim_unet.safetensors");
+    let ema_path = ckpt.join("ema.safetensors");
+    if state.unet_step > 0 {
+        if optim_path.is_file() {
+            let st = candle_core::safetensors::load(&optim_path, &device)?;
+            opt.load_state(&st, state.unet_step)?;
+        }
+        if ema_path.is_file() {
+            ema.shadow = candle_core::safetensors::load(&ema_path, &device)?;
+        }
+    }
+    let schedule = alphas_cumprod();
+    on_event(TrainEvent::Stage {
+        stage: Stage::Unet,
+        from: state.unet_step,
+        of: opts.steps,
+    });
+    let empty_ids = tokenizer.encode("").map_err(TrainError::Options)?;
+    let caption_ids: Vec<Vec<u32>> = data
+        .items
+        .iter()
+        .map(|it| tokenizer.encode(&it.caption))
+        .collect::<Result<_, _>>()
+        .map_err(TrainError::Options)?;
+    while state.unet_step < opts.steps {
+        let mut rng = step_rng(state.seed, 2, state.unet_step);
+        let idx: Vec<usize> = (0..opts.batch).map(|_| rng.random_range(0..data.items.len())).collect();
+        let x0 = Tensor::cat(
+            &idx.iter().map(|&i| latents.narrow(0, i, 1)).collect::<candle_core::Result<Vec<_>>>()?,
+            0,
+        )?;
+        let mut ids = Vec::with_capacity(opts.batch * recipe.max_tokens);
+        for &i in &idx {
+            let drop = rng.random::<f64>() < opts.caption_dropout;
+            ids.extend_from_slice(if drop { &empty_ids } else { &caption_ids[i] });
+        }
+        let ids = Tensor::from_vec(ids, (opts.batch, recipe.max_tokens), &device)?;
+        let context = models.text.encode(&ids, tokenizer.eos_id)?.last_normed;
+        let ts: Vec<usize> = (0..opts.batch).map(|_| rng.random_range(0..schedule.len())).collect();
+        let a: Vec<f32> = ts.iter().map(|&t| schedule[t].sqrt() as f32).collect();
+        let s: Vec<f32> = ts.iter().map(|&t| (1.0 - schedule[t]).sqrt() as f32).collect();
+        let w: Vec<f32> = ts
+            .iter()
+            .map(|&t| {
+                let snr = schedule[t] / (1.0 - schedule[t]);
+                (snr.min(5.0) / snr) as f32
+            })
+            .collect();
+        let col = |v: Vec<f32>| Tensor::from_vec(v, (opts.batch, 1, 1, 1), &device);
+        let mut noise_rng = NoiseRng::new(rng.random());
+        let noise = noise_rng.randn_like(&x0)?;
+        let xt = (x0.broadcast_mul(&col(a)?)? + noise.broadcast_mul(&col(s)?)?)?;
+        let t = Tensor::from_vec(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), opts.batch, &device)?;
+        let pred = models.unet.forward_t(&xt, &t, &context, None)?;
+        let per_sample = (pred - noise)?.sqr()?.mean(D::Minus1)?.mean(D::Minus1)?.mean(D::Minus1)?;
+        let loss = (per_sample * Tensor::from_vec(w, opts.batch, &device)?)?.mean_all()?;
+        let loss_value = loss.to_scalar::<f32>()? as f64;
+        let grads = loss.backward()?;
+        opt.step(&grads)?;
+        ema.update(&params, state.unet_step)?;
+        state.unet_step += 1;
+        summary.unet_steps += 1;
+        summary.last_unet_loss = Some(loss_value);
+        log_loss(&loss_log, "unet", state.unet_step, loss_value);
+        on_event(TrainEvent::Step {
+            stage: Stage::Unet,
+            step: state.unet_step,
+            of: opts.steps,
+            loss: loss_value,
+        });
+        if state.unet_step % opts.checkpoint_every.max(1) == 0 || state.unet_step == opts.steps {
+            save_tensors(&opt.state(), &optim_path, DType::F32)?;
+            save_tensors(&ema.shadow, &ema_path, DType::F32)?;
+            checkpoint(&opts.out, &models, &state, Some(&ema))?;
+            on_event(TrainEvent::Checkpoint {
+                step: state.unet_step,
+                dir: ckpt.clone(),
+            });
+        }
+    }
+    if state.unet_step >= opts.steps {
+        state.stage = Stage::Done;
+        checkpoint(&opts.out, &models, &state, Some(&ema))?;
+    }
+    Ok(summary)
+}
+
+fn log_loss(path: &Path, stage: &str, step: usize, loss: f64) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{stage},{step},{loss:.6}");
+    }
+}
+
+/// SD's scaled-linear training schedule (matches `Recipe::scheduler`).
+fn alphas_cumprod() -> Vec<f64> {
+    let (a, b) = (0.00085f64.sqrt(), 0.012f64.sqrt());
+    let mut acc = 1.0;
+    (0..1000)
+        .map(|i| {
+            let beta = (a + (b - a) * i as f64 / 999.0).powi(2);
+            acc *= 1.0 - beta;
+            acc
+        })
+        .collect()
+}
+
+/// Posterior means of every image, unscaled: `[N, 4, h, w]`.
+fn encode_all(vae: &Vae, data: &Dataset, device: &Device) -> Result<Tensor, TrainError> {
+    let mut out = Vec::new();
+    let n = data.items.len();
+    for start in (0..n).step_by(64) {
+        let idx: Vec<usize> = (start..(start + 64).min(n)).collect();
+        let x = data.batch_tensor(&idx, device)?;
+        out.push(vae.posterior(&x)?.0.detach());
+    }
+    Ok(Tensor::cat(&out, 0)?)
+}
+
+/// Saves the training weights and state (atomically: the state file is written last), and
+/// exports the current model (EMA weights when there are some) as f16 diffusers folders.
+fn checkpoint(out: &Path, m: &Models, state: &State, ema: Option<&Ema>) -> Result<(), TrainError> {
+    let ckpt = out.join("checkpoint");
+    save_tensors(&varmap_tensors(&m.vae_vm), &ckpt.join("vae.safetensors"), DType::F32)?;
+    save_tensors(&varmap_tensors(&m.unet_vm), &ckpt.join("unet.safetensors"), DType::F32)?;
+    save_tensors(&varmap_tensors(&m.text_vm), &ckpt.join("text.safetensors"), DType::F32)?;
+    let state_json = serde_json::to_vec_pretty(state).unwrap_or_default();
+    write_atomic(&ckpt.join("state.json"), &state_json)?;
+
+    let model = out.join("model");
+    let pick = |vm: &VarMap, prefix: &str| -> HashMap<String, Tensor> {
+        let own = varmap_tensors(vm);
+        match ema {
+            Some(e) => own
+                .into_iter()
+                .map(|(k, t)| {
+                    let shadow = e.shadow.get(&format!("{prefix}{k}")).cloned().unwrap_or(t);
+                    (k, shadow)
+                })
+                .collect(),
+            None => own,
+        }
+    };
+    save_tensors(&varmap_tensors(&m.vae_vm), &model.join("vae/diffusion_pytorch_model.safetensors"), DType::F16)?;
+    if state.vae_scaling.is_some() {
+        save_tensors(&pick(&m.unet_vm, "unet."), &model.join("unet/diffusion_pytorch_model.safetensors"), DType::F16)?;
+        save_tensors(&pick(&m.text_vm, "text."), &model.join("text_encoder/model.safetensors"), DType::F16)?;
+    }
+    Ok(())
+}
