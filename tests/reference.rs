@@ -82,6 +82,7 @@ fn more_samplers_and_families_match_diffusers() {
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("cases_more.json")).unwrap())
             .unwrap();
     let mut checked = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
     for case in cases["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         // diffusers encodes an explicit "" negative for SDXL, while Atelier treats an empty
@@ -119,11 +120,13 @@ fn more_samplers_and_families_match_diffusers() {
             .remove(0);
         let mad = mean_abs_diff(&got.image, &want);
         eprintln!("{name}: mean abs diff {mad:.4} / 255");
-        assert!(
-            mad <= 2.0,
-            "{name}: mean absolute difference {mad:.3}/255 exceeds 2/255"
-        );
+        if mad > 2.0 {
+            failed.push(format!(
+                "{name}: mean absolute difference {mad:.3}/255 exceeds 2/255"
+            ));
+        }
         checked.push(name.to_owned());
     }
+    assert!(failed.is_empty(), "{failed:#?}");
     assert_eq!(checked.len(), 8, "{checked:?}");
 }

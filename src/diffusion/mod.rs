@@ -1,6 +1,7 @@
 //! Stable Diffusion pipelines on candle: text encoding, the denoising loop with its samplers,
 //! VAE decoding; text-to-image, image-to-image and inpainting.
 
+pub mod blocks;
 pub mod clip;
 pub mod noise;
 pub mod pipeline;

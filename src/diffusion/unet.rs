@@ -1,19 +1,14 @@
-//! `UNet2DConditionModel` assembled from candle-transformers' building blocks, configured from
+//! `UNet2DConditionModel` assembled from the blocks in [`super::blocks`], configured from
 //! the folder's `unet/config.json` (per-block heads and transformer depth), plus what
 //! candle's own UNet lacks: SDXL's `text_time` micro-conditioning (`add_embedding`) and a
 //! timestep per batch row.
 
-use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
-use candle_transformers::models::stable_diffusion::attention::{
-    SpatialTransformer, SpatialTransformerConfig,
-};
-use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
-use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    UNetMidBlock2DCrossAttn, UNetMidBlock2DCrossAttnConfig,
-};
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{GroupNorm, VarBuilder};
 
+use super::blocks::{
+    timestep_features, upsample_nearest, Conv2d, ResnetBlock, SpatialTransformer, TimestepEmbedding,
+};
 use crate::models::config::UnetConfig;
 
 /// Settings every block of one UNet shares.
@@ -27,21 +22,19 @@ struct Shared {
 }
 
 impl Shared {
-    fn resnet(&self, vb: VarBuilder, in_ch: usize, out_ch: usize) -> Result<ResnetBlock2D> {
-        ResnetBlock2D::new(
+    fn resnet(&self, vb: VarBuilder, in_ch: usize, out_ch: usize) -> Result<ResnetBlock> {
+        ResnetBlock::new(
             vb,
             in_ch,
-            ResnetBlock2DConfig {
-                out_channels: Some(out_ch),
-                temb_channels: Some(self.temb),
-                groups: self.groups,
-                eps: self.eps,
-                ..Default::default()
-            },
+            out_ch,
+            Some(self.temb),
+            self.groups,
+            self.eps,
+            1.0,
         )
     }
 
-    /// `Transformer2DModel` with `heads` heads and `depth` layers, or `None` for a plain block.
+    /// `Transformer2DModel` with `heads` heads and `depth` layers.
     fn attention(
         &self,
         vb: VarBuilder,
@@ -52,25 +45,27 @@ impl Shared {
         SpatialTransformer::new(
             vb,
             ch,
-            heads,
-            ch / heads.max(1),
-            false,
-            SpatialTransformerConfig {
-                depth,
-                num_groups: self.groups,
-                context_dim: Some(self.cross_dim),
-                sliced_attention_size: None,
-                use_linear_projection: self.linear_proj,
-            },
+            heads.max(1),
+            depth,
+            self.cross_dim,
+            self.groups,
+            self.linear_proj,
         )
     }
 }
 
-/// `DownBlock2D` / `CrossAttnDownBlock2D` (candle's own ignore `norm_num_groups`).
+/// `UNetMidBlock2DCrossAttn`: resnet, transformer, resnet.
+struct MidBlock {
+    resnet0: ResnetBlock,
+    attention: SpatialTransformer,
+    resnet1: ResnetBlock,
+}
+
+/// `DownBlock2D` / `CrossAttnDownBlock2D`.
 struct DownBlock {
-    resnets: Vec<ResnetBlock2D>,
+    resnets: Vec<ResnetBlock>,
     attentions: Vec<SpatialTransformer>,
-    downsample: Option<(Conv2d, usize)>,
+    downsample: Option<Conv2d>,
 }
 
 impl DownBlock {
@@ -85,20 +80,12 @@ impl DownBlock {
         for (j, resnet) in self.resnets.iter().enumerate() {
             xs = resnet.forward(&xs, Some(temb))?;
             if let Some(attn) = self.attentions.get(j) {
-                xs = attn.forward(&xs, Some(ctx))?;
+                xs = attn.forward(&xs, ctx)?;
             }
             residuals.push(xs.clone());
         }
-        if let Some((conv, padding)) = &self.downsample {
-            xs = if *padding == 0 {
-                conv.forward(&xs.pad_with_zeros(D::Minus1, 0, 1)?.pad_with_zeros(
-                    D::Minus2,
-                    0,
-                    1,
-                )?)?
-            } else {
-                conv.forward(&xs)?
-            };
+        if let Some(conv) = &self.downsample {
+            xs = conv.forward(&xs)?;
             residuals.push(xs.clone());
         }
         Ok(xs)
@@ -107,7 +94,7 @@ impl DownBlock {
 
 /// `UpBlock2D` / `CrossAttnUpBlock2D`.
 struct UpBlock {
-    resnets: Vec<ResnetBlock2D>,
+    resnets: Vec<ResnetBlock>,
     attentions: Vec<SpatialTransformer>,
     upsample: Option<Conv2d>,
 }
@@ -128,13 +115,11 @@ impl UpBlock {
                 .ok_or_else(|| candle_core::Error::Msg("UNet skip connections ran out".into()))?;
             xs = resnet.forward(&Tensor::cat(&[&xs, &skip], 1)?, Some(temb))?;
             if let Some(attn) = self.attentions.get(j) {
-                xs = attn.forward(&xs, Some(ctx))?;
+                xs = attn.forward(&xs, ctx)?;
             }
         }
         if let Some(conv) = &self.upsample {
-            let (_, _, h, w) = xs.dims4()?;
-            let (th, tw) = upsample_size.unwrap_or((2 * h, 2 * w));
-            xs = conv.forward(&xs.upsample_nearest2d(th, tw)?)?;
+            xs = conv.forward(&upsample_nearest(&xs, upsample_size)?)?;
         }
         Ok(xs)
     }
@@ -150,11 +135,13 @@ pub struct AddedCond<'a> {
 
 pub struct Unet {
     conv_in: Conv2d,
-    time_proj: Timesteps,
+    /// (channels, flip_sin_to_cos, freq_shift) of the sinusoidal timestep features.
+    time_proj: (usize, bool, f64),
     time_embedding: TimestepEmbedding,
-    add: Option<(Timesteps, TimestepEmbedding)>,
+    /// SDXL: (time-id feature width, the add embedding).
+    add: Option<(usize, TimestepEmbedding)>,
     down: Vec<DownBlock>,
-    mid: UNetMidBlock2DCrossAttn,
+    mid: MidBlock,
     up: Vec<UpBlock>,
     norm_out: GroupNorm,
     conv_out: Conv2d,
@@ -167,12 +154,8 @@ impl Unet {
         let ch0 = c.block_out_channels[0];
         let ch_last = c.block_out_channels[n - 1];
         let temb = ch0 * 4;
-        let pad1 = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
-        let conv_in = conv2d(c.in_channels, ch0, 3, pad1, vb.pp("conv_in"))?;
-        let time_proj = Timesteps::new(ch0, c.flip_sin_to_cos, c.freq_shift);
+        let conv_in = Conv2d::same(vb.pp("conv_in"), c.in_channels, ch0)?;
+        let time_proj = (ch0, c.flip_sin_to_cos, c.freq_shift);
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), ch0, temb)?;
         let add = match c.addition_embed_type.as_deref() {
             Some("text_time") => {
@@ -183,7 +166,7 @@ impl Unet {
                     )
                 })?;
                 Some((
-                    Timesteps::new(dim, c.flip_sin_to_cos, c.freq_shift),
+                    dim,
                     TimestepEmbedding::new(vb.pp("add_embedding"), input, temb)?,
                 ))
             }
@@ -230,39 +213,32 @@ impl Unet {
                 }
             }
             if i + 1 < n {
-                let cfg = Conv2dConfig {
-                    stride: 2,
-                    padding: c.downsample_padding,
-                    ..Default::default()
-                };
-                let conv = conv2d(
-                    out_ch,
-                    out_ch,
-                    3,
-                    cfg,
-                    vbi.pp("downsamplers").pp("0").pp("conv"),
-                )?;
-                block.downsample = Some((conv, c.downsample_padding));
+                // diffusers pads (0, 1) asymmetrically when downsample_padding is 0.
+                let p = c.downsample_padding;
+                let pad = if p == 0 { (0, 1) } else { (p, p) };
+                let vbc = vbi.pp("downsamplers").pp("0").pp("conv");
+                block.downsample = Some(Conv2d::new(vbc, out_ch, out_ch, 3, 2, pad)?);
             }
             down.push(block);
         }
 
-        let mid = UNetMidBlock2DCrossAttn::new(
-            vb.pp("mid_block"),
-            ch_last,
-            Some(temb),
-            false,
-            UNetMidBlock2DCrossAttnConfig {
-                resnet_eps: c.norm_eps,
-                output_scale_factor: c.mid_block_scale_factor,
-                cross_attn_dim: cross_dim,
-                attn_num_head_channels: c.heads(n - 1),
-                resnet_groups: Some(c.norm_num_groups),
-                use_linear_projection: c.use_linear_projection,
-                transformer_layers_per_block: c.transformer_layers(n - 1),
-                ..Default::default()
-            },
-        )?;
+        let vb_mid = vb.pp("mid_block");
+        // The mid block's resnets divide their output by mid_block_scale_factor.
+        let mid_resnet = |i: &str| {
+            let vb = vb_mid.pp("resnets").pp(i);
+            let (g, eps, scale) = (c.norm_num_groups, c.norm_eps, c.mid_block_scale_factor);
+            ResnetBlock::new(vb, ch_last, ch_last, Some(temb), g, eps, scale)
+        };
+        let mid = MidBlock {
+            resnet0: mid_resnet("0")?,
+            attention: shared.attention(
+                vb_mid.pp("attentions").pp("0"),
+                ch_last,
+                c.heads(n - 1),
+                c.transformer_layers(n - 1),
+            )?,
+            resnet1: mid_resnet("1")?,
+        };
 
         let vb_up = vb.pp("up_blocks");
         let mut up = Vec::with_capacity(n);
@@ -304,19 +280,14 @@ impl Unet {
                 }
             }
             if i + 1 < n {
-                block.upsample = Some(conv2d(
-                    out_ch,
-                    out_ch,
-                    3,
-                    pad1,
-                    vbi.pp("upsamplers").pp("0").pp("conv"),
-                )?);
+                let vbc = vbi.pp("upsamplers").pp("0").pp("conv");
+                block.upsample = Some(Conv2d::same(vbc, out_ch, out_ch)?);
             }
             up.push(block);
         }
         let norm_out =
             candle_nn::group_norm(c.norm_num_groups, ch0, c.norm_eps, vb.pp("conv_norm_out"))?;
-        let conv_out = conv2d(ch0, 4, 3, pad1, vb.pp("conv_out"))?;
+        let conv_out = Conv2d::same(vb.pp("conv_out"), ch0, c.out_channels)?;
         Ok(Self {
             conv_in,
             time_proj,
@@ -362,13 +333,16 @@ impl Unet {
             xs.clone()
         };
         let t = t.to_dtype(xs.dtype())?;
-        let mut emb = self.time_embedding.forward(&self.time_proj.forward(&t)?)?;
-        if let Some((proj, embed)) = &self.add {
+        let (tdim, flip, shift) = self.time_proj;
+        let mut emb = self
+            .time_embedding
+            .forward(&timestep_features(&t, tdim, flip, shift)?)?;
+        if let Some((dim, embed)) = &self.add {
             let added = added.ok_or_else(|| {
                 candle_core::Error::Msg("this UNet needs SDXL size conditioning".into())
             })?;
             let ids = added.time_ids.to_dtype(xs.dtype())?.flatten_all()?;
-            let time_embeds = proj.forward(&ids)?.reshape((b, ()))?;
+            let time_embeds = timestep_features(&ids, *dim, flip, shift)?.reshape((b, ()))?;
             let add_in = Tensor::cat(&[added.text_embeds.to_dtype(xs.dtype())?, time_embeds], 1)?;
             emb = (emb + embed.forward(&add_in)?)?;
         }
@@ -377,7 +351,9 @@ impl Unet {
         for block in &self.down {
             xs = block.forward(&xs, &emb, context, &mut residuals)?;
         }
-        xs = self.mid.forward(&xs, Some(&emb), Some(context))?;
+        xs = self.mid.resnet0.forward(&xs, Some(&emb))?;
+        xs = self.mid.attention.forward(&xs, context)?;
+        xs = self.mid.resnet1.forward(&xs, Some(&emb))?;
         for (i, block) in self.up.iter().enumerate() {
             // With sizes not divisible by the total downscale, upsample to the skip's size.
             let after = residuals.len().saturating_sub(block.resnets.len());

@@ -1,19 +1,201 @@
-//! The VAE (`AutoencoderKL`): candle's decoder, and an encoder of our own that returns the
-//! latent distribution's mean, so image-to-image is deterministic (candle's `encode` samples
-//! from an unseedable global RNG).
+//! The VAE (`AutoencoderKL`) from the blocks in [`super::blocks`]. Encoding returns the latent
+//! distribution's mean, so image-to-image is deterministic; training uses the full posterior.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    DownEncoderBlock2D, DownEncoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig,
-};
-use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
+use candle_nn::{group_norm, GroupNorm, VarBuilder};
 
+use super::blocks::{upsample_nearest, AttentionBlock, Conv2d, ResnetBlock};
 use crate::models::config::VaeConfig;
 
+/// The VAE's mid block: resnet, pixel self-attention, resnet.
+struct Mid {
+    resnet0: ResnetBlock,
+    attention: AttentionBlock,
+    resnet1: ResnetBlock,
+}
+
+impl Mid {
+    fn new(vb: VarBuilder, ch: usize, groups: usize) -> Result<Self> {
+        Ok(Self {
+            resnet0: ResnetBlock::new(vb.pp("resnets").pp("0"), ch, ch, None, groups, 1e-6, 1.0)?,
+            attention: AttentionBlock::new(vb.pp("attentions").pp("0"), ch, groups, 1e-6)?,
+            resnet1: ResnetBlock::new(vb.pp("resnets").pp("1"), ch, ch, None, groups, 1e-6, 1.0)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.resnet0.forward(x, None)?;
+        let x = self.attention.forward(&x)?;
+        self.resnet1.forward(&x, None)
+    }
+}
+
+struct Encoder {
+    conv_in: Conv2d,
+    /// Per level: its resnets and the stride-2 convolution after it (all but the last).
+    levels: Vec<(Vec<ResnetBlock>, Option<Conv2d>)>,
+    mid: Mid,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    quant_conv: Option<Conv2d>,
+}
+
+impl Encoder {
+    fn new(vb: VarBuilder, c: &VaeConfig) -> Result<Self> {
+        let enc = vb.pp("encoder");
+        let chans = &c.block_out_channels;
+        let g = c.norm_num_groups;
+        let mut levels = Vec::new();
+        for (i, &out) in chans.iter().enumerate() {
+            let vbi = enc.pp("down_blocks").pp(i.to_string());
+            let mut cin = if i == 0 { chans[0] } else { chans[i - 1] };
+            let mut resnets = Vec::new();
+            for j in 0..c.layers_per_block {
+                resnets.push(ResnetBlock::new(
+                    vbi.pp("resnets").pp(j.to_string()),
+                    cin,
+                    out,
+                    None,
+                    g,
+                    1e-6,
+                    1.0,
+                )?);
+                cin = out;
+            }
+            let down = if i + 1 < chans.len() {
+                Some(Conv2d::new(
+                    vbi.pp("downsamplers").pp("0").pp("conv"),
+                    out,
+                    out,
+                    3,
+                    2,
+                    (0, 1),
+                )?)
+            } else {
+                None
+            };
+            levels.push((resnets, down));
+        }
+        let last = chans[chans.len() - 1];
+        let latent2 = 2 * c.latent_channels;
+        Ok(Self {
+            conv_in: Conv2d::same(enc.pp("conv_in"), 3, chans[0])?,
+            levels,
+            mid: Mid::new(enc.pp("mid_block"), last, g)?,
+            norm_out: group_norm(g, last, 1e-6, enc.pp("conv_norm_out"))?,
+            conv_out: Conv2d::same(enc.pp("conv_out"), last, latent2)?,
+            quant_conv: if c.use_quant_conv {
+                Some(Conv2d::pointwise(vb.pp("quant_conv"), latent2, latent2)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Mean and log-variance, concatenated along channels.
+    fn moments(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = self.conv_in.forward(x)?;
+        for (resnets, down) in &self.levels {
+            for r in resnets {
+                x = r.forward(&x, None)?;
+            }
+            if let Some(d) = down {
+                x = d.forward(&x)?;
+            }
+        }
+        let x = self.norm_out.forward(&self.mid.forward(&x)?)?;
+        let m = self.conv_out.forward(&candle_nn::ops::silu(&x)?)?;
+        match &self.quant_conv {
+            Some(q) => q.forward(&m),
+            None => Ok(m),
+        }
+    }
+}
+
+struct Decoder {
+    post_quant_conv: Option<Conv2d>,
+    conv_in: Conv2d,
+    mid: Mid,
+    /// Per level (deepest first): its resnets and the 2x upsampling convolution after it.
+    levels: Vec<(Vec<ResnetBlock>, Option<Conv2d>)>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+impl Decoder {
+    fn new(vb: VarBuilder, c: &VaeConfig) -> Result<Self> {
+        let dec = vb.pp("decoder");
+        let rev: Vec<usize> = c.block_out_channels.iter().rev().copied().collect();
+        let g = c.norm_num_groups;
+        let mut levels = Vec::new();
+        let mut cin = rev[0];
+        for (i, &out) in rev.iter().enumerate() {
+            let vbi = dec.pp("up_blocks").pp(i.to_string());
+            let mut resnets = Vec::new();
+            for j in 0..=c.layers_per_block {
+                resnets.push(ResnetBlock::new(
+                    vbi.pp("resnets").pp(j.to_string()),
+                    cin,
+                    out,
+                    None,
+                    g,
+                    1e-6,
+                    1.0,
+                )?);
+                cin = out;
+            }
+            let up = if i + 1 < rev.len() {
+                Some(Conv2d::same(
+                    vbi.pp("upsamplers").pp("0").pp("conv"),
+                    out,
+                    out,
+                )?)
+            } else {
+                None
+            };
+            levels.push((resnets, up));
+        }
+        let first = rev[rev.len() - 1];
+        Ok(Self {
+            post_quant_conv: if c.use_post_quant_conv {
+                Some(Conv2d::pointwise(
+                    vb.pp("post_quant_conv"),
+                    c.latent_channels,
+                    c.latent_channels,
+                )?)
+            } else {
+                None
+            },
+            conv_in: Conv2d::same(dec.pp("conv_in"), c.latent_channels, rev[0])?,
+            mid: Mid::new(dec.pp("mid_block"), rev[0], g)?,
+            levels,
+            norm_out: group_norm(g, first, 1e-6, dec.pp("conv_norm_out"))?,
+            conv_out: Conv2d::same(dec.pp("conv_out"), first, 3)?,
+        })
+    }
+
+    fn forward(&self, z: &Tensor) -> Result<Tensor> {
+        let z = match &self.post_quant_conv {
+            Some(p) => p.forward(z)?,
+            None => z.clone(),
+        };
+        let mut x = self.mid.forward(&self.conv_in.forward(&z)?)?;
+        for (resnets, up) in &self.levels {
+            for r in resnets {
+                x = r.forward(&x, None)?;
+            }
+            if let Some(u) = up {
+                x = u.forward(&upsample_nearest(&x, None)?)?;
+            }
+        }
+        let x = candle_nn::ops::silu(&self.norm_out.forward(&x)?)?;
+        self.conv_out.forward(&x)
+    }
+}
+
 pub struct Vae {
-    kl: AutoEncoderKL,
-    encoder: MeanEncoder,
+    encoder: Encoder,
+    decoder: Decoder,
     pub scaling_factor: f64,
     pub shift_factor: f64,
     pub latent_channels: usize,
@@ -23,19 +205,9 @@ pub struct Vae {
 
 impl Vae {
     pub fn new(vb: VarBuilder, c: &VaeConfig) -> Result<Self> {
-        let cfg = AutoEncoderKLConfig {
-            block_out_channels: c.block_out_channels.clone(),
-            layers_per_block: c.layers_per_block,
-            latent_channels: c.latent_channels,
-            norm_num_groups: c.norm_num_groups,
-            use_quant_conv: c.use_quant_conv,
-            use_post_quant_conv: c.use_post_quant_conv,
-        };
-        let kl = AutoEncoderKL::new(vb.clone(), 3, 3, cfg)?;
-        let encoder = MeanEncoder::new(vb, c)?;
         Ok(Self {
-            kl,
-            encoder,
+            encoder: Encoder::new(vb.clone(), c)?,
+            decoder: Decoder::new(vb, c)?,
             scaling_factor: c.scaling_factor,
             shift_factor: c.shift_factor.unwrap_or(0.0),
             latent_channels: c.latent_channels,
@@ -43,9 +215,9 @@ impl Vae {
         })
     }
 
-    /// Pixels in [-1, 1] `[B, 3, H, W]` -> scaled latents `[B, C, H/8, W/8]`.
+    /// Pixels in [-1, 1] `[B, 3, H, W]` -> scaled latents `[B, C, H/8, W/8]` (the mean).
     pub fn encode(&self, pixels: &Tensor) -> Result<Tensor> {
-        let mean = self.encoder.forward(pixels)?;
+        let mean = self.posterior(pixels)?.0;
         (mean - self.shift_factor)? * self.scaling_factor
     }
 
@@ -58,106 +230,12 @@ impl Vae {
 
     /// Unscaled latents -> pixels in [-1, 1] (for training).
     pub fn decode_raw(&self, latents: &Tensor) -> Result<Tensor> {
-        self.kl.decode(latents)
+        self.decoder.forward(latents)
     }
 
     /// Scaled latents -> pixels in [-1, 1].
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         let unscaled = ((latents / self.scaling_factor)? + self.shift_factor)?;
-        self.kl.decode(&unscaled)
-    }
-}
-
-struct MeanEncoder {
-    conv_in: Conv2d,
-    down: Vec<DownEncoderBlock2D>,
-    mid: UNetMidBlock2D,
-    norm_out: GroupNorm,
-    conv_out: Conv2d,
-    quant_conv: Option<Conv2d>,
-    latent_channels: usize,
-}
-
-impl MeanEncoder {
-    fn new(vb: VarBuilder, c: &VaeConfig) -> Result<Self> {
-        let enc = vb.pp("encoder");
-        let pad1 = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
-        let chans = &c.block_out_channels;
-        let conv_in = conv2d(3, chans[0], 3, pad1, enc.pp("conv_in"))?;
-        let down = (0..chans.len())
-            .map(|i| {
-                DownEncoderBlock2D::new(
-                    enc.pp("down_blocks").pp(i.to_string()),
-                    if i == 0 { chans[0] } else { chans[i - 1] },
-                    chans[i],
-                    DownEncoderBlock2DConfig {
-                        num_layers: c.layers_per_block,
-                        resnet_eps: 1e-6,
-                        resnet_groups: c.norm_num_groups,
-                        add_downsample: i + 1 < chans.len(),
-                        downsample_padding: 0,
-                        ..Default::default()
-                    },
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let last = chans[chans.len() - 1];
-        let mid = UNetMidBlock2D::new(
-            enc.pp("mid_block"),
-            last,
-            None,
-            UNetMidBlock2DConfig {
-                resnet_eps: 1e-6,
-                output_scale_factor: 1.,
-                attn_num_head_channels: None,
-                resnet_groups: Some(c.norm_num_groups),
-                ..Default::default()
-            },
-        )?;
-        let norm_out =
-            candle_nn::group_norm(c.norm_num_groups, last, 1e-6, enc.pp("conv_norm_out"))?;
-        let latent2 = 2 * c.latent_channels;
-        let conv_out = conv2d(last, latent2, 3, pad1, enc.pp("conv_out"))?;
-        let quant_conv = if c.use_quant_conv {
-            Some(conv2d(
-                latent2,
-                latent2,
-                1,
-                Default::default(),
-                vb.pp("quant_conv"),
-            )?)
-        } else {
-            None
-        };
-        Ok(Self {
-            conv_in,
-            down,
-            mid,
-            norm_out,
-            conv_out,
-            quant_conv,
-            latent_channels: c.latent_channels,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.moments(xs)?.narrow(1, 0, self.latent_channels)
-    }
-
-    /// Mean and log-variance, concatenated along channels.
-    fn moments(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut xs = self.conv_in.forward(xs)?;
-        for block in &self.down {
-            xs = block.forward(&xs)?;
-        }
-        let xs = self.norm_out.forward(&self.mid.forward(&xs, None)?)?;
-        let mut moments = self.conv_out.forward(&candle_nn::ops::silu(&xs)?)?;
-        if let Some(q) = &self.quant_conv {
-            moments = q.forward(&moments)?;
-        }
-        Ok(moments)
+        self.decoder.forward(&unscaled)
     }
 }

@@ -26,8 +26,14 @@ impl AdamW {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let zeros = |v: &Var| v.as_tensor().zeros_like();
         Ok(Self {
-            m: params.iter().map(|(_, v)| zeros(v)).collect::<Result<_>>()?,
-            v: params.iter().map(|(_, v)| zeros(v)).collect::<Result<_>>()?,
+            m: params
+                .iter()
+                .map(|(_, v)| zeros(v))
+                .collect::<Result<_>>()?,
+            v: params
+                .iter()
+                .map(|(_, v)| zeros(v))
+                .collect::<Result<_>>()?,
             params,
             step: 0,
             lr,
@@ -44,7 +50,11 @@ impl AdamW {
         let mut sq = 0.0f64;
         for (_, var) in &self.params {
             if let Some(g) = grads.get(var.as_tensor()) {
-                sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                sq += g
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
             }
         }
         let norm = sq.sqrt();

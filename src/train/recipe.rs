@@ -67,10 +67,22 @@ impl Recipe {
     pub fn unet(&self) -> Value {
         let n = self.unet_channels.len();
         let down: Vec<&str> = (0..n)
-            .map(|i| if i == 0 { "DownBlock2D" } else { "CrossAttnDownBlock2D" })
+            .map(|i| {
+                if i == 0 {
+                    "DownBlock2D"
+                } else {
+                    "CrossAttnDownBlock2D"
+                }
+            })
             .collect();
         let up: Vec<&str> = (0..n)
-            .map(|i| if i + 1 == n { "UpBlock2D" } else { "CrossAttnUpBlock2D" })
+            .map(|i| {
+                if i + 1 == n {
+                    "UpBlock2D"
+                } else {
+                    "CrossAttnUpBlock2D"
+                }
+            })
             .collect();
         json!({
             "_class_name": "UNet2DConditionModel",

@@ -101,9 +101,21 @@ pub enum Stage {
 #[derive(Clone, Debug)]
 pub enum TrainEvent {
     Note(String),
-    Stage { stage: Stage, from: usize, of: usize },
-    Step { stage: Stage, step: usize, of: usize, loss: f64 },
-    Checkpoint { step: usize, dir: PathBuf },
+    Stage {
+        stage: Stage,
+        from: usize,
+        of: usize,
+    },
+    Step {
+        stage: Stage,
+        step: usize,
+        of: usize,
+        loss: f64,
+    },
+    Checkpoint {
+        step: usize,
+        dir: PathBuf,
+    },
 }
 
 /// The checkpoint's `state.json`.
@@ -138,18 +150,27 @@ struct Models {
 }
 
 fn build_models(recipe: &Recipe, device: &Device) -> Result<Models, TrainError> {
-    let vae_cfg: VaeConfig = serde_json::from_value(recipe.vae(1.0))
-        .map_err(|e| TrainError::Options(e.to_string()))?;
-    let unet_cfg: UnetConfig = serde_json::from_value(recipe.unet())
-        .map_err(|e| TrainError::Options(e.to_string()))?;
+    let vae_cfg: VaeConfig =
+        serde_json::from_value(recipe.vae(1.0)).map_err(|e| TrainError::Options(e.to_string()))?;
+    let unet_cfg: UnetConfig =
+        serde_json::from_value(recipe.unet()).map_err(|e| TrainError::Options(e.to_string()))?;
     let text_cfg: TextEncoderConfig = serde_json::from_value(recipe.text_encoder())
         .map_err(|e| TrainError::Options(e.to_string()))?;
     let vae_vm = VarMap::new();
     let unet_vm = VarMap::new();
     let text_vm = VarMap::new();
-    let vae = Vae::new(VarBuilder::from_varmap(&vae_vm, DType::F32, device), &vae_cfg)?;
-    let unet = Unet::new(VarBuilder::from_varmap(&unet_vm, DType::F32, device), &unet_cfg)?;
-    let text = ClipTextEncoder::new(VarBuilder::from_varmap(&text_vm, DType::F32, device), &text_cfg)?;
+    let vae = Vae::new(
+        VarBuilder::from_varmap(&vae_vm, DType::F32, device),
+        &vae_cfg,
+    )?;
+    let unet = Unet::new(
+        VarBuilder::from_varmap(&unet_vm, DType::F32, device),
+        &unet_cfg,
+    )?;
+    let text = ClipTextEncoder::new(
+        VarBuilder::from_varmap(&text_vm, DType::F32, device),
+        &text_cfg,
+    )?;
     Ok(Models {
         vae_vm,
         unet_vm,
@@ -171,7 +192,9 @@ fn named_vars(vm: &VarMap, prefix: &str) -> Vec<(String, Var)> {
 }
 
 fn step_rng(seed: u64, stage: u64, step: usize) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed ^ (stage << 56) ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    ChaCha8Rng::seed_from_u64(
+        seed ^ (stage << 56) ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    )
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
@@ -180,7 +203,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
-fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path, dtype: DType) -> Result<(), TrainError> {
+fn save_tensors(
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+    dtype: DType,
+) -> Result<(), TrainError> {
     let converted: HashMap<String, Tensor> = tensors
         .iter()
         .map(|(k, t)| Ok((k.clone(), t.to_dtype(dtype)?)))
@@ -192,13 +219,17 @@ fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path, dtype: DType) ->
 
 fn varmap_tensors(vm: &VarMap) -> HashMap<String, Tensor> {
     let data = vm.data().lock().unwrap_or_else(|e| e.into_inner());
-    data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+    data.iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect()
 }
 
 fn load_varmap(vm: &VarMap, path: &Path) -> Result<(), TrainError> {
-    let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| TrainError::BadCheckpoint {
-        path: path.to_path_buf(),
-        reason: crate::diffusion::error_text(&e),
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+        TrainError::BadCheckpoint {
+            path: path.to_path_buf(),
+            reason: crate::diffusion::error_text(&e),
+        }
     })?;
     let data = vm.data().lock().unwrap_or_else(|e| e.into_inner());
     for (name, var) in data.iter() {
@@ -225,20 +256,34 @@ fn write_model_skeleton(out: &Path, recipe: &Recipe, scaling: f64) -> Result<(),
     write_atomic(&model.join("model_index.json"), &json(recipe.model_index()))?;
     write_atomic(&model.join("unet/config.json"), &json(recipe.unet()))?;
     write_atomic(&model.join("vae/config.json"), &json(recipe.vae(scaling)))?;
-    write_atomic(&model.join("text_encoder/config.json"), &json(recipe.text_encoder()))?;
-    write_atomic(&model.join("scheduler/scheduler_config.json"), &json(recipe.scheduler()))?;
+    write_atomic(
+        &model.join("text_encoder/config.json"),
+        &json(recipe.text_encoder()),
+    )?;
+    write_atomic(
+        &model.join("scheduler/scheduler_config.json"),
+        &json(recipe.scheduler()),
+    )?;
     let tok = tokenizer_dir(out);
     write_atomic(&tok.join("vocab.json"), CLIP_VOCAB_JSON.as_bytes())?;
     write_atomic(&tok.join("merges.txt"), CLIP_MERGES_TXT.as_bytes())?;
-    write_atomic(&tok.join("tokenizer_config.json"), &json(recipe.tokenizer_config()))?;
+    write_atomic(
+        &tok.join("tokenizer_config.json"),
+        &json(recipe.tokenizer_config()),
+    )?;
     write_atomic(
         &tok.join("special_tokens_map.json"),
-        &json(serde_json::json!({"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-            "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"})),
+        &json(
+            serde_json::json!({"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}),
+        ),
     )
 }
 
-pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Result<TrainSummary, TrainError> {
+pub fn train(
+    opts: &TrainOptions,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainSummary, TrainError> {
     if opts.batch == 0 {
         return Err(TrainError::Options("--batch must be at least 1".into()));
     }
@@ -250,14 +295,18 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
             return Err(TrainError::CheckpointExists { path: ckpt });
         }
         let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
-        Some(serde_json::from_str(&text).map_err(|e| TrainError::BadCheckpoint {
-            path: state_path.clone(),
-            reason: e.to_string(),
-        })?)
+        Some(
+            serde_json::from_str(&text).map_err(|e| TrainError::BadCheckpoint {
+                path: state_path.clone(),
+                reason: e.to_string(),
+            })?,
+        )
     } else {
         None
     };
-    let recipe = existing.as_ref().map_or_else(|| opts.recipe.clone(), |s| s.recipe.clone());
+    let recipe = existing
+        .as_ref()
+        .map_or_else(|| opts.recipe.clone(), |s| s.recipe.clone());
     on_event(TrainEvent::Note(format!("reading {}", opts.data.display())));
     let data = open_dataset(
         &opts.data,
@@ -274,7 +323,10 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
             data.skipped[0].reason
         )));
     }
-    on_event(TrainEvent::Note(format!("{} images with captions", data.items.len())));
+    on_event(TrainEvent::Note(format!(
+        "{} images with captions",
+        data.items.len()
+    )));
     std::fs::create_dir_all(&ckpt).map_err(io_err(&ckpt))?;
 
     let models = build_models(&recipe, &device)?;
@@ -334,7 +386,9 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         });
         while state.vae_step < opts.vae_steps {
             let mut rng = step_rng(state.seed, 1, state.vae_step);
-            let idx: Vec<usize> = (0..opts.batch).map(|_| rng.random_range(0..data.items.len())).collect();
+            let idx: Vec<usize> = (0..opts.batch)
+                .map(|_| rng.random_range(0..data.items.len()))
+                .collect();
             let x = data.batch_tensor(&idx, &device)?;
             let (mean, logvar) = models.vae.posterior(&x)?;
             let logvar = logvar.clamp(-30.0, 20.0)?;
@@ -362,7 +416,9 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
                 of: opts.vae_steps,
                 loss: loss_value,
             });
-            if state.vae_step % opts.checkpoint_every.max(1) == 0 || state.vae_step == opts.vae_steps {
+            if state.vae_step % opts.checkpoint_every.max(1) == 0
+                || state.vae_step == opts.vae_steps
+            {
                 save_tensors(&opt.state(), &optim_path, DType::F32)?;
                 checkpoint(&opts.out, &models, &state, None)?;
                 on_event(TrainEvent::Checkpoint {
@@ -375,14 +431,20 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     }
 
     // ---- the latents of every image, and their scale ----------------------------------------
-    on_event(TrainEvent::Note("encoding the data set with the VAE".into()));
+    on_event(TrainEvent::Note(
+        "encoding the data set with the VAE".into(),
+    ));
     let latents = encode_all(&models.vae, &data, &device)?;
     let scaling = match state.vae_scaling {
         Some(s) => s,
         None => {
             let std = latents.flatten_all()?.to_dtype(DType::F64)?;
             let mean = std.mean_all()?.to_scalar::<f64>()?;
-            let var = std.affine(1.0, -mean)?.sqr()?.mean_all()?.to_scalar::<f64>()?;
+            let var = std
+                .affine(1.0, -mean)?
+                .sqr()?
+                .mean_all()?
+                .to_scalar::<f64>()?;
             1.0 / var.sqrt().max(1e-6)
         }
     };
@@ -421,9 +483,13 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         .map_err(TrainError::Options)?;
     while state.unet_step < opts.steps {
         let mut rng = step_rng(state.seed, 2, state.unet_step);
-        let idx: Vec<usize> = (0..opts.batch).map(|_| rng.random_range(0..data.items.len())).collect();
+        let idx: Vec<usize> = (0..opts.batch)
+            .map(|_| rng.random_range(0..data.items.len()))
+            .collect();
         let x0 = Tensor::cat(
-            &idx.iter().map(|&i| latents.narrow(0, i, 1)).collect::<candle_core::Result<Vec<_>>>()?,
+            &idx.iter()
+                .map(|&i| latents.narrow(0, i, 1))
+                .collect::<candle_core::Result<Vec<_>>>()?,
             0,
         )?;
         let mut ids = Vec::with_capacity(opts.batch * recipe.max_tokens);
@@ -433,9 +499,14 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         }
         let ids = Tensor::from_vec(ids, (opts.batch, recipe.max_tokens), &device)?;
         let context = models.text.encode(&ids, tokenizer.eos_id)?.last_normed;
-        let ts: Vec<usize> = (0..opts.batch).map(|_| rng.random_range(0..schedule.len())).collect();
+        let ts: Vec<usize> = (0..opts.batch)
+            .map(|_| rng.random_range(0..schedule.len()))
+            .collect();
         let a: Vec<f32> = ts.iter().map(|&t| schedule[t].sqrt() as f32).collect();
-        let s: Vec<f32> = ts.iter().map(|&t| (1.0 - schedule[t]).sqrt() as f32).collect();
+        let s: Vec<f32> = ts
+            .iter()
+            .map(|&t| (1.0 - schedule[t]).sqrt() as f32)
+            .collect();
         let w: Vec<f32> = ts
             .iter()
             .map(|&t| {
@@ -447,9 +518,17 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         let mut noise_rng = NoiseRng::new(rng.random());
         let noise = noise_rng.randn_like(&x0)?;
         let xt = (x0.broadcast_mul(&col(a)?)? + noise.broadcast_mul(&col(s)?)?)?;
-        let t = Tensor::from_vec(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), opts.batch, &device)?;
+        let t = Tensor::from_vec(
+            ts.iter().map(|&t| t as f32).collect::<Vec<_>>(),
+            opts.batch,
+            &device,
+        )?;
         let pred = models.unet.forward_t(&xt, &t, &context, None)?;
-        let per_sample = (pred - noise)?.sqr()?.mean(D::Minus1)?.mean(D::Minus1)?.mean(D::Minus1)?;
+        let per_sample = (pred - noise)?
+            .sqr()?
+            .mean(D::Minus1)?
+            .mean(D::Minus1)?
+            .mean(D::Minus1)?;
         let loss = (per_sample * Tensor::from_vec(w, opts.batch, &device)?)?.mean_all()?;
         let loss_value = loss.to_scalar::<f32>()? as f64;
         let grads = loss.backward()?;
@@ -484,7 +563,11 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
 
 fn log_loss(path: &Path, stage: &str, step: usize, loss: f64) {
     use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = writeln!(f, "{stage},{step},{loss:.6}");
     }
 }
@@ -518,9 +601,21 @@ fn encode_all(vae: &Vae, data: &Dataset, device: &Device) -> Result<Tensor, Trai
 /// exports the current model (EMA weights when there are some) as f16 diffusers folders.
 fn checkpoint(out: &Path, m: &Models, state: &State, ema: Option<&Ema>) -> Result<(), TrainError> {
     let ckpt = out.join("checkpoint");
-    save_tensors(&varmap_tensors(&m.vae_vm), &ckpt.join("vae.safetensors"), DType::F32)?;
-    save_tensors(&varmap_tensors(&m.unet_vm), &ckpt.join("unet.safetensors"), DType::F32)?;
-    save_tensors(&varmap_tensors(&m.text_vm), &ckpt.join("text.safetensors"), DType::F32)?;
+    save_tensors(
+        &varmap_tensors(&m.vae_vm),
+        &ckpt.join("vae.safetensors"),
+        DType::F32,
+    )?;
+    save_tensors(
+        &varmap_tensors(&m.unet_vm),
+        &ckpt.join("unet.safetensors"),
+        DType::F32,
+    )?;
+    save_tensors(
+        &varmap_tensors(&m.text_vm),
+        &ckpt.join("text.safetensors"),
+        DType::F32,
+    )?;
     let state_json = serde_json::to_vec_pretty(state).unwrap_or_default();
     write_atomic(&ckpt.join("state.json"), &state_json)?;
 
@@ -538,10 +633,22 @@ fn checkpoint(out: &Path, m: &Models, state: &State, ema: Option<&Ema>) -> Resul
             None => own,
         }
     };
-    save_tensors(&varmap_tensors(&m.vae_vm), &model.join("vae/diffusion_pytorch_model.safetensors"), DType::F16)?;
+    save_tensors(
+        &varmap_tensors(&m.vae_vm),
+        &model.join("vae/diffusion_pytorch_model.safetensors"),
+        DType::F16,
+    )?;
     if state.vae_scaling.is_some() {
-        save_tensors(&pick(&m.unet_vm, "unet."), &model.join("unet/diffusion_pytorch_model.safetensors"), DType::F16)?;
-        save_tensors(&pick(&m.text_vm, "text."), &model.join("text_encoder/model.safetensors"), DType::F16)?;
+        save_tensors(
+            &pick(&m.unet_vm, "unet."),
+            &model.join("unet/diffusion_pytorch_model.safetensors"),
+            DType::F16,
+        )?;
+        save_tensors(
+            &pick(&m.text_vm, "text."),
+            &model.join("text_encoder/model.safetensors"),
+            DType::F16,
+        )?;
     }
     Ok(())
 }

@@ -1,0 +1,549 @@
+//! The Stable Diffusion building blocks (diffusers' module names and maths): convolutions,
+//! resnet blocks, the spatial transformer, up/down samplers, the VAE's attention block.
+//! Convolutions are written as patch gathering plus one matrix product, which runs about as
+//! fast as candle's own `conv2d` forward and several times faster backwards, so the same
+//! code serves inference and `atelier train`.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{
+    group_norm, layer_norm, linear, linear_no_bias, GroupNorm, LayerNorm, Linear, VarBuilder,
+};
+
+/// A 2D convolution (square kernel 1 or 3, stride 1 or 2) with optional bias.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    kernel: usize,
+    stride: usize,
+    /// (top/left, bottom/right) zero padding.
+    pad: (usize, usize),
+}
+
+impl Conv2d {
+    pub fn new(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        pad: (usize, usize),
+    ) -> Result<Self> {
+        let fan_in = (cin * kernel * kernel) as f64;
+        let bound = 1.0 / fan_in.sqrt();
+        let weight = vb.get_with_hints(
+            (cout, cin, kernel, kernel),
+            "weight",
+            candle_nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
+        let bias = vb.get_with_hints(
+            cout,
+            "bias",
+            candle_nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
+        Ok(Self {
+            weight,
+            bias: Some(bias),
+            kernel,
+            stride,
+            pad,
+        })
+    }
+
+    /// 3x3, stride 1, padding 1.
+    pub fn same(vb: VarBuilder, cin: usize, cout: usize) -> Result<Self> {
+        Self::new(vb, cin, cout, 3, 1, (1, 1))
+    }
+
+    /// 1x1.
+    pub fn pointwise(vb: VarBuilder, cin: usize, cout: usize) -> Result<Self> {
+        Self::new(vb, cin, cout, 1, 1, (0, 0))
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let cout = self.weight.dim(0)?;
+        let k = self.kernel;
+        let (out_h, out_w, patches) = if k == 1 && self.stride == 1 {
+            (h, w, x.reshape((b, c, h * w))?)
+        } else {
+            let (p0, p1) = self.pad;
+            let xp = x.pad_with_zeros(2, p0, p1)?.pad_with_zeros(3, p0, p1)?;
+            let (hp, wp) = (h + p0 + p1, w + p0 + p1);
+            let out_h = (hp - k) / self.stride + 1;
+            let out_w = (wp - k) / self.stride + 1;
+            let mut cols = Vec::with_capacity(k * k);
+            for ky in 0..k {
+                for kx in 0..k {
+                    let mut p = xp.narrow(2, ky, (out_h - 1) * self.stride + 1)?;
+                    p = p.narrow(3, kx, (out_w - 1) * self.stride + 1)?;
+                    if self.stride == 2 {
+                        // Every second row and column: pad to even, fold pairs, keep the first.
+                        let p = p.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?;
+                        let p = p.reshape((b, c, out_h, 2, out_w, 2))?;
+                        cols.push(
+                            p.narrow(3, 0, 1)?
+                                .narrow(5, 0, 1)?
+                                .reshape((b, c, out_h, out_w))?,
+                        );
+                    } else {
+                        cols.push(p);
+                    }
+                }
+            }
+            let patches = Tensor::cat(&cols, 1)?.reshape((b, k * k * c, out_h * out_w))?;
+            (out_h, out_w, patches)
+        };
+        // Weight [out, in, ky, kx] -> [out, (ky, kx, in)], matching the patch order.
+        let wm = self
+            .weight
+            .permute((0, 2, 3, 1))?
+            .reshape((cout, k * k * c))?;
+        let y = wm.broadcast_matmul(&patches)?;
+        let y = match &self.bias {
+            Some(bias) => y.broadcast_add(&bias.reshape((1, cout, 1))?)?,
+            None => y,
+        };
+        y.reshape((b, cout, out_h, out_w))
+    }
+}
+
+/// Nearest-neighbour upsampling to `(h, w)` (2x by default), differentiable.
+pub fn upsample_nearest(x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    match size {
+        Some((th, tw)) if (th, tw) != (2 * h, 2 * w) => x.upsample_nearest2d(th, tw),
+        _ => x
+            .reshape((b, c, h, 1, w, 1))?
+            .broadcast_as((b, c, h, 2, w, 2))?
+            .reshape((b, c, 2 * h, 2 * w)),
+    }
+}
+
+/// Multi-head attention over `[B, N, C]` queries and `[B, M, C']` keys/values.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, n, c) = q.dims3()?;
+    let m = k.dim(1)?;
+    let d = c / heads;
+    let split =
+        |t: &Tensor, len: usize| t.reshape((b, len, heads, d))?.transpose(1, 2)?.contiguous();
+    let q = (split(q, n)? * (d as f64).powf(-0.5))?;
+    let k = split(k, m)?;
+    let v = split(v, m)?;
+    // Bound the score matrix: process (batch, head) groups in slices when it would be large.
+    let per = n * m * 4;
+    let budget = 256 << 20;
+    let out = if b * heads * per <= budget {
+        candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?.matmul(&v)?
+    } else {
+        let q = q.reshape((b * heads, n, d))?;
+        let k = k.reshape((b * heads, m, d))?;
+        let v = v.reshape((b * heads, m, d))?;
+        let step = (budget / per).max(1);
+        let mut parts = Vec::new();
+        for s in (0..b * heads).step_by(step) {
+            let len = step.min(b * heads - s);
+            let (qs, ks, vs) = (
+                q.narrow(0, s, len)?,
+                k.narrow(0, s, len)?,
+                v.narrow(0, s, len)?,
+            );
+            parts.push(candle_nn::ops::softmax_last_dim(&qs.matmul(&ks.t()?)?)?.matmul(&vs)?);
+        }
+        Tensor::cat(&parts, 0)?.reshape((b, heads, n, d))?
+    };
+    out.transpose(1, 2)?.reshape((b, n, c))
+}
+
+/// diffusers `ResnetBlock2D` (silu, optional time embedding, 1x1 shortcut when widths differ).
+#[derive(Clone, Debug)]
+pub struct ResnetBlock {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time_emb_proj: Option<Linear>,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+    output_scale: f64,
+}
+
+impl ResnetBlock {
+    pub fn new(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        temb: Option<usize>,
+        groups: usize,
+        eps: f64,
+        output_scale: f64,
+    ) -> Result<Self> {
+        Ok(Self {
+            norm1: group_norm(groups, cin, eps, vb.pp("norm1"))?,
+            conv1: Conv2d::same(vb.pp("conv1"), cin, cout)?,
+            time_emb_proj: match temb {
+                Some(t) => Some(linear(t, cout, vb.pp("time_emb_proj"))?),
+                None => None,
+            },
+            norm2: group_norm(groups, cout, eps, vb.pp("norm2"))?,
+            conv2: Conv2d::same(vb.pp("conv2"), cout, cout)?,
+            shortcut: if cin != cout {
+                Some(Conv2d::pointwise(vb.pp("conv_shortcut"), cin, cout)?)
+            } else {
+                None
+            },
+            output_scale,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+        let mut h = self
+            .conv1
+            .forward(&candle_nn::ops::silu(&self.norm1.forward(x)?)?)?;
+        if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
+            let t = proj
+                .forward(&candle_nn::ops::silu(t)?)?
+                .unsqueeze(D::Minus1)?
+                .unsqueeze(D::Minus1)?;
+            h = h.broadcast_add(&t)?;
+        }
+        let h = self
+            .conv2
+            .forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        let skip = match &self.shortcut {
+            Some(s) => s.forward(x)?,
+            None => x.clone(),
+        };
+        let out = (skip + h)?;
+        if self.output_scale == 1.0 {
+            Ok(out)
+        } else {
+            out / self.output_scale
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Attn {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+}
+
+impl Attn {
+    fn new(vb: VarBuilder, dim: usize, context_dim: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            to_q: linear_no_bias(dim, dim, vb.pp("to_q"))?,
+            to_k: linear_no_bias(context_dim, dim, vb.pp("to_k"))?,
+            to_v: linear_no_bias(context_dim, dim, vb.pp("to_v"))?,
+            to_out: linear(dim, dim, vb.pp("to_out").pp("0"))?,
+            heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let out = attention(
+            &self.to_q.forward(x)?,
+            &self.to_k.forward(context)?,
+            &self.to_v.forward(context)?,
+            self.heads,
+        )?;
+        self.to_out.forward(&out)
+    }
+}
+
+/// diffusers `BasicTransformerBlock`: self-attention, cross-attention, GEGLU feed-forward.
+#[derive(Clone, Debug)]
+struct TransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attn,
+    norm2: LayerNorm,
+    attn2: Attn,
+    norm3: LayerNorm,
+    ff_in: Linear,
+    ff_out: Linear,
+}
+
+impl TransformerBlock {
+    fn new(vb: VarBuilder, dim: usize, context_dim: usize, heads: usize) -> Result<Self> {
+        let inner = dim * 4;
+        Ok(Self {
+            norm1: layer_norm(dim, 1e-5, vb.pp("norm1"))?,
+            attn1: Attn::new(vb.pp("attn1"), dim, dim, heads)?,
+            norm2: layer_norm(dim, 1e-5, vb.pp("norm2"))?,
+            attn2: Attn::new(vb.pp("attn2"), dim, context_dim, heads)?,
+            norm3: layer_norm(dim, 1e-5, vb.pp("norm3"))?,
+            ff_in: linear(dim, inner * 2, vb.pp("ff").pp("net").pp("0").pp("proj"))?,
+            ff_out: linear(inner, dim, vb.pp("ff").pp("net").pp("2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let h = self.norm1.forward(x)?;
+        let x = (self.attn1.forward(&h, &h)? + x)?;
+        let x = (self.attn2.forward(&self.norm2.forward(&x)?, context)? + &x)?;
+        let proj = self.ff_in.forward(&self.norm3.forward(&x)?)?;
+        let half = proj.dim(D::Minus1)? / 2;
+        let gated =
+            (proj.narrow(D::Minus1, 0, half)? * proj.narrow(D::Minus1, half, half)?.gelu_erf()?)?;
+        self.ff_out.forward(&gated)? + x
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Proj {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+/// diffusers `Transformer2DModel` (a.k.a. spatial transformer).
+#[derive(Clone, Debug)]
+pub struct SpatialTransformer {
+    norm: GroupNorm,
+    proj_in: Proj,
+    blocks: Vec<TransformerBlock>,
+    proj_out: Proj,
+}
+
+impl SpatialTransformer {
+    pub fn new(
+        vb: VarBuilder,
+        ch: usize,
+        heads: usize,
+        depth: usize,
+        context_dim: usize,
+        groups: usize,
+        linear_proj: bool,
+    ) -> Result<Self> {
+        let proj = |name: &str| -> Result<Proj> {
+            Ok(if linear_proj {
+                Proj::Linear(linear(ch, ch, vb.pp(name))?)
+            } else {
+                Proj::Conv(Conv2d::pointwise(vb.pp(name), ch, ch)?)
+            })
+        };
+        Ok(Self {
+            norm: group_norm(groups, ch, 1e-6, vb.pp("norm"))?,
+            proj_in: proj("proj_in")?,
+            blocks: (0..depth)
+                .map(|i| {
+                    TransformerBlock::new(
+                        vb.pp("transformer_blocks").pp(i.to_string()),
+                        ch,
+                        context_dim,
+                        heads,
+                    )
+                })
+                .collect::<Result<_>>()?,
+            proj_out: proj("proj_out")?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let n = self.norm.forward(x)?;
+        // Contiguous: candle's batched Linear gives wrong results on transposed views.
+        let tokens = |t: &Tensor| t.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous();
+        let mut t = match &self.proj_in {
+            Proj::Conv(conv) => tokens(&conv.forward(&n)?)?,
+            Proj::Linear(lin) => lin.forward(&tokens(&n)?)?,
+        };
+        for block in &self.blocks {
+            t = block.forward(&t, context)?;
+        }
+        let back = |t: &Tensor| t.transpose(1, 2)?.reshape((b, c, h, w));
+        let out = match &self.proj_out {
+            Proj::Conv(conv) => conv.forward(&back(&t)?)?,
+            Proj::Linear(lin) => back(&lin.forward(&t)?)?,
+        };
+        out + x
+    }
+}
+
+/// The VAE's single-head self-attention over pixels (new `to_q` or old `query` names).
+#[derive(Clone, Debug)]
+pub struct AttentionBlock {
+    norm: GroupNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+}
+
+impl AttentionBlock {
+    pub fn new(vb: VarBuilder, ch: usize, groups: usize, eps: f64) -> Result<Self> {
+        let names = if vb.contains_tensor("query.weight") {
+            ["query", "key", "value", "proj_attn"]
+        } else {
+            ["to_q", "to_k", "to_v", "to_out.0"]
+        };
+        let lin = |name: &str| -> Result<Linear> {
+            let vb = vb.pp(name);
+            // Old checkpoints store these as 1x1 convolutions.
+            if vb.contains_tensor("weight") && vb.get_unchecked("weight")?.rank() == 4 {
+                let w = vb.get((ch, ch, 1, 1), "weight")?.reshape((ch, ch))?;
+                Ok(Linear::new(w, Some(vb.get(ch, "bias")?)))
+            } else {
+                linear(ch, ch, vb)
+            }
+        };
+        Ok(Self {
+            norm: group_norm(groups, ch, eps, vb.pp("group_norm"))?,
+            q: lin(names[0])?,
+            k: lin(names[1])?,
+            v: lin(names[2])?,
+            out: lin(names[3])?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let t = self
+            .norm
+            .forward(x)?
+            .reshape((b, c, h * w))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let a = attention(
+            &self.q.forward(&t)?,
+            &self.k.forward(&t)?,
+            &self.v.forward(&t)?,
+            1,
+        )?;
+        let out = self
+            .out
+            .forward(&a)?
+            .transpose(1, 2)?
+            .reshape((b, c, h, w))?;
+        out + x
+    }
+}
+
+/// Sinusoidal timestep features (diffusers `Timesteps`).
+pub fn timestep_features(
+    t: &Tensor,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    shift: f64,
+) -> Result<Tensor> {
+    let half = dim / 2;
+    let exponent: Vec<f32> = (0..half)
+        .map(|i| (-(10000f64.ln()) * i as f64 / (half as f64 - shift)).exp() as f32)
+        .collect();
+    let freqs = Tensor::from_vec(exponent, (1, half), t.device())?;
+    let args = t
+        .to_dtype(DType::F32)?
+        .unsqueeze(1)?
+        .broadcast_mul(&freqs)?;
+    let (sin, cos) = (args.sin()?, args.cos()?);
+    let emb = if flip_sin_to_cos {
+        Tensor::cat(&[cos, sin], 1)?
+    } else {
+        Tensor::cat(&[sin, cos], 1)?
+    };
+    let emb = if dim % 2 == 1 {
+        emb.pad_with_zeros(1, 0, 1)?
+    } else {
+        emb
+    };
+    emb.to_dtype(t.dtype())
+}
+
+/// diffusers `TimestepEmbedding`: linear, silu, linear.
+#[derive(Clone, Debug)]
+pub struct TimestepEmbedding {
+    linear_1: Linear,
+    linear_2: Linear,
+}
+
+impl TimestepEmbedding {
+    pub fn new(vb: VarBuilder, cin: usize, dim: usize) -> Result<Self> {
+        Ok(Self {
+            linear_1: linear(cin, dim, vb.pp("linear_1"))?,
+            linear_2: linear(dim, dim, vb.pp("linear_2"))?,
+        })
+    }
+}
+
+impl Module for TimestepEmbedding {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.linear_2
+            .forward(&candle_nn::ops::silu(&self.linear_1.forward(x)?)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    #[test]
+    fn im2col_convolution_matches_candles_conv2d() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 9, 7), &dev).unwrap();
+        for (kernel, stride, pad) in [
+            (3, 1, (1, 1)),
+            (3, 2, (1, 1)),
+            (3, 2, (0, 1)),
+            (1, 1, (0, 0)),
+        ] {
+            let conv = Conv2d::new(
+                vb.pp(format!("c{kernel}{stride}{}", pad.0)),
+                5,
+                4,
+                kernel,
+                stride,
+                pad,
+            )
+            .unwrap();
+            let ours = conv.forward(&x).unwrap();
+            let xp = x
+                .pad_with_zeros(2, pad.0, pad.1)
+                .unwrap()
+                .pad_with_zeros(3, pad.0, pad.1)
+                .unwrap();
+            let want = xp
+                .conv2d(&conv.weight, 0, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&conv.bias.as_ref().unwrap().reshape((1, 4, 1, 1)).unwrap())
+                .unwrap();
+            assert_eq!(ours.dims(), want.dims(), "k{kernel} s{stride}");
+            let err: f32 = (ours - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(err < 1e-4, "k{kernel} s{stride} pad{pad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn upsampling_repeats_each_pixel() {
+        let x = Tensor::new(&[[[[1f32, 2.], [3., 4.]]]], &Device::Cpu).unwrap();
+        let up = upsample_nearest(&x, None).unwrap();
+        let rows = up
+            .squeeze(0)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(rows[0], vec![1., 1., 2., 2.]);
+        assert_eq!(rows[3], vec![3., 3., 4., 4.]);
+    }
+}
