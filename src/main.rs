@@ -38,9 +38,25 @@ enum Command {
     /// Train a small text-to-image model (Atelier Mini recipe) on a folder of captioned
     /// images (`captions.jsonl`, `metadata.jsonl` or per-image `.txt`).
     Train(TrainArgs),
+    /// Prepare training data sets.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
     /// Developer tools.
     #[command(subcommand)]
     Dev(DevCommand),
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// The emoji recipe: captioned Noto emoji from the npm packages fetched by
+    /// scripts/fetch-emoji-data.sh, split into train/ and a held-out eval/.
+    Emoji {
+        /// The folder holding node_modules/ (what the fetch script prints).
+        #[arg(long)]
+        npm: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -55,10 +71,14 @@ struct TrainArgs {
     #[arg(long, default_value_t = 20_000)]
     steps: usize,
     /// VAE steps (the first stage).
-    #[arg(long, default_value_t = 3_000)]
+    #[arg(long, default_value_t = 1_500)]
     vae_steps: usize,
-    #[arg(long, default_value_t = 32)]
+    /// Batch size of the UNet stage.
+    #[arg(long, default_value_t = 16)]
     batch: usize,
+    /// Batch size of the VAE stage.
+    #[arg(long, default_value_t = 8)]
+    vae_batch: usize,
     /// Continue the checkpoint in --out (exactly where it stopped).
     #[arg(long)]
     resume: bool,
@@ -155,6 +175,8 @@ fn main() -> ExitCode {
         Some(Command::Generate(args)) => generate(args),
         Some(Command::Models { dirs }) => list_models(&[cli.model_dirs, dirs].concat()),
         Some(Command::Train(args)) => train(args),
+        Some(Command::Dataset(DatasetCommand::Emoji { npm, out })) => prepare_emoji(&npm, &out),
+
         Some(Command::Dev(DevCommand::TinyModel { kind, out })) => {
             let kind = match kind.as_str() {
                 "sd2v" => models::tiny::TinyKind::Sd2V,
@@ -349,6 +371,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         steps: args.steps,
         vae_steps: args.vae_steps,
         batch: args.batch,
+        vae_batch: args.vae_batch,
         resume: args.resume,
         checkpoint_every: args.checkpoint_every,
         seed: args.seed,
@@ -394,5 +417,17 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         summary.unet_steps,
         summary.model_dir.display()
     );
+    Ok(())
+}
+
+fn prepare_emoji(npm: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let report = atelier::train::emoji::prepare_emoji(npm, out, &Default::default())?;
+    println!(
+        "train: {} images of {} emoji; eval (held out): {} images of {} emoji",
+        report.train_images, report.base_train, report.eval_images, report.base_eval
+    );
+    for (category, n) in &report.categories {
+        println!("  {category}: {n}");
+    }
     Ok(())
 }

@@ -4,10 +4,10 @@
 //! fast as candle's own `conv2d` forward and several times faster backwards, so the same
 //! code serves inference and `atelier train`.
 
-use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{
-    group_norm, layer_norm, linear, linear_no_bias, GroupNorm, LayerNorm, Linear, VarBuilder,
-};
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Module, Result, Shape, Tensor, D};
+use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
+
+pub use super::fused::{group_norm, silu, GroupNorm};
 
 /// A 2D convolution (square kernel 1 or 3, stride 1 or 2) with optional bias.
 #[derive(Clone, Debug)]
@@ -71,48 +71,137 @@ impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let cout = self.weight.dim(0)?;
-        let k = self.kernel;
-        let (out_h, out_w, patches) = if k == 1 && self.stride == 1 {
-            (h, w, x.reshape((b, c, h * w))?)
+        let y = if self.kernel == 1 && self.stride == 1 {
+            let wm = self.weight.reshape((cout, c))?;
+            wm.broadcast_matmul(&x.reshape((b, c, h * w))?)?
+                .reshape((b, cout, h, w))?
         } else {
             let (p0, p1) = self.pad;
             let xp = x.pad_with_zeros(2, p0, p1)?.pad_with_zeros(3, p0, p1)?;
-            let (hp, wp) = (h + p0 + p1, w + p0 + p1);
-            let out_h = (hp - k) / self.stride + 1;
-            let out_w = (wp - k) / self.stride + 1;
-            let mut cols = Vec::with_capacity(k * k);
-            for ky in 0..k {
-                for kx in 0..k {
-                    let mut p = xp.narrow(2, ky, (out_h - 1) * self.stride + 1)?;
-                    p = p.narrow(3, kx, (out_w - 1) * self.stride + 1)?;
-                    if self.stride == 2 {
-                        // Every second row and column: pad to even, fold pairs, keep the first.
-                        let p = p.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?;
-                        let p = p.reshape((b, c, out_h, 2, out_w, 2))?;
-                        cols.push(
-                            p.narrow(3, 0, 1)?
-                                .narrow(5, 0, 1)?
-                                .reshape((b, c, out_h, out_w))?,
-                        );
-                    } else {
-                        cols.push(p);
-                    }
-                }
+            xp.contiguous()?.apply_op2(
+                &self.weight.contiguous()?,
+                ConvOp {
+                    stride: self.stride,
+                },
+            )?
+        };
+        match &self.bias {
+            Some(bias) => y.broadcast_add(&bias.reshape((1, cout, 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// An unpadded convolution (input already padded) whose forward is candle's `conv2d` and
+/// whose backward is two matrix products (weights) and a transposed convolution written as
+/// a plain one (input), several times faster than candle's generic convolution backward.
+struct ConvOp {
+    stride: usize,
+}
+
+fn tensor_from_cpu(s: &CpuStorage, l: &Layout) -> Result<Tensor> {
+    let data = s.as_slice::<f32>()?;
+    let t = match l.contiguous_offsets() {
+        Some((a, b)) => Tensor::from_slice(&data[a..b], l.shape(), &Device::Cpu)?,
+        // Both operands are made contiguous before the op is applied.
+        None => candle_core::bail!("atelier-conv2d needs contiguous operands"),
+    };
+    Ok(t)
+}
+
+fn cpu_storage(t: &Tensor) -> Result<(CpuStorage, Shape)> {
+    let t = t.contiguous()?;
+    let data = t.flatten_all()?.to_vec1::<f32>()?;
+    Ok((CpuStorage::F32(data), t.shape().clone()))
+}
+
+impl CustomOp2 for ConvOp {
+    fn name(&self) -> &'static str {
+        "atelier-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = tensor_from_cpu(s1, l1)?;
+        let w = tensor_from_cpu(s2, l2)?;
+        cpu_storage(&x.conv2d(&w, 0, self.stride, 1, 1)?)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (b, c, hp, wp) = x.dims4()?;
+        let (cout, _, k, _) = w.dims4()?;
+        let (_, _, oh, ow) = grad.dims4()?;
+        let s = self.stride;
+        let x = x.detach();
+        let w = w.detach();
+        let grad = grad.detach().contiguous()?;
+        // Weights: grad [B, Cout, L] x patches^T [B, L, k*k*C], summed over the batch.
+        let mut cols = Vec::with_capacity(k * k);
+        for ky in 0..k {
+            for kx in 0..k {
+                let p = x
+                    .narrow(2, ky, (oh - 1) * s + 1)?
+                    .narrow(3, kx, (ow - 1) * s + 1)?;
+                cols.push(if s == 1 {
+                    p
+                } else {
+                    let p = p.pad_with_zeros(2, 0, s - 1)?.pad_with_zeros(3, 0, s - 1)?;
+                    p.reshape((b, c, oh, s, ow, s))?
+                        .narrow(3, 0, 1)?
+                        .narrow(5, 0, 1)?
+                        .reshape((b, c, oh, ow))?
+                });
             }
-            let patches = Tensor::cat(&cols, 1)?.reshape((b, k * k * c, out_h * out_w))?;
-            (out_h, out_w, patches)
+        }
+        let patches = Tensor::cat(&cols, 1)?.reshape((b, k * k * c, oh * ow))?;
+        let patches_t = patches.transpose(1, 2)?.contiguous()?;
+        let gw = grad
+            .reshape((b, cout, oh * ow))?
+            .matmul(&patches_t)?
+            .sum(0)?;
+        let gw = gw
+            .reshape((cout, k, k, c))?
+            .permute((0, 3, 1, 2))?
+            .contiguous()?;
+        // Input: a full convolution of the (stride-dilated) output gradient with the flipped,
+        // transposed kernel.
+        let g = if s == 1 {
+            grad
+        } else {
+            let g = grad
+                .reshape((b, cout, oh, 1, ow, 1))?
+                .pad_with_zeros(3, 0, s - 1)?
+                .pad_with_zeros(5, 0, s - 1)?;
+            g.reshape((b, cout, oh * s, ow * s))?
+                .narrow(2, 0, (oh - 1) * s + 1)?
+                .narrow(3, 0, (ow - 1) * s + 1)?
         };
-        // Weight [out, in, ky, kx] -> [out, (ky, kx, in)], matching the patch order.
-        let wm = self
-            .weight
-            .permute((0, 2, 3, 1))?
-            .reshape((cout, k * k * c))?;
-        let y = wm.broadcast_matmul(&patches)?;
-        let y = match &self.bias {
-            Some(bias) => y.broadcast_add(&bias.reshape((1, cout, 1))?)?,
-            None => y,
-        };
-        y.reshape((b, cout, out_h, out_w))
+        let w_t = w
+            .transpose(0, 1)?
+            .contiguous()?
+            .flip(&[2, 3])?
+            .contiguous()?;
+        let gx = g
+            .pad_with_zeros(2, k - 1, k - 1)?
+            .pad_with_zeros(3, k - 1, k - 1)?
+            .conv2d(&w_t, 0, 1, 1, 1)?;
+        // Rows/columns of the padded input that no output window reached get zero gradient.
+        let (gh, gww) = (gx.dim(2)?, gx.dim(3)?);
+        let gx = gx
+            .pad_with_zeros(2, 0, hp - gh)?
+            .pad_with_zeros(3, 0, wp - gww)?;
+        Ok((Some(gx), Some(gw)))
     }
 }
 
@@ -204,19 +293,15 @@ impl ResnetBlock {
     }
 
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self
-            .conv1
-            .forward(&candle_nn::ops::silu(&self.norm1.forward(x)?)?)?;
+        let mut h = self.conv1.forward(&silu(&self.norm1.forward(x)?)?)?;
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
             let t = proj
-                .forward(&candle_nn::ops::silu(t)?)?
+                .forward(&silu(t)?)?
                 .unsqueeze(D::Minus1)?
                 .unsqueeze(D::Minus1)?;
             h = h.broadcast_add(&t)?;
         }
-        let h = self
-            .conv2
-            .forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv2.forward(&silu(&self.norm2.forward(&h)?)?)?;
         let skip = match &self.shortcut {
             Some(s) => s.forward(x)?,
             None => x.clone(),
@@ -476,8 +561,7 @@ impl TimestepEmbedding {
 
 impl Module for TimestepEmbedding {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.linear_2
-            .forward(&candle_nn::ops::silu(&self.linear_1.forward(x)?)?)
+        self.linear_2.forward(&silu(&self.linear_1.forward(x)?)?)
     }
 }
 
@@ -488,7 +572,7 @@ mod tests {
     use candle_nn::VarMap;
 
     #[test]
-    fn im2col_convolution_matches_candles_conv2d() {
+    fn convolution_matches_candles_conv2d_with_padding_and_stride() {
         let dev = Device::Cpu;
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
@@ -529,6 +613,66 @@ mod tests {
                 .to_scalar()
                 .unwrap();
             assert!(err < 1e-4, "k{kernel} s{stride} pad{pad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn convolution_gradients_match_candles_autograd() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        for (stride, pad, h, w) in [
+            (1, (1, 1), 9, 7),
+            (2, (1, 1), 9, 7),
+            (2, (0, 1), 8, 8),
+            (2, (1, 1), 8, 6),
+        ] {
+            let conv = Conv2d::new(
+                vb.pp(format!("g{stride}{}{h}{w}", pad.0)),
+                3,
+                4,
+                3,
+                stride,
+                pad,
+            )
+            .unwrap();
+            let x = candle_core::Var::randn(0f32, 1.0, (2, 3, h, w), &dev).unwrap();
+            let target = |y: &Tensor| y.sqr().unwrap().sum_all().unwrap();
+            let ours = target(&conv.forward(x.as_tensor()).unwrap())
+                .backward()
+                .unwrap();
+            let xp = x
+                .as_tensor()
+                .pad_with_zeros(2, pad.0, pad.1)
+                .unwrap()
+                .pad_with_zeros(3, pad.0, pad.1)
+                .unwrap();
+            let y = xp
+                .conv2d(&conv.weight, 0, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&conv.bias.as_ref().unwrap().reshape((1, 4, 1, 1)).unwrap())
+                .unwrap();
+            let theirs = target(&y).backward().unwrap();
+            for (name, t) in [
+                ("x", x.as_tensor()),
+                ("w", &conv.weight),
+                ("b", conv.bias.as_ref().unwrap()),
+            ] {
+                let a = ours.get(t).unwrap();
+                let b = theirs.get(t).unwrap();
+                let err: f32 = (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert!(
+                    err < 1e-3,
+                    "stride {stride} pad {pad:?} {h}x{w}: d{name} off by {err}"
+                );
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod clip;
+pub mod fused;
 pub mod noise;
 pub mod pipeline;
 pub mod sampler;

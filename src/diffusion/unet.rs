@@ -4,10 +4,11 @@
 //! timestep per batch row.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::blocks::{
-    timestep_features, upsample_nearest, Conv2d, ResnetBlock, SpatialTransformer, TimestepEmbedding,
+    group_norm, silu, timestep_features, upsample_nearest, Conv2d, GroupNorm, ResnetBlock,
+    SpatialTransformer, TimestepEmbedding,
 };
 use crate::models::config::UnetConfig;
 
@@ -285,8 +286,7 @@ impl Unet {
             }
             up.push(block);
         }
-        let norm_out =
-            candle_nn::group_norm(c.norm_num_groups, ch0, c.norm_eps, vb.pp("conv_norm_out"))?;
+        let norm_out = group_norm(c.norm_num_groups, ch0, c.norm_eps, vb.pp("conv_norm_out"))?;
         let conv_out = Conv2d::same(vb.pp("conv_out"), ch0, c.out_channels)?;
         Ok(Self {
             conv_in,
@@ -366,7 +366,7 @@ impl Unet {
             };
             xs = block.forward(&xs, &emb, context, &mut residuals, upsample_size)?;
         }
-        let xs = candle_nn::ops::silu(&self.norm_out.forward(&xs)?)?;
+        let xs = silu(&self.norm_out.forward(&xs)?)?;
         self.conv_out.forward(&xs)
     }
 }

@@ -2,9 +2,11 @@
 //! distribution's mean, so image-to-image is deterministic; training uses the full posterior.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{group_norm, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
-use super::blocks::{upsample_nearest, AttentionBlock, Conv2d, ResnetBlock};
+use super::blocks::{
+    group_norm, silu, upsample_nearest, AttentionBlock, Conv2d, GroupNorm, ResnetBlock,
+};
 use crate::models::config::VaeConfig;
 
 /// The VAE's mid block: resnet, pixel self-attention, resnet.
@@ -104,7 +106,7 @@ impl Encoder {
             }
         }
         let x = self.norm_out.forward(&self.mid.forward(&x)?)?;
-        let m = self.conv_out.forward(&candle_nn::ops::silu(&x)?)?;
+        let m = self.conv_out.forward(&silu(&x)?)?;
         match &self.quant_conv {
             Some(q) => q.forward(&m),
             None => Ok(m),
@@ -188,7 +190,7 @@ impl Decoder {
                 x = u.forward(&upsample_nearest(&x, None)?)?;
             }
         }
-        let x = candle_nn::ops::silu(&self.norm_out.forward(&x)?)?;
+        let x = silu(&self.norm_out.forward(&x)?)?;
         self.conv_out.forward(&x)
     }
 }

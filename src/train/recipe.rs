@@ -30,9 +30,25 @@ impl Default for Recipe {
             text_layers: 3,
             unet_channels: vec![64, 128, 128],
             unet_layers_per_block: 1,
-            vae_channels: vec![32, 64, 64],
+            vae_channels: vec![16, 32, 64],
         }
     }
+}
+
+/// The largest group count (at most `max`) that divides every width.
+fn norm_groups(widths: &[usize], max: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let g = widths.iter().fold(0, |acc, &w| gcd(acc, w));
+    (1..=max.min(g.max(1)))
+        .rev()
+        .find(|d| g % d == 0)
+        .unwrap_or(1)
 }
 
 impl Recipe {
@@ -95,7 +111,7 @@ impl Recipe {
             "layers_per_block": self.unet_layers_per_block,
             "attention_head_dim": 4,
             "cross_attention_dim": self.text_hidden,
-            "norm_num_groups": 32,
+            "norm_num_groups": norm_groups(&self.unet_channels, 32),
             "flip_sin_to_cos": true,
             "freq_shift": 0,
         })
@@ -112,7 +128,7 @@ impl Recipe {
             "up_block_types": vec!["UpDecoderBlock2D"; n],
             "latent_channels": 4,
             "layers_per_block": 1,
-            "norm_num_groups": 32,
+            "norm_num_groups": norm_groups(&self.vae_channels, 16),
             "sample_size": self.resolution,
             "scaling_factor": scaling_factor,
         })

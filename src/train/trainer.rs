@@ -60,6 +60,7 @@ pub struct TrainOptions {
     pub steps: usize,
     pub vae_steps: usize,
     pub batch: usize,
+    pub vae_batch: usize,
     pub resume: bool,
     pub checkpoint_every: usize,
     pub lr: f64,
@@ -76,8 +77,9 @@ impl Default for TrainOptions {
             data: PathBuf::new(),
             out: PathBuf::new(),
             steps: 20_000,
-            vae_steps: 3_000,
-            batch: 32,
+            vae_steps: 1_500,
+            batch: 16,
+            vae_batch: 8,
             resume: false,
             checkpoint_every: 500,
             lr: 5e-4,
@@ -179,6 +181,38 @@ fn build_models(recipe: &Recipe, device: &Device) -> Result<Models, TrainError> 
         unet,
         text,
     })
+}
+
+/// Fresh weights from the run's seed (candle's own initialisers draw from an unseeded RNG):
+/// norms at 1, biases at 0, embeddings N(0, 0.02), other weights U(±1/sqrt(fan_in)).
+fn seeded_init(vm: &VarMap, seed: u64) -> Result<(), TrainError> {
+    use rand_distr::{Distribution, StandardNormal};
+    for (i, (name, var)) in named_vars(vm, "").into_iter().enumerate() {
+        let mut rng = step_rng(seed, 3, i);
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let fan_in = if dims.len() > 1 { n / dims[0] } else { 1 };
+        let is_norm = name.contains("norm");
+        let values: Vec<f32> = if name.ends_with("bias") {
+            vec![0.0; n]
+        } else if is_norm && dims.len() == 1 {
+            vec![1.0; n]
+        } else if name.contains("embedding") && dims.len() == 2 && !name.contains("time") {
+            (0..n)
+                .map(|_| {
+                    let z: f32 = StandardNormal.sample(&mut rng);
+                    0.02 * z
+                })
+                .collect::<Vec<f32>>()
+        } else {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            (0..n)
+                .map(|_| rng.random_range(-bound..bound) as f32)
+                .collect()
+        };
+        var.set(&Tensor::from_vec(values, dims, var.device())?)?;
+    }
+    Ok(())
 }
 
 fn named_vars(vm: &VarMap, prefix: &str) -> Vec<(String, Var)> {
@@ -341,16 +375,21 @@ pub fn train(
             )));
             s
         }
-        None => State {
-            version: 1,
-            recipe: recipe.clone(),
-            seed: opts.seed,
-            stage: Stage::Vae,
-            vae_step: 0,
-            unet_step: 0,
-            vae_scaling: None,
-            images: data.items.len(),
-        },
+        None => {
+            for vm in [&models.vae_vm, &models.unet_vm, &models.text_vm] {
+                seeded_init(vm, opts.seed)?;
+            }
+            State {
+                version: 1,
+                recipe: recipe.clone(),
+                seed: opts.seed,
+                stage: Stage::Vae,
+                vae_step: 0,
+                unet_step: 0,
+                vae_scaling: None,
+                images: data.items.len(),
+            }
+        }
     };
     write_model_skeleton(&opts.out, &recipe, state.vae_scaling.unwrap_or(1.0))?;
     let tokenizer = ClipTokenizer::load(&TokenizerFiles {
@@ -386,7 +425,7 @@ pub fn train(
         });
         while state.vae_step < opts.vae_steps {
             let mut rng = step_rng(state.seed, 1, state.vae_step);
-            let idx: Vec<usize> = (0..opts.batch)
+            let idx: Vec<usize> = (0..opts.vae_batch.max(1))
                 .map(|_| rng.random_range(0..data.items.len()))
                 .collect();
             let x = data.batch_tensor(&idx, &device)?;
@@ -534,6 +573,14 @@ pub fn train(
         let grads = loss.backward()?;
         opt.step(&grads)?;
         ema.update(&params, state.unet_step)?;
+        if std::env::var_os("ATELIER_TRAIN_PROFILE").is_some() {
+            eprintln!(
+                "unet fwd {:?} bwd {:?} opt+ema {:?}",
+                t1 - t0,
+                t2 - t1,
+                t2.elapsed()
+            );
+        }
         state.unet_step += 1;
         summary.unet_steps += 1;
         summary.last_unet_loss = Some(loss_value);
