@@ -573,14 +573,6 @@ pub fn train(
         let grads = loss.backward()?;
         opt.step(&grads)?;
         ema.update(&params, state.unet_step)?;
-        if std::env::var_os("ATELIER_TRAIN_PROFILE").is_some() {
-            eprintln!(
-                "unet fwd {:?} bwd {:?} opt+ema {:?}",
-                t1 - t0,
-                t2 - t1,
-                t2.elapsed()
-            );
-        }
         state.unet_step += 1;
         summary.unet_steps += 1;
         summary.last_unet_loss = Some(loss_value);
