@@ -291,6 +291,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         None,
         atelier::diffusion::GeneratorOptions {
             low_memory: args.low_memory,
+            ..Default::default()
         },
     );
     let batch = request.batch;

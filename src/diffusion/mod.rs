@@ -72,11 +72,22 @@ impl JobControl<'_> {
 }
 
 /// How the engine trades memory for speed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GeneratorOptions {
     /// Free the text encoders after each prompt encoding (they are memory-mapped again on the
     /// next job): less resident memory during denoising, a little more work per job.
     pub low_memory: bool,
+    /// Batch images denoised in one pass (more is faster per image, needs more memory).
+    pub images_per_pass: u32,
+}
+
+impl Default for GeneratorOptions {
+    fn default() -> Self {
+        Self {
+            low_memory: false,
+            images_per_pass: 4,
+        }
+    }
 }
 
 /// Runs whole jobs; keeps the current model loaded between them.
@@ -116,10 +127,16 @@ impl Generator {
             .slot
             .get(&request.model_dir, &self.device, &mut *control.on_loading)?;
         model.drop_text_encoders = self.options.low_memory;
-        for index in 0..request.batch {
+        // Images go through the UNet together, a few at a time (one pass per step for all).
+        let per_pass = self.options.images_per_pass.max(1);
+        let mut first = 0;
+        while first < request.batch {
             control.check_cancelled()?;
-            let image = model.generate(request, index, control)?;
-            (control.on_image)(image);
+            let count = per_pass.min(request.batch - first);
+            for image in model.generate(request, first, count, control)? {
+                (control.on_image)(image);
+            }
+            first += count;
         }
         Ok(())
     }

@@ -11,17 +11,24 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::DiffusionError;
 
+/// One seeded stream per batch row: row `i` of every draw comes from stream `i`, so an image
+/// gets the same noise whether it is generated alone or in a batch.
 pub struct NoiseRng {
-    rng: ChaCha8Rng,
+    streams: Vec<ChaCha8Rng>,
 }
 
 impl NoiseRng {
     pub fn new(seed: u64) -> Self {
+        Self::batch(&[seed])
+    }
+
+    pub fn batch(seeds: &[u64]) -> Self {
         Self {
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            streams: seeds.iter().map(|&s| ChaCha8Rng::seed_from_u64(s)).collect(),
         }
     }
 
+    /// Standard normal noise. With several streams the first dimension must equal their count.
     pub fn randn(
         &mut self,
         shape: impl Into<Shape>,
@@ -29,9 +36,20 @@ impl NoiseRng {
         device: &Device,
     ) -> Result<Tensor> {
         let shape = shape.into();
-        let data: Vec<f32> = (0..shape.elem_count())
-            .map(|_| StandardNormal.sample(&mut self.rng))
-            .collect();
+        let n = shape.elem_count();
+        let rows = self.streams.len();
+        let data: Vec<f32> = if rows == 1 {
+            (0..n).map(|_| StandardNormal.sample(&mut self.streams[0])).collect()
+        } else {
+            if shape.dims().first() != Some(&rows) {
+                candle_core::bail!("noise for {rows} streams needs {rows} rows, not {shape:?}");
+            }
+            let per = n / rows;
+            self.streams
+                .iter_mut()
+                .flat_map(|rng| (0..per).map(|_| StandardNormal.sample(rng)).collect::<Vec<f32>>())
+                .collect()
+        };
         Tensor::from_vec(data, shape, &Device::Cpu)?
             .to_dtype(dtype)?
             .to_device(device)

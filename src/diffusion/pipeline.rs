@@ -220,23 +220,38 @@ impl LoadedModel {
         Ok(Cond { context, pooled })
     }
 
-    /// Generates image `index` of `request` (seed `request.seed + index`).
+    /// Generates images `first..first + count` of `request` together, image `i` with seed
+    /// `request.seed + i` (the same pixels as generating it alone).
     pub fn generate(
         &mut self,
         request: &GenerationRequest,
-        index: u32,
+        first: u32,
+        count: u32,
         control: &mut JobControl<'_>,
-    ) -> Result<GeneratedImage, DiffusionError> {
+    ) -> Result<Vec<GeneratedImage>, DiffusionError> {
         let started = Instant::now();
         validate(request, self.vae.downscale as u32)?;
-        let seed = request.seed.wrapping_add(index as u64);
-        let mut own = request.clone();
-        own.seed = seed;
-        own.batch = 1;
-        let done = |image: image::RgbImage| GeneratedImage {
-            image: std::sync::Arc::new(image),
-            request: own.clone(),
-            elapsed_secs: started.elapsed().as_secs_f32(),
+        let count = count.max(1);
+        let seeds: Vec<u64> = (first..first + count)
+            .map(|i| request.seed.wrapping_add(i as u64))
+            .collect();
+        let b = seeds.len();
+        let done = |images: Vec<image::RgbImage>| {
+            let elapsed_secs = started.elapsed().as_secs_f32() / images.len().max(1) as f32;
+            images
+                .into_iter()
+                .zip(&seeds)
+                .map(|(image, &seed)| {
+                    let mut own = request.clone();
+                    own.seed = seed;
+                    own.batch = 1;
+                    GeneratedImage {
+                        image: std::sync::Arc::new(image),
+                        request: own,
+                        elapsed_secs,
+                    }
+                })
+                .collect::<Vec<_>>()
         };
 
         let (w, h) = (request.width as usize, request.height as usize);
@@ -266,7 +281,7 @@ impl LoadedModel {
         if start >= n {
             // Strength 0: nothing to denoise; the init image is the answer.
             if let Some(init) = init_rgb {
-                return Ok(done(init));
+                return Ok(done(vec![init; b]));
             }
         }
 
@@ -292,17 +307,26 @@ impl LoadedModel {
                 side.encoder = None;
             }
         }
+        // Rows: [uncond x b, cond x b] with guidance, [cond x b] without.
+        let rep = |t: &Tensor| t.repeat((b, 1, 1));
+        let rep2 = |t: &Tensor| t.repeat((b, 1));
         let (context, pooled) = match &uncond {
             Some(u) => (
-                Tensor::cat(&[&u.context, &cond.context], 0)?,
+                Tensor::cat(&[rep(&u.context)?, rep(&cond.context)?], 0)?,
                 match (&u.pooled, &cond.pooled) {
-                    (Some(a), Some(b)) => Some(Tensor::cat(&[a, b], 0)?),
+                    (Some(x), Some(y)) => Some(Tensor::cat(&[rep2(x)?, rep2(y)?], 0)?),
                     _ => None,
                 },
             ),
-            None => (cond.context.clone(), cond.pooled.clone()),
+            None => (
+                rep(&cond.context)?,
+                match &cond.pooled {
+                    Some(p) => Some(rep2(p)?),
+                    None => None,
+                },
+            ),
         };
-        let rows = if cfg { 2 } else { 1 };
+        let rows = if cfg { 2 * b } else { b };
         let time_ids = match self.configs.family {
             Family::Sdxl => {
                 let ids = [h as f32, w as f32, 0.0, 0.0, h as f32, w as f32];
@@ -318,17 +342,18 @@ impl LoadedModel {
         let down = self.vae.downscale;
         let (lh, lw) = (h / down, w / down);
         let lc = self.vae.latent_channels;
-        let mut rng = NoiseRng::new(seed);
+        let mut rng = NoiseRng::batch(&seeds);
         let noise = match &request.noise_file {
-            Some(path) => load_noise_file(path, lc, lh, lw, &self.device)?,
-            None => rng.randn((1, lc, lh, lw), DType::F32, &self.device)?,
+            Some(path) => load_noise_file(path, lc, lh, lw, &self.device)?.repeat((b, 1, 1, 1))?,
+            None => rng.randn((b, lc, lh, lw), DType::F32, &self.device)?,
         };
         let noise = noise.to_dtype(self.dtype)?;
 
         let init_latents = match &init_rgb {
             Some(img) => Some(
                 self.vae
-                    .encode(&rgb_to_tensor(img, &self.device, self.dtype)?)?,
+                    .encode(&rgb_to_tensor(img, &self.device, self.dtype)?)?
+                    .repeat((b, 1, 1, 1))?,
             ),
             None => None,
         };
@@ -347,7 +372,7 @@ impl LoadedModel {
                     .to_dtype(self.dtype)?;
                 let masked = masked.broadcast_mul(&keep)?;
                 let masked_latents = self.vae.encode(&masked)?;
-                Some(Tensor::cat(&[lm, &masked_latents], 1)?)
+                Some(Tensor::cat(&[lm, &masked_latents], 1)?.repeat((b, 1, 1, 1))?)
             }
             (true, _, _, _) => {
                 return Err(DiffusionError::InvalidRequest(
@@ -386,7 +411,7 @@ impl LoadedModel {
             };
             let out = self.unet.forward(&x_in, t, &context, added)?;
             let out = if cfg {
-                let (u, c) = (out.i(0..1)?, out.i(1..2)?);
+                let (u, c) = (out.i(0..b)?, out.i(b..2 * b)?);
                 (&u + ((c - &u)? * request.guidance as f64)?)?
             } else {
                 out
@@ -403,19 +428,23 @@ impl LoadedModel {
             }
             let done_steps = step - start + 1;
             let preview = if done_steps % preview_every(total) == 0 && done_steps < total {
-                Some(latent_preview(&latents, self.configs.family)?)
+                Some(latent_preview(&latents.i(0..1)?, self.configs.family)?)
             } else {
                 None
             };
-            (control.on_step)(index, done_steps, total, preview);
+            (control.on_step)(first, done_steps, total, preview);
         }
         control.check_cancelled()?;
         let pixels = self.vae.decode(&latents)?;
-        let mut image = tensor_to_rgb(&pixels)?;
-        if let (Some(init), Some(m)) = (&init_rgb, &mask) {
-            overlay_unmasked(&mut image, init, m);
+        let mut images = Vec::with_capacity(b);
+        for i in 0..b {
+            let mut image = tensor_to_rgb(&pixels.i(i..i + 1)?)?;
+            if let (Some(init), Some(m)) = (&init_rgb, &mask) {
+                overlay_unmasked(&mut image, init, m);
+            }
+            images.push(image);
         }
-        Ok(done(image))
+        Ok(done(images))
     }
 }
 
