@@ -135,8 +135,9 @@ struct GenerateArgs {
     width: Option<u32>,
     #[arg(long)]
     height: Option<u32>,
-    #[arg(long, default_value = "ddim", value_parser = parse_sampler)]
-    sampler: SamplerKind,
+    /// Defaults to the model's recommended sampler.
+    #[arg(long, value_parser = parse_sampler)]
+    sampler: Option<SamplerKind>,
     /// Init image for image-to-image.
     #[arg(long)]
     init_image: Option<PathBuf>,
@@ -171,6 +172,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => atelier::app::run_studio(atelier::app::StudioOptions {
             extra_model_dirs: cli.model_dirs,
+            ..Default::default()
         }),
         Some(Command::Generate(args)) => generate(args),
         Some(Command::Models { dirs }) => list_models(&[cli.model_dirs, dirs].concat()),
@@ -269,17 +271,17 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let seed = args
         .seed
         .unwrap_or_else(|| u64::from(rand::random::<u32>()));
-    let (steps, guidance) = if info.turbo { (1, 0.0) } else { (20, 7.5) };
+    let recommended = info.recommended();
     let request = GenerationRequest {
         model_dir: args.model.clone(),
         prompt: args.prompt,
         negative_prompt: args.negative,
         seed,
-        steps: args.steps.unwrap_or(steps),
-        guidance: args.guidance.unwrap_or(guidance),
+        steps: args.steps.unwrap_or(recommended.steps),
+        guidance: args.guidance.unwrap_or(recommended.guidance),
         width,
         height,
-        sampler: args.sampler,
+        sampler: args.sampler.unwrap_or(recommended.sampler),
         strength_0_to_1: args.strength,
         batch: args.batch.max(1),
         init_image: init_image.map(Arc::new),

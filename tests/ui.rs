@@ -43,6 +43,7 @@ fn tiny_models_dir() -> &'static PathBuf {
 fn studio_harness() -> StudioHarness {
     studio_harness_with(StudioOptions {
         extra_model_dirs: vec![tiny_models_dir().clone()],
+        ..Default::default()
     })
 }
 
@@ -271,7 +272,10 @@ fn reuse_settings_restores_prompt_and_seed() {
 #[test]
 fn without_models_the_studio_says_where_to_put_one() {
     tiny_models_dir(); // sets ATELIER_HOME to an empty home
-    let mut harness = studio_harness_with(StudioOptions::default());
+    let mut harness = studio_harness_with(StudioOptions {
+        without_embedded_models: true,
+        ..Default::default()
+    });
     step_until(
         &mut harness,
         "the model scan",
@@ -279,10 +283,7 @@ fn without_models_the_studio_says_where_to_put_one() {
         |h| !app(h).is_scanning_models(),
     );
     harness.run_ok();
-    if app(&harness).model_count() > 0 {
-        // A model ships in assets/models (or sits in the Hugging Face cache): no empty state.
-        return;
-    }
+    assert_eq!(app(&harness).model_count(), 0);
     assert!(has_label_containing(&harness, "No model found"));
     assert!(has_label_containing(&harness, "atelier --model-dir DIR"));
     let models_dir = atelier::paths::models_dir().display().to_string();

@@ -36,7 +36,8 @@ impl StudioApp {
             Command::SelectModel(dir) => self.select_model(&dir),
             Command::RescanModels => {
                 let dirs = self.rt.options.extra_model_dirs.clone();
-                self.rt.library.start_scan(&self.rt.ctx, dirs);
+                let embedded = !self.rt.options.without_embedded_models;
+                self.rt.library.start_scan(&self.rt.ctx, dirs, embedded);
             }
             Command::Sketch(command) => self.apply_sketch(command),
             Command::SelectImage(id) => {

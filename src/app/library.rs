@@ -23,12 +23,12 @@ pub struct ModelLibrary {
 
 impl ModelLibrary {
     /// Starts looking for models in `given` folders and the usual places, unless already looking.
-    pub fn start_scan(&mut self, ctx: &egui::Context, given: Vec<PathBuf>) {
+    pub fn start_scan(&mut self, ctx: &egui::Context, given: Vec<PathBuf>, embedded: bool) {
         if self.scan.is_some() {
             return;
         }
         self.scan = Some(Task::spawn("model-scan", ctx, move || {
-            let found = crate::models::discover(&given);
+            let found = crate::models::discover::discover_with(&given, embedded);
             ScanResult {
                 models: found.models,
                 rejected: found

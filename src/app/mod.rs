@@ -33,6 +33,8 @@ pub struct StudioOptions {
     /// Model folders (or folders of model folders) to offer besides the usual places, e.g.
     /// from `atelier --model-dir DIR`. The first model found in them is selected at start.
     pub extra_model_dirs: Vec<PathBuf>,
+    /// Leave out the models shipped in `assets/models` (tests of the empty state).
+    pub without_embedded_models: bool,
 }
 
 /// Opens the studio window and runs it until it is closed.
@@ -116,7 +118,7 @@ impl StudioApp {
         let waker_ctx = ctx.clone();
         let engine = Engine::spawn(Some(Arc::new(move || waker_ctx.request_repaint())));
         let mut library = ModelLibrary::default();
-        library.start_scan(ctx, options.extra_model_dirs.clone());
+        library.start_scan(ctx, options.extra_model_dirs.clone(), !options.without_embedded_models);
         let sketch = SketchDoc::new(state.prompt.width, state.prompt.height);
         Self {
             state,

@@ -12,9 +12,13 @@ pub type JobId = u64;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SamplerKind {
     #[default]
+    #[serde(rename = "ddim", alias = "Ddim")]
     Ddim,
+    #[serde(rename = "euler-a", alias = "EulerAncestral")]
     EulerAncestral,
+    #[serde(rename = "unipc", alias = "UniPc")]
     UniPc,
+    #[serde(rename = "dpmpp-2m-karras", alias = "DpmPp2mKarras")]
     DpmPp2mKarras,
 }
 

@@ -32,14 +32,25 @@ pub struct Discovery {
     pub rejected: Vec<Rejected>,
 }
 
-/// Looks in `given` folders (each a model folder or a folder of model folders), the user's
-/// models folder and the Hugging Face cache.
+/// Looks in the embedded models, `given` folders (each a model folder or a folder of model
+/// folders), the user's models folder and the Hugging Face cache.
 pub fn discover(given: &[PathBuf]) -> Discovery {
-    let mut found = Discovery::default();
-    let embedded = Path::new(env!("CARGO_MANIFEST_DIR"))
+    discover_with(given, true)
+}
+
+/// The folder of models shipped with Atelier.
+pub fn embedded_models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("assets")
-        .join("models");
-    scan_folder(&embedded, ModelSource::Embedded, &mut found);
+        .join("models")
+}
+
+/// [`discover`], optionally without the embedded models.
+pub fn discover_with(given: &[PathBuf], embedded: bool) -> Discovery {
+    let mut found = Discovery::default();
+    if embedded {
+        scan_folder(&embedded_models_dir(), ModelSource::Embedded, &mut found);
+    }
     for dir in given {
         scan_folder(dir, ModelSource::Given, &mut found);
     }

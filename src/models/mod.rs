@@ -33,6 +33,39 @@ impl Family {
     }
 }
 
+/// Optional `atelier.json` in a model folder: what the studio shows about the model and the
+/// settings it works best with.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// Display name, e.g. "Atelier Mini".
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    /// Licence of the weights and their data, in a few words.
+    #[serde(default)]
+    pub license: String,
+    /// Where the full attribution text is (a file in the model folder).
+    #[serde(default)]
+    pub attribution_file: Option<String>,
+    #[serde(default)]
+    pub defaults: Option<RecommendedSettings>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecommendedSettings {
+    pub steps: usize,
+    pub guidance: f32,
+    pub sampler: crate::engine::SamplerKind,
+}
+
+impl ModelCard {
+    /// The folder's card, if it has a readable one (a broken card is ignored, not fatal).
+    pub fn read(dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(dir.join("atelier.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
 /// A model found on disk, with what the picker needs to show it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -48,6 +81,8 @@ pub struct ModelInfo {
     /// The folder's native resolution (UNet `sample_size` x 8).
     pub native_size: u32,
     pub source: ModelSource,
+    /// The folder's `atelier.json`, when it has one.
+    pub card: Option<ModelCard>,
 }
 
 impl ModelInfo {
@@ -74,8 +109,41 @@ impl ModelInfo {
             family: configs.family,
             inpainting: configs.unet.in_channels == 9,
             v_prediction: configs.scheduler.is_v_prediction(),
-            native_size: (configs.unet.sample_size * 8) as u32,
+            native_size: (configs.unet.sample_size
+                * (1 << configs.vae.block_out_channels.len().saturating_sub(1)))
+                as u32,
             source,
+            card: ModelCard::read(dir),
+        }
+    }
+
+    /// The name to show: the card's title, else the folder name.
+    pub fn display_name(&self) -> &str {
+        self.card
+            .as_ref()
+            .map(|c| c.title.as_str())
+            .filter(|t| !t.is_empty())
+            .unwrap_or(&self.name)
+    }
+
+    /// Steps, guidance and sampler to start from: the card's, else by kind of model
+    /// (Turbo: 2 steps without guidance; SDXL: guidance 5; others 25 steps, guidance 7.5).
+    pub fn recommended(&self) -> RecommendedSettings {
+        use crate::engine::SamplerKind;
+        if let Some(d) = self.card.as_ref().and_then(|c| c.defaults) {
+            return d;
+        }
+        if self.turbo {
+            return RecommendedSettings {
+                steps: 2,
+                guidance: 0.0,
+                sampler: SamplerKind::EulerAncestral,
+            };
+        }
+        RecommendedSettings {
+            steps: 25,
+            guidance: if self.family == Family::Sdxl { 5.0 } else { 7.5 },
+            sampler: SamplerKind::DpmPp2mKarras,
         }
     }
 

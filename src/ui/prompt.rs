@@ -56,22 +56,13 @@ impl Default for PromptSettings {
 }
 
 impl PromptSettings {
-    /// Steps, guidance, sampler and size suited to `model`: turbo models get few steps and no
-    /// classifier-free guidance, the others 25 steps; the size is the model's native one.
+    /// Steps, guidance, sampler and size suited to `model` (see [`ModelInfo::recommended`]);
+    /// the size is the model's native one.
     pub fn apply_model_defaults(&mut self, model: &ModelInfo) {
-        if model.turbo {
-            self.steps = 2;
-            self.guidance = 0.0;
-            self.sampler = SamplerKind::EulerAncestral;
-        } else {
-            self.steps = 25;
-            self.guidance = if model.family == crate::models::Family::Sdxl {
-                5.0
-            } else {
-                7.5
-            };
-            self.sampler = SamplerKind::Ddim;
-        }
+        let r = model.recommended();
+        self.steps = r.steps;
+        self.guidance = r.guidance;
+        self.sampler = r.sampler;
         let size = snap_size(model.native_size);
         self.width = size;
         self.height = size;
@@ -361,12 +352,23 @@ fn model_picker_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut
             commands.push(Command::RescanModels);
         }
     });
+    if let Some(card) = view.selected_model.and_then(|m| m.card.as_ref()) {
+        if !card.description.is_empty() {
+            ui.label(egui::RichText::new(&card.description).small().weak());
+        }
+        if !card.license.is_empty() {
+            ui.label(egui::RichText::new(format!("Licence: {}", card.license)).small().weak());
+        }
+    }
     rejected_ui(ui, view);
 }
 
-/// "name (SD 1.x)".
+/// "name (SD 1.x)", or "Title (demo, SD 1.x)" for a model with a card.
 pub fn model_display_name(model: &ModelInfo) -> String {
-    format!("{} ({})", model.name, model.family_label())
+    match &model.card {
+        Some(_) => format!("{} (demo, {})", model.display_name(), model.family_label()),
+        None => format!("{} ({})", model.name, model.family_label()),
+    }
 }
 
 fn empty_state_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut Commands) {
