@@ -35,3 +35,157 @@ pub fn load_image_file(path: &Path) -> Result<image::DynamicImage, ImageLoadErro
     reader.limits(limits);
     reader.decode().map_err(|e| decode(e.to_string()))
 }
+
+/// Tiles equally sized images into a grid, `cols` per row, with `pad` pixels of `background`
+/// around and between them, each scaled up by `scale` (nearest neighbour, to keep pixels crisp).
+pub fn grid(
+    images: &[image::RgbImage],
+    cols: u32,
+    pad: u32,
+    scale: u32,
+    background: [u8; 3],
+) -> image::RgbImage {
+    let Some(first) = images.first() else {
+        return image::RgbImage::new(1, 1);
+    };
+    let cols = cols.max(1);
+    let scale = scale.max(1);
+    let (w, h) = (first.width() * scale, first.height() * scale);
+    let rows = (images.len() as u32).div_ceil(cols);
+    let mut out = image::RgbImage::from_pixel(
+        cols * w + (cols + 1) * pad,
+        rows * h + (rows + 1) * pad,
+        image::Rgb(background),
+    );
+    for (i, img) in images.iter().enumerate() {
+        let (c, r) = (i as u32 % cols, i as u32 / cols);
+        let big = image::imageops::resize(img, w, h, image::imageops::FilterType::Nearest);
+        image::imageops::replace(
+            &mut out,
+            &big,
+            (pad + c * (w + pad)) as i64,
+            (pad + r * (h + pad)) as i64,
+        );
+    }
+    out
+}
+
+/// A minimal line chart of one or more series (log-scaled y, each smoothed with a moving
+/// average), side by side in equal panels; light grid lines at powers of ten. No text: the
+/// caller's documentation says what the panels are.
+pub fn plot_series(series: &[(Vec<f64>, [u8; 3])], panel_w: u32, h: u32) -> image::RgbImage {
+    let n = series.len().max(1) as u32;
+    let mut img = image::RgbImage::from_pixel(panel_w * n, h, image::Rgb([255, 255, 255]));
+    let margin = 8u32;
+    for (k, (values, colour)) in series.iter().enumerate() {
+        let x0 = k as u32 * panel_w;
+        let finite: Vec<f64> = values
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .collect();
+        if finite.len() < 2 {
+            continue;
+        }
+        let window = (finite.len() / 50).max(1);
+        let smooth: Vec<f64> = (0..finite.len())
+            .map(|i| {
+                let lo = i.saturating_sub(window);
+                finite[lo..=i].iter().sum::<f64>() / (i - lo + 1) as f64
+            })
+            .collect();
+        let (lo, hi) = smooth.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| {
+            (a.min(v.ln()), b.max(v.ln()))
+        });
+        let span = (hi - lo).max(1e-9);
+        let (w, hh) = ((panel_w - 2 * margin) as f64, (h - 2 * margin) as f64);
+        // Frame and decade grid lines.
+        for x in x0 + margin..x0 + panel_w - margin {
+            img.put_pixel(x, h - margin, image::Rgb([120, 120, 120]));
+        }
+        for y in margin..h - margin {
+            img.put_pixel(x0 + margin, y, image::Rgb([120, 120, 120]));
+        }
+        let mut decade = (lo / std::f64::consts::LN_10).ceil();
+        while decade * std::f64::consts::LN_10 <= hi {
+            let y = (h - margin) as f64 - (decade * std::f64::consts::LN_10 - lo) / span * hh;
+            for x in (x0 + margin..x0 + panel_w - margin).step_by(3) {
+                img.put_pixel(x, y as u32, image::Rgb([200, 200, 200]));
+            }
+            decade += 1.0;
+        }
+        let point = |i: usize| {
+            let x = x0 as f64 + margin as f64 + i as f64 / (smooth.len() - 1) as f64 * w;
+            let y = (h - margin) as f64 - (smooth[i].ln() - lo) / span * hh;
+            (x, y)
+        };
+        for i in 1..smooth.len() {
+            let (ax, ay) = point(i - 1);
+            let (bx, by) = point(i);
+            let steps = ((bx - ax).abs().max((by - ay).abs()).ceil() as usize).max(1);
+            for s in 0..=steps {
+                let t = s as f64 / steps as f64;
+                let (x, y) = (ax + (bx - ax) * t, ay + (by - ay) * t);
+                for dy in 0..2u32 {
+                    let (px, py) = (x as u32, (y as u32 + dy).min(h - 1));
+                    if px < img.width() {
+                        img.put_pixel(px, py, image::Rgb(*colour));
+                    }
+                }
+            }
+        }
+    }
+    img
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_places_scaled_tiles_with_padding() {
+        let red = image::RgbImage::from_pixel(2, 2, image::Rgb([255, 0, 0]));
+        let blue = image::RgbImage::from_pixel(2, 2, image::Rgb([0, 0, 255]));
+        let g = grid(&[red, blue.clone(), blue], 2, 1, 2, [255, 255, 255]);
+        assert_eq!(g.dimensions(), (2 * 4 + 3, 2 * 4 + 3));
+        assert_eq!(g.get_pixel(1, 1).0, [255, 0, 0]);
+        assert_eq!(g.get_pixel(6, 1).0, [0, 0, 255]);
+        assert_eq!(g.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(g.get_pixel(1, 6).0, [0, 0, 255]);
+        assert_eq!(g.get_pixel(10, 10).0, [255, 255, 255]);
+    }
+
+    #[test]
+    fn plot_draws_each_series_in_its_colour() {
+        let falling: Vec<f64> = (1..200).map(|i| 10.0 / i as f64).collect();
+        let p = plot_series(
+            &[(falling.clone(), [10, 20, 30]), (falling, [200, 0, 0])],
+            100,
+            80,
+        );
+        assert_eq!(p.dimensions(), (200, 80));
+        let count = |c: [u8; 3], x: std::ops::Range<u32>| {
+            p.enumerate_pixels()
+                .filter(|(px, _, v)| x.contains(px) && v.0 == c)
+                .count()
+        };
+        assert!(count([10, 20, 30], 0..100) > 50);
+        assert!(count([200, 0, 0], 100..200) > 50);
+        assert_eq!(count([200, 0, 0], 0..100), 0);
+    }
+
+    #[test]
+    fn unreadable_images_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("x.png");
+        std::fs::write(&bad, [0x89, b'P', b'N', b'G']).unwrap();
+        assert!(matches!(
+            load_image_file(&bad),
+            Err(ImageLoadError::Decode { .. })
+        ));
+        assert!(matches!(
+            load_image_file(&dir.path().join("missing.png")),
+            Err(ImageLoadError::Io { .. })
+        ));
+    }
+}

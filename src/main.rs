@@ -113,6 +113,32 @@ enum DevCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Redraw a training run's loss.png from its loss.csv.
+    PlotLoss {
+        /// The training run's --out folder.
+        #[arg(long)]
+        run: PathBuf,
+    },
+    /// A PNG grid of samples: one row per prompt, one column per seed.
+    Grid {
+        #[arg(long)]
+        model: PathBuf,
+        /// Prompts, one per row (repeat the flag).
+        #[arg(long = "prompt", required = true)]
+        prompts: Vec<String>,
+        /// Seeds per prompt (columns), starting at --seed.
+        #[arg(long, default_value_t = 4)]
+        per_prompt: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Lay the rows out in this many columns of prompts.
+        #[arg(long, default_value_t = 1)]
+        prompt_columns: u32,
+        #[arg(long, default_value_t = 2)]
+        scale: u32,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -188,6 +214,27 @@ fn main() -> ExitCode {
             };
             models::tiny::write_tiny_model(&out, kind)
         }
+        Some(Command::Dev(DevCommand::PlotLoss { run })) => {
+            atelier::train::trainer::plot_losses(&run);
+            Ok(())
+        }
+        Some(Command::Dev(DevCommand::Grid {
+            model,
+            prompts,
+            per_prompt,
+            seed,
+            prompt_columns,
+            scale,
+            out,
+        })) => sample_grid(
+            &model,
+            &prompts,
+            per_prompt,
+            seed,
+            prompt_columns,
+            scale,
+            &out,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -432,5 +479,53 @@ fn prepare_emoji(npm: &std::path::Path, out: &std::path::Path) -> anyhow::Result
     for (category, n) in &report.categories {
         println!("  {category}: {n}");
     }
+    Ok(())
+}
+
+fn sample_grid(
+    model: &std::path::Path,
+    prompts: &[String],
+    per_prompt: u32,
+    seed: u64,
+    prompt_columns: u32,
+    scale: u32,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let info = ModelInfo::from_dir(model, ModelSource::Given)?;
+    let rec = info.recommended();
+    let mut generator = atelier::diffusion::Generator::default();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let mut rows: Vec<Vec<image::RgbImage>> = Vec::new();
+    for prompt in prompts {
+        let request = GenerationRequest {
+            model_dir: model.to_path_buf(),
+            prompt: prompt.clone(),
+            seed,
+            steps: rec.steps,
+            guidance: rec.guidance,
+            sampler: rec.sampler,
+            width: info.native_size,
+            height: info.native_size,
+            batch: per_prompt.max(1),
+            ..Default::default()
+        };
+        let mut images = Vec::new();
+        let mut control = atelier::diffusion::JobControl {
+            cancel: &cancel,
+            on_loading: &mut |_| {},
+            on_step: &mut |_, _, _, _| {},
+            on_image: &mut |img| images.push(img.image.as_ref().clone()),
+        };
+        generator.run(&request, &mut control)?;
+        eprintln!("{prompt}");
+        rows.push(images);
+    }
+    // Reading order: each grid row holds `prompt_columns` prompts' samples side by side.
+    let cols = prompt_columns.max(1) * per_prompt.max(1);
+    let tiles: Vec<image::RgbImage> = rows.into_iter().flatten().collect();
+    let grid = atelier::imageio::grid(&tiles, cols, 4, scale, [255, 255, 255]);
+    grid.save(out)
+        .with_context(|| format!("{}: cannot write", out.display()))?;
+    eprintln!("wrote {}", out.display());
     Ok(())
 }

@@ -118,7 +118,11 @@ impl StudioApp {
         let waker_ctx = ctx.clone();
         let engine = Engine::spawn(Some(Arc::new(move || waker_ctx.request_repaint())));
         let mut library = ModelLibrary::default();
-        library.start_scan(ctx, options.extra_model_dirs.clone(), !options.without_embedded_models);
+        library.start_scan(
+            ctx,
+            options.extra_model_dirs.clone(),
+            !options.without_embedded_models,
+        );
         let sketch = SketchDoc::new(state.prompt.width, state.prompt.height);
         Self {
             state,

@@ -24,7 +24,10 @@ impl NoiseRng {
 
     pub fn batch(seeds: &[u64]) -> Self {
         Self {
-            streams: seeds.iter().map(|&s| ChaCha8Rng::seed_from_u64(s)).collect(),
+            streams: seeds
+                .iter()
+                .map(|&s| ChaCha8Rng::seed_from_u64(s))
+                .collect(),
         }
     }
 
@@ -39,7 +42,9 @@ impl NoiseRng {
         let n = shape.elem_count();
         let rows = self.streams.len();
         let data: Vec<f32> = if rows == 1 {
-            (0..n).map(|_| StandardNormal.sample(&mut self.streams[0])).collect()
+            (0..n)
+                .map(|_| StandardNormal.sample(&mut self.streams[0]))
+                .collect()
         } else {
             if shape.dims().first() != Some(&rows) {
                 candle_core::bail!("noise for {rows} streams needs {rows} rows, not {shape:?}");
@@ -47,7 +52,11 @@ impl NoiseRng {
             let per = n / rows;
             self.streams
                 .iter_mut()
-                .flat_map(|rng| (0..per).map(|_| StandardNormal.sample(rng)).collect::<Vec<f32>>())
+                .flat_map(|rng| {
+                    (0..per)
+                        .map(|_| StandardNormal.sample(rng))
+                        .collect::<Vec<f32>>()
+                })
                 .collect()
         };
         Tensor::from_vec(data, shape, &Device::Cpu)?

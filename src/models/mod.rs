@@ -142,7 +142,11 @@ impl ModelInfo {
         }
         RecommendedSettings {
             steps: 25,
-            guidance: if self.family == Family::Sdxl { 5.0 } else { 7.5 },
+            guidance: if self.family == Family::Sdxl {
+                5.0
+            } else {
+                7.5
+            },
             sampler: SamplerKind::DpmPp2mKarras,
         }
     }

@@ -600,6 +600,29 @@ pub fn train(
     Ok(summary)
 }
 
+/// `loss.png` next to `loss.csv`: the VAE stage's loss (left), the UNet stage's (right).
+pub fn plot_losses(out: &Path) {
+    let Ok(text) = std::fs::read_to_string(out.join("loss.csv")) else {
+        return;
+    };
+    let mut vae = Vec::new();
+    let mut unet = Vec::new();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split(',').collect();
+        if let (Some(stage), Some(Ok(v))) = (parts.first(), parts.get(2).map(|v| v.parse::<f64>()))
+        {
+            match *stage {
+                "vae" => vae.push(v),
+                "unet" => unet.push(v),
+                _ => {}
+            }
+        }
+    }
+    let plot =
+        crate::imageio::plot_series(&[(vae, [40, 90, 200]), (unet, [200, 60, 40])], 320, 200);
+    let _ = plot.save(out.join("loss.png"));
+}
+
 fn log_loss(path: &Path, stage: &str, step: usize, loss: f64) {
     use std::io::Write;
     if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -657,6 +680,7 @@ fn checkpoint(out: &Path, m: &Models, state: &State, ema: Option<&Ema>) -> Resul
     )?;
     let state_json = serde_json::to_vec_pretty(state).unwrap_or_default();
     write_atomic(&ckpt.join("state.json"), &state_json)?;
+    plot_losses(out);
 
     let model = out.join("model");
     let pick = |vm: &VarMap, prefix: &str| -> HashMap<String, Tensor> {

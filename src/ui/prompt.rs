@@ -357,7 +357,11 @@ fn model_picker_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut
             ui.label(egui::RichText::new(&card.description).small().weak());
         }
         if !card.license.is_empty() {
-            ui.label(egui::RichText::new(format!("Licence: {}", card.license)).small().weak());
+            ui.label(
+                egui::RichText::new(format!("Licence: {}", card.license))
+                    .small()
+                    .weak(),
+            );
         }
     }
     rejected_ui(ui, view);
