@@ -5,6 +5,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     match l.contiguous_offsets() {
@@ -47,6 +48,7 @@ impl GroupNormOp {
         let cg = c / self.groups;
         let n = (cg * hw) as f64;
         (0..b * self.groups)
+            .into_par_iter()
             .map(|bg| {
                 let chunk = &x[bg * cg * hw..(bg + 1) * cg * hw];
                 let mean = chunk.iter().map(|&v| v as f64).sum::<f64>() / n;
@@ -90,16 +92,21 @@ impl CustomOp3 for GroupNormOp {
         let cg = c / self.groups;
         let stats = self.stats(x, b, c, hw);
         let mut out = vec![0f32; x.len()];
-        for bi in 0..b {
-            for ch in 0..c {
-                let (mean, inv) = stats[bi * self.groups + ch / cg];
-                let (g, be) = (gamma[ch] * inv, beta[ch]);
-                let off = (bi * c + ch) * hw;
-                for i in off..off + hw {
-                    out[i] = (x[i] - mean) * g + be;
+        // One (batch, group) slab per task.
+        out.par_chunks_mut(cg * hw)
+            .enumerate()
+            .for_each(|(bg, slab)| {
+                let (mean, inv) = stats[bg];
+                let first_ch = (bg % self.groups) * cg;
+                let src = &x[bg * cg * hw..(bg + 1) * cg * hw];
+                for (k, (o, v)) in slab.chunks_mut(hw).zip(src.chunks(hw)).enumerate() {
+                    let ch = first_ch + k;
+                    let (g, be) = (gamma[ch] * inv, beta[ch]);
+                    for (oi, &vi) in o.iter_mut().zip(v) {
+                        *oi = (vi - mean) * g + be;
+                    }
                 }
-            }
-        }
+            });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -119,38 +126,50 @@ impl CustomOp3 for GroupNormOp {
         let gamma_v = gamma.to_vec1::<f32>()?;
         let stats = self.stats(&xv, b, c, hw);
         let mut dx = vec![0f32; xv.len()];
-        let mut dgamma = vec![0f64; c];
-        let mut dbeta = vec![0f64; c];
-        let n = (cg * hw) as f32;
-        for bi in 0..b {
-            for gi in 0..self.groups {
-                let (mean, inv) = stats[bi * self.groups + gi];
-                // Sums over the group of dy*gamma and dy*gamma*xhat.
+        let n = (cg * hw) as f64;
+        // Per (batch, group) slab: dx, and that slab's share of dgamma/dbeta per channel.
+        let partial: Vec<Vec<(f64, f64)>> = dx
+            .par_chunks_mut(cg * hw)
+            .enumerate()
+            .map(|(bg, dslab)| {
+                let (mean, inv) = stats[bg];
+                let first_ch = (bg % self.groups) * cg;
+                let base = bg * cg * hw;
                 let (mut s1, mut s2) = (0f64, 0f64);
-                for ch in gi * cg..(gi + 1) * cg {
-                    let off = (bi * c + ch) * hw;
+                let mut per_channel = Vec::with_capacity(cg);
+                for k in 0..cg {
+                    let ch = first_ch + k;
                     let (mut dg, mut db) = (0f64, 0f64);
-                    for i in off..off + hw {
-                        let xhat = (xv[i] - mean) * inv;
+                    for i in base + k * hw..base + (k + 1) * hw {
+                        let xhat = ((xv[i] - mean) * inv) as f64;
                         let dy = gv[i] as f64;
-                        dg += dy * xhat as f64;
+                        dg += dy * xhat;
                         db += dy;
                         let dyg = dy * gamma_v[ch] as f64;
                         s1 += dyg;
-                        s2 += dyg * xhat as f64;
+                        s2 += dyg * xhat;
                     }
-                    dgamma[ch] += dg;
-                    dbeta[ch] += db;
+                    per_channel.push((dg, db));
                 }
-                let (m1, m2) = ((s1 / n as f64) as f32, (s2 / n as f64) as f32);
-                for ch in gi * cg..(gi + 1) * cg {
-                    let off = (bi * c + ch) * hw;
-                    for i in off..off + hw {
+                let (m1, m2) = ((s1 / n) as f32, (s2 / n) as f32);
+                for k in 0..cg {
+                    let ch = first_ch + k;
+                    for j in 0..hw {
+                        let i = base + k * hw + j;
                         let xhat = (xv[i] - mean) * inv;
-                        let dyg = gv[i] * gamma_v[ch];
-                        dx[i] = inv * (dyg - m1 - xhat * m2);
+                        dslab[k * hw + j] = inv * (gv[i] * gamma_v[ch] - m1 - xhat * m2);
                     }
                 }
+                per_channel
+            })
+            .collect();
+        let mut dgamma = vec![0f64; c];
+        let mut dbeta = vec![0f64; c];
+        for (bg, chans) in partial.iter().enumerate() {
+            let first_ch = (bg % self.groups) * cg;
+            for (k, (dg, db)) in chans.iter().enumerate() {
+                dgamma[first_ch + k] += dg;
+                dbeta[first_ch + k] += db;
             }
         }
         let dev = x.device();
@@ -190,7 +209,7 @@ impl CustomOp1 for SiluOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l)?;
-        let out = x.iter().map(|&v| v / (1.0 + (-v).exp())).collect();
+        let out = x.par_iter().map(|&v| v / (1.0 + (-v).exp())).collect();
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -198,7 +217,7 @@ impl CustomOp1 for SiluOp {
         let xv = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let gv = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let dx: Vec<f32> = xv
-            .iter()
+            .par_iter()
             .zip(&gv)
             .map(|(&v, &g)| {
                 let s = 1.0 / (1.0 + (-v).exp());

@@ -70,7 +70,11 @@ impl JudgeConfig {
         if self.classes.len() < 2 {
             return Err("needs at least two classes".into());
         }
-        if self.channels.len() != 4 || self.channels.iter().any(|&c| c == 0 || c % NORM_GROUPS != 0)
+        if self.channels.len() != 4
+            || self
+                .channels
+                .iter()
+                .any(|&c| c == 0 || c % NORM_GROUPS != 0)
         {
             return Err(format!(
                 "channels must be four multiples of {NORM_GROUPS}, got {:?}",
@@ -130,8 +134,8 @@ impl Judge {
             path: path.to_path_buf(),
             reason,
         };
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| bad(&config_path, e.to_string()))?;
+        let text =
+            std::fs::read_to_string(&config_path).map_err(|e| bad(&config_path, e.to_string()))?;
         let config: JudgeConfig =
             serde_json::from_str(&text).map_err(|e| bad(&config_path, e.to_string()))?;
         config.validate().map_err(|r| bad(&config_path, r))?;
@@ -399,7 +403,10 @@ pub fn train_judge(
         for _ in 0..opts.batch {
             let (index, class) = if opts.balance_classes {
                 let c = nonempty[rng.random_range(0..nonempty.len())];
-                (by_class[c][rng.random_range(0..by_class[c].len())], c as u32)
+                (
+                    by_class[c][rng.random_range(0..by_class[c].len())],
+                    c as u32,
+                )
             } else {
                 labelled[rng.random_range(0..labelled.len())]
             };
@@ -487,8 +494,7 @@ pub fn accuracy_on(judge: &Judge, data: &Dataset) -> Result<AccuracySummary, Eva
     let mut targets = Vec::new();
     let mut unknown_labels = 0;
     for item in &data.items {
-        match label_of(&item.extra, &judge.config.label_key).and_then(|l| judge.class_index(&l))
-        {
+        match label_of(&item.extra, &judge.config.label_key).and_then(|l| judge.class_index(&l)) {
             Some(c) => {
                 images.push(&item.image);
                 targets.push(c);
@@ -617,7 +623,10 @@ fn augmented_batch(
 
 fn named_vars(vm: &VarMap) -> Vec<(String, Var)> {
     let data = vm.data().lock().unwrap_or_else(|e| e.into_inner());
-    let mut v: Vec<(String, Var)> = data.iter().map(|(k, var)| (k.clone(), var.clone())).collect();
+    let mut v: Vec<(String, Var)> = data
+        .iter()
+        .map(|(k, var)| (k.clone(), var.clone()))
+        .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
@@ -658,8 +667,8 @@ fn save(dir: &Path, vm: &VarMap, config: &JudgeConfig) -> Result<(), EvalError> 
     let tmp = weights.with_extension("tmp");
     candle_core::safetensors::save(&tensors, &tmp)?;
     std::fs::rename(&tmp, &weights).map_err(|e| EvalError::io(&weights, &e))?;
-    let json = serde_json::to_string_pretty(config)
-        .map_err(|e| EvalError::Options(e.to_string()))?;
+    let json =
+        serde_json::to_string_pretty(config).map_err(|e| EvalError::Options(e.to_string()))?;
     let path = dir.join(CONFIG_FILE);
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, json + "\n").map_err(|e| EvalError::io(&tmp, &e))?;
