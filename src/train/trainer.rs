@@ -373,6 +373,7 @@ pub fn train(
                 "resuming at VAE step {} / UNet step {}",
                 s.vae_step, s.unet_step
             )));
+            truncate_loss_log(&opts.out.join("loss.csv"), s.vae_step, s.unet_step);
             s
         }
         None => {
@@ -621,6 +622,32 @@ pub fn plot_losses(out: &Path) {
     let plot =
         crate::imageio::plot_series(&[(vae, [40, 90, 200]), (unet, [200, 60, 40])], 320, 200);
     let _ = plot.save(out.join("loss.png"));
+}
+
+/// Drops log lines past the checkpoint a run resumes from (a killed run may have logged a few
+/// steps beyond its last checkpoint; they are recomputed identically).
+fn truncate_loss_log(path: &Path, vae_step: usize, unet_step: usize) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            let mut parts = line.split(',');
+            let stage = parts.next().unwrap_or("");
+            let step: usize = parts
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(usize::MAX);
+            match stage {
+                "vae" => step <= vae_step,
+                "unet" => step <= unet_step,
+                _ => false,
+            }
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let _ = write_atomic(path, kept.as_bytes());
 }
 
 fn log_loss(path: &Path, stage: &str, step: usize, loss: f64) {
