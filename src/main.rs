@@ -38,6 +38,11 @@ enum Command {
     /// Train a small text-to-image model (Atelier Mini recipe) on a folder of captioned
     /// images (`captions.jsonl`, `metadata.jsonl` or per-image `.txt`).
     Train(TrainArgs),
+    /// Train the category judge that `atelier eval` scores generated images with.
+    TrainJudge(TrainJudgeArgs),
+    /// Evaluate a model: prompt adherence (judge accuracy), Fréchet distance of judge
+    /// features, diversity and memorisation; prints a table and writes a JSON report.
+    Eval(EvalArgs),
     /// Prepare training data sets.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -92,6 +97,69 @@ struct TrainArgs {
     /// Background that transparent images are composited on, as #rrggbb.
     #[arg(long, default_value = "#ffffff", value_parser = parse_colour)]
     background: [u8; 3],
+}
+
+#[derive(clap::Args)]
+struct TrainJudgeArgs {
+    #[arg(long)]
+    data: PathBuf,
+    /// Held-out folder whose accuracy is reported.
+    #[arg(long)]
+    val_data: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "category")]
+    label_key: String,
+    #[arg(long, default_value_t = 900)]
+    steps: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 0.002)]
+    lr: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// Judge folder (judge.json + judge.safetensors).
+    #[arg(long, default_value = "assets/models/atelier-mini-judge")]
+    judge: PathBuf,
+    /// A jsonl of prompts (caption + category); default: drawn from --data and --train-data.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    #[arg(long, default_value_t = 200)]
+    n: usize,
+    /// Held-out split (default: ~/.cache/atelier/emoji-data/eval when it exists).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Training split (default: ~/.cache/atelier/emoji-data/train when it exists).
+    #[arg(long)]
+    train_data: Option<PathBuf>,
+    #[arg(long, default_value_t = 8)]
+    diversity_prompts: usize,
+    #[arg(long, default_value_t = 4)]
+    diversity_seeds: usize,
+    #[arg(long, default_value_t = 0.02)]
+    memorisation_threshold: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long)]
+    guidance: Option<f32>,
+    #[arg(long, value_parser = parse_sampler)]
+    sampler: Option<SamplerKind>,
+    /// Write the generated images and a diversity grid here.
+    #[arg(long)]
+    samples: Option<PathBuf>,
+    /// Real Inception-v3 weights for a classic FID (not supported yet).
+    #[arg(long)]
+    inception: Option<PathBuf>,
+    #[arg(long, default_value = "eval-report.json")]
+    out: PathBuf,
 }
 
 fn parse_colour(s: &str) -> Result<[u8; 3], String> {
@@ -203,6 +271,8 @@ fn main() -> ExitCode {
         Some(Command::Generate(args)) => generate(args),
         Some(Command::Models { dirs }) => list_models(&[cli.model_dirs, dirs].concat()),
         Some(Command::Train(args)) => train(args),
+        Some(Command::TrainJudge(args)) => train_judge(args),
+        Some(Command::Eval(args)) => evaluate(args),
         Some(Command::Dataset(DatasetCommand::Emoji { npm, out })) => prepare_emoji(&npm, &out),
 
         Some(Command::Dev(DevCommand::TinyModel { kind, out })) => {
@@ -527,5 +597,75 @@ fn sample_grid(
     grid.save(out)
         .with_context(|| format!("{}: cannot write", out.display()))?;
     eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+fn train_judge(args: TrainJudgeArgs) -> anyhow::Result<()> {
+    use atelier::train::judge::{train_judge, JudgeTrainOptions};
+    let opts = JudgeTrainOptions {
+        data: args.data,
+        val_data: args.val_data,
+        out: args.out,
+        label_key: args.label_key,
+        steps: args.steps,
+        batch: args.batch,
+        lr: args.lr,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let bar = ProgressBar::new(opts.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("judge [{bar:30}] {pos}/{len} {msg} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = train_judge(&opts, &mut |step, _of, loss, acc| {
+        bar.set_position(step as u64);
+        bar.set_message(format!("loss {loss:.3} acc {:.0}%", acc * 100.0));
+    })?;
+    bar.finish_and_clear();
+    println!("{report:#?}");
+    Ok(())
+}
+
+fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
+    use atelier::train::eval::{evaluate, EvalOptions};
+    let cached = |split: &str| {
+        dirs::home_dir()
+            .map(|h| h.join(".cache/atelier/emoji-data").join(split))
+            .filter(|d| d.join("captions.jsonl").is_file())
+    };
+    let opts = EvalOptions {
+        model: args.model,
+        judge: args.judge,
+        prompts: args.prompts,
+        n: args.n,
+        eval_data: args.data.or_else(|| cached("eval")),
+        train_data: args.train_data.or_else(|| cached("train")),
+        inception: args.inception,
+        diversity_prompts: args.diversity_prompts,
+        diversity_seeds: args.diversity_seeds,
+        memorisation_threshold: args.memorisation_threshold,
+        seed: args.seed,
+        steps: args.steps,
+        guidance: args.guidance,
+        sampler: args.sampler,
+        samples_dir: args.samples,
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = evaluate(&opts, &mut |phase, done, of| {
+        bar.set_message(phase.to_owned());
+        bar.set_length(of as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    println!("{}", report.table());
+    report
+        .write_json(&args.out)
+        .with_context(|| format!("{}: cannot write the report", args.out.display()))?;
+    eprintln!("report written to {}", args.out.display());
     Ok(())
 }

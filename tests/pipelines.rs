@@ -95,7 +95,10 @@ fn batch_images_use_consecutive_seeds_and_match_single_runs() {
             // Batched matrix products may round a last bit differently, which can move a
             // pixel by one level; anything beyond that is a real difference.
             let diff = mean_abs_diff(&alone[0].image, &image.image);
-            assert!(diff < 0.01, "{sampler:?} image {i} differs from its single run by {diff}");
+            assert!(
+                diff < 0.01,
+                "{sampler:?} image {i} differs from its single run by {diff}"
+            );
         }
         assert_ne!(images[0].image.as_raw(), images[1].image.as_raw());
     }

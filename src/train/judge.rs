@@ -271,7 +271,7 @@ impl Default for JudgeTrainOptions {
             val_data: None,
             out: PathBuf::new(),
             label_key: "category".into(),
-            steps: 600,
+            steps: 900,
             batch: 32,
             lr: 2e-3,
             weight_decay: 0.01,
@@ -391,7 +391,7 @@ pub fn train_judge(
     seeded_init(&params, opts.seed)?;
     let mut opt = AdamW::new(params.clone(), opts.lr, opts.weight_decay)?;
 
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x4A55_4447_45);
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x4A_5544_4745);
     let tail = (opts.steps / 10).max(1);
     let (mut tail_loss, mut tail_acc) = (0.0f64, 0.0f64);
     let warmup = (opts.steps / 20).clamp(1, 50);
