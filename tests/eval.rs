@@ -165,9 +165,9 @@ fn judge_training_needs_two_classes() {
         steps: 1,
         ..Default::default()
     };
-    let err = train_judge(&opts, &mut |_, _, _, _| {})
-        .err()
-        .expect("an error");
+    let Err(err) = train_judge(&opts, &mut |_, _, _, _| {}) else {
+        panic!("one class must be an error");
+    };
     assert!(matches!(err, EvalError::Options(_)), "{err}");
     assert!(err.to_string().contains("two classes"), "{err}");
 }
