@@ -159,11 +159,11 @@ fn models_lists_given_folders_user_folder_and_hf_cache_with_family() {
     let tmp = tempfile::tempdir().unwrap();
     // The user's models folder holds an SDXL model, the HF cache an SD2 one.
     let user = tmp.path().join("models").join("my-xl");
-    copy(&tiny_model(TinyKind::Sdxl), &user);
+    common::copy_dir(&tiny_model(TinyKind::Sdxl), &user);
     let snap = tmp
         .path()
         .join("hf/hub/models--someone--tiny-sd2/snapshots/abc123");
-    copy(&tiny_model(TinyKind::Sd2V), &snap);
+    common::copy_dir(&tiny_model(TinyKind::Sd2V), &snap);
     std::fs::create_dir_all(tmp.path().join("hf/hub/models--someone--tiny-sd2/refs")).unwrap();
     std::fs::write(
         tmp.path()
@@ -185,17 +185,4 @@ fn models_lists_given_folders_user_folder_and_hf_cache_with_family() {
             .any(|l| l.starts_with("someone/tiny-sd2\tSD 2.x v-pred")),
         "{text}"
     );
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), dest).unwrap();
-        }
-    }
 }

@@ -250,19 +250,6 @@ fn bad_requests_and_bad_folders_get_typed_clear_errors() {
     assert!(err.to_string().contains("vae"), "{err}");
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), dest).unwrap();
-        }
-    }
-}
-
 #[test]
 fn fp16_weights_load_like_fp32() {
     let dir = tempfile::tempdir().unwrap();

@@ -81,3 +81,17 @@ pub fn spread(img: &image::RgbImage) -> f64 {
     let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
     (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
 }
+
+/// Copies a folder tree (model folders in tests).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
