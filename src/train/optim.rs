@@ -75,13 +75,14 @@ impl AdamW {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let g = (g * clip)?;
-            self.m[i] = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
-            self.v[i] = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            // Detached: optimiser state must not keep a graph of every past step alive.
+            let g = (g.detach() * clip)?;
+            self.m[i] = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?.detach();
+            self.v[i] = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?.detach();
             let m_hat = (&self.m[i] / bc1)?;
             let v_hat = (&self.v[i] / bc2)?;
             let update = (m_hat / (v_hat.sqrt()? + self.eps)?)?;
-            let w = var.as_tensor();
+            let w = var.as_tensor().detach();
             let decayed = (w * (1.0 - self.lr * self.weight_decay))?;
             var.set(&(decayed - (update * self.lr)?)?)?;
         }
@@ -125,7 +126,7 @@ impl Ema {
     pub fn new(params: &[(String, Var)], decay: f64) -> Result<Self> {
         let shadow = params
             .iter()
-            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?)))
             .collect::<Result<_>>()?;
         Ok(Self { decay, shadow })
     }
@@ -135,9 +136,38 @@ impl Ema {
         let d = self.decay.min((1.0 + step as f64) / (10.0 + step as f64));
         for (name, var) in params {
             if let Some(s) = self.shadow.get_mut(name) {
-                *s = ((&*s * d)? + (var.as_tensor() * (1.0 - d))?)?;
+                *s = ((&*s * d)? + (var.as_tensor().detach() * (1.0 - d))?)?.detach();
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Optimiser and EMA state must be plain tensors: state that tracks its history keeps every
+    /// earlier step's graph alive (a training run grew to 24 GB that way).
+    #[test]
+    fn state_does_not_keep_the_graph_alive() {
+        let w = Var::new(&[1.0f32, -2.0, 3.0], &Device::Cpu).unwrap();
+        let params = vec![("w".to_owned(), w.clone())];
+        let mut opt = AdamW::new(params.clone(), 0.1, 0.01).unwrap();
+        let mut ema = Ema::new(&params, 0.9).unwrap();
+        for step in 0..3 {
+            let loss = w.as_tensor().sqr().unwrap().sum_all().unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+            ema.update(&params, step).unwrap();
+        }
+        assert!(opt.m.iter().chain(&opt.v).all(|t| !t.track_op()));
+        assert!(ema.shadow.values().all(|t| !t.track_op()));
+        // And it optimised: |w| shrank.
+        let after: Vec<f32> = w.as_tensor().to_vec1().unwrap();
+        assert!(after
+            .iter()
+            .zip([1.0f32, 2.0, 3.0])
+            .all(|(a, b)| a.abs() < b));
     }
 }
