@@ -146,33 +146,35 @@ impl CustomOp2 for ConvOp {
         let x = x.detach();
         let w = w.detach();
         let grad = grad.detach().contiguous()?;
-        // Weights: grad [B, Cout, L] x patches^T [B, L, k*k*C], summed over the batch.
+        // Weights: one product over the whole batch, patches [k*k*C, B*L] x grad^T [B*L, Cout]
+        // (channel-major patches, so neither big operand needs a transposed copy).
+        let xc = x.permute((1, 0, 2, 3))?.contiguous()?;
         let mut cols = Vec::with_capacity(k * k);
         for ky in 0..k {
             for kx in 0..k {
-                let p = x
+                let p = xc
                     .narrow(2, ky, (oh - 1) * s + 1)?
                     .narrow(3, kx, (ow - 1) * s + 1)?;
                 cols.push(if s == 1 {
                     p
                 } else {
                     let p = p.pad_with_zeros(2, 0, s - 1)?.pad_with_zeros(3, 0, s - 1)?;
-                    p.reshape((b, c, oh, s, ow, s))?
+                    p.reshape((c, b, oh, s, ow, s))?
                         .narrow(3, 0, 1)?
                         .narrow(5, 0, 1)?
-                        .reshape((b, c, oh, ow))?
+                        .reshape((c, b, oh, ow))?
                 });
             }
         }
-        let patches = Tensor::cat(&cols, 1)?.reshape((b, k * k * c, oh * ow))?;
-        let patches_t = patches.transpose(1, 2)?.contiguous()?;
-        let gw = grad
-            .reshape((b, cout, oh * ow))?
-            .matmul(&patches_t)?
-            .sum(0)?;
-        let gw = gw
-            .reshape((cout, k, k, c))?
-            .permute((0, 3, 1, 2))?
+        let patches = Tensor::cat(&cols, 0)?.reshape((k * k * c, b * oh * ow))?;
+        let grad_t = grad
+            .permute((0, 2, 3, 1))?
+            .contiguous()?
+            .reshape((b * oh * ow, cout))?;
+        let gw = patches
+            .matmul(&grad_t)?
+            .reshape((k, k, c, cout))?
+            .permute((3, 2, 0, 1))?
             .contiguous()?;
         // Input: a full convolution of the (stride-dilated) output gradient with the flipped,
         // transposed kernel.
