@@ -97,6 +97,10 @@ struct TrainArgs {
     /// Background that transparent images are composited on, as #rrggbb.
     #[arg(long, default_value = "#ffffff", value_parser = parse_colour)]
     background: [u8; 3],
+    /// Sample UNet batches evenly over the values of this caption-file key (e.g. category);
+    /// with --resume it applies from the checkpoint on (without it a resume keeps the run's).
+    #[arg(long)]
+    balance_by: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -497,6 +501,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
         lr: args.lr,
         background: args.background,
+        balance_by: args.balance_by,
         ..Default::default()
     };
     let bar = ProgressBar::new(0);

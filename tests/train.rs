@@ -26,8 +26,9 @@ fn tiny_dataset(dir: &Path) {
         let name = format!("{i}.png");
         img.save(dir.join(&name)).unwrap();
         let caption = if red { "a red dot" } else { "a blue dot" };
+        let category = if red { "red" } else { "blue" };
         lines.push_str(&format!(
-            "{{\"file\": \"{name}\", \"caption\": \"{caption}\"}}\n"
+            "{{\"file\": \"{name}\", \"caption\": \"{caption}\", \"category\": \"{category}\"}}\n"
         ));
     }
     std::fs::write(dir.join("captions.jsonl"), lines).unwrap();
@@ -172,4 +173,41 @@ fn training_is_deterministic() {
     train(&options(&data, &b), &mut |_| {}).unwrap();
     assert_eq!(losses(&a, "vae"), losses(&b, "vae"));
     assert_eq!(losses(&a, "unet"), losses(&b, "unet"));
+}
+
+#[test]
+fn balanced_sampling_is_recorded_and_kept_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_dataset(&data);
+    let out = tmp.path().join("run");
+    let mut opts = options(&data, &out);
+    opts.balance_by = Some("category".into());
+    opts.steps = 6;
+    let mut notes = Vec::new();
+    train(&opts, &mut |e| {
+        if let TrainEvent::Note(n) = e {
+            notes.push(n)
+        }
+    })
+    .unwrap();
+    assert!(
+        notes.iter().any(|n| n.contains("evenly over 2 groups")),
+        "{notes:?}"
+    );
+    let state = std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap();
+    assert!(state.contains("\"balance_by\": \"category\""), "{state}");
+    // A resume without the flag keeps the run's own setting.
+    let mut again = options(&data, &out);
+    again.resume = true;
+    let mut resumed_notes = Vec::new();
+    train(&again, &mut |e| {
+        if let TrainEvent::Note(n) = e {
+            resumed_notes.push(n)
+        }
+    })
+    .unwrap();
+    assert!(resumed_notes
+        .iter()
+        .any(|n| n.contains("evenly over 2 groups")));
 }

@@ -68,6 +68,9 @@ pub struct TrainOptions {
     pub seed: u64,
     pub background: [u8; 3],
     pub caption_dropout: f64,
+    /// Sample the UNet stage's batches evenly over the values of this caption-file key (e.g.
+    /// `category`), instead of evenly over images; `None` for plain uniform sampling.
+    pub balance_by: Option<String>,
     pub recipe: Recipe,
 }
 
@@ -87,6 +90,7 @@ impl Default for TrainOptions {
             seed: 0,
             background: [255, 255, 255],
             caption_dropout: 0.1,
+            balance_by: None,
             recipe: Recipe::default(),
         }
     }
@@ -131,6 +135,9 @@ struct State {
     unet_step: usize,
     vae_scaling: Option<f64>,
     images: usize,
+    /// The `balance_by` key the run was started with (a resume keeps it).
+    #[serde(default)]
+    balance_by: Option<String>,
 }
 
 pub struct TrainSummary {
@@ -374,6 +381,11 @@ pub fn train(
                 s.vae_step, s.unet_step
             )));
             truncate_loss_log(&opts.out.join("loss.csv"), s.vae_step, s.unet_step);
+            let mut s = s;
+            if opts.balance_by.is_some() {
+                // Switching balancing on (or to another key) from here on.
+                s.balance_by = opts.balance_by.clone();
+            }
             s
         }
         None => {
@@ -389,6 +401,7 @@ pub fn train(
                 unet_step: 0,
                 vae_scaling: None,
                 images: data.items.len(),
+                balance_by: opts.balance_by.clone(),
             }
         }
     };
@@ -521,10 +534,23 @@ pub fn train(
         .map(|it| tokenizer.encode(&it.caption))
         .collect::<Result<_, _>>()
         .map_err(TrainError::Options)?;
+    let groups = balance_groups(&data, state.balance_by.as_deref());
+    if let Some(g) = &groups {
+        on_event(TrainEvent::Note(format!(
+            "sampling evenly over {} groups",
+            g.len()
+        )));
+    }
     while state.unet_step < opts.steps {
         let mut rng = step_rng(state.seed, 2, state.unet_step);
         let idx: Vec<usize> = (0..opts.batch)
-            .map(|_| rng.random_range(0..data.items.len()))
+            .map(|_| match &groups {
+                Some(g) => {
+                    let group = &g[rng.random_range(0..g.len())];
+                    group[rng.random_range(0..group.len())]
+                }
+                None => rng.random_range(0..data.items.len()),
+            })
             .collect();
         let x0 = Tensor::cat(
             &idx.iter()
@@ -659,6 +685,22 @@ fn log_loss(path: &Path, stage: &str, step: usize, loss: f64) {
     {
         let _ = writeln!(f, "{stage},{step},{loss:.6}");
     }
+}
+
+/// Item indices grouped by the value of `key` in their caption line (items without it form
+/// their own group), in a stable order; `None` when not balancing.
+fn balance_groups(data: &Dataset, key: Option<&str>) -> Option<Vec<Vec<usize>>> {
+    let key = key?;
+    let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, item) in data.items.iter().enumerate() {
+        let value = item
+            .extra
+            .get(key)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        groups.entry(value).or_default().push(i);
+    }
+    Some(groups.into_values().collect())
 }
 
 /// SD's scaled-linear training schedule (matches `Recipe::scheduler`).
