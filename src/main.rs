@@ -512,8 +512,19 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut smoothed: Option<f64> = None;
+    // Without a terminal (a log file) the bar is hidden: say the same in plain lines.
+    let plain = bar.is_hidden();
+    let say = |text: String| {
+        if plain {
+            eprintln!("{text}");
+        } else {
+            bar.println(text);
+        }
+    };
+    let mut last_report = std::time::Instant::now();
+    let mut steps_since = 0usize;
     let summary = trainer::train(&opts, &mut |event| match event {
-        TrainEvent::Note(text) => bar.println(text),
+        TrainEvent::Note(text) => say(text),
         TrainEvent::Stage { stage, from, of } => {
             bar.set_prefix(match stage {
                 Stage::Vae => "vae",
@@ -524,14 +535,28 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
             bar.reset_eta();
             smoothed = None;
         }
-        TrainEvent::Step { step, loss, .. } => {
+        TrainEvent::Step {
+            stage,
+            step,
+            of,
+            loss,
+        } => {
             let s = smoothed.map_or(loss, |s| 0.98 * s + 0.02 * loss);
             smoothed = Some(s);
             bar.set_position(step as u64);
             bar.set_message(format!("{s:.4}"));
+            steps_since += 1;
+            if plain && (step % 50 == 0 || step == of) {
+                let rate = steps_since as f64 / last_report.elapsed().as_secs_f64().max(1e-9);
+                say(format!(
+                    "{stage:?} step {step}/{of} loss {s:.4} ({rate:.2} steps/s)"
+                ));
+                last_report = std::time::Instant::now();
+                steps_since = 0;
+            }
         }
         TrainEvent::Checkpoint { step, dir } => {
-            bar.println(format!("checkpoint at step {step} in {}", dir.display()))
+            say(format!("checkpoint at step {step} in {}", dir.display()))
         }
     })?;
     bar.finish_and_clear();
