@@ -11,6 +11,7 @@ pub mod engine;
 pub mod imageio;
 pub mod models;
 pub mod paths;
+pub mod postfx;
 pub mod sketch;
 pub mod train;
 pub mod ui;
