@@ -32,6 +32,22 @@ impl Mid {
     }
 }
 
+/// `count` resnets without time embedding, the first from `cin` channels, all to `out`.
+fn resnet_chain(
+    vb: VarBuilder,
+    count: usize,
+    cin: usize,
+    out: usize,
+    groups: usize,
+) -> Result<Vec<ResnetBlock>> {
+    (0..count)
+        .map(|j| {
+            let from = if j == 0 { cin } else { out };
+            ResnetBlock::new(vb.pp(j.to_string()), from, out, None, groups, 1e-6, 1.0)
+        })
+        .collect()
+}
+
 struct Encoder {
     conv_in: Conv2d,
     /// Per level: its resnets and the stride-2 convolution after it (all but the last).
@@ -50,20 +66,8 @@ impl Encoder {
         let mut levels = Vec::new();
         for (i, &out) in chans.iter().enumerate() {
             let vbi = enc.pp("down_blocks").pp(i.to_string());
-            let mut cin = if i == 0 { chans[0] } else { chans[i - 1] };
-            let mut resnets = Vec::new();
-            for j in 0..c.layers_per_block {
-                resnets.push(ResnetBlock::new(
-                    vbi.pp("resnets").pp(j.to_string()),
-                    cin,
-                    out,
-                    None,
-                    g,
-                    1e-6,
-                    1.0,
-                )?);
-                cin = out;
-            }
+            let cin = if i == 0 { chans[0] } else { chans[i - 1] };
+            let resnets = resnet_chain(vbi.pp("resnets"), c.layers_per_block, cin, out, g)?;
             let down = if i + 1 < chans.len() {
                 Some(Conv2d::new(
                     vbi.pp("downsamplers").pp("0").pp("conv"),
@@ -133,19 +137,8 @@ impl Decoder {
         let mut cin = rev[0];
         for (i, &out) in rev.iter().enumerate() {
             let vbi = dec.pp("up_blocks").pp(i.to_string());
-            let mut resnets = Vec::new();
-            for j in 0..=c.layers_per_block {
-                resnets.push(ResnetBlock::new(
-                    vbi.pp("resnets").pp(j.to_string()),
-                    cin,
-                    out,
-                    None,
-                    g,
-                    1e-6,
-                    1.0,
-                )?);
-                cin = out;
-            }
+            let resnets = resnet_chain(vbi.pp("resnets"), c.layers_per_block + 1, cin, out, g)?;
+            cin = out;
             let up = if i + 1 < rev.len() {
                 Some(Conv2d::same(
                     vbi.pp("upsamplers").pp("0").pp("conv"),
