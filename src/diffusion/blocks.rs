@@ -78,6 +78,15 @@ impl Module for Conv2d {
         } else {
             let (p0, p1) = self.pad;
             let xp = x.pad_with_zeros(2, p0, p1)?.pad_with_zeros(3, p0, p1)?;
+            if !x.device().is_cpu() || x.dtype() != DType::F32 {
+                // The custom op is CPU/f32 only; GPUs (the cuda/metal features) and f16 use
+                // candle's own convolution.
+                let y = xp.conv2d(&self.weight, 0, self.stride, 1, 1)?;
+                return match &self.bias {
+                    Some(bias) => y.broadcast_add(&bias.reshape((1, cout, 1, 1))?),
+                    None => Ok(y),
+                };
+            }
             xp.contiguous()?.apply_op2(
                 &self.weight.contiguous()?,
                 ConvOp {
@@ -698,6 +707,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn other_dtypes_use_candles_convolution() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let conv = Conv2d::new(vb.pp("f"), 3, 4, 3, 2, (1, 1)).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 3, 8, 8), &dev).unwrap();
+        let want = conv.forward(&x).unwrap();
+        let half = Conv2d {
+            weight: conv.weight.to_dtype(DType::F16).unwrap(),
+            bias: conv.bias.as_ref().map(|b| b.to_dtype(DType::F16).unwrap()),
+            ..conv.clone()
+        };
+        let got = half.forward(&x.to_dtype(DType::F16).unwrap()).unwrap();
+        assert_eq!(got.dtype(), DType::F16);
+        let err: f32 = (got.to_dtype(DType::F32).unwrap() - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(err < 0.05, "{err}");
     }
 
     #[test]
