@@ -196,8 +196,20 @@ enum DevCommand {
         #[arg(long)]
         model: PathBuf,
         /// Prompts, one per row (repeat the flag).
-        #[arg(long = "prompt", required = true)]
+        #[arg(long = "prompt", required_unless_present = "prompts_file")]
         prompts: Vec<String>,
+        /// A text file with one prompt per line (after any --prompt).
+        #[arg(long)]
+        prompts_file: Option<PathBuf>,
+        /// Overrides the model card's recommended step count.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Overrides the model card's recommended guidance.
+        #[arg(long)]
+        guidance: Option<f32>,
+        /// Overrides the model card's recommended sampler.
+        #[arg(long, value_parser = parse_sampler)]
+        sampler: Option<SamplerKind>,
         /// Seeds per prompt (columns), starting at --seed.
         #[arg(long, default_value_t = 4)]
         per_prompt: u32,
@@ -295,20 +307,31 @@ fn main() -> ExitCode {
         Some(Command::Dev(DevCommand::Grid {
             model,
             prompts,
+            prompts_file,
+            steps,
+            guidance,
+            sampler,
             per_prompt,
             seed,
             prompt_columns,
             scale,
             out,
-        })) => sample_grid(
-            &model,
-            &prompts,
-            per_prompt,
-            seed,
-            prompt_columns,
-            scale,
-            &out,
-        ),
+        })) => read_prompts(prompts, prompts_file.as_deref()).and_then(|prompts| {
+            sample_grid(
+                &model,
+                &prompts,
+                GridSettings {
+                    steps,
+                    guidance,
+                    sampler,
+                    per_prompt,
+                    seed,
+                    prompt_columns,
+                    scale,
+                },
+                &out,
+            )
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -582,15 +605,50 @@ fn prepare_emoji(npm: &std::path::Path, out: &std::path::Path) -> anyhow::Result
     Ok(())
 }
 
-fn sample_grid(
-    model: &std::path::Path,
-    prompts: &[String],
+/// Prompts from the command line, then one per non-empty line of `file`.
+fn read_prompts(
+    mut prompts: Vec<String>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<String>> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("{}: cannot read", file.display()))?;
+        prompts.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from),
+        );
+    }
+    anyhow::ensure!(!prompts.is_empty(), "no prompts given");
+    Ok(prompts)
+}
+
+struct GridSettings {
+    steps: Option<usize>,
+    guidance: Option<f32>,
+    sampler: Option<SamplerKind>,
     per_prompt: u32,
     seed: u64,
     prompt_columns: u32,
     scale: u32,
+}
+
+fn sample_grid(
+    model: &std::path::Path,
+    prompts: &[String],
+    settings: GridSettings,
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let GridSettings {
+        steps,
+        guidance,
+        sampler,
+        per_prompt,
+        seed,
+        prompt_columns,
+        scale,
+    } = settings;
     let info = ModelInfo::from_dir(model, ModelSource::Given)?;
     let rec = info.recommended();
     let mut generator = atelier::diffusion::Generator::default();
@@ -601,9 +659,9 @@ fn sample_grid(
             model_dir: model.to_path_buf(),
             prompt: prompt.clone(),
             seed,
-            steps: rec.steps,
-            guidance: rec.guidance,
-            sampler: rec.sampler,
+            steps: steps.unwrap_or(rec.steps),
+            guidance: guidance.unwrap_or(rec.guidance),
+            sampler: sampler.unwrap_or(rec.sampler),
             width: info.native_size,
             height: info.native_size,
             batch: per_prompt.max(1),
