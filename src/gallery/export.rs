@@ -1,0 +1,342 @@
+//! Exporting pictures out of the gallery: PNG, JPEG or WebP, the adjustment stack applied,
+//! settings kept or stripped, file names from a pattern made safe on every OS, never
+//! overwriting anything.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::metadata::{self, ImageMeta};
+use super::{GalleryError, ImageRecord};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Png,
+    /// Quality 1-100.
+    Jpeg(u8),
+    /// Lossless WebP.
+    Webp,
+}
+
+impl ExportFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            ExportFormat::Png => "png",
+            ExportFormat::Jpeg(_) => "jpg",
+            ExportFormat::Webp => "webp",
+        }
+    }
+
+    /// `png`, `jpeg`/`jpg` (quality 92), `webp`.
+    pub fn parse(name: &str, jpeg_quality: u8) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "png" => Some(Self::Png),
+            "jpeg" | "jpg" => Some(Self::Jpeg(jpeg_quality.clamp(1, 100))),
+            "webp" => Some(Self::Webp),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    pub format: ExportFormat,
+    /// Remove prompts, settings and local paths; only the "AI-generated" marking stays.
+    pub strip_metadata: bool,
+    /// Tokens: `{id}` `{uid}` `{seed}` `{prompt}` `{model}` `{steps}` `{sampler}` `{date}`
+    /// `{width}` `{height}` `{index}`.
+    pub name_pattern: String,
+    /// Apply each image's stored adjustment stack.
+    pub apply_adjustments: bool,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self {
+            format: ExportFormat::Png,
+            strip_metadata: false,
+            name_pattern: "{seed}-{prompt}".into(),
+            apply_adjustments: true,
+        }
+    }
+}
+
+/// Names Windows reserves in every folder, with or without an extension.
+const RESERVED: [&str; 22] = [
+    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+];
+
+/// The longest file name in bytes (ext4, NTFS in UTF-16 units is looser, APFS 255 UTF-8).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Makes `stem` + `.ext` a safe single file name on Linux, macOS and Windows: no separators,
+/// no `..`, no control or bidirectional-override characters, no reserved device names, no
+/// trailing dots or spaces, at most [`MAX_NAME_BYTES`] bytes (cut at a character boundary).
+pub fn safe_file_name(stem: &str, ext: &str) -> String {
+    let mut s: String = stem
+        .chars()
+        .map(|c| match c {
+            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
+            c if c.is_control() => '_',
+            // Bidirectional controls and invisible formatting that can disguise an extension.
+            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}' => '_',
+            c => c,
+        })
+        .collect();
+    while s.contains("..") {
+        s = s.replace("..", ".");
+    }
+    let mut s = s
+        .trim_matches(|c: char| c == '.' || c.is_whitespace())
+        .to_string();
+    if s.is_empty() {
+        s = "image".into();
+    }
+    let base = s.split('.').next().unwrap_or("").trim().to_ascii_uppercase();
+    if RESERVED.contains(&base.as_str()) {
+        s.insert(0, '_');
+    }
+    let ext = ext.trim_start_matches('.');
+    let room = MAX_NAME_BYTES - ext.len() - 1 - 8; // 8 bytes kept for " (1234)"
+    if s.len() > room {
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s = s.trim_end_matches(['.', ' ']).to_string();
+    }
+    format!("{s}.{ext}")
+}
+
+/// Fills the name pattern for one record.
+pub fn expand_pattern(pattern: &str, r: &ImageRecord, index: usize) -> String {
+    let m = &r.meta;
+    let prompt: String = m.prompt.chars().take(80).collect();
+    let date = super::format_time(m.created)
+        .replace(' ', "_")
+        .replace(':', "-");
+    let pairs = [
+        ("{id}", r.id.to_string()),
+        ("{uid}", m.uid.clone()),
+        ("{seed}", m.seed.map(|s| s.to_string()).unwrap_or_default()),
+        ("{prompt}", prompt.trim().to_string()),
+        ("{model}", m.model_name.clone().unwrap_or_default()),
+        ("{steps}", m.steps.map(|s| s.to_string()).unwrap_or_default()),
+        ("{sampler}", m.sampler.clone().unwrap_or_default()),
+        ("{date}", date),
+        ("{width}", m.width.to_string()),
+        ("{height}", m.height.to_string()),
+        ("{index}", format!("{:04}", index + 1)),
+    ];
+    let mut out = pattern.to_string();
+    for (k, v) in pairs {
+        out = out.replace(k, &v);
+    }
+    out
+}
+
+/// Creates `dir/name`, or `dir/stem (2).ext`... if taken: never replaces a file. The returned
+/// path is always directly inside `dir`.
+pub fn create_unique(dir: &Path, name: &str) -> Result<(PathBuf, std::fs::File), GalleryError> {
+    let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
+    for n in 1..10_000 {
+        let candidate = if n == 1 {
+            name.to_string()
+        } else {
+            format!("{stem} ({n}).{ext}")
+        };
+        let path = dir.join(&candidate);
+        debug_assert_eq!(path.parent(), Some(dir));
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(super::io_error(&path, e)),
+        }
+    }
+    Err(GalleryError::Io {
+        path: dir.join(name),
+        source: std::io::Error::other("too many files with this name"),
+    })
+}
+
+/// Encodes `img` in `format` with `meta` embedded (or only the AI marking when stripping).
+pub fn encode(
+    img: &image::RgbImage,
+    meta: &ImageMeta,
+    format: ExportFormat,
+    strip: bool,
+) -> Result<Vec<u8>, String> {
+    let tool = metadata::generator_name();
+    let a1111 = metadata::to_a1111(meta);
+    let json = serde_json::to_string(meta).unwrap_or_default();
+    let xmp = metadata::xmp_packet((!strip).then_some(meta.prompt.as_str()), &tool);
+    match format {
+        ExportFormat::Png => {
+            let chunks = if strip {
+                vec![("XML:com.adobe.xmp", xmp)]
+            } else {
+                metadata::png_chunks(meta)
+            };
+            metadata::encode_png(img, &chunks)
+        }
+        ExportFormat::Jpeg(q) => {
+            use image::ImageEncoder;
+            let mut buf = Vec::new();
+            let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, q);
+            if !strip {
+                let comment = format!("{a1111}{}{json}", metadata::ATELIER_JSON_MARK);
+                let _ = enc.set_exif_metadata(metadata::exif_user_comment(&comment, &tool));
+            }
+            enc.write_image(
+                img.as_raw(),
+                img.width(),
+                img.height(),
+                image::ExtendedColorType::Rgb8,
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(metadata::jpeg_insert_xmp(&buf, &xmp))
+        }
+        ExportFormat::Webp => {
+            use image::ImageEncoder;
+            let mut buf = Vec::new();
+            let mut enc = image::codecs::webp::WebPEncoder::new_lossless(&mut buf);
+            // Always EXIF (stripped: only the software name) so the file gets the extended
+            // header that the XMP chunk needs.
+            let comment = if strip {
+                String::new()
+            } else {
+                format!("{a1111}{}{json}", metadata::ATELIER_JSON_MARK)
+            };
+            let _ = enc.set_exif_metadata(metadata::exif_user_comment(&comment, &tool));
+            enc.write_image(
+                img.as_raw(),
+                img.width(),
+                img.height(),
+                image::ExtendedColorType::Rgb8,
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(metadata::webp_insert_xmp(&buf, &xmp))
+        }
+    }
+}
+
+/// What stripping leaves of the settings: nothing personal.
+fn stripped(meta: &ImageMeta) -> ImageMeta {
+    ImageMeta {
+        width: meta.width,
+        height: meta.height,
+        generator: meta.generator.clone(),
+        ..Default::default()
+    }
+}
+
+/// Exports records into `dir` (created if missing). `load` gives each record's pixels with
+/// its adjustments applied as wanted. Returns the written paths, in order.
+pub fn export_records(
+    records: &[ImageRecord],
+    dir: &Path,
+    opts: &ExportOptions,
+    load: &mut dyn FnMut(&ImageRecord) -> Result<image::RgbImage, GalleryError>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<PathBuf>, GalleryError> {
+    std::fs::create_dir_all(dir).map_err(|e| super::io_error(dir, e))?;
+    let mut written = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        progress(i, records.len());
+        let img = load(r)?;
+        let mut meta = if opts.strip_metadata {
+            stripped(&r.meta)
+        } else {
+            r.meta.clone()
+        };
+        meta.width = img.width();
+        meta.height = img.height();
+        let bytes = encode(&img, &meta, opts.format, opts.strip_metadata).map_err(|reason| {
+            GalleryError::BadImage {
+                path: PathBuf::from(&r.file),
+                reason,
+            }
+        })?;
+        let stem = expand_pattern(&opts.name_pattern, r, i);
+        let name = safe_file_name(&stem, opts.format.extension());
+        let (path, mut f) = create_unique(dir, &name)?;
+        let res = f
+            .write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| super::io_error(&path, e));
+        if let Err(e) = res {
+            drop(f);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        written.push(path);
+    }
+    progress(records.len(), records.len());
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_become_single_safe_names() {
+        let cases = [
+            "../../x",
+            "C:\\x",
+            "CON",
+            "nul.png",
+            "a\0b",
+            "evil\u{202E}gnp.exe",
+            "..",
+            ".",
+            "   ",
+            "aux.tar.gz",
+            "com1",
+        ];
+        for c in cases {
+            let n = safe_file_name(c, "png");
+            assert!(!n.contains(['/', '\\', '\0', ':', '\u{202E}']), "{c:?} -> {n:?}");
+            assert!(!n.contains(".."), "{c:?} -> {n:?}");
+            let base = n.split('.').next().unwrap().to_ascii_uppercase();
+            assert!(!RESERVED.contains(&base.as_str()), "{c:?} -> {n:?}");
+            assert!(n.ends_with(".png"));
+            assert!(n.len() <= MAX_NAME_BYTES);
+        }
+        let emoji = "😀".repeat(300);
+        let n = safe_file_name(&emoji, "webp");
+        assert!(n.len() <= MAX_NAME_BYTES && n.ends_with(".webp"), "{}", n.len());
+        assert!(n.starts_with("😀"));
+    }
+
+    #[test]
+    fn jpeg_and_webp_carry_settings() {
+        let img = image::RgbImage::from_fn(9, 7, |x, y| image::Rgb([x as u8 * 20, y as u8 * 30, 7]));
+        let meta = ImageMeta {
+            uid: "u".into(),
+            prompt: "a ✓ prompt".into(),
+            seed: Some(3),
+            width: 9,
+            height: 7,
+            ..Default::default()
+        };
+        for format in [ExportFormat::Jpeg(90), ExportFormat::Webp, ExportFormat::Png] {
+            let bytes = encode(&img, &meta, format, false).unwrap();
+            let decoded = image::load_from_memory(&bytes).unwrap();
+            assert_eq!(decoded.width(), 9);
+            let e = metadata::read_embedded(&bytes);
+            let back = e.meta().unwrap_or_else(|| panic!("{format:?}: {e:?}"));
+            assert_eq!(back.prompt, meta.prompt, "{format:?}");
+            assert_eq!(back.seed, Some(3));
+            assert!(e.get("XML:com.adobe.xmp").unwrap().contains(metadata::IPTC_AI_SOURCE));
+            let stripped = encode(&img, &meta, format, true).unwrap();
+            let e = metadata::read_embedded(&stripped);
+            assert!(e.meta().is_none_or(|m| m.prompt.is_empty()), "{format:?}");
+            assert!(!String::from_utf8_lossy(&stripped).contains("prompt"));
+            assert!(e.get("XML:com.adobe.xmp").unwrap().contains(metadata::IPTC_AI_SOURCE));
+        }
+    }
+}
