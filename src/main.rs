@@ -12,6 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use atelier::engine::{Engine, EngineEvent, GenerationRequest, SamplerKind};
 use atelier::models::{self, ModelInfo, ModelSource};
 
+mod cli_gallery;
+
 #[derive(Parser)]
 #[command(
     name = "atelier",
@@ -46,9 +48,124 @@ enum Command {
     /// Prepare training data sets.
     #[command(subcommand)]
     Dataset(DatasetCommand),
+    /// The gallery: list, search, show, rate, trash and export pictures.
+    #[command(subcommand)]
+    Gallery(GalleryCommand),
+    /// Copy pictures into the gallery, reading the settings that AUTOMATIC1111, ComfyUI,
+    /// InvokeAI or Atelier embedded in them.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Developer tools.
     #[command(subcommand)]
     Dev(DevCommand),
+}
+
+#[derive(clap::Args, Clone)]
+struct GalleryFilter {
+    /// Only pictures made with this model (its name as listed).
+    #[arg(long)]
+    model: Option<String>,
+    /// Only favourites.
+    #[arg(long)]
+    favourites: bool,
+    /// Only pictures rated at least this (1-5).
+    #[arg(long, default_value_t = 0)]
+    min_rating: u8,
+    /// List the trash instead.
+    #[arg(long)]
+    trash: bool,
+    /// Oldest first (default newest first).
+    #[arg(long)]
+    oldest_first: bool,
+}
+
+#[derive(Subcommand)]
+enum GalleryCommand {
+    /// List pictures, newest first: id, date, size, seed, model, prompt.
+    List {
+        #[command(flatten)]
+        filter: GalleryFilter,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Full-text search over prompts, negative prompts and tags (every word must match,
+    /// as a prefix), best match first.
+    Search {
+        query: String,
+        #[command(flatten)]
+        filter: GalleryFilter,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about one picture, including where it came from.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export pictures to a folder, with their adjustments applied.
+    Export {
+        /// Full-text query selecting the pictures (default: all, with the filters).
+        #[arg(long)]
+        query: Option<String>,
+        /// Picture ids (comma separated or repeated) instead of a query.
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<i64>,
+        #[command(flatten)]
+        filter: GalleryFilter,
+        /// png, jpeg or webp (lossless).
+        #[arg(long, default_value = "png")]
+        format: String,
+        /// JPEG quality 1-100.
+        #[arg(long, default_value_t = 92)]
+        quality: u8,
+        #[arg(long)]
+        out: PathBuf,
+        /// File names: {seed} {prompt} {id} {uid} {model} {steps} {sampler} {date} {width}
+        /// {height} {index}; made safe for every OS, never overwriting.
+        #[arg(long, default_value = "{seed}-{prompt}")]
+        name_pattern: String,
+        /// Leave out prompts, settings and paths (the AI-generated marking stays).
+        #[arg(long)]
+        strip_metadata: bool,
+        /// Export the originals without their adjustment stacks.
+        #[arg(long)]
+        no_adjustments: bool,
+    },
+    /// Rate pictures 0-5.
+    Rate {
+        rating: u8,
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Mark (or with --off unmark) pictures as favourites.
+    Favourite {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Move pictures to the trash (undo with `restore`).
+    Trash {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Bring pictures back from the trash.
+    Restore {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Delete the trash for good.
+    EmptyTrash,
 }
 
 #[derive(Subcommand)]
@@ -265,9 +382,13 @@ struct GenerateArgs {
     /// Free the text encoders after encoding the prompt (less memory while denoising).
     #[arg(long)]
     low_memory: bool,
-    /// Output PNG; with --batch > 1, `-1`, `-2`... are added before the extension.
+    /// Also write the PNG here (with its settings embedded); with --batch > 1, `-1`, `-2`...
+    /// are added before the extension.
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
+    /// Do not record the pictures in the gallery (then --out is required).
+    #[arg(long)]
+    no_gallery: bool,
 }
 
 fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
@@ -290,6 +411,8 @@ fn main() -> ExitCode {
         Some(Command::TrainJudge(args)) => train_judge(args),
         Some(Command::Eval(args)) => evaluate(args),
         Some(Command::Dataset(DatasetCommand::Emoji { npm, out })) => prepare_emoji(&npm, &out),
+        Some(Command::Gallery(cmd)) => cli_gallery::run(cmd),
+        Some(Command::Import { files }) => cli_gallery::import(&files),
 
         Some(Command::Dev(DevCommand::TinyModel { kind, out })) => {
             let kind = match kind.as_str() {
@@ -407,11 +530,29 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+    if let Some(parent) = args
+        .out
+        .as_deref()
+        .and_then(|o| o.parent())
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         if !parent.is_dir() {
             bail!("{}: output folder does not exist", parent.display());
         }
     }
+    if args.no_gallery && args.out.is_none() {
+        bail!("--no-gallery needs --out (the pictures have to go somewhere)");
+    }
+    // The gallery first, so a problem with it shows before minutes of work.
+    let mut recorder = if args.no_gallery {
+        None
+    } else {
+        Some(cli_gallery::Recorder::open(args.out.is_none())?)
+    };
+    let lineage = args
+        .init_image
+        .as_deref()
+        .map(|p| cli_gallery::lineage_of(p, recorder.as_ref()));
     let seed = args
         .seed
         .unwrap_or_else(|| u64::from(rand::random::<u32>()));
@@ -468,16 +609,34 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
                 bar.set_message(format!("image {}/{batch}", image_index + 1));
             }
             EngineEvent::Image { image, .. } => {
-                let path = numbered(&args.out, written, batch);
-                image
-                    .image
-                    .save_with_format(&path, image::ImageFormat::Png)
-                    .with_context(|| format!("{}: cannot write", path.display()))?;
-                bar.println(format!(
-                    "wrote {} (seed {})",
-                    path.display(),
-                    image.request.seed
-                ));
+                let mut meta = atelier::gallery::meta_from_generation(&image, Some(info.name.clone()));
+                if let Some((init_ref, parent)) = &lineage {
+                    meta.init_image = Some(init_ref.clone());
+                    meta.parent = parent.clone();
+                }
+                if let Some(mask) = &args.mask {
+                    meta.mask_image = mask.file_name().map(|n| n.to_string_lossy().into_owned());
+                }
+                if let Some(out) = &args.out {
+                    let path = numbered(out, written, batch);
+                    // The same identity as the gallery copy: one picture, two files.
+                    meta.uid = atelier::gallery::new_uid();
+                    meta.created = atelier::gallery::now();
+                    let bytes = atelier::gallery::metadata::encode_png(
+                        &image.image,
+                        &atelier::gallery::metadata::png_chunks(&meta),
+                    )
+                    .map_err(anyhow::Error::msg)?;
+                    atelier::gallery::write_durable(&path, &bytes)?;
+                    say(
+                        &bar,
+                        format!("wrote {} (seed {})", path.display(), image.request.seed),
+                    );
+                }
+                if let Some(rec) = recorder.as_mut() {
+                    let line = rec.record(&image.image, meta)?;
+                    say(&bar, line);
+                }
                 written += 1;
             }
             EngineEvent::Done { elapsed_secs, .. } => {
@@ -492,6 +651,15 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
             EngineEvent::Cancelled { .. } => bail!("cancelled"),
             EngineEvent::Started { .. } => {}
         }
+    }
+}
+
+/// A line above the progress bar, or plainly on stderr when there is no terminal to draw on.
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
     }
 }
 

@@ -753,7 +753,11 @@ pub fn read_embedded(bytes: &[u8]) -> EmbeddedText {
         (None, None)
     };
     let mut out = EmbeddedText::default();
-    if let Some(text) = exif.as_deref().and_then(read_exif_user_comment) {
+    if let Some(text) = exif
+        .as_deref()
+        .and_then(read_exif_user_comment)
+        .filter(|t| !t.trim().is_empty())
+    {
         // Atelier's JSON rides after the A1111 text in the comment, on a marked line.
         match text.split_once(ATELIER_JSON_MARK) {
             Some((a1111, json)) => {

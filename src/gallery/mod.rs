@@ -50,6 +50,9 @@ pub enum GalleryError {
 
 pub type Result<T> = std::result::Result<T, GalleryError>;
 
+/// Imported pictures larger than this on their long side are scaled down to it.
+pub const MAX_GALLERY_SIDE: u32 = 8192;
+
 fn io_error(path: &Path, source: std::io::Error) -> GalleryError {
     // ENOSPC / EDQUOT: worth its own message.
     if matches!(source.raw_os_error(), Some(28) | Some(122))
@@ -461,7 +464,18 @@ impl Gallery {
         meta.extra
             .entry("Imported from".into())
             .or_insert_with(|| path.display().to_string());
-        let rgb = image.to_rgb8();
+        let mut rgb = image.to_rgb8();
+        let (w, h) = rgb.dimensions();
+        if w.max(h) > MAX_GALLERY_SIDE {
+            let scale = MAX_GALLERY_SIDE as f64 / w.max(h) as f64;
+            let (nw, nh) = (
+                ((w as f64 * scale).round() as u32).max(1),
+                ((h as f64 * scale).round() as u32).max(1),
+            );
+            rgb = image::imageops::resize(&rgb, nw, nh, image::imageops::FilterType::Triangle);
+            meta.extra
+                .insert("Downscaled from".into(), format!("{w}x{h}"));
+        }
         self.save_image(&rgb, meta)
     }
 
@@ -567,6 +581,29 @@ impl Gallery {
             None => Ok(None),
         }
     }
+}
+
+/// Saves a picture's file (durably, settings embedded) into `root`'s images folder without
+/// touching the catalog: for when another process holds it. The next read-write open adopts
+/// the file from its embedded settings.
+pub fn save_file_only(root: &Path, image: &image::RgbImage, mut meta: ImageMeta) -> Result<PathBuf> {
+    if meta.uid.is_empty() {
+        meta.uid = new_uid();
+    }
+    if meta.created == 0 {
+        meta.created = now();
+    }
+    meta.width = image.width();
+    meta.height = image.height();
+    let bytes = metadata::encode_png(image, &metadata::png_chunks(&meta)).map_err(|reason| {
+        GalleryError::BadImage {
+            path: PathBuf::from(&meta.uid),
+            reason,
+        }
+    })?;
+    let path = root.join(image_file_name(&meta));
+    write_durable(&path, &bytes)?;
+    Ok(path)
 }
 
 /// `images/YYYY-MM/<uid>.png`.
