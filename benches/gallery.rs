@@ -1,0 +1,164 @@
+//! Gallery benchmark: a 10,000-picture catalog with real files on disk.
+//!
+//! `cargo bench --bench gallery` prints medians (and p95 where it matters) of:
+//! - opening the gallery (lock, integrity check, reconciling 10,000 files with their rows);
+//! - a full-text search (count + the first screenful of ids, best match first);
+//! - a screenful (48) of thumbnails from the disk cache, decoded;
+//! - one scroll step: the next screenful's ids from the catalog plus their records.
+//!
+//! Goals (issue 5): open < 1 s, search < 50 ms, scrolling frame p95 < 16 ms.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use atelier::gallery::catalog::Sort;
+use atelier::gallery::metadata::{encode_png, png_chunks};
+use atelier::gallery::{thumbs, Gallery, ImageMeta, Query};
+
+const N: usize = 10_000;
+const SCREEN: usize = 48;
+
+const WORDS: [&str; 40] = [
+    "fox", "castle", "portrait", "forest", "river", "neon", "city", "dragon", "cat", "robot",
+    "sunset", "winter", "ocean", "mountain", "flower", "knight", "ship", "desert", "rain", "moon",
+    "red", "blue", "golden", "misty", "ancient", "tiny", "giant", "glowing", "wooden", "glass",
+    "oil painting", "watercolor", "photo", "sketch", "pixel art", "cinematic", "detailed",
+    "soft light", "night", "morning",
+];
+
+fn prompt(i: usize) -> String {
+    let mut s = i.wrapping_mul(2_654_435_761) as u64;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s as usize
+    };
+    (0..8).map(|_| WORDS[next() % WORDS.len()]).collect::<Vec<_>>().join(", ")
+}
+
+fn stats(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    let median = samples[samples.len() / 2];
+    let p95 = samples[(samples.len() * 95 / 100).min(samples.len() - 1)];
+    println!(
+        "{name:<44} median {:>9.3} ms   p95 {:>9.3} ms   ({} runs)",
+        median.as_secs_f64() * 1e3,
+        p95.as_secs_f64() * 1e3,
+        samples.len()
+    );
+    (median, p95)
+}
+
+/// 10,000 pictures: files written straight into the layout (no fsync: this is setup, not
+/// what is measured), rows inserted in one transaction.
+fn build(root: &Path) {
+    let small = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 90]));
+    // The newest screenful are full-size pictures (their thumbnails are real downscales).
+    let large = image::RgbImage::from_fn(512, 512, |x, y| {
+        image::Rgb([(x / 2) as u8, (y / 2) as u8, ((x * y) % 251) as u8])
+    });
+    let mut rows = Vec::with_capacity(N);
+    let base = 1_790_000_000i64;
+    for i in 0..N {
+        let meta = ImageMeta {
+            uid: format!("{i:032x}"),
+            prompt: prompt(i),
+            negative_prompt: "blurry".into(),
+            seed: Some(i as u64),
+            steps: Some(20),
+            sampler: Some("Euler a".into()),
+            guidance: Some(7.0),
+            width: if i >= N - SCREEN { 512 } else { 64 },
+            height: if i >= N - SCREEN { 512 } else { 64 },
+            model_name: Some(if i % 3 == 0 { "sd15" } else { "atelier-mini" }.into()),
+            created: base + i as i64 * 60,
+            ..Default::default()
+        };
+        let file = format!("images/bench/{:032x}.png", i);
+        let path = root.join(&file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let img = if i >= N - SCREEN { &large } else { &small };
+        std::fs::write(&path, encode_png(img, &png_chunks(&meta)).unwrap()).unwrap();
+        rows.push((file, meta));
+    }
+    // Rows through the catalog directly, in one transaction.
+    let mut cat = atelier::gallery::Catalog::open(&root.join("catalog.db")).unwrap();
+    cat.insert_many(&rows).unwrap();
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let t = Instant::now();
+    build(root);
+    println!("built a {N}-picture gallery in {:.1} s", t.elapsed().as_secs_f64());
+
+    let open = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            let g = Gallery::open(root).unwrap();
+            let e = t.elapsed();
+            assert_eq!(g.report.adopted + g.report.missing_removed, 0);
+            e
+        })
+        .collect();
+    let (open_median, _) = stats("open gallery (10,000 pictures)", open);
+
+    let g = Gallery::open(root).unwrap();
+    let cat = g.catalog();
+    let queries = ["fox", "golden castle", "neon city night", "wat", "dragon knight misty"];
+    let mut search = Vec::new();
+    let mut hits = 0;
+    for _ in 0..10 {
+        for q in queries {
+            let query = Query {
+                text: Some(q.into()),
+                sort: Sort::Relevance,
+                ..Default::default()
+            };
+            let t = Instant::now();
+            hits += cat.count(&query).unwrap();
+            let ids = cat.ids(&query, 0, SCREEN).unwrap();
+            search.push(t.elapsed());
+            assert!(!ids.is_empty(), "{q}");
+        }
+    }
+    let (search_median, _) = stats("full-text search (count + first screenful)", search);
+    println!("  ({} hits per query on average)", hits / 50);
+
+    // A screenful of thumbnails: made once (cache), then read back from disk.
+    let all = Query::default();
+    let first = cat.records(&all, 0, SCREEN).unwrap();
+    for r in &first {
+        thumbs::thumbnail(root, &r.meta.uid, &g.path_of(r)).unwrap();
+    }
+    let thumbs_t = (0..15)
+        .map(|_| {
+            let t = Instant::now();
+            for r in &first {
+                let th = thumbs::thumbnail(root, &r.meta.uid, &g.path_of(r)).unwrap();
+                assert!(th.width() > 0);
+            }
+            t.elapsed()
+        })
+        .collect();
+    stats("screenful (48) of 192 px thumbnails from cache", thumbs_t);
+
+    // Scrolling: each frame asks the catalog for the rows it shows.
+    let mut scroll = Vec::new();
+    for step in 0..200 {
+        let offset = (step * 37) % (N - SCREEN);
+        let t = Instant::now();
+        let recs = cat.records(&all, offset, SCREEN).unwrap();
+        scroll.push(t.elapsed());
+        assert_eq!(recs.len(), SCREEN);
+    }
+    let (_, scroll_p95) = stats("scroll step (48 rows by offset)", scroll);
+    println!(
+        "goals: open {} (< 1 s), search {} (< 50 ms), scroll p95 {} (< 16 ms)",
+        if open_median < Duration::from_secs(1) { "met" } else { "MISSED" },
+        if search_median < Duration::from_millis(50) { "met" } else { "MISSED" },
+        if scroll_p95 < Duration::from_millis(16) { "met" } else { "MISSED" },
+    );
+}
