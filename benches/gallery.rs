@@ -19,11 +19,46 @@ const N: usize = 10_000;
 const SCREEN: usize = 48;
 
 const WORDS: [&str; 40] = [
-    "fox", "castle", "portrait", "forest", "river", "neon", "city", "dragon", "cat", "robot",
-    "sunset", "winter", "ocean", "mountain", "flower", "knight", "ship", "desert", "rain", "moon",
-    "red", "blue", "golden", "misty", "ancient", "tiny", "giant", "glowing", "wooden", "glass",
-    "oil painting", "watercolor", "photo", "sketch", "pixel art", "cinematic", "detailed",
-    "soft light", "night", "morning",
+    "fox",
+    "castle",
+    "portrait",
+    "forest",
+    "river",
+    "neon",
+    "city",
+    "dragon",
+    "cat",
+    "robot",
+    "sunset",
+    "winter",
+    "ocean",
+    "mountain",
+    "flower",
+    "knight",
+    "ship",
+    "desert",
+    "rain",
+    "moon",
+    "red",
+    "blue",
+    "golden",
+    "misty",
+    "ancient",
+    "tiny",
+    "giant",
+    "glowing",
+    "wooden",
+    "glass",
+    "oil painting",
+    "watercolor",
+    "photo",
+    "sketch",
+    "pixel art",
+    "cinematic",
+    "detailed",
+    "soft light",
+    "night",
+    "morning",
 ];
 
 fn prompt(i: usize) -> String {
@@ -34,7 +69,10 @@ fn prompt(i: usize) -> String {
         s ^= s << 17;
         s as usize
     };
-    (0..8).map(|_| WORDS[next() % WORDS.len()]).collect::<Vec<_>>().join(", ")
+    (0..8)
+        .map(|_| WORDS[next() % WORDS.len()])
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn stats(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
@@ -92,7 +130,10 @@ fn main() {
     let root = dir.path();
     let t = Instant::now();
     build(root);
-    println!("built a {N}-picture gallery in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "built a {N}-picture gallery in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     let open = (0..7)
         .map(|_| {
@@ -107,7 +148,13 @@ fn main() {
 
     let g = Gallery::open(root).unwrap();
     let cat = g.catalog();
-    let queries = ["fox", "golden castle", "neon city night", "wat", "dragon knight misty"];
+    let queries = [
+        "fox",
+        "golden castle",
+        "neon city night",
+        "wat",
+        "dragon knight misty",
+    ];
     let mut search = Vec::new();
     let mut hits = 0;
     for _ in 0..10 {
@@ -157,8 +204,20 @@ fn main() {
     let (_, scroll_p95) = stats("scroll step (48 rows by offset)", scroll);
     println!(
         "goals: open {} (< 1 s), search {} (< 50 ms), scroll p95 {} (< 16 ms)",
-        if open_median < Duration::from_secs(1) { "met" } else { "MISSED" },
-        if search_median < Duration::from_millis(50) { "met" } else { "MISSED" },
-        if scroll_p95 < Duration::from_millis(16) { "met" } else { "MISSED" },
+        if open_median < Duration::from_secs(1) {
+            "met"
+        } else {
+            "MISSED"
+        },
+        if search_median < Duration::from_millis(50) {
+            "met"
+        } else {
+            "MISSED"
+        },
+        if scroll_p95 < Duration::from_millis(16) {
+            "met"
+        } else {
+            "MISSED"
+        },
     );
 }

@@ -40,9 +40,9 @@ impl Recorder {
             Ok(g) => g,
             Err(e) if only_destination => {
                 return Err(anyhow::Error::new(e).context(format!(
-                    "cannot record into the gallery in {} (pass --out FILE --no-gallery to skip it)",
-                    root.display()
-                )))
+                "cannot record into the gallery in {} (pass --out FILE --no-gallery to skip it)",
+                root.display()
+            )))
             }
             Err(e) => {
                 return Err(anyhow::Error::new(e).context(format!(
@@ -232,12 +232,28 @@ pub fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
             if !m.negative_prompt.is_empty() {
                 println!("negative  {}", m.negative_prompt);
             }
-            println!("settings  {}", one_line(&gallery::metadata::to_a1111(m).lines().last().unwrap_or_default().to_string(), 400));
+            println!(
+                "settings  {}",
+                one_line(
+                    gallery::metadata::to_a1111(m)
+                        .lines()
+                        .last()
+                        .unwrap_or_default(),
+                    400
+                )
+            );
             if let Some(model) = &m.model_name {
-                println!("model     {model} ({})", m.model_hash.as_deref().unwrap_or("no hash"));
+                println!(
+                    "model     {model} ({})",
+                    m.model_hash.as_deref().unwrap_or("no hash")
+                );
             }
             if r.rating > 0 || r.favourite {
-                println!("rating    {}{}", r.rating, if r.favourite { ", favourite" } else { "" });
+                println!(
+                    "rating    {}{}",
+                    r.rating,
+                    if r.favourite { ", favourite" } else { "" }
+                );
             }
             if !m.tags.is_empty() {
                 println!("tags      {}", m.tags.join(", "));
@@ -305,7 +321,13 @@ pub fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
                 &records,
                 &out,
                 &opts,
-                &mut |r| load_adjusted(&g, r, opts.apply_adjustments),
+                &mut |r| {
+                    if opts.apply_adjustments {
+                        atelier::gallery::export::load_adjusted(g.root(), r)
+                    } else {
+                        g.load(r)
+                    }
+                },
                 &mut |i, _| bar.set_position(i as u64),
             )?;
             bar.finish_and_clear();
@@ -334,7 +356,10 @@ pub fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
         GalleryCommand::Trash { ids } => {
             let mut g = open_writable()?;
             g.trash(&ids)?;
-            eprintln!("moved {} picture(s) to the trash (undo: atelier gallery restore)", ids.len());
+            eprintln!(
+                "moved {} picture(s) to the trash (undo: atelier gallery restore)",
+                ids.len()
+            );
         }
         GalleryCommand::Restore { ids } => {
             let mut g = open_writable()?;
@@ -347,25 +372,6 @@ pub fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A record's pixels with its stored adjustment stack applied (CPU reference path).
-pub fn load_adjusted(
-    g: &Gallery,
-    r: &ImageRecord,
-    apply: bool,
-) -> Result<image::RgbImage, gallery::GalleryError> {
-    let img = g.load(r)?;
-    let stack = r
-        .meta
-        .adjustments
-        .as_ref()
-        .filter(|_| apply)
-        .and_then(|v| atelier::postfx::Stack::from_json(&v.to_string()).ok());
-    Ok(match stack {
-        Some(stack) => atelier::postfx::apply_to_rgb8(&img, &stack),
-        None => img,
-    })
 }
 
 pub fn import(files: &[PathBuf]) -> anyhow::Result<()> {

@@ -513,7 +513,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let native = info.native_size;
     let width = args.width.unwrap_or(native);
     let height = args.height.unwrap_or(native);
-    if width % 8 != 0 || height % 8 != 0 || width == 0 || height == 0 {
+    if !width.is_multiple_of(8) || !height.is_multiple_of(8) || width == 0 || height == 0 {
         bail!("size {width}x{height}: width and height must be a positive multiple of 8");
     }
     let init_image = args.init_image.as_deref().map(load_rgb).transpose()?;
@@ -609,7 +609,8 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
                 bar.set_message(format!("image {}/{batch}", image_index + 1));
             }
             EngineEvent::Image { image, .. } => {
-                let mut meta = atelier::gallery::meta_from_generation(&image, Some(info.name.clone()));
+                let mut meta =
+                    atelier::gallery::meta_from_generation(&image, Some(info.name.clone()));
                 if let Some((init_ref, parent)) = &lineage {
                     meta.init_image = Some(init_ref.clone());
                     meta.parent = parent.clone();

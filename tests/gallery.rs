@@ -119,9 +119,14 @@ fn a_kill_at_any_write_point_loses_nothing_that_was_finished() {
     let o = atelier(&generate_args(model, "the first picture", "1"), home);
     assert!(o.status.success(), "{}", text(&o));
 
-    for (i, point) in ["after-encode", "mid-file", "between-file-and-row", "mid-commit"]
-        .into_iter()
-        .enumerate()
+    for (i, point) in [
+        "after-encode",
+        "mid-file",
+        "between-file-and-row",
+        "mid-commit",
+    ]
+    .into_iter()
+    .enumerate()
     {
         let prompt = format!("crash at {point}");
         kill_at(point, home, model, &prompt);
@@ -152,7 +157,11 @@ fn a_kill_at_any_write_point_loses_nothing_that_was_finished() {
             // SQLite rolled the row back; the durable file is adopted like above.
             _ => assert_eq!(found, 1, "{point}"),
         }
-        assert_eq!(g.report.temp_removed, usize::from(point == "mid-file"), "{point}");
+        assert_eq!(
+            g.report.temp_removed,
+            usize::from(point == "mid-file"),
+            "{point}"
+        );
         let all = g.catalog().count(&Query::default()).unwrap();
         let expected_total = 1 + match i {
             0 | 1 => 0,
@@ -207,7 +216,10 @@ fn a_corrupt_or_missing_catalog_is_rebuilt_from_the_images() {
         let mut g = Gallery::open(home).unwrap();
         for i in 0..5u8 {
             let r = g
-                .save_image(&test_image(i), saved_meta(&format!("picture {i}"), i as u64))
+                .save_image(
+                    &test_image(i),
+                    saved_meta(&format!("picture {i}"), i as u64),
+                )
                 .unwrap();
             uids.push(r.meta.uid);
         }
@@ -215,7 +227,11 @@ fn a_corrupt_or_missing_catalog_is_rebuilt_from_the_images() {
         g.trash(&[r.id]).unwrap();
     }
     // Garbage over the database.
-    std::fs::write(home.join("catalog.db"), b"this is not a database at all, sorry").unwrap();
+    std::fs::write(
+        home.join("catalog.db"),
+        b"this is not a database at all, sorry",
+    )
+    .unwrap();
     let _ = std::fs::remove_file(home.join("catalog.db-wal"));
     let _ = std::fs::remove_file(home.join("catalog.db-shm"));
     let g = Gallery::open(home).unwrap();
@@ -236,16 +252,20 @@ fn a_corrupt_or_missing_catalog_is_rebuilt_from_the_images() {
         1
     );
     for (i, uid) in uids.iter().enumerate() {
-        let r = g.catalog().by_uid(uid).unwrap().expect("same identity after rebuild");
+        let r = g
+            .catalog()
+            .by_uid(uid)
+            .unwrap()
+            .expect("same identity after rebuild");
         assert_eq!(r.meta.prompt, format!("picture {i}"));
         assert_eq!(r.meta.seed, Some(i as u64));
         assert_eq!(r.meta.sampler.as_deref(), Some("Euler a"));
     }
     // The damaged file was kept for inspection.
-    assert!(std::fs::read_dir(home)
-        .unwrap()
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().starts_with("catalog.db.damaged-")));
+    assert!(std::fs::read_dir(home).unwrap().flatten().any(|e| e
+        .file_name()
+        .to_string_lossy()
+        .starts_with("catalog.db.damaged-")));
     drop(g);
     // A deleted catalog comes back the same way.
     std::fs::remove_file(home.join("catalog.db")).unwrap();
@@ -258,7 +278,9 @@ fn a_second_instance_opens_read_only_and_writes_nothing() {
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
     let mut first = Gallery::open(home).unwrap();
-    first.save_image(&test_image(1), saved_meta("shared", 1)).unwrap();
+    first
+        .save_image(&test_image(1), saved_meta("shared", 1))
+        .unwrap();
     // Another handle (same process, separate open file) behaves like another process.
     let mut second = Gallery::open(home).unwrap();
     assert!(second.is_read_only());
@@ -271,18 +293,31 @@ fn a_second_instance_opens_read_only_and_writes_nothing() {
     // Another process: listing works with a message, changing is refused clearly.
     let o = atelier(&["gallery", "list"], home);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("read-only") && text(&o).contains("shared"), "{}", text(&o));
+    assert!(
+        text(&o).contains("read-only") && text(&o).contains("shared"),
+        "{}",
+        text(&o)
+    );
     let o = atelier(&["gallery", "rate", "3", "1"], home);
     assert!(!o.status.success());
-    assert!(text(&o).contains("in use by another Atelier"), "{}", text(&o));
+    assert!(
+        text(&o).contains("in use by another Atelier"),
+        "{}",
+        text(&o)
+    );
     // A generation while the gallery is busy still keeps its picture, adopted later.
     let model = tiny_model(TinyKind::Sd15);
-    let mut c = atelier_cmd(&generate_args(model.to_str().unwrap(), "made while busy", "4"), home);
+    let mut c = atelier_cmd(
+        &generate_args(model.to_str().unwrap(), "made while busy", "4"),
+        home,
+    );
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("gallery busy"), "{}", text(&o));
     drop(second);
-    first.save_image(&test_image(3), saved_meta("after", 3)).unwrap();
+    first
+        .save_image(&test_image(3), saved_meta("after", 3))
+        .unwrap();
     drop(first);
     let g = assert_consistent(home);
     assert_eq!(g.catalog().count(&Query::default()).unwrap(), 3);
@@ -404,7 +439,11 @@ fn png_declaring(w: u32, h: u32) -> Vec<u8> {
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     chunk(&mut out, b"IHDR", &ihdr);
-    chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(
+        &mut out,
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
     chunk(&mut out, b"IEND", &[]);
     out
 }
@@ -413,7 +452,11 @@ fn crc32_update(mut c: u32, data: &[u8]) -> u32 {
     for &b in data {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     c
@@ -485,7 +528,10 @@ fn hostile_files_get_clear_errors_with_bounded_memory() {
     for bad in [&huge, &tiny_jpeg, &truncated, &empty] {
         let err = g.import_file(bad).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains(bad.file_name().unwrap().to_str().unwrap()), "{msg}");
+        assert!(
+            msg.contains(bad.file_name().unwrap().to_str().unwrap()),
+            "{msg}"
+        );
     }
     // The bomb's pixels are fine: imported, the oversized text refused.
     let r = g.import_file(&bomb).unwrap();
@@ -497,16 +543,27 @@ fn hostile_files_get_clear_errors_with_bounded_memory() {
     let wide_path = write("wide.png", &encode_png(&wide, &[]).unwrap());
     let r = g.import_file(&wide_path).unwrap();
     assert_eq!((r.meta.width, r.meta.height), (8192, 4));
-    assert_eq!(r.meta.extra.get("Downscaled from").map(String::as_str), Some("9000x4"));
+    assert_eq!(
+        r.meta.extra.get("Downscaled from").map(String::as_str),
+        Some("9000x4")
+    );
     // Through the CLI: one line per bad file, non-zero exit, no panic.
     drop(g);
     let o = atelier(
-        &["import", huge.to_str().unwrap(), tiny_jpeg.to_str().unwrap()],
+        &[
+            "import",
+            huge.to_str().unwrap(),
+            tiny_jpeg.to_str().unwrap(),
+        ],
         home,
     );
     assert!(!o.status.success());
     assert!(!text(&o).contains("panicked"), "{}", text(&o));
-    assert!(text(&o).contains("2 of 2 file(s) could not be imported"), "{}", text(&o));
+    assert!(
+        text(&o).contains("2 of 2 file(s) could not be imported"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -521,9 +578,15 @@ fn other_tools_pngs_import_with_their_settings() {
         ("a1111.png", vec![("parameters", a1111.to_string())]),
         (
             "comfy.png",
-            vec![("prompt", comfy.to_string()), ("workflow", "{}".to_string())],
+            vec![
+                ("prompt", comfy.to_string()),
+                ("workflow", "{}".to_string()),
+            ],
         ),
-        ("invoke.png", vec![("invokeai_metadata", invoke.to_string())]),
+        (
+            "invoke.png",
+            vec![("invokeai_metadata", invoke.to_string())],
+        ),
         ("plain.png", vec![]),
     ];
     let mut paths = Vec::new();
@@ -542,10 +605,16 @@ fn other_tools_pngs_import_with_their_settings() {
     assert_eq!(r.meta.model_name.as_deref(), Some("dreamshaper_8"));
     assert_eq!(r.meta.extra.get("Clip skip").map(String::as_str), Some("2"));
     let r = g.import_file(&paths[1]).unwrap();
-    assert_eq!((r.meta.prompt.as_str(), r.meta.seed), ("a comfy castle", Some(99)));
+    assert_eq!(
+        (r.meta.prompt.as_str(), r.meta.seed),
+        ("a comfy castle", Some(99))
+    );
     assert!(r.meta.extra.contains_key("png:workflow"), "raw graph kept");
     let r = g.import_file(&paths[2]).unwrap();
-    assert_eq!((r.meta.prompt.as_str(), r.meta.seed), ("an invoked dragon", Some(7)));
+    assert_eq!(
+        (r.meta.prompt.as_str(), r.meta.seed),
+        ("an invoked dragon", Some(7))
+    );
     let r = g.import_file(&paths[3]).unwrap();
     assert_eq!(r.meta.prompt, "");
     // The gallery copy carries A1111-readable settings and the AI marking.
@@ -559,7 +628,10 @@ fn other_tools_pngs_import_with_their_settings() {
     // The original files were not touched.
     for (p, (_, chunks)) in paths.iter().zip(&files) {
         let chunks: Vec<(&str, String)> = chunks.iter().map(|(k, v)| (*k, v.clone())).collect();
-        assert_eq!(std::fs::read(p).unwrap(), encode_png(&img, &chunks).unwrap());
+        assert_eq!(
+            std::fs::read(p).unwrap(),
+            encode_png(&img, &chunks).unwrap()
+        );
     }
 }
 
@@ -579,13 +651,30 @@ fn cli_generate_search_show_and_export_with_lineage_and_adjustments() {
     args.extend(["--init-image", first.to_str().unwrap(), "--strength", "0.5"]);
     let o = atelier(&args, home);
     assert!(o.status.success(), "{}", text(&o));
-    let o = atelier(&["generate", "--model", model, "--prompt", "x", "--no-gallery"], home);
+    let o = atelier(
+        &[
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "x",
+            "--no-gallery",
+        ],
+        home,
+    );
     assert!(!o.status.success());
-    assert!(text(&o).contains("--no-gallery needs --out"), "{}", text(&o));
+    assert!(
+        text(&o).contains("--no-gallery needs --out"),
+        "{}",
+        text(&o)
+    );
 
     let o = atelier(&["gallery", "search", "night"], home);
     let t = text(&o);
-    assert!(t.contains("a whale at night") && !t.contains("a blue whale"), "{t}");
+    assert!(
+        t.contains("a whale at night") && !t.contains("a blue whale"),
+        "{t}"
+    );
     let o = atelier(&["gallery", "show", "2"], home);
     let t = text(&o);
     assert!(t.contains("made from #1 (a blue whale) by img2img"), "{t}");
@@ -601,8 +690,18 @@ fn cli_generate_search_show_and_export_with_lineage_and_adjustments() {
     let out = work.path().join("out");
     let o = atelier(
         &[
-            "gallery", "export", "--ids", "1", "--format", "jpeg", "--quality", "95", "--out",
-            out.to_str().unwrap(), "--name-pattern", "{seed}-{prompt}",
+            "gallery",
+            "export",
+            "--ids",
+            "1",
+            "--format",
+            "jpeg",
+            "--quality",
+            "95",
+            "--out",
+            out.to_str().unwrap(),
+            "--name-pattern",
+            "{seed}-{prompt}",
         ],
         home,
     );
@@ -614,8 +713,16 @@ fn cli_generate_search_show_and_export_with_lineage_and_adjustments() {
     assert_eq!(meta.seed, Some(9));
     let original = image::open(&first).unwrap().to_rgb8();
     let adjusted = image::load_from_memory(&bytes).unwrap().to_rgb8();
-    let mean = |i: &image::RgbImage| i.pixels().map(|p| p[0] as f64 + p[1] as f64 + p[2] as f64).sum::<f64>() / i.len() as f64;
-    assert!(mean(&adjusted) > mean(&original) + 5.0, "exposure +1 EV brightens");
+    let mean = |i: &image::RgbImage| {
+        i.pixels()
+            .map(|p| p[0] as f64 + p[1] as f64 + p[2] as f64)
+            .sum::<f64>()
+            / i.len() as f64
+    };
+    assert!(
+        mean(&adjusted) > mean(&original) + 5.0,
+        "exposure +1 EV brightens"
+    );
     // The original in the gallery is untouched.
     let g = Gallery::open(home).unwrap();
     let r = g.get(1).unwrap();
@@ -623,8 +730,17 @@ fn cli_generate_search_show_and_export_with_lineage_and_adjustments() {
     // Stripped: no prompt anywhere in the file.
     let o = atelier(
         &[
-            "gallery", "export", "--ids", "1", "--format", "png", "--strip-metadata", "--out",
-            out.to_str().unwrap(), "--name-pattern", "private",
+            "gallery",
+            "export",
+            "--ids",
+            "1",
+            "--format",
+            "png",
+            "--strip-metadata",
+            "--out",
+            out.to_str().unwrap(),
+            "--name-pattern",
+            "private",
         ],
         home,
     );

@@ -47,7 +47,16 @@ fn studio_harness() -> StudioHarness {
     })
 }
 
-fn studio_harness_with(options: StudioOptions) -> StudioHarness {
+fn studio_harness_with(mut options: StudioOptions) -> StudioHarness {
+    // Each studio its own gallery (tests run in parallel; one gallery admits one writer).
+    if options.gallery_dir.is_none() {
+        let dir = tempfile::Builder::new()
+            .prefix("atelier-ui-gallery-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("creating a temp dir")
+            .keep();
+        options.gallery_dir = Some(dir);
+    }
     Harness::builder()
         .with_size([1280.0, 800.0])
         .build_ui_state(
@@ -404,4 +413,71 @@ fn dropping_an_image_makes_it_the_canvas_background() {
     harness.get_by_label("Remove background").click();
     harness.run_ok();
     assert!(app(&harness).sketch().background().is_none());
+}
+
+#[test]
+fn results_are_saved_to_the_library_and_can_be_rated_trashed_and_restored() {
+    let mut harness = ready_studio();
+    quick_settings(&mut harness, 2);
+    type_prompt_and_generate(&mut harness, "a green kite");
+    wait_for_gallery(&mut harness);
+    // Saved before it was shown: the catalog has it, with its settings, file on disk.
+    let seed = app(&harness).state().prompt.seed;
+    {
+        let g = app(&harness).gallery().expect("gallery open");
+        let q = atelier::gallery::Query {
+            text: Some("kite".into()),
+            ..Default::default()
+        };
+        let records = g.catalog().records(&q, 0, 10).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].meta.seed, Some(seed));
+        assert!(g.path_of(&records[0]).is_file());
+    }
+    harness.get_by_label("Library").click();
+    harness.run_ok();
+    assert_eq!(app(&harness).library_len(), 1);
+    step_until(
+        &mut harness,
+        "the thumbnail",
+        Duration::from_secs(30),
+        |h| has_label_containing(h, "Picture 1"),
+    );
+    harness.get_by_label("Picture 1").click();
+    harness.run_ok();
+    assert!(has_label_containing(&harness, "a green kite"));
+    assert!(!has_label_containing(&harness, "Made from"));
+    // Key 4 rates, F favourites.
+    harness.key_press(Key::Num4);
+    harness.key_press(Key::F);
+    harness.run_ok();
+    let record = app(&harness).gallery().unwrap().get(1).unwrap();
+    assert_eq!((record.rating, record.favourite), (4, true));
+    // Delete moves to the trash; Ctrl+Z brings it back.
+    harness.key_press(Key::Delete);
+    harness.run_ok();
+    assert_eq!(app(&harness).library_len(), 0);
+    assert!(app(&harness)
+        .gallery()
+        .unwrap()
+        .get(1)
+        .unwrap()
+        .trashed
+        .is_some());
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    harness.run_ok();
+    assert_eq!(app(&harness).library_len(), 1);
+    assert!(app(&harness)
+        .gallery()
+        .unwrap()
+        .get(1)
+        .unwrap()
+        .trashed
+        .is_none());
+    // Searching narrows the grid.
+    harness.get_by_label("Search").click();
+    harness.get_by_label("Search").type_text("zebra");
+    harness.run_ok();
+    assert_eq!(app(&harness).library_len(), 0);
+    harness.check_accessibility();
 }

@@ -75,6 +75,18 @@ impl StudioApp {
             }
             Command::ShowView(view) => self.rt.view = view,
             Command::DismissMessage => self.rt.message = None,
+            Command::LibrarySelect(id, mode) => self.library_select(id, mode),
+            Command::NeedThumbnails(ids) => self.rt.pictures.request_thumbnails(&ids),
+            Command::RateSelected(rating) => self.rate_selected(rating),
+            Command::ToggleFavourite => self.toggle_favourite(),
+            Command::TrashSelected => self.trash_selected(false),
+            Command::RestoreSelected => self.trash_selected(true),
+            Command::UndoTrash => self.undo_trash(),
+            Command::ReuseRecord(id) => self.reuse_record(id),
+            Command::CopyImage(id) => self.copy_image(id),
+            Command::ExportSelected => self.export_selected(),
+            Command::ImportPictures => self.pick_imports(),
+            Command::PasteImage => self.paste_image(),
         }
     }
 

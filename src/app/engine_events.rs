@@ -56,6 +56,8 @@ impl StudioApp {
             EngineEvent::Image { image, .. } => {
                 job.images_done += 1;
                 let job_id = job.id;
+                // Saved (file durable, row committed) before it is shown.
+                let record = self.record_result(&image);
                 let id = self.rt.next_image_id;
                 self.rt.next_image_id += 1;
                 // Follow along: select the new image if the newest one was selected (or none).
@@ -73,6 +75,7 @@ impl StudioApp {
                     request: image.request,
                     elapsed_secs: image.elapsed_secs,
                     texture,
+                    record,
                 });
                 if following {
                     self.rt.selected_image = Some(id);

@@ -7,6 +7,7 @@ mod commands;
 mod engine_events;
 mod files;
 mod library;
+mod pictures;
 mod state;
 mod tasks;
 
@@ -35,6 +36,8 @@ pub struct StudioOptions {
     pub extra_model_dirs: Vec<PathBuf>,
     /// Leave out the models shipped in `assets/models` (tests of the empty state).
     pub without_embedded_models: bool,
+    /// The gallery's data directory; `None`: the user's (`ATELIER_HOME` or XDG).
+    pub gallery_dir: Option<PathBuf>,
 }
 
 /// Opens the studio window and runs it until it is closed.
@@ -84,7 +87,10 @@ struct Runtime {
     engine: Engine,
     library: ModelLibrary,
     jobs: Vec<JobEntry>,
+    /// This session's results (the strip); each is also in the gallery unless saving failed.
     gallery: Vec<GalleryItem>,
+    /// The gallery of every picture: catalog, library view state.
+    pictures: pictures::Pictures,
     next_image_id: ImageId,
     selected_image: Option<ImageId>,
     view: CentralView,
@@ -124,6 +130,15 @@ impl StudioApp {
             !options.without_embedded_models,
         );
         let sketch = SketchDoc::new(state.prompt.width, state.prompt.height);
+        let gallery_dir = options
+            .gallery_dir
+            .clone()
+            .unwrap_or_else(crate::paths::data_dir);
+        let (pictures, notes) = pictures::Pictures::open(ctx, &gallery_dir);
+        let message = (!notes.is_empty()).then(|| Message {
+            text: notes.join(" "),
+            is_error: pictures.gallery.is_none(),
+        });
         Self {
             state,
             rt: Runtime {
@@ -133,6 +148,7 @@ impl StudioApp {
                 library,
                 jobs: Vec::new(),
                 gallery: Vec::new(),
+                pictures,
                 next_image_id: 1,
                 selected_image: None,
                 view: CentralView::default(),
@@ -141,7 +157,7 @@ impl StudioApp {
                 stroke: StrokeInProgress::default(),
                 background_task: None,
                 save_tasks: Vec::new(),
-                message: None,
+                message,
             },
         }
     }
@@ -181,13 +197,29 @@ impl StudioApp {
         self.rt.gallery.len()
     }
 
+    /// Pictures the library view lists (after its filter).
+    pub fn library_len(&self) -> usize {
+        self.rt.pictures.ids.len()
+    }
+
+    /// The open gallery, if it could be opened.
+    pub fn gallery(&self) -> Option<&crate::gallery::Gallery> {
+        self.rt.pictures.gallery.as_ref()
+    }
+
+    /// The status bar's message, if any.
+    pub fn message(&self) -> Option<&str> {
+        self.rt.message.as_ref().map(|m| m.text.as_str())
+    }
+
     /// One frame of the whole studio.
     pub fn studio_ui(&mut self, ui: &mut egui::Ui) {
         self.pull_engine_events();
         self.poll_tasks();
+        self.poll_pictures();
         let mut commands = Commands::default();
         self.take_dropped_files(ui.ctx());
-        shortcuts(ui.ctx(), &mut commands);
+        shortcuts(ui.ctx(), self.rt.view, &mut commands);
         self.sync_sketch();
         self.panels_ui(ui, &mut commands);
         for command in commands.take() {
@@ -250,6 +282,7 @@ impl StudioApp {
                 for (view, name) in [
                     (CentralView::Sketch, "Sketch"),
                     (CentralView::Result, "Result"),
+                    (CentralView::Library, "Library"),
                 ] {
                     if ui.selectable_label(rt.view == view, name).clicked() && rt.view != view {
                         commands.push(Command::ShowView(view));
@@ -279,6 +312,21 @@ impl StudioApp {
                         .selected_image
                         .and_then(|id| rt.gallery.iter().find(|i| i.id == id));
                     crate::ui::gallery::image_viewer_ui(ui, item, commands);
+                }
+                CentralView::Library => {
+                    let p = &mut rt.pictures;
+                    let view = crate::ui::library::LibraryView {
+                        ids: &p.ids,
+                        thumbs: &p.thumbs,
+                        selected: &p.selected,
+                        detail: p.detail.as_ref().map(|(r, t)| (r, t.as_ref())),
+                        parent: p.parent.as_ref().map(|(id, s)| (*id, s.as_str())),
+                        models: &p.models,
+                        read_only: p.writable().is_none(),
+                        status: &p.status,
+                        can_undo_trash: !p.last_trashed.is_empty(),
+                    };
+                    crate::ui::library::library_ui(ui, &mut p.filter, &view, commands);
                 }
             }
         });
@@ -416,8 +464,23 @@ impl StudioApp {
         }
     }
 
-    /// Files dropped on the window: the first one becomes the canvas background.
+    /// Files dropped on the window: imported into the gallery while the library is shown,
+    /// else the first one becomes the canvas background.
     fn take_dropped_files(&mut self, ctx: &egui::Context) {
+        if self.rt.view == CentralView::Library {
+            let paths: Vec<PathBuf> = ctx.input(|i| {
+                i.raw
+                    .dropped_files
+                    .iter()
+                    .map(|f| f.path().to_path_buf())
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect()
+            });
+            if !paths.is_empty() {
+                self.import_paths(&paths);
+            }
+            return;
+        }
         let dropped = ctx.input(|i| i.raw.dropped_files.first().cloned());
         let Some(file) = dropped else {
             return;
@@ -444,14 +507,19 @@ impl eframe::App for StudioApp {
 }
 
 /// Keyboard shortcuts: Ctrl+Enter generates (even while typing the prompt); Ctrl+Z and
-/// Ctrl+Shift+Z (or Ctrl+Y) undo and redo sketch strokes unless a text field has focus.
-fn shortcuts(ctx: &egui::Context, commands: &mut Commands) {
+/// Ctrl+Shift+Z (or Ctrl+Y) undo and redo sketch strokes unless a text field has focus; in
+/// the library, see [`library_shortcuts`].
+fn shortcuts(ctx: &egui::Context, view: CentralView, commands: &mut Commands) {
     use egui::{Key, KeyboardShortcut, Modifiers};
     let generate = KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter);
     if ctx.input_mut(|i| i.consume_shortcut(&generate)) {
         commands.push(Command::Generate);
     }
     if ctx.egui_wants_keyboard_input() {
+        return;
+    }
+    if view == CentralView::Library {
+        library_shortcuts(ctx, commands);
         return;
     }
     // Shift+Z first: plain Ctrl+Z also matches when Shift is held.
@@ -463,6 +531,46 @@ fn shortcuts(ctx: &egui::Context, commands: &mut Commands) {
     } else if ctx.input_mut(|i| i.consume_shortcut(&undo)) {
         commands.push(Command::Sketch(crate::ui::SketchCommand::Undo));
     }
+}
+
+/// The library's keys: 0-5 rate, F favourite, Delete trash, Ctrl+Z undo trash, Ctrl+V paste.
+fn library_shortcuts(ctx: &egui::Context, commands: &mut Commands) {
+    use egui::{Key, KeyboardShortcut, Modifiers};
+    let undo = KeyboardShortcut::new(Modifiers::COMMAND, Key::Z);
+    if ctx.input_mut(|i| i.consume_shortcut(&undo)) {
+        commands.push(Command::UndoTrash);
+    }
+    let pasted = ctx.input(|i| {
+        i.events.iter().any(|e| matches!(e, egui::Event::Paste(_)))
+            || (i.modifiers.command && i.key_pressed(Key::V))
+    });
+    if pasted {
+        commands.push(Command::PasteImage);
+    }
+    let keys = [
+        (Key::Num0, 0u8),
+        (Key::Num1, 1),
+        (Key::Num2, 2),
+        (Key::Num3, 3),
+        (Key::Num4, 4),
+        (Key::Num5, 5),
+    ];
+    ctx.input(|i| {
+        if i.modifiers.any() {
+            return;
+        }
+        for (key, rating) in keys {
+            if i.key_pressed(key) {
+                commands.push(Command::RateSelected(rating));
+            }
+        }
+        if i.key_pressed(Key::F) {
+            commands.push(Command::ToggleFavourite);
+        }
+        if i.key_pressed(Key::Delete) {
+            commands.push(Command::TrashSelected);
+        }
+    });
 }
 
 fn status_bar_ui(

@@ -454,7 +454,11 @@ fn preview_every(total: usize) -> usize {
 
 fn validate(r: &GenerationRequest, multiple: u32) -> Result<(), DiffusionError> {
     let bad = |m: String| Err(DiffusionError::InvalidRequest(m));
-    if r.width == 0 || r.height == 0 || r.width % multiple != 0 || r.height % multiple != 0 {
+    if r.width == 0
+        || r.height == 0
+        || !r.width.is_multiple_of(multiple)
+        || !r.height.is_multiple_of(multiple)
+    {
         return bad(format!(
             "size {}x{} must be a positive multiple of {multiple}",
             r.width, r.height

@@ -256,7 +256,11 @@ impl Catalog {
 
     pub fn by_uid(&self, uid: &str) -> rusqlite::Result<Option<ImageRecord>> {
         self.conn
-            .query_row("SELECT * FROM images WHERE uid = ?1", [uid], record_from_row)
+            .query_row(
+                "SELECT * FROM images WHERE uid = ?1",
+                [uid],
+                record_from_row,
+            )
             .optional()
     }
 
@@ -338,9 +342,15 @@ impl Catalog {
             Sort::RatingFirst => "rating DESC, created DESC, id DESC",
             Sort::Relevance => "created DESC, id DESC",
         };
-        let sql = if q.sort == Sort::Relevance && q.text.as_deref().and_then(fts_expression).is_some() {
+        let sql = if q.sort == Sort::Relevance
+            && q.text.as_deref().and_then(fts_expression).is_some()
+        {
             // Rank by bm25 through the FTS table.
-            let expr = q.text.as_deref().and_then(fts_expression).unwrap_or_default();
+            let expr = q
+                .text
+                .as_deref()
+                .and_then(fts_expression)
+                .unwrap_or_default();
             args.insert(0, rusqlite::types::Value::Text(expr));
             format!(
                 "SELECT images.id FROM images_fts JOIN images ON images.id = images_fts.rowid \

@@ -80,7 +80,9 @@ pub fn safe_file_name(stem: &str, ext: &str) -> String {
             '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
             c if c.is_control() => '_',
             // Bidirectional controls and invisible formatting that can disguise an extension.
-            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
             | '\u{FEFF}' => '_',
             c => c,
         })
@@ -94,7 +96,12 @@ pub fn safe_file_name(stem: &str, ext: &str) -> String {
     if s.is_empty() {
         s = "image".into();
     }
-    let base = s.split('.').next().unwrap_or("").trim().to_ascii_uppercase();
+    let base = s
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_uppercase();
     if RESERVED.contains(&base.as_str()) {
         s.insert(0, '_');
     }
@@ -124,7 +131,10 @@ pub fn expand_pattern(pattern: &str, r: &ImageRecord, index: usize) -> String {
         ("{seed}", m.seed.map(|s| s.to_string()).unwrap_or_default()),
         ("{prompt}", prompt.trim().to_string()),
         ("{model}", m.model_name.clone().unwrap_or_default()),
-        ("{steps}", m.steps.map(|s| s.to_string()).unwrap_or_default()),
+        (
+            "{steps}",
+            m.steps.map(|s| s.to_string()).unwrap_or_default(),
+        ),
         ("{sampler}", m.sampler.clone().unwrap_or_default()),
         ("{date}", date),
         ("{width}", m.width.to_string()),
@@ -278,6 +288,26 @@ pub fn export_records(
     Ok(written)
 }
 
+/// A record's pixels from disk with its adjustment stack applied (CPU reference path).
+pub fn load_adjusted(root: &Path, r: &ImageRecord) -> Result<image::RgbImage, GalleryError> {
+    let path = root.join(&r.file);
+    let img = crate::imageio::load_image_file(&path)
+        .map_err(|e| GalleryError::BadImage {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?
+        .to_rgb8();
+    let stack = r
+        .meta
+        .adjustments
+        .as_ref()
+        .and_then(|v| crate::postfx::Stack::from_json(&v.to_string()).ok());
+    Ok(match stack {
+        Some(s) => crate::postfx::apply_to_rgb8(&img, &s),
+        None => img,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,7 +329,10 @@ mod tests {
         ];
         for c in cases {
             let n = safe_file_name(c, "png");
-            assert!(!n.contains(['/', '\\', '\0', ':', '\u{202E}']), "{c:?} -> {n:?}");
+            assert!(
+                !n.contains(['/', '\\', '\0', ':', '\u{202E}']),
+                "{c:?} -> {n:?}"
+            );
             assert!(!n.contains(".."), "{c:?} -> {n:?}");
             let base = n.split('.').next().unwrap().to_ascii_uppercase();
             assert!(!RESERVED.contains(&base.as_str()), "{c:?} -> {n:?}");
@@ -308,13 +341,18 @@ mod tests {
         }
         let emoji = "😀".repeat(300);
         let n = safe_file_name(&emoji, "webp");
-        assert!(n.len() <= MAX_NAME_BYTES && n.ends_with(".webp"), "{}", n.len());
+        assert!(
+            n.len() <= MAX_NAME_BYTES && n.ends_with(".webp"),
+            "{}",
+            n.len()
+        );
         assert!(n.starts_with("😀"));
     }
 
     #[test]
     fn jpeg_and_webp_carry_settings() {
-        let img = image::RgbImage::from_fn(9, 7, |x, y| image::Rgb([x as u8 * 20, y as u8 * 30, 7]));
+        let img =
+            image::RgbImage::from_fn(9, 7, |x, y| image::Rgb([x as u8 * 20, y as u8 * 30, 7]));
         let meta = ImageMeta {
             uid: "u".into(),
             prompt: "a ✓ prompt".into(),
@@ -323,7 +361,11 @@ mod tests {
             height: 7,
             ..Default::default()
         };
-        for format in [ExportFormat::Jpeg(90), ExportFormat::Webp, ExportFormat::Png] {
+        for format in [
+            ExportFormat::Jpeg(90),
+            ExportFormat::Webp,
+            ExportFormat::Png,
+        ] {
             let bytes = encode(&img, &meta, format, false).unwrap();
             let decoded = image::load_from_memory(&bytes).unwrap();
             assert_eq!(decoded.width(), 9);
@@ -331,12 +373,18 @@ mod tests {
             let back = e.meta().unwrap_or_else(|| panic!("{format:?}: {e:?}"));
             assert_eq!(back.prompt, meta.prompt, "{format:?}");
             assert_eq!(back.seed, Some(3));
-            assert!(e.get("XML:com.adobe.xmp").unwrap().contains(metadata::IPTC_AI_SOURCE));
+            assert!(e
+                .get("XML:com.adobe.xmp")
+                .unwrap()
+                .contains(metadata::IPTC_AI_SOURCE));
             let stripped = encode(&img, &meta, format, true).unwrap();
             let e = metadata::read_embedded(&stripped);
             assert!(e.meta().is_none_or(|m| m.prompt.is_empty()), "{format:?}");
             assert!(!String::from_utf8_lossy(&stripped).contains("prompt"));
-            assert!(e.get("XML:com.adobe.xmp").unwrap().contains(metadata::IPTC_AI_SOURCE));
+            assert!(e
+                .get("XML:com.adobe.xmp")
+                .unwrap()
+                .contains(metadata::IPTC_AI_SOURCE));
         }
     }
 }

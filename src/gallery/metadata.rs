@@ -159,7 +159,11 @@ fn split_fields(line: &str) -> Vec<(String, String)> {
     let mut rest = line.trim();
     while !rest.is_empty() {
         let Some(colon) = rest.find(':') else { break };
-        let key = rest[..colon].trim().trim_start_matches(',').trim().to_string();
+        let key = rest[..colon]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_string();
         let mut after = rest[colon + 1..].trim_start();
         let value;
         if after.starts_with('"') {
@@ -442,14 +446,14 @@ impl EmbeddedText {
             parse_a1111(p)
         } else if let Some(m) = self.get("invokeai_metadata").and_then(parse_invokeai) {
             m
-        } else if let Some(m) = self.get("prompt").and_then(parse_comfyui) {
-            m
         } else {
-            return None;
+            self.get("prompt").and_then(parse_comfyui)?
         };
         for (k, v) in &self.chunks {
             if !matches!(k.as_str(), "parameters" | "XML:com.adobe.xmp") {
-                meta.extra.entry(format!("png:{k}")).or_insert_with(|| v.clone());
+                meta.extra
+                    .entry(format!("png:{k}"))
+                    .or_insert_with(|| v.clone());
             }
         }
         Some(meta)
@@ -697,7 +701,10 @@ pub fn jpeg_segments(jpeg: &[u8]) -> (Option<Vec<u8>>, Option<String>) {
 /// Appends an `XMP ` chunk to an extended-format WebP (one with a VP8X header, as the
 /// encoder writes when EXIF is set) and flags it in VP8X.
 pub fn webp_insert_xmp(webp: &[u8], xmp: &str) -> Vec<u8> {
-    if webp.len() < 30 || &webp[..4] != b"RIFF" || &webp[8..12] != b"WEBP" || &webp[12..16] != b"VP8X"
+    if webp.len() < 30
+        || &webp[..4] != b"RIFF"
+        || &webp[8..12] != b"WEBP"
+        || &webp[12..16] != b"VP8X"
     {
         return webp.to_vec();
     }
@@ -761,7 +768,8 @@ pub fn read_embedded(bytes: &[u8]) -> EmbeddedText {
         // Atelier's JSON rides after the A1111 text in the comment, on a marked line.
         match text.split_once(ATELIER_JSON_MARK) {
             Some((a1111, json)) => {
-                out.chunks.push(("parameters".into(), a1111.trim_end().into()));
+                out.chunks
+                    .push(("parameters".into(), a1111.trim_end().into()));
                 out.chunks.push(("atelier".into(), json.trim().into()));
             }
             None => out.chunks.push(("parameters".into(), text)),
@@ -826,8 +834,14 @@ mod tests {
         assert_eq!(m.negative_prompt, "bad hands");
         assert_eq!(m.seed, Some(42));
         assert_eq!(m.sampler.as_deref(), Some("Euler a"));
-        assert_eq!(m.extra.get("Schedule type").map(String::as_str), Some("Automatic"));
-        assert_eq!(m.extra.get("Lora hashes").map(String::as_str), Some("x: 1, y: 2"));
+        assert_eq!(
+            m.extra.get("Schedule type").map(String::as_str),
+            Some("Automatic")
+        );
+        assert_eq!(
+            m.extra.get("Lora hashes").map(String::as_str),
+            Some("x: 1, y: 2")
+        );
         assert_eq!(m.extra.get("Version").map(String::as_str), Some("v1.10.1"));
         assert_eq!(m.generator.as_deref(), Some("AUTOMATIC1111"));
     }
@@ -842,7 +856,10 @@ mod tests {
         let m = parse_comfyui(graph).unwrap();
         assert_eq!(m.prompt, "a castle");
         assert_eq!(m.negative_prompt, "fog");
-        assert_eq!((m.seed, m.steps, m.guidance), (Some(7), Some(25), Some(8.0)));
+        assert_eq!(
+            (m.seed, m.steps, m.guidance),
+            (Some(7), Some(25), Some(8.0))
+        );
         assert_eq!(m.model_name.as_deref(), Some("v1-5.safetensors"));
         assert_eq!((m.width, m.height), (512, 640));
         assert_eq!(m.strength, None);

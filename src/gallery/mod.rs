@@ -82,7 +82,11 @@ pub fn format_time(t: i64) -> String {
     let days = t.div_euclid(86_400);
     let secs = t.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", secs / 3600, secs / 60 % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -265,9 +269,7 @@ impl Gallery {
                 _lock: None,
                 report: OpenReport {
                     read_only: true,
-                    messages: vec![
-                        "another Atelier is using this gallery: opened read-only".into(),
-                    ],
+                    messages: vec!["another Atelier is using this gallery: opened read-only".into()],
                     ..Default::default()
                 },
             });
@@ -414,7 +416,11 @@ impl Gallery {
 
     /// Saves a new picture: durable PNG with embedded settings first, then the catalog row.
     /// `meta.uid` and `meta.created` are filled in when empty.
-    pub fn save_image(&mut self, image: &image::RgbImage, mut meta: ImageMeta) -> Result<ImageRecord> {
+    pub fn save_image(
+        &mut self,
+        image: &image::RgbImage,
+        mut meta: ImageMeta,
+    ) -> Result<ImageRecord> {
         self.writable()?;
         if meta.uid.is_empty() {
             meta.uid = new_uid();
@@ -427,12 +433,13 @@ impl Gallery {
         if meta.generator.is_none() {
             meta.generator = Some(metadata::generator_name());
         }
-        let bytes = metadata::encode_png(image, &metadata::png_chunks(&meta)).map_err(|reason| {
-            GalleryError::BadImage {
-                path: PathBuf::from(&meta.uid),
-                reason,
-            }
-        })?;
+        let bytes =
+            metadata::encode_png(image, &metadata::png_chunks(&meta)).map_err(|reason| {
+                GalleryError::BadImage {
+                    path: PathBuf::from(&meta.uid),
+                    reason,
+                }
+            })?;
         crash_point("after-encode");
         let file = image_file_name(&meta);
         let path = self.root.join(&file);
@@ -586,7 +593,11 @@ impl Gallery {
 /// Saves a picture's file (durably, settings embedded) into `root`'s images folder without
 /// touching the catalog: for when another process holds it. The next read-write open adopts
 /// the file from its embedded settings.
-pub fn save_file_only(root: &Path, image: &image::RgbImage, mut meta: ImageMeta) -> Result<PathBuf> {
+pub fn save_file_only(
+    root: &Path,
+    image: &image::RgbImage,
+    mut meta: ImageMeta,
+) -> Result<PathBuf> {
     if meta.uid.is_empty() {
         meta.uid = new_uid();
     }
@@ -619,7 +630,9 @@ fn file_time(path: &Path) -> Option<i64> {
 
 /// Reads a file of at most 256 MiB (an image file bigger than that is refused).
 fn read_bounded(path: &Path) -> Result<Vec<u8>> {
-    let len = std::fs::metadata(path).map_err(|e| io_error(path, e))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(|e| io_error(path, e))?
+        .len();
     if len > 256 << 20 {
         return Err(GalleryError::BadImage {
             path: path.to_path_buf(),
@@ -720,7 +733,11 @@ pub fn model_fingerprint(dir: &Path) -> Option<String> {
     let mut hasher = Sha256::new();
     let mut any = false;
     for f in &files {
-        let name = f.strip_prefix(dir).unwrap_or(f).to_string_lossy().into_owned();
+        let name = f
+            .strip_prefix(dir)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .into_owned();
         let is_config = name.ends_with(".json");
         let is_weights = name.ends_with(".safetensors") || name.ends_with(".bin");
         if !is_config && !is_weights {

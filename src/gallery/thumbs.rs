@@ -33,7 +33,10 @@ pub fn thumbnail(root: &Path, uid: &str, image_path: &Path) -> Result<image::Rgb
     let thumb = make_thumbnail(&full.to_rgb8());
     let mut bytes = Vec::new();
     if thumb
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
         .is_ok()
     {
         // A cache: atomic (temp + rename) but not fsynced; a lost thumbnail is remade.

@@ -429,7 +429,7 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 /// Whether the base emoji `base_hexcode` (as `emoji.json` spells it, e.g. `1F44D`) is held out:
 /// `fnv1a64(hexcode) % eval_one_in == 0`.
 pub fn is_eval(base_hexcode: &str, eval_one_in: u64) -> bool {
-    eval_one_in > 0 && fnv1a64(base_hexcode.as_bytes()) % eval_one_in == 0
+    eval_one_in > 0 && fnv1a64(base_hexcode.as_bytes()).is_multiple_of(eval_one_in)
 }
 
 fn write_split(dir: &Path, samples: &[Sample]) -> Result<(), EmojiError> {

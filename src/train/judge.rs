@@ -81,7 +81,7 @@ impl JudgeConfig {
                 self.channels
             ));
         }
-        if self.resolution == 0 || self.resolution % 16 != 0 {
+        if self.resolution == 0 || !self.resolution.is_multiple_of(16) {
             return Err(format!(
                 "resolution must be a positive multiple of 16, got {}",
                 self.resolution

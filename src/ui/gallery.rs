@@ -18,6 +18,8 @@ pub struct GalleryItem {
     pub request: GenerationRequest,
     pub elapsed_secs: f32,
     pub texture: egui::TextureHandle,
+    /// Its id in the gallery; `None` if saving it there failed (it can still be saved as).
+    pub record: Option<i64>,
 }
 
 impl GalleryItem {

@@ -5,6 +5,7 @@
 
 pub mod canvas;
 pub mod gallery;
+pub mod library;
 pub mod prompt;
 pub mod queue;
 
@@ -40,6 +41,27 @@ pub enum Command {
     SaveImage(ImageId),
     ShowView(CentralView),
     DismissMessage,
+    // ---- the library (all pictures, `ui::library`) ----
+    /// Select a library picture (and show the library).
+    LibrarySelect(i64, library::SelectMode),
+    /// Thumbnails the grid is showing but does not have yet.
+    NeedThumbnails(Vec<i64>),
+    /// Rate the selected pictures 0-5.
+    RateSelected(u8),
+    ToggleFavourite,
+    TrashSelected,
+    RestoreSelected,
+    UndoTrash,
+    /// Copy a library picture's settings into the prompt panel.
+    ReuseRecord(i64),
+    /// Put a library picture on the clipboard.
+    CopyImage(i64),
+    /// Ask for a folder and export the selected pictures there.
+    ExportSelected,
+    /// Ask for picture files to import.
+    ImportPictures,
+    /// Import the image on the system clipboard.
+    PasteImage,
 }
 
 /// Edits to the sketch canvas document.
@@ -60,6 +82,8 @@ pub enum CentralView {
     #[default]
     Sketch,
     Result,
+    /// Every picture in the gallery.
+    Library,
 }
 
 /// The commands views emit during one frame, in order.
