@@ -53,6 +53,7 @@ fn options(data: &Path, out: &Path) -> TrainOptions {
             unet_channels: vec![16, 32],
             unet_layers_per_block: 1,
             vae_channels: vec![8, 16],
+            ..Default::default()
         },
         ..Default::default()
     }

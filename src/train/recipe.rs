@@ -19,6 +19,17 @@ pub struct Recipe {
     pub unet_channels: Vec<usize>,
     pub unet_layers_per_block: usize,
     pub vae_channels: Vec<usize>,
+    /// Group norm keeps at least this many channels per group in the UNet / VAE. One channel
+    /// per group is instance normalisation, which erases each picture's absolute colour (the
+    /// first emoji run decoded green as blue); 1 is the value of runs made before this field.
+    #[serde(default = "one")]
+    pub unet_min_group_channels: usize,
+    #[serde(default = "one")]
+    pub vae_min_group_channels: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for Recipe {
@@ -31,12 +42,15 @@ impl Default for Recipe {
             unet_channels: vec![64, 128, 128],
             unet_layers_per_block: 1,
             vae_channels: vec![16, 32, 64],
+            unet_min_group_channels: 8,
+            vae_min_group_channels: 4,
         }
     }
 }
 
-/// The largest group count (at most `max`) that divides every width.
-fn norm_groups(widths: &[usize], max: usize) -> usize {
+/// The largest group count (at most `max`) that divides every width and leaves at least
+/// `min_channels` channels in each group of the narrowest width.
+fn norm_groups(widths: &[usize], max: usize, min_channels: usize) -> usize {
     fn gcd(a: usize, b: usize) -> usize {
         if b == 0 {
             a
@@ -45,10 +59,11 @@ fn norm_groups(widths: &[usize], max: usize) -> usize {
         }
     }
     let g = widths.iter().fold(0, |acc, &w| gcd(acc, w));
-    (1..=max.min(g.max(1)))
-        .rev()
-        .find(|d| g % d == 0)
-        .unwrap_or(1)
+    let narrowest = widths.iter().copied().min().unwrap_or(1);
+    let max = max
+        .min(g.max(1))
+        .min((narrowest / min_channels.max(1)).max(1));
+    (1..=max).rev().find(|d| g % d == 0).unwrap_or(1)
 }
 
 impl Recipe {
@@ -111,7 +126,7 @@ impl Recipe {
             "layers_per_block": self.unet_layers_per_block,
             "attention_head_dim": 4,
             "cross_attention_dim": self.text_hidden,
-            "norm_num_groups": norm_groups(&self.unet_channels, 32),
+            "norm_num_groups": norm_groups(&self.unet_channels, 32, self.unet_min_group_channels),
             "flip_sin_to_cos": true,
             "freq_shift": 0,
         })
@@ -128,7 +143,7 @@ impl Recipe {
             "up_block_types": vec!["UpDecoderBlock2D"; n],
             "latent_channels": 4,
             "layers_per_block": 1,
-            "norm_num_groups": norm_groups(&self.vae_channels, 16),
+            "norm_num_groups": norm_groups(&self.vae_channels, 16, self.vae_min_group_channels),
             "sample_size": self.resolution,
             "scaling_factor": scaling_factor,
         })
@@ -174,5 +189,26 @@ impl Recipe {
             "unk_token": "<|endoftext|>",
             "do_lower_case": true,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_keep_several_channels_each() {
+        assert_eq!(norm_groups(&[16, 32, 64], 16, 4), 4);
+        assert_eq!(norm_groups(&[64, 128, 128], 32, 8), 8);
+        assert_eq!(norm_groups(&[320, 640, 1280], 32, 8), 32);
+        // Runs from before the rule keep their configs.
+        assert_eq!(norm_groups(&[16, 32, 64], 16, 1), 16);
+        let old: Recipe = serde_json::from_str(
+            r#"{"resolution":64,"max_tokens":32,"text_hidden":64,"text_layers":3,
+                "unet_channels":[64,128,128],"unet_layers_per_block":1,"vae_channels":[16,32,64]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.vae(1.0)["norm_num_groups"], 16);
+        assert_eq!(Recipe::default().vae(1.0)["norm_num_groups"], 4);
     }
 }
