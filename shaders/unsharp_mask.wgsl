@@ -1,0 +1,49 @@
+// Unsharp mask (stack::UnsharpMask) on linear luminance, as two separable passes over the
+// tile, clamp-to-edge. Mirrors cpu::unsharp_mask (luminance plane, cpu::blur_plane with
+// cpu::gaussian_kernel, then cpu::unsharp_mask_px), summing taps in the same order.
+// Parameters: [amount, threshold, taps n, weights w0 .. w(n-1)].
+
+fn unsharp_mask_px(rgb: vec3<f32>, lum: f32, blurred_lum: f32, amount: f32, threshold: f32) -> vec3<f32> {
+    let detail = lum - blurred_lum;
+    let kept = copysign_f(max(abs(detail) - threshold, 0.0), detail);
+    let add = amount * kept;
+    return vec3<f32>(rgb.r + add, rgb.g + add, rgb.b + add);
+}
+
+// Pass 1: the horizontal blur of luminance into `plane` (as f32 bits).
+@compute @workgroup_size(WORKGROUP, WORKGROUP)
+fn unsharp_mask_blur_h(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (!in_tile(id.xy)) {
+        return;
+    }
+    let n = u32(data[hdr.offset + 2u]);
+    let r = i32(n / 2u);
+    let row = id.y * hdr.size.x;
+    let last = i32(hdr.size.x) - 1;
+    var sum = 0.0;
+    for (var k = 0u; k < n; k++) {
+        let sx = u32(clamp(i32(id.x) + i32(k) - r, 0, last));
+        sum += data[hdr.offset + 3u + k] * luma(img[row + sx].rgb);
+    }
+    plane[tile_index(id.xy)] = bitcast<u32>(sum);
+}
+
+// Pass 2: the vertical blur, then the soft-thresholded detail added to every channel.
+@compute @workgroup_size(WORKGROUP, WORKGROUP)
+fn unsharp_mask_apply_v(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (!in_tile(id.xy)) {
+        return;
+    }
+    let n = u32(data[hdr.offset + 2u]);
+    let r = i32(n / 2u);
+    let last = i32(hdr.size.y) - 1;
+    var blurred = 0.0;
+    for (var k = 0u; k < n; k++) {
+        let sy = u32(clamp(i32(id.y) + i32(k) - r, 0, last));
+        blurred += data[hdr.offset + 3u + k] * bitcast<f32>(plane[sy * hdr.size.x + id.x]);
+    }
+    let i = tile_index(id.xy);
+    let px = img[i];
+    let out = unsharp_mask_px(px.rgb, luma(px.rgb), blurred, data[hdr.offset], data[hdr.offset + 1u]);
+    img[i] = vec4<f32>(out, px.a);
+}
