@@ -655,3 +655,16 @@ fn a_broken_shader_is_an_error_naming_it() {
         "after a shader error",
     );
 }
+
+#[test]
+fn every_shipped_preset_matches_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let img = photo_image(70, 52);
+    let mut worst = 0;
+    for (name, stack) in atelier::postfx::presets::shipped() {
+        let stack = stack.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = gpu.apply_rgb8(&img, &stack).expect("GPU run");
+        worst = worst.max(assert_close(&out, &apply_to_rgb8(&img, &stack), name));
+    }
+    report("presets", worst, atelier::postfx::presets::SHIPPED.len());
+}

@@ -18,6 +18,7 @@ pub mod colour;
 pub mod cpu;
 pub mod curve;
 pub mod gpu;
+pub mod presets;
 pub mod stack;
 
 pub use cpu::{apply_stack, apply_to_rgb8, histogram, Histogram};
