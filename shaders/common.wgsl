@@ -114,3 +114,50 @@ fn unorm8_code(v: f32) -> u32 {
 fn srgb8_to_linear(code: u32) -> f32 {
     return data[min(code, 255u)];
 }
+
+// Packed 8-bit R, G, B (low byte first) -> linear RGBA, alpha 1 (by the exact table).
+fn unpack_rgb8(v: u32) -> vec4<f32> {
+    return vec4<f32>(
+        srgb8_to_linear(v & 255u),
+        srgb8_to_linear((v >> 8u) & 255u),
+        srgb8_to_linear((v >> 16u) & 255u),
+        1.0,
+    );
+}
+
+// Linear RGB -> packed 8-bit sRGB R, G, B with an opaque alpha byte.
+fn pack_rgb8(rgb: vec3<f32>) -> u32 {
+    return linear_to_srgb8(rgb.r) | (linear_to_srgb8(rgb.g) << 8u)
+        | (linear_to_srgb8(rgb.b) << 16u) | (255u << 24u);
+}
+
+// A source texel -> linear RGBA. hdr.flags == 1: the texel holds sRGB-encoded 8-bit codes
+// (rgba8unorm, bgra8unorm), decoded by table; otherwise it is already linear (float formats,
+// or *-srgb formats decoded by the sampler hardware).
+fn texel_to_linear(texel: vec4<f32>) -> vec4<f32> {
+    if (hdr.flags == 1u) {
+        return vec4<f32>(
+            srgb8_to_linear(unorm8_code(texel.r)),
+            srgb8_to_linear(unorm8_code(texel.g)),
+            srgb8_to_linear(unorm8_code(texel.b)),
+            texel.a,
+        );
+    }
+    return texel;
+}
+
+// Linear RGBA -> the value an rgba8unorm target stores: sRGB-encoded and quantised exactly
+// like the CPU's 8-bit conversion (k/255 converts back to the code k).
+fn linear_to_target(px: vec4<f32>) -> vec4<f32> {
+    let q = vec3<f32>(
+        f32(linear_to_srgb8(px.r)),
+        f32(linear_to_srgb8(px.g)),
+        f32(linear_to_srgb8(px.b)),
+    ) / 255.0;
+    return vec4<f32>(q, clamp(px.a, 0.0, 1.0));
+}
+
+// Whether a tile pixel belongs to the tile's core (the part a store writes out).
+fn in_store_rect(p: vec2<u32>) -> bool {
+    return all(p >= hdr.store_min) && all(p < hdr.store_max);
+}

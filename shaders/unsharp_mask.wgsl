@@ -1,5 +1,5 @@
-// Unsharp mask (stack::UnsharpMask) on linear luminance, as two separable passes over the
-// tile, clamp-to-edge. Mirrors cpu::unsharp_mask (luminance plane, cpu::blur_plane with
+// Unsharp mask (stack::UnsharpMask) on linear luminance: a luminance plane, then two
+// separable blur passes over the tile, clamp-to-edge. Mirrors cpu::unsharp_mask (luminance plane, cpu::blur_plane with
 // cpu::gaussian_kernel, then cpu::unsharp_mask_px), summing taps in the same order.
 // Parameters: [amount, threshold, taps n, weights w0 .. w(n-1)].
 
@@ -10,7 +10,23 @@ fn unsharp_mask_px(rgb: vec3<f32>, lum: f32, blurred_lum: f32, amount: f32, thre
     return vec3<f32>(rgb.r + add, rgb.g + add, rgb.b + add);
 }
 
-// Pass 1: the horizontal blur of luminance into `plane` (as f32 bits).
+// Luminance, then the blurred luminance, live in `plane` (as f32 bits): the first
+// tile-sized half holds the luminance, the second the horizontal blur.
+fn usm_blurred_at(i: u32) -> u32 {
+    return hdr.size.x * hdr.size.y + i;
+}
+
+// Pass 1: the luminance plane (cpu::plane(img, luma)).
+@compute @workgroup_size(WORKGROUP, WORKGROUP)
+fn unsharp_mask_luma(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (!in_tile(id.xy)) {
+        return;
+    }
+    let i = tile_index(id.xy);
+    plane[i] = bitcast<u32>(luma(img[i].rgb));
+}
+
+// Pass 2: the horizontal blur of luminance.
 @compute @workgroup_size(WORKGROUP, WORKGROUP)
 fn unsharp_mask_blur_h(@builtin(global_invocation_id) id: vec3<u32>) {
     if (!in_tile(id.xy)) {
@@ -23,12 +39,12 @@ fn unsharp_mask_blur_h(@builtin(global_invocation_id) id: vec3<u32>) {
     var sum = 0.0;
     for (var k = 0u; k < n; k++) {
         let sx = u32(clamp(i32(id.x) + i32(k) - r, 0, last));
-        sum += data[hdr.offset + 3u + k] * luma(img[row + sx].rgb);
+        sum += data[hdr.offset + 3u + k] * bitcast<f32>(plane[row + sx]);
     }
-    plane[tile_index(id.xy)] = bitcast<u32>(sum);
+    plane[usm_blurred_at(tile_index(id.xy))] = bitcast<u32>(sum);
 }
 
-// Pass 2: the vertical blur, then the soft-thresholded detail added to every channel.
+// Pass 3: the vertical blur, then the soft-thresholded detail added to every channel.
 @compute @workgroup_size(WORKGROUP, WORKGROUP)
 fn unsharp_mask_apply_v(@builtin(global_invocation_id) id: vec3<u32>) {
     if (!in_tile(id.xy)) {
@@ -40,10 +56,12 @@ fn unsharp_mask_apply_v(@builtin(global_invocation_id) id: vec3<u32>) {
     var blurred = 0.0;
     for (var k = 0u; k < n; k++) {
         let sy = u32(clamp(i32(id.y) + i32(k) - r, 0, last));
-        blurred += data[hdr.offset + 3u + k] * bitcast<f32>(plane[sy * hdr.size.x + id.x]);
+        blurred += data[hdr.offset + 3u + k]
+            * bitcast<f32>(plane[usm_blurred_at(sy * hdr.size.x + id.x)]);
     }
     let i = tile_index(id.xy);
     let px = img[i];
-    let out = unsharp_mask_px(px.rgb, luma(px.rgb), blurred, data[hdr.offset], data[hdr.offset + 1u]);
+    let lum = bitcast<f32>(plane[i]);
+    let out = unsharp_mask_px(px.rgb, lum, blurred, data[hdr.offset], data[hdr.offset + 1u]);
     img[i] = vec4<f32>(out, px.a);
 }

@@ -29,15 +29,20 @@
 //!
 //! # How it runs
 //! The stack becomes a [`plan::Plan`]: consecutive per-pixel ops are fused into one pass
-//! (`shaders/pointwise.wgsl`, see [`Fusion`]); unsharp mask and denoise run as separable
+//! (see [`Fusion`]) generated from `shaders/pointwise.wgsl` for that op sequence: straight-line
+//! calls of each op's `<op>_apply`, reading the source (texture, 8-bit words or the working
+//! image) and writing the target itself when it is the first or last pass. Generated passes
+//! are compiled on first use and cached per op sequence, so moving a slider never recompiles;
+//! adding or reordering ops compiles one new pass. Unsharp mask and denoise run as separable
 //! passes. The working image is straight linear RGBA `f32` in storage buffers (no
 //! read-write storage textures, which many devices lack). Images bigger than one buffer
 //! may hold (the device's buffer-binding limits, its `max_texture_dimension_2d`, or a
 //! forced [`GpuRunner::with_tile_side`]) run in tiles that overlap by the neighbourhood
 //! ops' reach, so tiled output equals untiled output.
 //!
-//! Pipelines are compiled once in [`GpuRunner::new`]; work buffers are kept between runs
-//! and grown when needed. Every GPU call runs inside error scopes, so a shader, memory or
+//! The fixed pipelines (one per op file, the blur and denoise passes, loading and storing)
+//! are compiled once in [`GpuRunner::new`]; work buffers are kept between runs and grown
+//! when needed. Every GPU call runs inside error scopes, so a shader, memory or
 //! device failure comes back as a [`GpuError`] instead of wgpu's default panic.
 
 pub mod plan;
@@ -52,7 +57,7 @@ use wgpu::util::DeviceExt as _;
 
 use crate::postfx::stack::{Op, Stack};
 pub use plan::Fusion;
-use plan::{Dispatch, Kernel, Plan, Tile, TileLimits};
+use plan::{Dispatch, Endpoint, FusedKey, Kernel, Plan, Tile, TileLimits};
 
 /// Errors of the GPU path. Each says what failed in words a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +125,9 @@ pub struct GpuRunner {
     queue: wgpu::Queue,
     description: String,
     pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
+    /// Generated fused point passes, compiled on first use of each op sequence.
+    fused: Mutex<HashMap<FusedKey, wgpu::ComputePipeline>>,
+    layouts: PipelineLayouts,
     group0: wgpu::BindGroupLayout,
     group1: wgpu::BindGroupLayout,
     header_stride: u64,
@@ -132,6 +140,25 @@ pub struct GpuRunner {
     lost: Arc<Mutex<Option<String>>>,
     /// Bound where a kernel does not use a temporary.
     dummy: wgpu::Buffer,
+}
+
+/// At most this many generated fused passes are kept (then the cache starts over).
+const MAX_FUSED_PIPELINES: usize = 64;
+
+/// The two pipeline layouts: buffers only, and buffers plus the preview's textures.
+struct PipelineLayouts {
+    buffers: wgpu::PipelineLayout,
+    with_textures: wgpu::PipelineLayout,
+}
+
+impl PipelineLayouts {
+    fn pick(&self, textures: bool) -> &wgpu::PipelineLayout {
+        if textures {
+            &self.with_textures
+        } else {
+            &self.buffers
+        }
+    }
 }
 
 /// Work buffers, kept between runs.
@@ -190,7 +217,19 @@ impl GpuRunner {
                 },
             ],
         });
-        let pipelines = compile_pipelines(&device, &group0, &group1)?;
+        let layouts = PipelineLayouts {
+            buffers: device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("postfx buffers"),
+                bind_group_layouts: &[Some(&group0)],
+                immediate_size: 0,
+            }),
+            with_textures: device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("postfx buffers + textures"),
+                bind_group_layouts: &[Some(&group0), Some(&group1)],
+                immediate_size: 0,
+            }),
+        };
+        let pipelines = compile_pipelines(&device, &layouts)?;
         let header_stride = HEADER_BYTES
             .max(u64::from(limits.min_uniform_buffer_offset_alignment))
             .next_multiple_of(HEADER_BYTES);
@@ -216,6 +255,8 @@ impl GpuRunner {
             queue,
             description: "the studio's GPU device".to_owned(),
             pipelines,
+            fused: Mutex::new(HashMap::new()),
+            layouts,
             group0,
             group1,
             header_stride,
@@ -447,7 +488,8 @@ impl GpuRunner {
         };
         let plan = Plan::new(&stack.effective_ops(), self.fusion);
         let tiles = self.tiles(w, h, plan.halo)?;
-        let dispatches = with_io(&plan, Kernel::LoadTexture, Kernel::StoreTexture);
+        let dispatches = plan.with_io(Endpoint::Texture);
+        let pipelines = self.pipelines_for(&dispatches)?;
         let max_pixels = tiles.iter().map(Tile::pixels).max().unwrap_or(1);
         let mut guard = self.workspace.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.scoped(|| {
@@ -478,9 +520,9 @@ impl GpuRunner {
             for (t, tile) in tiles.iter().enumerate() {
                 self.encode_tile(
                     &mut encoder,
-                    &bind0,
-                    Some(&bind1),
+                    (&bind0, Some(&bind1)),
                     &dispatches,
+                    &pipelines,
                     t * dispatches.len(),
                     tile,
                 );
@@ -671,7 +713,8 @@ impl GpuRunner {
             *slot = Some(Workspace {
                 pixels,
                 img: buffer("postfx image", pixels * PIXEL_BYTES, storage | copy),
-                plane: buffer("postfx plane", pixels * 4, storage | copy),
+                // Two words per pixel: 8-bit pixels, or luminance and its blur.
+                plane: buffer("postfx plane", pixels * 8, storage | copy),
                 temporaries: temporaries.then(|| {
                     ["postfx t0", "postfx t1", "postfx t2", "postfx t3"]
                         .map(|label| buffer(label, pixels * PIXEL_BYTES, storage))
@@ -798,13 +841,71 @@ impl GpuRunner {
         })
     }
 
+    /// The pipeline of each dispatch; generated fused passes are compiled on first use.
+    fn pipelines_for(
+        &self,
+        dispatches: &[Dispatch],
+    ) -> Result<Vec<wgpu::ComputePipeline>, GpuError> {
+        dispatches
+            .iter()
+            .map(|dispatch| match &dispatch.fused {
+                Some(key) => self.fused_pipeline(key),
+                None => self
+                    .pipelines
+                    .get(&dispatch.kernel)
+                    .cloned()
+                    .ok_or_else(|| {
+                        GpuError::Wgpu(format!("no pipeline for {:?}", dispatch.kernel))
+                    }),
+            })
+            .collect()
+    }
+
+    fn fused_pipeline(&self, key: &FusedKey) -> Result<wgpu::ComputePipeline, GpuError> {
+        let mut cache = self.fused.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pipeline) = cache.get(key) {
+            return Ok(pipeline.clone());
+        }
+        let names: Vec<&str> = key.ops.iter().map(|op| op.name()).collect();
+        let what = format!(
+            "shaders/pointwise.wgsl generated for [{}] ({:?} -> {:?})",
+            names.join(", "),
+            key.source,
+            key.sink
+        );
+        let module = compile_scoped(&self.device, &what, || {
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(&what),
+                    source: wgpu::ShaderSource::Wgsl(shaders::fused_source(key).into()),
+                })
+        })?;
+        let entry = Kernel::Pointwise.entry();
+        let pipeline = compile_scoped(&self.device, &what, || {
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&what),
+                    layout: Some(self.layouts.pick(key.uses_textures())),
+                    module: &module,
+                    entry_point: Some(&entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+        })?;
+        if cache.len() >= MAX_FUSED_PIPELINES {
+            cache.clear();
+        }
+        cache.insert(key.clone(), pipeline.clone());
+        Ok(pipeline)
+    }
+
     /// Records one tile's dispatches (headers from `first_header` on).
     fn encode_tile(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        bind0: &wgpu::BindGroup,
-        bind1: Option<&wgpu::BindGroup>,
+        (bind0, bind1): (&wgpu::BindGroup, Option<&wgpu::BindGroup>),
         dispatches: &[Dispatch],
+        pipelines: &[wgpu::ComputePipeline],
         first_header: usize,
         tile: &Tile,
     ) {
@@ -812,14 +913,11 @@ impl GpuRunner {
             label: Some("postfx tile"),
             timestamp_writes: None,
         });
-        for (d, dispatch) in dispatches.iter().enumerate() {
-            let Some(pipeline) = self.pipelines.get(&dispatch.kernel) else {
-                continue;
-            };
+        for (d, (dispatch, pipeline)) in dispatches.iter().zip(pipelines).enumerate() {
             pass.set_pipeline(pipeline);
             let offset = (first_header + d) as u64 * self.header_stride;
             pass.set_bind_group(0, bind0, &[offset as u32]);
-            if dispatch.kernel.uses_textures() {
+            if dispatch.uses_textures() {
                 pass.set_bind_group(1, bind1, &[]);
             }
             pass.dispatch_workgroups(tile.w.div_ceil(WORKGROUP), tile.h.div_ceil(WORKGROUP), 1);
@@ -872,9 +970,10 @@ impl GpuRunner {
         let plan = Plan::new(ops, self.fusion);
         let tiles = self.tiles(w, h, plan.halo)?;
         let dispatches = match source {
-            HostImage::Linear(_) => plan.dispatches.clone(),
-            HostImage::Rgb8(_) => with_io(&plan, Kernel::LoadRgb8, Kernel::StoreRgb8),
+            HostImage::Linear(_) => plan.with_io(Endpoint::Image),
+            HostImage::Rgb8(_) => plan.with_io(Endpoint::Words),
         };
+        let pipelines = self.pipelines_for(&dispatches)?;
         let max_pixels = tiles.iter().map(Tile::pixels).max().unwrap_or(1);
         let mut guard = self.workspace.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.scoped(|| {
@@ -894,9 +993,9 @@ impl GpuRunner {
                         });
                 self.encode_tile(
                     &mut encoder,
-                    &bind0,
-                    None,
+                    (&bind0, None),
                     &dispatches,
+                    &pipelines,
                     t * dispatches.len(),
                     tile,
                 );
@@ -988,19 +1087,6 @@ fn extent(width: u32, height: u32) -> wgpu::Extent3d {
         height,
         depth_or_array_layers: 1,
     }
-}
-
-/// The plan's dispatches between a load and a store kernel.
-fn with_io(plan: &Plan, load: Kernel, store: Kernel) -> Vec<Dispatch> {
-    let io = |kernel| Dispatch {
-        kernel,
-        offset: plan::SRGB_TABLE_OFFSET,
-        count: 0,
-    };
-    let mut all = vec![io(load)];
-    all.extend_from_slice(&plan.dispatches);
-    all.push(io(store));
-    all
 }
 
 /// Writes a tile's pixels (with halo) into the work buffers; returns the buffer the result
@@ -1183,15 +1269,14 @@ fn compile_scoped<T>(
     }
 }
 
-/// Compiles every shader module and pipeline, each inside error scopes so a failure names
-/// its file and entry point.
+/// Compiles every fixed shader module and pipeline, each inside error scopes so a failure
+/// names its file and entry point.
 fn compile_pipelines(
     device: &wgpu::Device,
-    group0: &wgpu::BindGroupLayout,
-    group1: &wgpu::BindGroupLayout,
+    layouts: &PipelineLayouts,
 ) -> Result<HashMap<Kernel, wgpu::ComputePipeline>, GpuError> {
     let mut modules = HashMap::new();
-    for id in shaders::all_modules() {
+    for id in shaders::fixed_modules() {
         let name = shaders::module_name(id);
         let module = compile_scoped(device, &name, || {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -1201,18 +1286,8 @@ fn compile_pipelines(
         })?;
         modules.insert(id, module);
     }
-    let only_group0 = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-        label: Some("postfx buffers"),
-        bind_group_layouts: &[Some(group0)],
-        immediate_size: 0,
-    });
-    let with_textures = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-        label: Some("postfx buffers + textures"),
-        bind_group_layouts: &[Some(group0), Some(group1)],
-        immediate_size: 0,
-    });
     let mut pipelines = HashMap::new();
-    for kernel in Kernel::all() {
+    for kernel in Kernel::all_fixed() {
         let Some(module) = modules.get(&kernel.module()) else {
             continue;
         };
@@ -1221,11 +1296,7 @@ fn compile_pipelines(
         let pipeline = compile_scoped(device, &name, || {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&entry),
-                layout: Some(if kernel.uses_textures() {
-                    &with_textures
-                } else {
-                    &only_group0
-                }),
+                layout: Some(layouts.pick(kernel.uses_textures())),
                 module,
                 entry_point: Some(&entry),
                 compilation_options: Default::default(),

@@ -68,8 +68,8 @@ impl PointOp {
 pub enum ModuleId {
     /// One point op's own file.
     Point(PointOp),
-    /// Every point op's file plus `pointwise.wgsl`.
-    Pointwise,
+    /// A generated fused point pass (`pointwise.wgsl` filled in for one run of ops).
+    Fused,
     UnsharpMask,
     Denoise,
     Io,
@@ -80,8 +80,10 @@ pub enum ModuleId {
 pub enum Kernel {
     /// One point op on its own (`<op>_main`).
     Point(PointOp),
-    /// A run of point ops in one pass (`pointwise_main`).
+    /// A run of point ops in one pass (`pointwise_main` of a generated module; the run is
+    /// the dispatch's [`FusedKey`]).
     Pointwise,
+    UnsharpLuma,
     UnsharpBlurH,
     UnsharpApplyV,
     DenoiseEncode,
@@ -96,11 +98,11 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// Every kernel.
-    pub fn all() -> Vec<Kernel> {
+    /// Every kernel of a fixed module (all but [`Kernel::Pointwise`], which is generated).
+    pub fn all_fixed() -> Vec<Kernel> {
         let mut all: Vec<Kernel> = PointOp::ALL.iter().map(|&op| Kernel::Point(op)).collect();
         all.extend([
-            Kernel::Pointwise,
+            Kernel::UnsharpLuma,
             Kernel::UnsharpBlurH,
             Kernel::UnsharpApplyV,
             Kernel::DenoiseEncode,
@@ -121,6 +123,7 @@ impl Kernel {
         match self {
             Kernel::Point(op) => format!("{}_main", op.name()),
             Kernel::Pointwise => "pointwise_main".into(),
+            Kernel::UnsharpLuma => "unsharp_mask_luma".into(),
             Kernel::UnsharpBlurH => "unsharp_mask_blur_h".into(),
             Kernel::UnsharpApplyV => "unsharp_mask_apply_v".into(),
             Kernel::DenoiseEncode => "denoise_encode".into(),
@@ -139,8 +142,10 @@ impl Kernel {
     pub fn module(self) -> ModuleId {
         match self {
             Kernel::Point(op) => ModuleId::Point(op),
-            Kernel::Pointwise => ModuleId::Pointwise,
-            Kernel::UnsharpBlurH | Kernel::UnsharpApplyV => ModuleId::UnsharpMask,
+            Kernel::Pointwise => ModuleId::Fused,
+            Kernel::UnsharpLuma | Kernel::UnsharpBlurH | Kernel::UnsharpApplyV => {
+                ModuleId::UnsharpMask
+            }
             Kernel::DenoiseEncode
             | Kernel::DenoiseBoxH1
             | Kernel::DenoiseCoefficientsV1
@@ -163,8 +168,9 @@ impl Kernel {
         const PX: u32 = 16; // one linear RGBA f32 pixel
         match self {
             Kernel::Point(_) | Kernel::Pointwise | Kernel::DenoiseEncode => 2 * PX,
-            Kernel::UnsharpBlurH => PX + 4,
-            Kernel::UnsharpApplyV => 4 + 2 * PX,
+            Kernel::UnsharpLuma => PX + 4,
+            Kernel::UnsharpBlurH => 4 + 4,
+            Kernel::UnsharpApplyV => 4 + 4 + 2 * PX,
             Kernel::DenoiseBoxH1 => PX + 2 * PX,
             Kernel::DenoiseCoefficientsV1 | Kernel::DenoiseBoxH2 => 4 * PX,
             Kernel::DenoiseOutputV2 => 4 * PX,
@@ -174,13 +180,77 @@ impl Kernel {
     }
 }
 
+/// Where a fused point pass reads its pixels from, or writes them to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// The working image (`img`, linear RGBA f32).
+    Image,
+    /// Packed 8-bit sRGB words in `plane` (export of 8-bit images).
+    Words,
+    /// The preview's source or target texture.
+    Texture,
+}
+
+impl Endpoint {
+    /// Bytes per pixel moved through this end.
+    fn bytes(self) -> u32 {
+        match self {
+            Endpoint::Image => 16,
+            Endpoint::Words | Endpoint::Texture => 4,
+        }
+    }
+}
+
+/// What a generated fused point pass is compiled for: its ops in order and its two ends.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FusedKey {
+    pub ops: Vec<PointOp>,
+    pub source: Endpoint,
+    pub sink: Endpoint,
+}
+
+impl FusedKey {
+    /// Whether the generated module binds the texture group (group 1).
+    pub fn uses_textures(&self) -> bool {
+        self.source == Endpoint::Texture || self.sink == Endpoint::Texture
+    }
+}
+
 /// One kernel dispatch of a plan: its parameters start at `offset` in [`Plan::data`];
-/// `count` is the fused pass's op count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `count` is the fused pass's op count and `fused` its compiled variant.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dispatch {
     pub kernel: Kernel,
     pub offset: u32,
     pub count: u32,
+    pub fused: Option<FusedKey>,
+}
+
+impl Dispatch {
+    fn new(kernel: Kernel, offset: u32) -> Self {
+        Self {
+            kernel,
+            offset,
+            count: 0,
+            fused: None,
+        }
+    }
+
+    /// Whether the dispatch binds the texture group (group 1).
+    pub fn uses_textures(&self) -> bool {
+        match &self.fused {
+            Some(key) => key.uses_textures(),
+            None => self.kernel.uses_textures(),
+        }
+    }
+
+    /// Bytes read plus written per pixel (see [`Kernel::traffic_bytes_per_pixel`]).
+    pub fn traffic_bytes_per_pixel(&self) -> u32 {
+        match &self.fused {
+            Some(key) => key.source.bytes() + key.sink.bytes(),
+            None => self.kernel.traffic_bytes_per_pixel(),
+        }
+    }
 }
 
 /// How runs of per-pixel ops are executed.
@@ -229,11 +299,9 @@ impl Plan {
             if let Some(point) = plan.push_point_params(&op) {
                 match fusion {
                     Fusion::Fused => run.push(point),
-                    Fusion::PerOp => plan.dispatches.push(Dispatch {
-                        kernel: Kernel::Point(point.0),
-                        offset: point.1,
-                        count: 1,
-                    }),
+                    Fusion::PerOp => plan
+                        .dispatches
+                        .push(Dispatch::new(Kernel::Point(point.0), point.1)),
                 }
                 continue;
             }
@@ -246,12 +314,12 @@ impl Plan {
                         .extend([p.amount, p.threshold, kernel.len() as f32]);
                     plan.data.extend_from_slice(&kernel);
                     plan.halo += (kernel.len() / 2) as u32;
-                    for kernel in [Kernel::UnsharpBlurH, Kernel::UnsharpApplyV] {
-                        plan.dispatches.push(Dispatch {
-                            kernel,
-                            offset,
-                            count: 0,
-                        });
+                    for kernel in [
+                        Kernel::UnsharpLuma,
+                        Kernel::UnsharpBlurH,
+                        Kernel::UnsharpApplyV,
+                    ] {
+                        plan.dispatches.push(Dispatch::new(kernel, offset));
                     }
                 }
                 Op::Denoise(p) => {
@@ -271,11 +339,7 @@ impl Plan {
                         Kernel::DenoiseBoxH2,
                         Kernel::DenoiseOutputV2,
                     ] {
-                        plan.dispatches.push(Dispatch {
-                            kernel,
-                            offset,
-                            count: 0,
-                        });
+                        plan.dispatches.push(Dispatch::new(kernel, offset));
                     }
                 }
                 // Point ops were handled above; unknown ops do nothing.
@@ -357,8 +421,47 @@ impl Plan {
             kernel: Kernel::Pointwise,
             offset,
             count: run.len() as u32,
+            fused: Some(FusedKey {
+                ops: run.iter().map(|&(op, _)| op).collect(),
+                source: Endpoint::Image,
+                sink: Endpoint::Image,
+            }),
         });
         run.clear();
+    }
+
+    /// The dispatches of a whole run from `end` (8-bit words or textures) back to `end`:
+    /// a fused point pass at the start reads the source itself and one at the end writes the
+    /// result itself; otherwise a separate load / store pass is added. An empty plan becomes
+    /// one fused pass with no ops (a plain copy).
+    pub fn with_io(&self, end: Endpoint) -> Vec<Dispatch> {
+        let (load, store) = match end {
+            Endpoint::Words => (Kernel::LoadRgb8, Kernel::StoreRgb8),
+            Endpoint::Texture => (Kernel::LoadTexture, Kernel::StoreTexture),
+            Endpoint::Image => return self.dispatches.clone(),
+        };
+        let mut all = self.dispatches.clone();
+        if all.is_empty() {
+            all.push(Dispatch {
+                kernel: Kernel::Pointwise,
+                offset: SRGB_TABLE_OFFSET,
+                count: 0,
+                fused: Some(FusedKey {
+                    ops: Vec::new(),
+                    source: Endpoint::Image,
+                    sink: Endpoint::Image,
+                }),
+            });
+        }
+        match all.first_mut().and_then(|d| d.fused.as_mut()) {
+            Some(key) => key.source = end,
+            None => all.insert(0, Dispatch::new(load, SRGB_TABLE_OFFSET)),
+        }
+        match all.last_mut().and_then(|d| d.fused.as_mut()) {
+            Some(key) => key.sink = end,
+            None => all.push(Dispatch::new(store, SRGB_TABLE_OFFSET)),
+        }
+        all
     }
 
     /// Bytes read plus written per pixel by the ops' dispatches (ideal caches), not counting
@@ -366,7 +469,7 @@ impl Plan {
     pub fn traffic_bytes_per_pixel(&self) -> u32 {
         self.dispatches
             .iter()
-            .map(|d| d.kernel.traffic_bytes_per_pixel())
+            .map(Dispatch::traffic_bytes_per_pixel)
             .sum()
     }
 }
@@ -488,6 +591,7 @@ mod tests {
             kernels,
             [
                 Kernel::Pointwise,
+                Kernel::UnsharpLuma,
                 Kernel::UnsharpBlurH,
                 Kernel::UnsharpApplyV,
                 Kernel::Pointwise
@@ -500,7 +604,41 @@ mod tests {
         assert_eq!(plan.data[program], 0.0);
         assert_eq!(plan.data[plan.data[program + 1] as usize], 2.0);
         let per_op = Plan::new(&ops, Fusion::PerOp);
-        assert_eq!(per_op.dispatches.len(), 5);
+        assert_eq!(per_op.dispatches.len(), 6);
+        // With textures at both ends the fused passes load and store by themselves.
+        let io = plan.with_io(Endpoint::Texture);
+        assert_eq!(io.len(), 5);
+        let first = io[0].fused.as_ref().expect("fused");
+        assert_eq!(
+            (first.source, first.sink, first.ops.clone()),
+            (
+                Endpoint::Texture,
+                Endpoint::Image,
+                vec![PointOp::Exposure, PointOp::Vignette]
+            )
+        );
+        let last = io[4].fused.as_ref().expect("fused");
+        assert_eq!(
+            (last.source, last.sink),
+            (Endpoint::Image, Endpoint::Texture)
+        );
+        // Without a point pass at an end, separate load and store passes.
+        let usm = Plan::new(&ops[2..3], Fusion::Fused).with_io(Endpoint::Words);
+        let kernels: Vec<Kernel> = usm.iter().map(|d| d.kernel).collect();
+        assert_eq!(
+            kernels,
+            [
+                Kernel::LoadRgb8,
+                Kernel::UnsharpLuma,
+                Kernel::UnsharpBlurH,
+                Kernel::UnsharpApplyV,
+                Kernel::StoreRgb8
+            ]
+        );
+        // Nothing to do: one copying pass.
+        let empty = Plan::new(&[], Fusion::Fused).with_io(Endpoint::Texture);
+        assert_eq!(empty.len(), 1);
+        assert_eq!(empty[0].traffic_bytes_per_pixel(), 8);
     }
 
     #[test]

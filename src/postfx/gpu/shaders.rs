@@ -2,12 +2,14 @@
 //! put together into modules: WGSL has no `#include`, so every module is `common.wgsl`
 //! (bindings, header, exact sRGB, luma) followed by its own files.
 
-use super::plan::{ModuleId, PointOp};
+use super::plan::{Endpoint, FusedKey, ModuleId, PointOp};
 
 /// Shared helpers and bindings.
 pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
-/// The fused point pass.
+/// The fused point pass (a template, see [`fused_source`]).
 pub const POINTWISE: &str = include_str!("../../../shaders/pointwise.wgsl");
+/// The preview's texture bindings.
+pub const TEXTURES: &str = include_str!("../../../shaders/textures.wgsl");
 /// Unsharp mask's two passes.
 pub const UNSHARP_MASK: &str = include_str!("../../../shaders/unsharp_mask.wgsl");
 /// Denoise's five passes.
@@ -30,15 +32,10 @@ pub fn point_source(op: PointOp) -> &'static str {
     }
 }
 
-/// Every module the runner compiles.
-pub fn all_modules() -> Vec<ModuleId> {
+/// Every fixed module the runner compiles up front (fused passes are generated on demand).
+pub fn fixed_modules() -> Vec<ModuleId> {
     let mut all: Vec<ModuleId> = PointOp::ALL.iter().map(|&op| ModuleId::Point(op)).collect();
-    all.extend([
-        ModuleId::Pointwise,
-        ModuleId::UnsharpMask,
-        ModuleId::Denoise,
-        ModuleId::Io,
-    ]);
+    all.extend([ModuleId::UnsharpMask, ModuleId::Denoise, ModuleId::Io]);
     all
 }
 
@@ -46,25 +43,106 @@ pub fn all_modules() -> Vec<ModuleId> {
 pub fn module_name(id: ModuleId) -> String {
     match id {
         ModuleId::Point(op) => format!("shaders/{}.wgsl", op.name()),
-        ModuleId::Pointwise => "shaders/pointwise.wgsl (with every point op)".into(),
+        ModuleId::Fused => "shaders/pointwise.wgsl (generated)".into(),
         ModuleId::UnsharpMask => "shaders/unsharp_mask.wgsl".into(),
         ModuleId::Denoise => "shaders/denoise.wgsl".into(),
         ModuleId::Io => "shaders/io.wgsl".into(),
     }
 }
 
-/// The full WGSL text of a module.
+/// The full WGSL text of a fixed module.
 pub fn module_source(id: ModuleId) -> String {
     let mut parts = vec![COMMON];
     match id {
         ModuleId::Point(op) => parts.push(point_source(op)),
-        ModuleId::Pointwise => {
-            parts.extend(PointOp::ALL.iter().map(|&op| point_source(op)));
-            parts.push(POINTWISE);
+        ModuleId::Fused => {
+            return fused_source(&FusedKey {
+                ops: PointOp::ALL.to_vec(),
+                source: Endpoint::Image,
+                sink: Endpoint::Image,
+            })
         }
         ModuleId::UnsharpMask => parts.push(UNSHARP_MASK),
         ModuleId::Denoise => parts.push(DENOISE),
-        ModuleId::Io => parts.push(IO),
+        ModuleId::Io => parts.extend([TEXTURES, IO]),
     }
     parts.join("\n")
+}
+
+/// The fused point pass for one run of ops (`pointwise.wgsl` filled in): the ops' files, then
+/// `pointwise_main` with one `<op>_apply` line per op reading its parameter offset from the
+/// program, loading from and storing to the key's ends.
+pub fn fused_source(key: &FusedKey) -> String {
+    let mut parts = vec![COMMON];
+    if key.uses_textures() {
+        parts.push(TEXTURES);
+    }
+    let mut included: Vec<PointOp> = Vec::new();
+    for &op in &key.ops {
+        if !included.contains(&op) {
+            included.push(op);
+            parts.push(point_source(op));
+        }
+    }
+    let load = match key.source {
+        Endpoint::Image => "img[i]",
+        Endpoint::Words => "unpack_rgb8(plane[i])",
+        Endpoint::Texture => "texel_to_linear(textureLoad(src_tex, vec2<i32>(pos), 0))",
+    };
+    let ops: Vec<String> = key
+        .ops
+        .iter()
+        .enumerate()
+        .map(|(k, op)| {
+            format!(
+                "rgb = {}_apply(rgb, u32(data[hdr.offset + {}u]), pos);",
+                op.name(),
+                2 * k + 1
+            )
+        })
+        .collect();
+    let store = match key.sink {
+        Endpoint::Image => "img[i] = vec4<f32>(rgb, px.a);",
+        Endpoint::Words => "plane[i] = pack_rgb8(rgb);",
+        Endpoint::Texture => {
+            "if (in_store_rect(id.xy)) {\n        textureStore(dst_tex, vec2<i32>(pos), \
+             linear_to_target(vec4<f32>(rgb, px.a)));\n    }"
+        }
+    };
+    let main = POINTWISE
+        .replace("/*LOAD*/", load)
+        .replace("/*OPS*/", &ops.join("\n    "))
+        .replace("/*STORE*/", store);
+    parts.push(&main);
+    parts.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fused_pass_calls_its_ops_in_order_between_its_ends() {
+        let source = fused_source(&FusedKey {
+            ops: vec![PointOp::Curves, PointOp::Exposure, PointOp::Curves],
+            source: Endpoint::Texture,
+            sink: Endpoint::Words,
+        });
+        let calls: Vec<&str> = source
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("rgb = "))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                "rgb = curves_apply(rgb, u32(data[hdr.offset + 1u]), pos);",
+                "rgb = exposure_apply(rgb, u32(data[hdr.offset + 3u]), pos);",
+                "rgb = curves_apply(rgb, u32(data[hdr.offset + 5u]), pos);",
+            ]
+        );
+        assert_eq!(source.matches("fn curves_px").count(), 1, "each file once");
+        assert!(source.contains("textureLoad(src_tex") && source.contains("pack_rgb8(rgb)"));
+        assert!(!source.contains("/*"), "every placeholder is filled");
+    }
 }
