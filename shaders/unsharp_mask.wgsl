@@ -44,24 +44,29 @@ fn unsharp_mask_blur_h(@builtin(global_invocation_id) id: vec3<u32>) {
     plane[usm_blurred_at(tile_index(id.xy))] = bitcast<u32>(sum);
 }
 
-// Pass 3: the vertical blur, then the soft-thresholded detail added to every channel.
+// The last step at tile pixel p (index i), parameters at o: the vertical blur of the
+// horizontal blur, then the soft-thresholded detail added to every channel. Per pixel given
+// the horizontal blur, so fused point passes open with it (`postfx::gpu::shaders`).
+fn unsharp_mask_apply(rgb: vec3<f32>, o: u32, p: vec2<u32>, i: u32) -> vec3<f32> {
+    let n = u32(data[o + 2u]);
+    let r = i32(n / 2u);
+    let last = i32(hdr.size.y) - 1;
+    var blurred = 0.0;
+    for (var k = 0u; k < n; k++) {
+        let sy = u32(clamp(i32(p.y) + i32(k) - r, 0, last));
+        blurred += data[o + 3u + k] * bitcast<f32>(plane[usm_blurred_at(sy * hdr.size.x + p.x)]);
+    }
+    let lum = bitcast<f32>(plane[i]);
+    return unsharp_mask_px(rgb, lum, blurred, data[o], data[o + 1u]);
+}
+
+// Pass 3 (when no fused pass follows): unsharp_mask_apply on the working image.
 @compute @workgroup_size(WORKGROUP, WORKGROUP)
 fn unsharp_mask_apply_v(@builtin(global_invocation_id) id: vec3<u32>) {
     if (!in_tile(id.xy)) {
         return;
     }
-    let n = u32(data[hdr.offset + 2u]);
-    let r = i32(n / 2u);
-    let last = i32(hdr.size.y) - 1;
-    var blurred = 0.0;
-    for (var k = 0u; k < n; k++) {
-        let sy = u32(clamp(i32(id.y) + i32(k) - r, 0, last));
-        blurred += data[hdr.offset + 3u + k]
-            * bitcast<f32>(plane[usm_blurred_at(sy * hdr.size.x + id.x)]);
-    }
     let i = tile_index(id.xy);
     let px = img[i];
-    let lum = bitcast<f32>(plane[i]);
-    let out = unsharp_mask_px(px.rgb, lum, blurred, data[hdr.offset], data[hdr.offset + 1u]);
-    img[i] = vec4<f32>(out, px.a);
+    img[i] = vec4<f32>(unsharp_mask_apply(px.rgb, hdr.offset, id.xy, i), px.a);
 }

@@ -204,9 +204,27 @@ impl Endpoint {
 /// What a generated fused point pass is compiled for: its ops in order and its two ends.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FusedKey {
+    /// The pass starts with an unsharp mask's last step (vertical blur of the blurred
+    /// luminance, detail added), which is per pixel given the horizontal blur.
+    pub unsharp_first: bool,
+    /// The point ops, in order.
     pub ops: Vec<PointOp>,
+    /// The pass also writes the luminance plane (for an unsharp mask that follows).
+    pub luma_out: bool,
     pub source: Endpoint,
     pub sink: Endpoint,
+}
+
+/// The program code of an unsharp mask's last step in a fused pass.
+pub const UNSHARP_APPLY_CODE: u32 = 100;
+
+/// Ops waiting to be emitted as one fused pass.
+#[derive(Default)]
+struct Run {
+    /// The parameter offset of an unsharp mask whose last step opens the pass.
+    unsharp: Option<u32>,
+    /// Point ops and their parameter offsets.
+    ops: Vec<(PointOp, u32)>,
 }
 
 impl FusedKey {
@@ -247,7 +265,12 @@ impl Dispatch {
     /// Bytes read plus written per pixel (see [`Kernel::traffic_bytes_per_pixel`]).
     pub fn traffic_bytes_per_pixel(&self) -> u32 {
         match &self.fused {
-            Some(key) => key.source.bytes() + key.sink.bytes(),
+            Some(key) => {
+                key.source.bytes()
+                    + key.sink.bytes()
+                    + if key.unsharp_first { 8 } else { 0 }
+                    + if key.luma_out { 4 } else { 0 }
+            }
             None => self.kernel.traffic_bytes_per_pixel(),
         }
     }
@@ -292,20 +315,18 @@ impl Plan {
             halo: 0,
             needs_temporaries: false,
         };
-        // Consecutive point ops waiting to be emitted as one fused pass: (op, param offset).
-        let mut run: Vec<(PointOp, u32)> = Vec::new();
+        let mut run = Run::default();
         for op in ops {
             let op = op.sanitized();
             if let Some(point) = plan.push_point_params(&op) {
                 match fusion {
-                    Fusion::Fused => run.push(point),
+                    Fusion::Fused => run.ops.push(point),
                     Fusion::PerOp => plan
                         .dispatches
                         .push(Dispatch::new(Kernel::Point(point.0), point.1)),
                 }
                 continue;
             }
-            plan.flush_run(&mut run);
             match op {
                 Op::UnsharpMask(p) => {
                     let kernel = gaussian_kernel(p.radius_px);
@@ -314,18 +335,26 @@ impl Plan {
                         .extend([p.amount, p.threshold, kernel.len() as f32]);
                     plan.data.extend_from_slice(&kernel);
                     plan.halo += (kernel.len() / 2) as u32;
-                    for kernel in [
-                        Kernel::UnsharpLuma,
-                        Kernel::UnsharpBlurH,
-                        Kernel::UnsharpApplyV,
-                    ] {
-                        plan.dispatches.push(Dispatch::new(kernel, offset));
+                    // Fused: the pending run writes the luminance plane as it stores, and
+                    // the final vertical pass opens the next run.
+                    if !plan.flush_run(&mut run, true) {
+                        plan.dispatches
+                            .push(Dispatch::new(Kernel::UnsharpLuma, offset));
+                    }
+                    plan.dispatches
+                        .push(Dispatch::new(Kernel::UnsharpBlurH, offset));
+                    match fusion {
+                        Fusion::Fused => run.unsharp = Some(offset),
+                        Fusion::PerOp => plan
+                            .dispatches
+                            .push(Dispatch::new(Kernel::UnsharpApplyV, offset)),
                     }
                 }
                 Op::Denoise(p) => {
                     if p.strength == 0.0 {
                         continue;
                     }
+                    plan.flush_run(&mut run, false);
                     let eps = (0.1 * p.strength) * (0.1 * p.strength);
                     let offset = plan.offset();
                     plan.data.extend([p.radius_px as f32, eps]);
@@ -346,7 +375,7 @@ impl Plan {
                 _ => {}
             }
         }
-        plan.flush_run(&mut run);
+        plan.flush_run(&mut run, false);
         plan
     }
 
@@ -408,26 +437,33 @@ impl Plan {
         Some((point, offset))
     }
 
-    /// Emits the pending run of point ops as one fused dispatch (its program appended).
-    fn flush_run(&mut self, run: &mut Vec<(PointOp, u32)>) {
-        if run.is_empty() {
-            return;
+    /// Emits the pending run as one fused dispatch (its program appended), writing the
+    /// luminance plane too when `luma_out`; false when there was nothing to emit.
+    fn flush_run(&mut self, run: &mut Run, luma_out: bool) -> bool {
+        if run.unsharp.is_none() && run.ops.is_empty() {
+            return false;
         }
         let offset = self.offset();
-        for &(op, params) in run.iter() {
+        if let Some(params) = run.unsharp {
+            self.data.extend([UNSHARP_APPLY_CODE as f32, params as f32]);
+        }
+        for &(op, params) in &run.ops {
             self.data.extend([op.code() as f32, params as f32]);
         }
         self.dispatches.push(Dispatch {
             kernel: Kernel::Pointwise,
             offset,
-            count: run.len() as u32,
+            count: (run.ops.len() + usize::from(run.unsharp.is_some())) as u32,
             fused: Some(FusedKey {
-                ops: run.iter().map(|&(op, _)| op).collect(),
+                unsharp_first: run.unsharp.is_some(),
+                ops: run.ops.iter().map(|&(op, _)| op).collect(),
+                luma_out,
                 source: Endpoint::Image,
                 sink: Endpoint::Image,
             }),
         });
-        run.clear();
+        *run = Run::default();
+        true
     }
 
     /// The dispatches of a whole run from `end` (8-bit words or textures) back to `end`:
@@ -447,7 +483,9 @@ impl Plan {
                 offset: SRGB_TABLE_OFFSET,
                 count: 0,
                 fused: Some(FusedKey {
+                    unsharp_first: false,
                     ops: Vec::new(),
+                    luma_out: false,
                     source: Endpoint::Image,
                     sink: Endpoint::Image,
                 }),
@@ -589,40 +627,52 @@ mod tests {
         let kernels: Vec<Kernel> = plan.dispatches.iter().map(|d| d.kernel).collect();
         assert_eq!(
             kernels,
-            [
-                Kernel::Pointwise,
-                Kernel::UnsharpLuma,
-                Kernel::UnsharpBlurH,
-                Kernel::UnsharpApplyV,
-                Kernel::Pointwise
-            ]
+            [Kernel::Pointwise, Kernel::UnsharpBlurH, Kernel::Pointwise]
         );
-        assert_eq!(plan.dispatches[0].count, 2);
         assert_eq!(plan.halo, 3);
+        // The first run writes the luminance for the blur; the second opens with the
+        // unsharp mask's last step.
+        let first = plan.dispatches[0].fused.as_ref().expect("fused");
+        assert!(first.luma_out && !first.unsharp_first);
+        assert_eq!(first.ops, [PointOp::Exposure, PointOp::Vignette]);
+        let second = plan.dispatches[2].fused.as_ref().expect("fused");
+        assert!(second.unsharp_first && !second.luma_out);
+        assert_eq!(plan.dispatches[2].count, 2);
         // The program points at the exposure gain.
         let program = plan.dispatches[0].offset as usize;
         assert_eq!(plan.data[program], 0.0);
         assert_eq!(plan.data[plan.data[program + 1] as usize], 2.0);
+        let program = plan.dispatches[2].offset as usize;
+        assert_eq!(plan.data[program], UNSHARP_APPLY_CODE as f32);
+        assert_eq!(plan.data[plan.data[program + 3] as usize], 0.5);
+
         let per_op = Plan::new(&ops, Fusion::PerOp);
-        assert_eq!(per_op.dispatches.len(), 6);
+        let kernels: Vec<Kernel> = per_op.dispatches.iter().map(|d| d.kernel).collect();
+        assert_eq!(
+            kernels,
+            [
+                Kernel::Point(PointOp::Exposure),
+                Kernel::Point(PointOp::Vignette),
+                Kernel::UnsharpLuma,
+                Kernel::UnsharpBlurH,
+                Kernel::UnsharpApplyV,
+                Kernel::Point(PointOp::Exposure),
+            ]
+        );
         // With textures at both ends the fused passes load and store by themselves.
         let io = plan.with_io(Endpoint::Texture);
-        assert_eq!(io.len(), 5);
+        assert_eq!(io.len(), 3);
         let first = io[0].fused.as_ref().expect("fused");
         assert_eq!(
-            (first.source, first.sink, first.ops.clone()),
-            (
-                Endpoint::Texture,
-                Endpoint::Image,
-                vec![PointOp::Exposure, PointOp::Vignette]
-            )
+            (first.source, first.sink),
+            (Endpoint::Texture, Endpoint::Image)
         );
-        let last = io[4].fused.as_ref().expect("fused");
+        let last = io[2].fused.as_ref().expect("fused");
         assert_eq!(
             (last.source, last.sink),
             (Endpoint::Image, Endpoint::Texture)
         );
-        // Without a point pass at an end, separate load and store passes.
+        // Without a point pass at the start, a separate load and luminance pass.
         let usm = Plan::new(&ops[2..3], Fusion::Fused).with_io(Endpoint::Words);
         let kernels: Vec<Kernel> = usm.iter().map(|d| d.kernel).collect();
         assert_eq!(
@@ -631,10 +681,10 @@ mod tests {
                 Kernel::LoadRgb8,
                 Kernel::UnsharpLuma,
                 Kernel::UnsharpBlurH,
-                Kernel::UnsharpApplyV,
-                Kernel::StoreRgb8
+                Kernel::Pointwise
             ]
         );
+        assert_eq!(usm[3].fused.as_ref().map(|k| k.sink), Some(Endpoint::Words));
         // Nothing to do: one copying pass.
         let empty = Plan::new(&[], Fusion::Fused).with_io(Endpoint::Texture);
         assert_eq!(empty.len(), 1);

@@ -57,7 +57,9 @@ pub fn module_source(id: ModuleId) -> String {
         ModuleId::Point(op) => parts.push(point_source(op)),
         ModuleId::Fused => {
             return fused_source(&FusedKey {
+                unsharp_first: true,
                 ops: PointOp::ALL.to_vec(),
+                luma_out: true,
                 source: Endpoint::Image,
                 sink: Endpoint::Image,
             })
@@ -77,6 +79,9 @@ pub fn fused_source(key: &FusedKey) -> String {
     if key.uses_textures() {
         parts.push(TEXTURES);
     }
+    if key.unsharp_first {
+        parts.push(UNSHARP_MASK);
+    }
     let mut included: Vec<PointOp> = Vec::new();
     for &op in &key.ops {
         if !included.contains(&op) {
@@ -89,18 +94,26 @@ pub fn fused_source(key: &FusedKey) -> String {
         Endpoint::Words => "unpack_rgb8(plane[i])",
         Endpoint::Texture => "texel_to_linear(textureLoad(src_tex, vec2<i32>(pos), 0))",
     };
-    let ops: Vec<String> = key
-        .ops
-        .iter()
-        .enumerate()
-        .map(|(k, op)| {
-            format!(
-                "rgb = {}_apply(rgb, u32(data[hdr.offset + {}u]), pos);",
-                op.name(),
-                2 * k + 1
-            )
-        })
-        .collect();
+    // Program slot k (a pair: code, parameter offset) holds the k-th step.
+    let param = |slot: usize| format!("u32(data[hdr.offset + {}u])", 2 * slot + 1);
+    let first = usize::from(key.unsharp_first);
+    let mut ops: Vec<String> = Vec::new();
+    if key.unsharp_first {
+        ops.push(format!(
+            "rgb = unsharp_mask_apply(rgb, {}, id.xy, i);",
+            param(0)
+        ));
+    }
+    for (k, op) in key.ops.iter().enumerate() {
+        ops.push(format!(
+            "rgb = {}_apply(rgb, {}, pos);",
+            op.name(),
+            param(first + k)
+        ));
+    }
+    if key.luma_out {
+        ops.push("plane[i] = bitcast<u32>(luma(rgb));".to_owned());
+    }
     let store = match key.sink {
         Endpoint::Image => "img[i] = vec4<f32>(rgb, px.a);",
         Endpoint::Words => "plane[i] = pack_rgb8(rgb);",
@@ -124,7 +137,9 @@ mod tests {
     #[test]
     fn a_fused_pass_calls_its_ops_in_order_between_its_ends() {
         let source = fused_source(&FusedKey {
+            unsharp_first: false,
             ops: vec![PointOp::Curves, PointOp::Exposure, PointOp::Curves],
+            luma_out: false,
             source: Endpoint::Texture,
             sink: Endpoint::Words,
         });
@@ -144,5 +159,26 @@ mod tests {
         assert_eq!(source.matches("fn curves_px").count(), 1, "each file once");
         assert!(source.contains("textureLoad(src_tex") && source.contains("pack_rgb8(rgb)"));
         assert!(!source.contains("/*"), "every placeholder is filled");
+        let with_blur = fused_source(&FusedKey {
+            unsharp_first: true,
+            ops: vec![PointOp::Exposure],
+            luma_out: true,
+            source: Endpoint::Image,
+            sink: Endpoint::Image,
+        });
+        let main = &with_blur[with_blur.find("fn pointwise_main").unwrap_or(0)..];
+        let steps: Vec<&str> = main
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("rgb = ") || l.starts_with("plane[i] = "))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "rgb = unsharp_mask_apply(rgb, u32(data[hdr.offset + 1u]), id.xy, i);",
+                "rgb = exposure_apply(rgb, u32(data[hdr.offset + 3u]), pos);",
+                "plane[i] = bitcast<u32>(luma(rgb));",
+            ]
+        );
     }
 }
