@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use atelier::postfx::gpu::plan::{Kernel, Plan};
+use atelier::postfx::gpu::plan::{Endpoint, Plan};
 use atelier::postfx::gpu::{Fusion, GpuRunner, PreviewTarget};
 use atelier::postfx::{
     apply_to_rgb8, Contrast, Curves, Exposure, Op, Saturation, Stack, UnsharpMask, WhiteBalance,
@@ -142,12 +142,15 @@ fn postfx(c: &mut Criterion) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let memcpy = median("memcpy 256 MiB").unwrap_or_default();
     let bandwidth = 2.0 * bytes as f64 / memcpy.as_secs_f64().max(1e-9) / 1e9;
-    let plan = Plan::new(&stack.effective_ops(), Fusion::Fused);
-    let io = Kernel::LoadTexture.traffic_bytes_per_pixel()
-        + Kernel::StoreTexture.traffic_bytes_per_pixel();
-    let per_pixel = plan.traffic_bytes_per_pixel() + io;
-    let per_op_pixel =
-        Plan::new(&stack.effective_ops(), Fusion::PerOp).traffic_bytes_per_pixel() + io;
+    // What one preview frame reads and writes per pixel, loading and storing included.
+    let traffic = |fusion| -> u32 {
+        Plan::new(&stack.effective_ops(), fusion)
+            .with_io(Endpoint::Texture)
+            .iter()
+            .map(|d| d.traffic_bytes_per_pixel())
+            .sum()
+    };
+    let (per_pixel, per_op_pixel) = (traffic(Fusion::Fused), traffic(Fusion::PerOp));
     println!();
     println!("postfx summary on {adapter} (medians; 6-op stack: 5 fused point ops + unsharp mask)");
     println!("  memcpy bandwidth: {bandwidth:.1} GB/s (read + write)");

@@ -634,6 +634,72 @@ fn wide_images_and_large_grids_do_not_panic() {
 }
 
 #[test]
+fn an_8192_square_image_runs_in_tiles_and_matches_the_cpu_on_crops() {
+    let Some(gpu) = gpu() else { return };
+    let side = 8192;
+    let stack = Stack::from_ops([
+        Op::Exposure(Exposure { ev: 0.5 }),
+        Op::UnsharpMask(UnsharpMask {
+            radius_px: 2.0,
+            amount: 1.0,
+            threshold: 0.0,
+        }),
+        Op::Contrast(Contrast { amount: 0.2 }),
+    ]);
+    let tiles = gpu.tile_count(side, side, &stack).expect("tiles");
+    assert!(tiles > 1, "8192 x 8192 should not fit one tile");
+    let noise = noise_image(256, 256, 12);
+    let img = RgbImage::from_fn(side, side, |x, y| {
+        let n = noise.get_pixel(x % 256, y % 256).0;
+        Rgb([
+            (x / 32) as u8 ^ n[0] >> 3,
+            (y / 32) as u8 ^ n[1] >> 3,
+            ((x + y) / 64) as u8 ^ n[2] >> 3,
+        ])
+    });
+    let out = gpu.apply_rgb8(&img, &stack).expect("GPU run");
+    assert_eq!(out.dimensions(), (side, side));
+    // Crops around tile seams and corners: the CPU on a crop with a margin wider than the
+    // blur's reach equals the full image inside the margin.
+    let (crop, margin) = (96, 16);
+    let mut worst = 0;
+    for (x0, y0) in [
+        (0, 0),
+        (side - crop, side - crop),
+        (2000, 2030),
+        (4050, 6100),
+    ] {
+        let part = image::imageops::crop_imm(&img, x0, y0, crop, crop).to_image();
+        let cpu = apply_to_rgb8(&part, &stack);
+        let inner = |x: u32, y: u32| {
+            (x0 == 0 || x >= margin)
+                && (y0 == 0 || y >= margin)
+                && (x0 + crop == side || x < crop - margin)
+                && (y0 + crop == side || y < crop - margin)
+        };
+        for (x, y, p) in cpu.enumerate_pixels() {
+            if !inner(x, y) {
+                continue;
+            }
+            let g = out.get_pixel(x0 + x, y0 + y);
+            for c in 0..3 {
+                let d = p.0[c].abs_diff(g.0[c]);
+                assert!(
+                    d <= 1,
+                    "({}, {}): GPU {:?} CPU {:?}",
+                    x0 + x,
+                    y0 + y,
+                    g.0,
+                    p.0
+                );
+                worst = worst.max(d);
+            }
+        }
+    }
+    report(&format!("8192x8192 in {tiles} tiles"), worst, 4);
+}
+
+#[test]
 fn a_broken_shader_is_an_error_naming_it() {
     let Some(gpu) = gpu() else { return };
     let err = gpu
