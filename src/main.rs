@@ -1,6 +1,6 @@
 //! The `atelier` binary: no arguments opens the studio; subcommands run the same engine headless.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +32,9 @@ struct Cli {
 enum Command {
     /// Generate images headless, with a progress bar on stderr.
     Generate(GenerateArgs),
+    /// Apply an adjustment stack (a JSON file as the studio saves it, e.g. one of
+    /// assets/presets/) to images and write PNGs; on the GPU unless --cpu.
+    Adjust(AdjustArgs),
     /// List the models found (given folders, the user's models folder, the Hugging Face cache).
     Models {
         /// Folders to scan in addition to the usual places.
@@ -343,6 +346,23 @@ enum DevCommand {
 }
 
 #[derive(clap::Args)]
+struct AdjustArgs {
+    /// Input images (PNG or JPEG).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// The adjustment stack (JSON).
+    #[arg(long)]
+    stack: PathBuf,
+    /// Output PNG for one input; a folder (created if missing) for any number of inputs,
+    /// where each result is named after its input (`photo.jpg` -> `photo.png`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Use the CPU reference implementation instead of the GPU.
+    #[arg(long)]
+    cpu: bool,
+}
+
+#[derive(clap::Args)]
 struct GenerateArgs {
     /// The diffusers model folder.
     #[arg(long)]
@@ -406,6 +426,7 @@ fn main() -> ExitCode {
             ..Default::default()
         }),
         Some(Command::Generate(args)) => generate(args),
+        Some(Command::Adjust(args)) => adjust(args),
         Some(Command::Models { dirs }) => list_models(&[cli.model_dirs, dirs].concat()),
         Some(Command::Train(args)) => train(args),
         Some(Command::TrainJudge(args)) => train_judge(args),
@@ -506,6 +527,110 @@ fn load_rgb(path: &std::path::Path) -> anyhow::Result<image::RgbImage> {
     Ok(atelier::imageio::load_image_file(path)
         .with_context(|| format!("{}: cannot read image", path.display()))?
         .to_rgb8())
+}
+
+/// Where each input's result goes: `out` itself for one input that is not a folder,
+/// otherwise `out/<input stem>.png`. Refuses to overwrite an input or to write two results
+/// to one file.
+fn adjust_outputs(inputs: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let outputs: Vec<PathBuf> = if inputs.len() == 1 && !out.is_dir() {
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                bail!("{}: output folder does not exist", parent.display());
+            }
+        }
+        vec![out.to_path_buf()]
+    } else {
+        if out.exists() && !out.is_dir() {
+            bail!(
+                "{}: with several inputs --out must be a folder",
+                out.display()
+            );
+        }
+        let mut outputs: Vec<PathBuf> = Vec::new();
+        for input in inputs {
+            let stem = input
+                .file_stem()
+                .with_context(|| format!("{}: not a file name", input.display()))?;
+            let path = out.join(stem).with_extension("png");
+            if let Some(i) = outputs.iter().position(|p| *p == path) {
+                bail!(
+                    "{} and {} would both be written to {}",
+                    inputs[i].display(),
+                    input.display(),
+                    path.display()
+                );
+            }
+            outputs.push(path);
+        }
+        outputs
+    };
+    let canonical_inputs: Vec<PathBuf> = inputs
+        .iter()
+        .map(|p| {
+            std::fs::canonicalize(p).with_context(|| format!("{}: cannot read image", p.display()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    for output in &outputs {
+        if let Ok(existing) = std::fs::canonicalize(output) {
+            if canonical_inputs.contains(&existing) {
+                bail!(
+                    "{}: refusing to overwrite an input image; choose another --out",
+                    output.display()
+                );
+            }
+        }
+    }
+    if inputs.len() > 1 || out.is_dir() {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("{}: cannot create the output folder", out.display()))?;
+    }
+    Ok(outputs)
+}
+
+fn adjust(args: AdjustArgs) -> anyhow::Result<()> {
+    use atelier::postfx::{apply_to_rgb8, gpu::GpuRunner, Stack};
+    let text = std::fs::read_to_string(&args.stack)
+        .with_context(|| format!("{}: cannot read the stack", args.stack.display()))?;
+    let stack = Stack::from_json(&text).with_context(|| args.stack.display().to_string())?;
+    for name in stack.unknown_ops() {
+        eprintln!(
+            "warning: {}: adjustment \"{name}\" is unknown to this version of Atelier and is skipped",
+            args.stack.display()
+        );
+    }
+    let outputs = adjust_outputs(&args.inputs, &args.out)?;
+    let gpu = if args.cpu {
+        None
+    } else {
+        match GpuRunner::headless() {
+            Ok(runner) => Some(runner),
+            Err(e) => {
+                eprintln!("GPU unavailable ({e}); using the CPU");
+                None
+            }
+        }
+    };
+    match &gpu {
+        Some(runner) => println!("adjusting on the GPU: {}", runner.adapter_description()),
+        None => println!("adjusting on the CPU"),
+    }
+    for (input, output) in args.inputs.iter().zip(&outputs) {
+        let image = load_rgb(input)?;
+        let (adjusted, used) = match &gpu {
+            Some(runner) => match runner.apply_rgb8(&image, &stack) {
+                Ok(adjusted) => (adjusted, "GPU"),
+                Err(e) => {
+                    eprintln!("{}: the GPU failed ({e}); using the CPU", input.display());
+                    (apply_to_rgb8(&image, &stack), "CPU")
+                }
+            },
+            None => (apply_to_rgb8(&image, &stack), "CPU"),
+        };
+        atelier::imageio::write_png_atomically(&adjusted, output)?;
+        println!("{} -> {} ({used})", input.display(), output.display());
+    }
+    Ok(())
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {

@@ -186,3 +186,185 @@ fn models_lists_given_folders_user_folder_and_hf_cache_with_family() {
         "{text}"
     );
 }
+
+/// A small photo-like image: smooth ramps, a disc and some noise.
+fn adjust_input(w: u32, h: u32, seed: u32) -> image::RgbImage {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    image::RgbImage::from_fn(w, h, |x, y| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let n = (state >> 28) as u8;
+        let disc = (x as i32 - 20).pow(2) + (y as i32 - 12).pow(2) < 64;
+        let base = if disc { [230, 180, 60] } else { [40, 90, 170] };
+        image::Rgb([
+            base[0] / 2 + (x * 60 / w) as u8 + n,
+            base[1] / 2 + (y * 60 / h) as u8 + n,
+            base[2] / 2 + n,
+        ])
+    })
+}
+
+fn adjust_stack() -> atelier::postfx::Stack {
+    use atelier::postfx::{Contrast, Denoise, Exposure, Op, Stack, UnsharpMask, Vignette};
+    Stack::from_ops([
+        Op::Exposure(Exposure { ev: 0.4 }),
+        Op::Contrast(Contrast { amount: 0.2 }),
+        Op::Denoise(Denoise {
+            radius_px: 2,
+            strength: 0.4,
+        }),
+        Op::UnsharpMask(UnsharpMask {
+            radius_px: 1.2,
+            amount: 0.7,
+            threshold: 0.0,
+        }),
+        Op::Vignette(Vignette {
+            amount: -0.3,
+            midpoint: 0.5,
+            feather: 0.5,
+        }),
+    ])
+}
+
+#[test]
+fn adjust_applies_a_stack_on_the_cpu_and_the_gpu_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = |name: &str| tmp.path().join(name).to_string_lossy().into_owned();
+    let input = adjust_input(48, 30, 1);
+    input.save(path("in.png")).unwrap();
+    let stack = adjust_stack();
+    std::fs::write(path("stack.json"), stack.to_json().unwrap()).unwrap();
+
+    let cpu = atelier(
+        &[
+            "adjust",
+            &path("in.png"),
+            "--stack",
+            &path("stack.json"),
+            "--out",
+            &path("cpu.png"),
+            "--cpu",
+        ],
+        tmp.path(),
+    );
+    assert!(cpu.status.success(), "{}", stderr(&cpu));
+    assert!(String::from_utf8_lossy(&cpu.stdout).contains("(CPU)"));
+    let cpu_out = image::open(path("cpu.png")).unwrap().to_rgb8();
+    assert_eq!(cpu_out, atelier::postfx::apply_to_rgb8(&input, &stack));
+
+    let gpu = atelier(
+        &[
+            "adjust",
+            &path("in.png"),
+            "--stack",
+            &path("stack.json"),
+            "--out",
+            &path("gpu.png"),
+        ],
+        tmp.path(),
+    );
+    assert!(gpu.status.success(), "{}", stderr(&gpu));
+    let stdout = String::from_utf8_lossy(&gpu.stdout);
+    let skip_gpu = std::env::var("ATELIER_SKIP_GPU_TESTS").is_ok_and(|v| v == "1");
+    assert!(
+        skip_gpu || stdout.contains("on the GPU: ") && stdout.contains("(GPU)"),
+        "the GPU path was not used (CI installs lavapipe):\n{stdout}\n{}",
+        stderr(&gpu)
+    );
+    let gpu_out = image::open(path("gpu.png")).unwrap().to_rgb8();
+    assert_eq!(gpu_out.dimensions(), cpu_out.dimensions());
+    let worst = gpu_out
+        .as_raw()
+        .iter()
+        .zip(cpu_out.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap_or(0);
+    assert!(worst <= 1, "GPU and CPU outputs differ by {worst}/255");
+    // No temporary file is left behind.
+    assert!(!tmp.path().join(".gpu.png.part").exists());
+}
+
+#[test]
+fn adjust_writes_several_inputs_into_a_folder_and_never_over_an_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = |name: &str| tmp.path().join(name).to_string_lossy().into_owned();
+    std::fs::create_dir(tmp.path().join("b")).unwrap();
+    adjust_input(20, 16, 2).save(path("a.png")).unwrap();
+    adjust_input(9, 7, 3).save(path("b/b.png")).unwrap();
+    std::fs::write(path("stack.json"), adjust_stack().to_json().unwrap()).unwrap();
+    let run = |extra: &[&str]| {
+        let stack = path("stack.json");
+        let mut args = vec!["adjust", "--stack", &stack, "--cpu"];
+        args.extend_from_slice(extra);
+        atelier(&args, tmp.path())
+    };
+
+    let ok = run(&[&path("a.png"), &path("b/b.png"), "--out", &path("out")]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(
+        image::open(path("out/a.png"))
+            .unwrap()
+            .to_rgb8()
+            .dimensions(),
+        (20, 16)
+    );
+    assert_eq!(
+        image::open(path("out/b.png"))
+            .unwrap()
+            .to_rgb8()
+            .dimensions(),
+        (9, 7)
+    );
+
+    // Several inputs and --out an existing file.
+    let bad = run(&[&path("a.png"), &path("b/b.png"), "--out", &path("a.png")]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("must be a folder"),
+        "{}",
+        stderr(&bad)
+    );
+
+    // --out is the input itself, or a folder that would write over an input.
+    let before = std::fs::read(path("a.png")).unwrap();
+    let same = run(&[&path("a.png"), "--out", &path("a.png")]);
+    assert!(!same.status.success());
+    assert!(
+        stderr(&same).contains("refusing to overwrite"),
+        "{}",
+        stderr(&same)
+    );
+    let into_own_folder = run(&[&path("b/b.png"), &path("a.png"), "--out", &path("b")]);
+    assert!(!into_own_folder.status.success());
+    assert!(stderr(&into_own_folder).contains("refusing to overwrite"));
+    assert_eq!(std::fs::read(path("a.png")).unwrap(), before);
+
+    // Two inputs with one name would collide.
+    std::fs::copy(path("a.png"), path("b/a.png")).unwrap();
+    let clash = run(&[&path("a.png"), &path("b/a.png"), "--out", &path("out2")]);
+    assert!(!clash.status.success());
+    assert!(
+        stderr(&clash).contains("would both be written"),
+        "{}",
+        stderr(&clash)
+    );
+
+    // A broken stack file is one clear line.
+    std::fs::write(path("bad.json"), "{\"version\": 99, \"ops\": []}").unwrap();
+    let newer = atelier(
+        &[
+            "adjust",
+            &path("a.png"),
+            "--stack",
+            &path("bad.json"),
+            "--out",
+            &path("x.png"),
+            "--cpu",
+        ],
+        tmp.path(),
+    );
+    assert!(!newer.status.success());
+    assert!(stderr(&newer).contains("version 99"), "{}", stderr(&newer));
+}

@@ -546,3 +546,43 @@ fn histogram_counts_every_pixel() {
     let hist = histogram(&RgbImage::from_pixel(2, 2, Rgb([255, 255, 255])));
     assert_eq!((hist.r[255], hist.luma[255]), (4, 4));
 }
+
+#[test]
+fn every_shipped_preset_parses_and_applies() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/presets");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("assets/presets")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    files.sort();
+    let mut shipped: Vec<String> = atelier::postfx::presets::SHIPPED
+        .iter()
+        .map(|(name, _)| format!("{name}.json"))
+        .collect();
+    shipped.sort();
+    assert_eq!(
+        files, shipped,
+        "every preset file is built in, and only those"
+    );
+    assert!(files.len() >= 3);
+    let img = noise_image(40, 30, 6);
+    for (name, stack) in atelier::postfx::presets::shipped() {
+        let stack = stack.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(stack.unknown_ops().is_empty(), "{name}");
+        assert!(!stack.is_identity(), "{name} does nothing");
+        assert!(stack.ops.iter().all(|e| e.enabled), "{name}");
+        // The file is what the stack writes back (no field is misspelt and ignored).
+        let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).expect("read");
+        let as_value = |t: &str| serde_json::from_str::<serde_json::Value>(t).expect("json");
+        assert_eq!(
+            as_value(&stack.to_json().expect("json")),
+            as_value(&text),
+            "{name}"
+        );
+        let out = apply_to_rgb8(&img, &stack);
+        assert_eq!(out.dimensions(), img.dimensions());
+        assert_ne!(out, img, "{name} changed nothing");
+    }
+}

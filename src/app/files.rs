@@ -86,26 +86,7 @@ pub fn pick_and_save_png(image: Arc<image::RgbImage>, suggested_name: String) ->
 
 /// Writes to a temporary file next to `path`, then renames it, so no half-written PNG is left.
 pub fn write_png_atomically(image: &image::RgbImage, path: &Path) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image.png".to_owned());
-    let temp = dir.join(format!(".{file_name}.part"));
-    let written = image
-        .save_with_format(&temp, image::ImageFormat::Png)
-        .with_context(|| format!("could not write {}", path.display()));
-    if let Err(error) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(error);
-    }
-    std::fs::rename(&temp, path).with_context(|| {
-        let _ = std::fs::remove_file(&temp);
-        format!("could not write {}", path.display())
-    })
+    Ok(crate::imageio::write_png_atomically(image, path)?)
 }
 
 fn display_name(path: &Path) -> String {

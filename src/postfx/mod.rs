@@ -1,6 +1,6 @@
 //! Non-destructive image adjustments ("post effects"): the adjustment stack as plain,
-//! serialisable data ([`Stack`], [`Op`]) and the CPU reference implementation of every op
-//! ([`cpu`]).
+//! serialisable data ([`Stack`], [`Op`]), the CPU reference implementation of every op
+//! ([`cpu`]) and the wgpu compute path ([`gpu`], shaders in `shaders/`).
 //!
 //! The stack is what the studio stores with an image, what presets and `atelier adjust` read,
 //! and what a GPU runner will execute. The CPU path in [`cpu`] is the definition of each op:
@@ -12,11 +12,13 @@
 //! ([`image::Rgba32FImage`]); alpha is carried through untouched. Ops that are defined
 //! perceptually (contrast, levels, curves, highlights/shadows, denoise) encode to sRGB
 //! internally and decode again; values are never clamped until the final conversion back to
-//! 8-bit. Knows nothing of egui, wgpu or the engine.
+//! 8-bit. Knows nothing of egui or the engine; only [`gpu`] knows wgpu.
 
 pub mod colour;
 pub mod cpu;
 pub mod curve;
+pub mod gpu;
+pub mod presets;
 pub mod stack;
 
 pub use cpu::{apply_stack, apply_to_rgb8, histogram, Histogram};
