@@ -10,7 +10,7 @@
 //!   egui (eframe's `wgpu_render_state`, so there is one device for the window and the
 //!   adjustments):
 //!
-//! ```ignore
+//! ```text
 //! let rs = cc.wgpu_render_state.as_ref().expect("the wgpu renderer");
 //! let runner = GpuRunner::new(rs.device.clone(), rs.queue.clone())?;    // once
 //! let source = runner.upload_rgb8(&image)?;                                // per image
