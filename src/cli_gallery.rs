@@ -353,6 +353,14 @@ pub fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
                 g.set_favourite(id, !off)?;
             }
         }
+        GalleryCommand::Tag { tags, ids } => {
+            let g = open_writable()?;
+            let tags: Vec<String> = tags.split(',').map(str::to_string).collect();
+            for id in ids {
+                g.get(id)?;
+                g.set_tags(id, &tags)?;
+            }
+        }
         GalleryCommand::Trash { ids } => {
             let mut g = open_writable()?;
             g.trash(&ids)?;

@@ -157,6 +157,12 @@ enum GalleryCommand {
         #[arg(long)]
         off: bool,
     },
+    /// Set pictures' tags (comma separated; an empty string clears them).
+    Tag {
+        tags: String,
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
     /// Move pictures to the trash (undo with `restore`).
     Trash {
         #[arg(required = true)]

@@ -669,6 +669,10 @@ fn cli_generate_search_show_and_export_with_lineage_and_adjustments() {
         text(&o)
     );
 
+    let o = atelier(&["gallery", "tag", "ocean, dark", "2"], home);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = atelier(&["gallery", "search", "dark"], home);
+    assert!(text(&o).contains("a whale at night"), "{}", text(&o));
     let o = atelier(&["gallery", "search", "night"], home);
     let t = text(&o);
     assert!(

@@ -87,6 +87,7 @@ impl StudioApp {
             Command::ExportSelected => self.export_selected(),
             Command::ImportPictures => self.pick_imports(),
             Command::PasteImage => self.paste_image(),
+            Command::SetTags(text) => self.set_tags(&text),
         }
     }
 

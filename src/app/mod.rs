@@ -322,11 +322,17 @@ impl StudioApp {
                         detail: p.detail.as_ref().map(|(r, t)| (r, t.as_ref())),
                         parent: p.parent.as_ref().map(|(id, s)| (*id, s.as_str())),
                         models: &p.models,
+                        sizes: &p.sizes,
                         read_only: p.writable().is_none(),
                         status: &p.status,
                         can_undo_trash: !p.last_trashed.is_empty(),
                     };
-                    crate::ui::library::library_ui(ui, &mut p.filter, &view, commands);
+                    let edits = crate::ui::library::LibraryEdits {
+                        filter: &mut p.filter,
+                        export: &mut p.export,
+                        tags: &mut p.tags_edit,
+                    };
+                    crate::ui::library::library_ui(ui, edits, &view, commands);
                 }
             }
         });

@@ -10,7 +10,7 @@ use super::tasks::{Poll, Task};
 use super::StudioApp;
 use crate::gallery::export::{export_records, load_adjusted, ExportFormat, ExportOptions};
 use crate::gallery::{Gallery, ImageRecord, Query};
-use crate::ui::library::{LibraryFilter, SelectMode, Thumb};
+use crate::ui::library::{ExportChoice, LibraryFilter, SelectMode, Thumb};
 use crate::ui::CentralView;
 
 /// Thumbnails kept as textures at most (older ones are dropped and remade on demand).
@@ -40,6 +40,10 @@ pub struct Pictures {
     pub detail: Option<(ImageRecord, Option<egui::TextureHandle>)>,
     pub parent: Option<(i64, String)>,
     pub models: Vec<String>,
+    pub sizes: Vec<(u32, u32)>,
+    pub export: ExportChoice,
+    /// The details pane's tag field.
+    pub tags_edit: String,
     pub last_trashed: Vec<i64>,
     thumb_tx: Option<SyncSender<(i64, String, PathBuf, PathBuf)>>,
     thumb_rx: Option<Receiver<ThumbDone>>,
@@ -108,6 +112,9 @@ impl Pictures {
                 detail: None,
                 parent: None,
                 models,
+                sizes: Vec::new(),
+                export: ExportChoice::default(),
+                tags_edit: String::new(),
                 last_trashed: Vec::new(),
                 thumb_tx,
                 thumb_rx,
@@ -130,6 +137,10 @@ impl Pictures {
             min_rating: f.min_rating,
             trash: f.trash,
             sort: f.sort,
+            since: f
+                .within_days
+                .map(|d| crate::gallery::now() - i64::from(d) * 86_400),
+            size: f.size,
             ..Default::default()
         }
     }
@@ -149,6 +160,7 @@ impl Pictures {
             Err(e) => self.status = format!("The gallery could not be searched: {e}"),
         }
         self.models = g.catalog().models().unwrap_or_default();
+        self.sizes = g.catalog().sizes().unwrap_or_default();
         let keep: std::collections::HashSet<i64> = self.ids.iter().copied().collect();
         self.selected.retain(|id| keep.contains(id));
     }
@@ -428,6 +440,7 @@ impl StudioApp {
                 PicturesOutcome::Detail(id, loaded)
             }));
         }
+        p.tags_edit = record.meta.tags.join(", ");
         p.detail = Some((record, keep_texture));
     }
 
@@ -439,6 +452,23 @@ impl StudioApp {
         }
         p.mark_stale();
         self.load_detail();
+    }
+
+    pub(super) fn set_tags(&mut self, text: &str) {
+        let p = &mut self.rt.pictures;
+        let Some(g) = p.writable() else { return };
+        let tags: Vec<String> = text.split(',').map(str::to_string).collect();
+        let mut failed = None;
+        for &id in &p.selected {
+            if let Err(e) = g.set_tags(id, &tags) {
+                failed = Some(e.to_string());
+            }
+        }
+        p.mark_stale();
+        match failed {
+            Some(e) => self.show_error(e),
+            None => self.load_detail(),
+        }
     }
 
     pub(super) fn toggle_favourite(&mut self) {
@@ -569,8 +599,7 @@ impl StudioApp {
         }
     }
 
-    /// Asks for a folder, then exports the selection there as PNG with settings and
-    /// adjustments (the command line offers every format and option).
+    /// Asks for a folder, then exports the selection there with the export window's choices.
     pub(super) fn export_selected(&mut self) {
         let p = &self.rt.pictures;
         let Some(g) = p.gallery.as_ref() else { return };

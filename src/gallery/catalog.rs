@@ -391,6 +391,17 @@ impl Catalog {
         rows.collect()
     }
 
+    /// The picture sizes present (for the size filter), most common first.
+    pub fn sizes(&self) -> rusqlite::Result<Vec<(u32, u32)>> {
+        let mut st = self.conn.prepare(
+            "SELECT width, height FROM images WHERE trashed IS NULL GROUP BY width, height ORDER BY COUNT(*) DESC LIMIT 50",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)? as u32, r.get::<_, i64>(1)? as u32))
+        })?;
+        rows.collect()
+    }
+
     pub fn set_rating(&self, id: i64, rating: u8) -> rusqlite::Result<()> {
         self.conn.execute(
             "UPDATE images SET rating = ?2, modified = ?3 WHERE id = ?1",

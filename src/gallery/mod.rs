@@ -576,6 +576,17 @@ impl Gallery {
         Ok(self.catalog.set_favourite(id, favourite)?)
     }
 
+    /// Replaces a picture's tags (trimmed, empty ones dropped).
+    pub fn set_tags(&self, id: i64, tags: &[String]) -> Result<()> {
+        self.writable()?;
+        let tags: Vec<String> = tags
+            .iter()
+            .map(|t| t.trim().replace(',', " "))
+            .filter(|t| !t.is_empty())
+            .collect();
+        Ok(self.catalog.set_tags(id, &tags)?)
+    }
+
     pub fn set_adjustments(&self, id: i64, stack_json: Option<&str>) -> Result<()> {
         self.writable()?;
         Ok(self.catalog.set_adjustments(id, stack_json)?)

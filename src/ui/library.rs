@@ -27,6 +27,42 @@ pub struct LibraryFilter {
     pub model: Option<String>,
     pub sort: Sort,
     pub trash: bool,
+    /// Only pictures made in the last this many days.
+    pub within_days: Option<u32>,
+    pub size: Option<(u32, u32)>,
+}
+
+/// The export window's choices (edited by the view).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportChoice {
+    pub open: bool,
+    /// "png", "jpeg" or "webp".
+    pub format: String,
+    pub quality: u8,
+    pub strip_metadata: bool,
+    pub name_pattern: String,
+    pub apply_adjustments: bool,
+}
+
+impl Default for ExportChoice {
+    fn default() -> Self {
+        Self {
+            open: false,
+            format: "png".into(),
+            quality: 92,
+            strip_metadata: false,
+            name_pattern: "{seed}-{prompt}".into(),
+            apply_adjustments: true,
+        }
+    }
+}
+
+/// What the view may edit besides the filter.
+pub struct LibraryEdits<'a> {
+    pub filter: &'a mut LibraryFilter,
+    pub export: &'a mut ExportChoice,
+    /// The details pane's tag field.
+    pub tags: &'a mut String,
 }
 
 /// How a click changes the selection.
@@ -51,6 +87,7 @@ pub struct LibraryView<'a> {
     /// The picture it was made from, if in the gallery: (id, prompt).
     pub parent: Option<(i64, &'a str)>,
     pub models: &'a [String],
+    pub sizes: &'a [(u32, u32)],
     pub read_only: bool,
     /// Where the catalog lives, or why it is not available.
     pub status: &'a str,
@@ -61,23 +98,74 @@ const CELL: f32 = 112.0;
 
 pub fn library_ui(
     ui: &mut egui::Ui,
-    filter: &mut LibraryFilter,
+    edits: LibraryEdits<'_>,
     view: &LibraryView<'_>,
     commands: &mut Commands,
 ) {
-    filter_row_ui(ui, filter, view, commands);
+    let LibraryEdits {
+        filter,
+        export,
+        tags,
+    } = edits;
+    filter_row_ui(ui, filter, export, view, commands);
+    export_window_ui(ui.ctx(), export, view.selected.len(), commands);
     ui.separator();
     let details_width = 300.0_f32.min(ui.available_width() * 0.4);
     egui::Panel::right("library_details")
         .resizable(true)
         .default_size(details_width)
-        .show(ui, |ui| details_ui(ui, view, commands));
+        .show(ui, |ui| details_ui(ui, view, tags, export, commands));
     egui::CentralPanel::default().show(ui, |ui| grid_ui(ui, view, commands));
+}
+
+fn export_window_ui(
+    ctx: &egui::Context,
+    export: &mut ExportChoice,
+    selected: usize,
+    commands: &mut Commands,
+) {
+    if !export.open {
+        return;
+    }
+    let mut open = true;
+    egui::Window::new(format!("Export {selected} picture(s)"))
+        .open(&mut open)
+        .collapsible(false)
+        .resizable(false)
+        .show(ctx, |ui| {
+            ui.horizontal(|ui| {
+                ui.weak("Format:");
+                for f in ["png", "jpeg", "webp"] {
+                    ui.selectable_value(&mut export.format, f.to_owned(), f.to_uppercase());
+                }
+            });
+            if export.format == "jpeg" {
+                super::labelled(ui, "JPEG quality", |ui| {
+                    ui.add(egui::Slider::new(&mut export.quality, 1..=100))
+                });
+            }
+            super::labelled(ui, "File names", |ui| {
+                ui.text_edit_singleline(&mut export.name_pattern)
+            })
+            .on_hover_text("{seed} {prompt} {id} {uid} {model} {steps} {sampler} {date} {width} {height} {index}");
+            ui.checkbox(&mut export.apply_adjustments, "Apply adjustments");
+            ui.checkbox(
+                &mut export.strip_metadata,
+                "Strip prompts and settings (privacy; the AI-generated marking stays)",
+            );
+            if ui.button("Choose folder and export").clicked() {
+                commands.push(Command::ExportSelected);
+            }
+        });
+    if !open {
+        export.open = false;
+    }
 }
 
 fn filter_row_ui(
     ui: &mut egui::Ui,
     filter: &mut LibraryFilter,
+    export: &mut ExportChoice,
     view: &LibraryView<'_>,
     commands: &mut Commands,
 ) {
@@ -127,6 +215,27 @@ fn filter_row_ui(
             .response
             .labelled_by(model_label.id);
         let sort_label_id = ui.label("Sort").id;
+        let when_label = ui.label("When");
+        egui::ComboBox::from_id_salt("within_days")
+            .selected_text(days_label(filter.within_days))
+            .show_ui(ui, |ui| {
+                for d in [None, Some(1), Some(7), Some(30), Some(365)] {
+                    ui.selectable_value(&mut filter.within_days, d, days_label(d));
+                }
+            })
+            .response
+            .labelled_by(when_label.id);
+        let size_label = ui.label("Size");
+        egui::ComboBox::from_id_salt("size_filter")
+            .selected_text(size_text(filter.size))
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut filter.size, None, size_text(None));
+                for &s in view.sizes {
+                    ui.selectable_value(&mut filter.size, Some(s), size_text(Some(s)));
+                }
+            })
+            .response
+            .labelled_by(size_label.id);
         egui::ComboBox::from_id_salt("sort")
             .selected_text(sort_label(filter.sort))
             .show_ui(ui, |ui| {
@@ -161,11 +270,26 @@ fn filter_row_ui(
                 .on_hover_text("Export the selected pictures to a folder, adjustments applied")
                 .clicked()
         {
-            commands.push(Command::ExportSelected);
+            export.open = true;
         }
     });
     if view.read_only || !view.status.is_empty() {
         ui.weak(view.status);
+    }
+}
+
+fn days_label(d: Option<u32>) -> String {
+    match d {
+        None => "Any time".into(),
+        Some(1) => "Today".into(),
+        Some(n) => format!("Last {n} days"),
+    }
+}
+
+fn size_text(s: Option<(u32, u32)>) -> String {
+    match s {
+        None => "Any size".into(),
+        Some((w, h)) => format!("{w} x {h}"),
     }
 }
 
@@ -241,7 +365,13 @@ fn grid_ui(ui: &mut egui::Ui, view: &LibraryView<'_>, commands: &mut Commands) {
     }
 }
 
-fn details_ui(ui: &mut egui::Ui, view: &LibraryView<'_>, commands: &mut Commands) {
+fn details_ui(
+    ui: &mut egui::Ui,
+    view: &LibraryView<'_>,
+    tags: &mut String,
+    export: &mut ExportChoice,
+    commands: &mut Commands,
+) {
     let Some((record, texture)) = view.detail else {
         ui.weak(if view.selected.len() > 1 {
             format!("{} pictures selected", view.selected.len())
@@ -312,7 +442,7 @@ fn details_ui(ui: &mut egui::Ui, view: &LibraryView<'_>, commands: &mut Commands
                     commands.push(Command::CopyImage(id));
                 }
                 if ui.button("Export…").clicked() {
-                    commands.push(Command::ExportSelected);
+                    export.open = true;
                 }
                 if !view.read_only {
                     if record.trashed.is_some() {
@@ -338,6 +468,18 @@ fn details_ui(ui: &mut egui::Ui, view: &LibraryView<'_>, commands: &mut Commands
                     .clicked()
                 {
                     commands.push(Command::LibrarySelect(parent_id, SelectMode::Replace));
+                }
+            }
+            if !view.read_only {
+                let field = super::labelled(ui, "Tags", |ui| {
+                    ui.add(
+                        egui::TextEdit::singleline(tags)
+                            .hint_text("comma separated; Enter saves")
+                            .desired_width(f32::INFINITY),
+                    )
+                });
+                if field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+                    commands.push(Command::SetTags(tags.clone()));
                 }
             }
             ui.separator();

@@ -62,6 +62,8 @@ pub enum Command {
     ImportPictures,
     /// Import the image on the system clipboard.
     PasteImage,
+    /// Replace the selected picture's tags (comma separated).
+    SetTags(String),
 }
 
 /// Edits to the sketch canvas document.
