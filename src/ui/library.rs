@@ -214,7 +214,6 @@ fn filter_row_ui(
             })
             .response
             .labelled_by(model_label.id);
-        let sort_label_id = ui.label("Sort").id;
         let when_label = ui.label("When");
         egui::ComboBox::from_id_salt("within_days")
             .selected_text(days_label(filter.within_days))
@@ -236,6 +235,7 @@ fn filter_row_ui(
             })
             .response
             .labelled_by(size_label.id);
+        let sort_label_id = ui.label("Sort").id;
         egui::ComboBox::from_id_salt("sort")
             .selected_text(sort_label(filter.sort))
             .show_ui(ui, |ui| {
@@ -309,13 +309,16 @@ fn grid_ui(ui: &mut egui::Ui, view: &LibraryView<'_>, commands: &mut Commands) {
         });
         return;
     }
-    let cols = ((ui.available_width() / (CELL + 6.0)).floor() as usize).max(1);
+    let spacing = ui.spacing();
+    let cell_w = CELL + 2.0 * spacing.button_padding.x + spacing.item_spacing.x;
+    let row_h = CELL + 2.0 * spacing.button_padding.y + spacing.item_spacing.y;
+    let cols = ((ui.available_width() / cell_w).floor() as usize).max(1);
     let rows = view.ids.len().div_ceil(cols);
     let mut wanted = Vec::new();
     egui::ScrollArea::vertical()
         .id_salt("library_grid")
         .auto_shrink([false, false])
-        .show_rows(ui, CELL + 6.0, rows, |ui, range| {
+        .show_rows(ui, row_h, rows, |ui, range| {
             for row in range {
                 ui.horizontal(|ui| {
                     for col in 0..cols {
