@@ -344,7 +344,16 @@ fn grid_ui(ui: &mut egui::Ui, view: &LibraryView<'_>, commands: &mut Commands) {
                                 ui.add_sized(size, egui::Button::new("…").selected(selected))
                             }
                         };
-                        let response = response.on_hover_text(format!("Picture {id}"));
+                        let name = format!("Picture {id}");
+                        response.widget_info(|| {
+                            egui::WidgetInfo::selected(
+                                egui::Role::Button,
+                                true,
+                                selected,
+                                name.clone(),
+                            )
+                        });
+                        let response = response.on_hover_text(&name);
                         if response.clicked() {
                             let mods = ui.input(|i| i.modifiers);
                             let mode = if mods.shift {
