@@ -73,6 +73,7 @@ impl StudioApp {
                         files::pick_and_save_png(image, name)
                     }));
             }
+            Command::ShowView(CentralView::Adjust) => self.adjust_show(),
             Command::ShowView(view) => self.rt.view = view,
             Command::DismissMessage => self.rt.message = None,
             Command::LibrarySelect(id, mode) => self.library_select(id, mode),
@@ -87,6 +88,8 @@ impl StudioApp {
             Command::ExportSelected => self.export_selected(),
             Command::ImportPictures => self.pick_imports(),
             Command::PasteImage => self.paste_image(),
+            Command::AdjustPicture(id) => self.adjust_open(id),
+            Command::Adjust(command) => self.apply_adjust(command),
         }
     }
 
