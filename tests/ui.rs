@@ -623,3 +623,92 @@ fn adjustments_preview_store_paste_reset_and_undo() {
     assert_eq!(stored_stack(&harness, 2), Some(pasted));
     harness.check_accessibility();
 }
+
+/// The window's path: the preview runs on the wgpu device egui renders with (lavapipe in CI)
+/// and egui draws its texture. Skipped only with `ATELIER_SKIP_GPU_TESTS=1`.
+#[test]
+fn adjustments_preview_runs_on_the_renderers_wgpu_device() {
+    use atelier::postfx::{Exposure, Op, OpEntry};
+    if std::env::var("ATELIER_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("ATELIER_SKIP_GPU_TESTS=1: skipping");
+        return;
+    }
+    tiny_models_dir();
+    let dir = tempfile::Builder::new()
+        .prefix("atelier-ui-gallery-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("creating a temp dir")
+        .keep();
+    atelier::gallery::Gallery::open(&dir)
+        .and_then(|mut g| g.import_image(&gradient(96, 64, 40), "test"))
+        .expect("importing a picture");
+    let render_state = egui_kittest::wgpu::create_render_state(
+        egui_kittest::wgpu::default_wgpu_setup(),
+        egui_wgpu::RendererOptions::PREDICTABLE,
+    );
+    let options = StudioOptions {
+        extra_model_dirs: vec![tiny_models_dir().clone()],
+        gallery_dir: Some(dir),
+        ..Default::default()
+    };
+    let rs = render_state.clone();
+    let mut harness: StudioHarness = Harness::builder()
+        .with_size([1280.0, 800.0])
+        .renderer(egui_kittest::wgpu::WgpuTestRenderer::from_render_state(
+            render_state,
+        ))
+        .build_ui_state(
+            move |ui, app: &mut Option<StudioApp>| {
+                app.get_or_insert_with(|| {
+                    StudioApp::new_headless_with_wgpu(ui.ctx(), options.clone(), rs.clone())
+                })
+                .studio_ui(ui);
+            },
+            None,
+        );
+    harness.run_ok();
+    open_adjustments(&mut harness, 1);
+    assert_eq!(
+        app(&harness).adjust_renderer(),
+        "GPU",
+        "{:?}",
+        app(&harness).adjust_notes()
+    );
+    let mean_in_preview = |harness: &mut StudioHarness| {
+        let rect = harness.get_by_label("Adjusted preview").rect();
+        let shot = harness.render().expect("rendering");
+        let ppp = shot.width() as f32 / 1280.0;
+        let (x0, y0) = (
+            (rect.center().x * ppp) as u32,
+            (rect.center().y * ppp) as u32,
+        );
+        let mut sum = 0u64;
+        for y in y0.saturating_sub(10)..y0 + 10 {
+            for x in x0.saturating_sub(10)..x0 + 10 {
+                let p = shot.get_pixel(x, y).0;
+                sum += u64::from(p[0]) + u64::from(p[1]) + u64::from(p[2]);
+            }
+        }
+        sum as f64 / (20.0 * 20.0 * 3.0)
+    };
+    let before = mean_in_preview(&mut harness);
+    assert!(before > 20.0, "the preview is drawn: {before}");
+    app_mut(&mut harness)
+        .adjust_stack_mut()
+        .ops
+        .push(OpEntry::new(Op::Exposure(Exposure { ev: 1.5 })));
+    harness.run_ok();
+    step_until(
+        &mut harness,
+        "the new preview",
+        Duration::from_secs(30),
+        |h| app(h).adjust_preview_ready(),
+    );
+    harness.run_ok();
+    let after = mean_in_preview(&mut harness);
+    assert!(
+        after > before + 20.0,
+        "brighter on the GPU: {before} -> {after}"
+    );
+    assert!(app(&harness).adjust_histogram().is_some());
+}

@@ -568,9 +568,10 @@ impl Adjust {
         ctx.request_repaint();
     }
 
-    /// The adjusted preview on the CPU path (for tests): `None` until rendered or on the GPU.
-    pub fn cpu_preview_rendered(&self) -> bool {
-        self.cpu_tex.is_some() && self.rendered.as_ref() == Some(&self.edit.stack)
+    /// The preview (GPU or CPU) shows the current stack.
+    pub fn preview_rendered(&self) -> bool {
+        (self.cpu_tex.is_some() || self.gpu.is_some())
+            && self.rendered.as_ref() == Some(&self.edit.stack)
     }
 }
 

@@ -128,6 +128,16 @@ impl StudioApp {
         Self::with_state(ctx, options, PersistedState::default(), None)
     }
 
+    /// Like [`StudioApp::new_headless`], with a wgpu render state as eframe would give (tests
+    /// of the GPU preview under egui_kittest's wgpu renderer).
+    pub fn new_headless_with_wgpu(
+        ctx: &egui::Context,
+        options: StudioOptions,
+        render_state: egui_wgpu::RenderState,
+    ) -> Self {
+        Self::with_state(ctx, options, PersistedState::default(), Some(render_state))
+    }
+
     fn with_state(
         ctx: &egui::Context,
         options: StudioOptions,
@@ -237,9 +247,19 @@ impl StudioApp {
         self.apply(Command::Adjust(crate::ui::adjust::AdjustCommand::Commit));
     }
 
-    /// The CPU preview of the Adjustments panel is rendered for its current stack.
+    /// The Adjustments panel's preview is rendered for its current stack.
     pub fn adjust_preview_ready(&self) -> bool {
-        self.rt.adjust.cpu_preview_rendered()
+        self.rt.adjust.preview_rendered()
+    }
+
+    /// Where the Adjustments panel's preview runs: "GPU" or "CPU".
+    pub fn adjust_renderer(&self) -> &str {
+        self.rt.adjust.view(false).renderer
+    }
+
+    /// What the Adjustments panel tells (unknown ops, GPU fallback, unreadable stack).
+    pub fn adjust_notes(&self) -> Vec<String> {
+        self.rt.adjust.view(false).notes.to_vec()
     }
 
     /// The adjusted and the original preview textures' ids (CPU path), once made.
