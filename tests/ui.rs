@@ -481,3 +481,234 @@ fn results_are_saved_to_the_library_and_can_be_rated_trashed_and_restored() {
     assert_eq!(app(&harness).library_len(), 0);
     harness.check_accessibility();
 }
+
+/// A studio on a gallery holding `pictures` (imported before the studio opens it).
+fn studio_with_pictures(pictures: &[image::RgbImage]) -> StudioHarness {
+    tiny_models_dir();
+    let dir = tempfile::Builder::new()
+        .prefix("atelier-ui-gallery-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("creating a temp dir")
+        .keep();
+    {
+        let mut g = atelier::gallery::Gallery::open(&dir).expect("opening the gallery");
+        for p in pictures {
+            g.import_image(p, "test").expect("importing a picture");
+        }
+    }
+    studio_harness_with(StudioOptions {
+        extra_model_dirs: vec![tiny_models_dir().clone()],
+        gallery_dir: Some(dir),
+        ..Default::default()
+    })
+}
+
+fn gradient(w: u32, h: u32, tint: u8) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, tint])
+    })
+}
+
+fn stored_stack(harness: &StudioHarness, id: i64) -> Option<atelier::postfx::Stack> {
+    let record = app(harness).gallery().unwrap().get(id).unwrap();
+    record
+        .meta
+        .adjustments
+        .map(|v| atelier::postfx::Stack::from_json(&v.to_string()).expect("stored stack"))
+}
+
+fn mean_luma(h: &atelier::postfx::Histogram) -> f64 {
+    let n = h.pixel_count().max(1) as f64;
+    h.luma
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| i as f64 * f64::from(c))
+        .sum::<f64>()
+        / n
+}
+
+/// Opens the Adjustments panel on library picture `id` through the widgets.
+fn open_adjustments(harness: &mut StudioHarness, id: i64) {
+    harness.get_by_label("Library").click();
+    harness.run_ok();
+    let label = format!("Picture {id}");
+    step_until(harness, "the thumbnail", Duration::from_secs(30), |h| {
+        has_label_containing(h, &label)
+    });
+    harness.get_all_by_label(&label).next().unwrap().click();
+    harness.run_ok();
+    harness.get_by_label("Adjust…").click();
+    harness.run_ok();
+    step_until(harness, "the preview", Duration::from_secs(30), |h| {
+        app(h).adjust_target() == Some(id) && app(h).adjust_preview_ready()
+    });
+}
+
+#[test]
+fn adjustments_preview_store_paste_reset_and_undo() {
+    use atelier::postfx::{Exposure, Op, OpEntry};
+    let mut harness = studio_with_pictures(&[gradient(96, 64, 40), gradient(64, 64, 200)]);
+    // Picture 2 carries an adjustment from a "newer Atelier".
+    app(&harness)
+        .gallery()
+        .unwrap()
+        .set_adjustments(
+            2,
+            Some(r#"{"version":1,"ops":[{"op":"glow","enabled":true,"radius":3}]}"#),
+        )
+        .unwrap();
+    harness.run_ok();
+    open_adjustments(&mut harness, 1);
+    let before = app(&harness).adjust_histogram().expect("histogram");
+    let (adjusted, original) = app(&harness).adjust_textures();
+    assert!(adjusted.is_some() && original.is_some());
+    assert_ne!(adjusted, original);
+
+    // +1 EV, previewed live, then committed as a slider release does.
+    app_mut(&mut harness)
+        .adjust_stack_mut()
+        .ops
+        .push(OpEntry::new(Op::Exposure(Exposure { ev: 1.0 })));
+    harness.run_ok();
+    step_until(
+        &mut harness,
+        "the new preview",
+        Duration::from_secs(30),
+        |h| app(h).adjust_preview_ready(),
+    );
+    let after = app(&harness).adjust_histogram().expect("histogram");
+    assert!(
+        mean_luma(&after) > mean_luma(&before) + 10.0,
+        "{} vs {}",
+        mean_luma(&after),
+        mean_luma(&before)
+    );
+    assert_eq!(stored_stack(&harness, 1), None, "stored only on commit");
+    app_mut(&mut harness).commit_adjustments();
+    harness.run_ok();
+    let stored = stored_stack(&harness, 1).expect("stored on commit");
+    assert_eq!(stored.ops.len(), 1);
+    assert_eq!(stored.ops[0].op, Op::Exposure(Exposure { ev: 1.0 }));
+
+    // Switching the op off through its checkbox is stored at once.
+    harness.get_by_label("Exposure").click();
+    harness.run_ok();
+    let stored = stored_stack(&harness, 1).expect("still stored");
+    assert!(!stored.ops[0].enabled);
+    harness.get_by_label("Exposure").click();
+    harness.run_ok();
+    assert!(stored_stack(&harness, 1).unwrap().ops[0].enabled);
+    harness.get_by_label("Copy stack").click();
+    harness.run_ok();
+
+    // The second picture: its unknown op is reported, then the copied stack pasted.
+    open_adjustments(&mut harness, 2);
+    assert!(has_label_containing(
+        &harness,
+        "1 adjustment from a newer Atelier is kept but not shown"
+    ));
+    harness.get_by_label("Paste stack").click();
+    harness.run_ok();
+    let pasted = stored_stack(&harness, 2).expect("pasted and stored");
+    assert_eq!(pasted.ops.len(), 1);
+    assert_eq!(pasted.ops[0].op, Op::Exposure(Exposure { ev: 1.0 }));
+
+    // Reset all: identity, nothing stored; Ctrl+Z brings the pasted stack back.
+    harness.get_by_label("Reset all").click();
+    harness.run_ok();
+    assert_eq!(stored_stack(&harness, 2), None);
+    assert!(app_mut(&mut harness).adjust_stack_mut().is_identity());
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    harness.run_ok();
+    assert_eq!(stored_stack(&harness, 2), Some(pasted));
+    harness.check_accessibility();
+}
+
+/// The window's path: the preview runs on the wgpu device egui renders with (lavapipe in CI)
+/// and egui draws its texture. Skipped only with `ATELIER_SKIP_GPU_TESTS=1`.
+#[test]
+fn adjustments_preview_runs_on_the_renderers_wgpu_device() {
+    use atelier::postfx::{Exposure, Op, OpEntry};
+    if std::env::var("ATELIER_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("ATELIER_SKIP_GPU_TESTS=1: skipping");
+        return;
+    }
+    tiny_models_dir();
+    let dir = tempfile::Builder::new()
+        .prefix("atelier-ui-gallery-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("creating a temp dir")
+        .keep();
+    atelier::gallery::Gallery::open(&dir)
+        .and_then(|mut g| g.import_image(&gradient(96, 64, 40), "test"))
+        .expect("importing a picture");
+    let render_state = egui_kittest::wgpu::create_render_state(
+        egui_kittest::wgpu::default_wgpu_setup(),
+        egui_wgpu::RendererOptions::PREDICTABLE,
+    );
+    let options = StudioOptions {
+        extra_model_dirs: vec![tiny_models_dir().clone()],
+        gallery_dir: Some(dir),
+        ..Default::default()
+    };
+    let rs = render_state.clone();
+    let mut harness: StudioHarness = Harness::builder()
+        .with_size([1280.0, 800.0])
+        .renderer(egui_kittest::wgpu::WgpuTestRenderer::from_render_state(
+            render_state,
+        ))
+        .build_ui_state(
+            move |ui, app: &mut Option<StudioApp>| {
+                app.get_or_insert_with(|| {
+                    StudioApp::new_headless_with_wgpu(ui.ctx(), options.clone(), rs.clone())
+                })
+                .studio_ui(ui);
+            },
+            None,
+        );
+    harness.run_ok();
+    open_adjustments(&mut harness, 1);
+    assert_eq!(
+        app(&harness).adjust_renderer(),
+        "GPU",
+        "{:?}",
+        app(&harness).adjust_notes()
+    );
+    let mean_in_preview = |harness: &mut StudioHarness| {
+        let rect = harness.get_by_label("Adjusted preview").rect();
+        let shot = harness.render().expect("rendering");
+        let ppp = shot.width() as f32 / 1280.0;
+        let (x0, y0) = (
+            (rect.center().x * ppp) as u32,
+            (rect.center().y * ppp) as u32,
+        );
+        let mut sum = 0u64;
+        for y in y0.saturating_sub(10)..y0 + 10 {
+            for x in x0.saturating_sub(10)..x0 + 10 {
+                let p = shot.get_pixel(x, y).0;
+                sum += u64::from(p[0]) + u64::from(p[1]) + u64::from(p[2]);
+            }
+        }
+        sum as f64 / (20.0 * 20.0 * 3.0)
+    };
+    let before = mean_in_preview(&mut harness);
+    assert!(before > 20.0, "the preview is drawn: {before}");
+    app_mut(&mut harness)
+        .adjust_stack_mut()
+        .ops
+        .push(OpEntry::new(Op::Exposure(Exposure { ev: 1.5 })));
+    harness.run_ok();
+    step_until(
+        &mut harness,
+        "the new preview",
+        Duration::from_secs(30),
+        |h| app(h).adjust_preview_ready(),
+    );
+    harness.run_ok();
+    let after = mean_in_preview(&mut harness);
+    assert!(
+        after > before + 20.0,
+        "brighter on the GPU: {before} -> {after}"
+    );
+    assert!(app(&harness).adjust_histogram().is_some());
+}

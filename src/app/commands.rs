@@ -73,6 +73,7 @@ impl StudioApp {
                         files::pick_and_save_png(image, name)
                     }));
             }
+            Command::ShowView(CentralView::Adjust) => self.adjust_show(),
             Command::ShowView(view) => self.rt.view = view,
             Command::DismissMessage => self.rt.message = None,
             Command::LibrarySelect(id, mode) => self.library_select(id, mode),
@@ -88,6 +89,8 @@ impl StudioApp {
             Command::ImportPictures => self.pick_imports(),
             Command::PasteImage => self.paste_image(),
             Command::SetTags(text) => self.set_tags(&text),
+            Command::AdjustPicture(id) => self.adjust_open(id),
+            Command::Adjust(command) => self.apply_adjust(command),
         }
     }
 

@@ -3,6 +3,7 @@
 //! from runtime handles (engine, textures, background tasks). Each frame pulls engine events
 //! and finished tasks, draws the panels (which emit [`Command`]s), then applies the commands.
 
+mod adjust;
 mod commands;
 mod engine_events;
 mod files;
@@ -101,6 +102,8 @@ struct Runtime {
     background_task: Option<Task<LoadOutcome>>,
     save_tasks: Vec<Task<SaveOutcome>>,
     message: Option<Message>,
+    /// The Adjustments panel: picture, stack, preview (GPU or CPU).
+    adjust: adjust::Adjust,
 }
 
 /// The studio: an [`eframe::App`], and testable headless through [`StudioApp::studio_ui`].
@@ -112,15 +115,35 @@ pub struct StudioApp {
 impl StudioApp {
     /// Builds the studio inside eframe, restoring the settings saved last time.
     pub fn new(cc: &eframe::CreationContext<'_>, options: StudioOptions) -> Self {
-        Self::with_state(&cc.egui_ctx, options, PersistedState::load(cc.storage))
+        Self::with_state(
+            &cc.egui_ctx,
+            options,
+            PersistedState::load(cc.storage),
+            cc.wgpu_render_state.clone(),
+        )
     }
 
     /// Builds the studio on any egui context, with default settings (for tests and tools).
     pub fn new_headless(ctx: &egui::Context, options: StudioOptions) -> Self {
-        Self::with_state(ctx, options, PersistedState::default())
+        Self::with_state(ctx, options, PersistedState::default(), None)
     }
 
-    fn with_state(ctx: &egui::Context, options: StudioOptions, state: PersistedState) -> Self {
+    /// Like [`StudioApp::new_headless`], with a wgpu render state as eframe would give (tests
+    /// of the GPU preview under egui_kittest's wgpu renderer).
+    pub fn new_headless_with_wgpu(
+        ctx: &egui::Context,
+        options: StudioOptions,
+        render_state: egui_wgpu::RenderState,
+    ) -> Self {
+        Self::with_state(ctx, options, PersistedState::default(), Some(render_state))
+    }
+
+    fn with_state(
+        ctx: &egui::Context,
+        options: StudioOptions,
+        state: PersistedState,
+        render_state: Option<egui_wgpu::RenderState>,
+    ) -> Self {
         let waker_ctx = ctx.clone();
         let engine = Engine::spawn(Some(Arc::new(move || waker_ctx.request_repaint())));
         let mut library = ModelLibrary::default();
@@ -158,6 +181,7 @@ impl StudioApp {
                 background_task: None,
                 save_tasks: Vec::new(),
                 message,
+                adjust: adjust::Adjust::new(render_state),
             },
         }
     }
@@ -207,6 +231,48 @@ impl StudioApp {
         self.rt.pictures.gallery.as_ref()
     }
 
+    /// The picture the Adjustments panel is on, if any.
+    pub fn adjust_target(&self) -> Option<i64> {
+        self.rt.adjust.target
+    }
+
+    /// The stack the Adjustments panel shows (edit it to script a change; it is previewed
+    /// next frame and stored on [`StudioApp::commit_adjustments`]).
+    pub fn adjust_stack_mut(&mut self) -> &mut crate::postfx::Stack {
+        &mut self.rt.adjust.edit.stack
+    }
+
+    /// Stores the Adjustments panel's stack, as releasing a slider does.
+    pub fn commit_adjustments(&mut self) {
+        self.apply(Command::Adjust(crate::ui::adjust::AdjustCommand::Commit));
+    }
+
+    /// The Adjustments panel's preview is rendered for its current stack.
+    pub fn adjust_preview_ready(&self) -> bool {
+        self.rt.adjust.preview_rendered()
+    }
+
+    /// Where the Adjustments panel's preview runs: "GPU" or "CPU".
+    pub fn adjust_renderer(&self) -> &str {
+        self.rt.adjust.view(false).renderer
+    }
+
+    /// What the Adjustments panel tells (unknown ops, GPU fallback, unreadable stack).
+    pub fn adjust_notes(&self) -> Vec<String> {
+        self.rt.adjust.view(false).notes.to_vec()
+    }
+
+    /// The adjusted and the original preview textures' ids (CPU path), once made.
+    pub fn adjust_textures(&self) -> (Option<egui::TextureId>, Option<egui::TextureId>) {
+        let v = self.rt.adjust.view(false);
+        (v.adjusted, v.original)
+    }
+
+    /// The histogram of the adjusted preview, once made.
+    pub fn adjust_histogram(&self) -> Option<crate::postfx::Histogram> {
+        self.rt.adjust.view(false).histogram.cloned()
+    }
+
     /// The status bar's message, if any.
     pub fn message(&self) -> Option<&str> {
         self.rt.message.as_ref().map(|m| m.text.as_str())
@@ -225,6 +291,7 @@ impl StudioApp {
         for command in commands.take() {
             self.apply(command);
         }
+        self.sync_adjust();
     }
 
     fn selected_model(&self) -> Option<&crate::models::ModelInfo> {
@@ -283,6 +350,7 @@ impl StudioApp {
                     (CentralView::Sketch, "Sketch"),
                     (CentralView::Result, "Result"),
                     (CentralView::Library, "Library"),
+                    (CentralView::Adjust, "Adjust"),
                 ] {
                     if ui.selectable_label(rt.view == view, name).clicked() && rt.view != view {
                         commands.push(Command::ShowView(view));
@@ -333,6 +401,13 @@ impl StudioApp {
                         tags: &mut p.tags_edit,
                     };
                     crate::ui::library::library_ui(ui, edits, &view, commands);
+                }
+                CentralView::Adjust => {
+                    let read_only = rt.pictures.writable().is_none();
+                    let a = &mut rt.adjust;
+                    let mut edit = std::mem::take(&mut a.edit);
+                    crate::ui::adjust::adjust_ui(ui, &mut edit, &a.view(read_only), commands);
+                    a.edit = edit;
                 }
             }
         });
@@ -526,6 +601,13 @@ fn shortcuts(ctx: &egui::Context, view: CentralView, commands: &mut Commands) {
     }
     if view == CentralView::Library {
         library_shortcuts(ctx, commands);
+        return;
+    }
+    if view == CentralView::Adjust {
+        let undo = KeyboardShortcut::new(Modifiers::COMMAND, Key::Z);
+        if ctx.input_mut(|i| i.consume_shortcut(&undo)) {
+            commands.push(Command::Adjust(crate::ui::adjust::AdjustCommand::Undo));
+        }
         return;
     }
     // Shift+Z first: plain Ctrl+Z also matches when Shift is held.

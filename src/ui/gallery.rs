@@ -112,6 +112,15 @@ pub fn image_viewer_ui(ui: &mut egui::Ui, item: Option<&GalleryItem>, commands: 
         {
             commands.push(Command::SaveImage(item.id));
         }
+        if let Some(record) = item.record {
+            if ui
+                .button("Adjust…")
+                .on_hover_text("Adjust this picture (kept with it in the library)")
+                .clicked()
+            {
+                commands.push(Command::AdjustPicture(record));
+            }
+        }
     });
     ui.separator();
     let request = &item.request;

@@ -450,6 +450,16 @@ fn details_ui(
                 {
                     commands.push(Command::ReuseRecord(id));
                 }
+                if !view.read_only
+                    && ui
+                        .button("Adjust…")
+                        .on_hover_text(
+                            "Exposure, colour, curves, sharpening... (kept with the picture)",
+                        )
+                        .clicked()
+                {
+                    commands.push(Command::AdjustPicture(id));
+                }
                 if ui.button("Copy image").clicked() {
                     commands.push(Command::CopyImage(id));
                 }

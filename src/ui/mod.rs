@@ -3,6 +3,7 @@
 //! as a [`Command`] that `app` applies at the end of the frame. Nothing here knows of candle,
 //! threads, files or the engine's internals.
 
+pub mod adjust;
 pub mod canvas;
 pub mod gallery;
 pub mod library;
@@ -64,6 +65,10 @@ pub enum Command {
     PasteImage,
     /// Replace the selected picture's tags (comma separated).
     SetTags(String),
+    // ---- the adjustments panel (`ui::adjust`) ----
+    /// Open the Adjustments panel on this gallery picture.
+    AdjustPicture(i64),
+    Adjust(adjust::AdjustCommand),
 }
 
 /// Edits to the sketch canvas document.
@@ -86,6 +91,8 @@ pub enum CentralView {
     Result,
     /// Every picture in the gallery.
     Library,
+    /// The Adjustments panel for one gallery picture.
+    Adjust,
 }
 
 /// The commands views emit during one frame, in order.
