@@ -22,8 +22,9 @@
 //! ```
 //!
 //! The target is an `rgba8unorm` texture written through a storage view with the sRGB
-//! encode done in the shader; egui samples it through an `rgba8unorm-srgb` view
-//! ([`PreviewTarget::display_view`]), as it does its own textures. A source may be
+//! encode done in the shader; egui samples it through a plain `rgba8unorm` view
+//! ([`PreviewTarget::display_view`]): egui-wgpu 0.37 treats sampled values as gamma-encoded,
+//! as it does its own textures (an `-srgb` view would decode twice). A source may be
 //! `rgba8unorm` / `bgra8unorm` (taken as sRGB-encoded, decoded exactly by table),
 //! `*-srgb` (decoded by the sampler hardware), or `rgba16float` / `rgba32float` (linear).
 //!
@@ -1024,8 +1025,9 @@ impl std::fmt::Debug for GpuRunner {
     }
 }
 
-/// The texture the preview writes and egui shows: `rgba8unorm` with an `rgba8unorm-srgb`
-/// view for sampling (see the module docs).
+/// The texture the preview writes and egui shows: `rgba8unorm` holding sRGB-encoded values,
+/// which is what egui-wgpu 0.37 expects of a native texture (its shader treats sampled
+/// values as gamma-encoded, like its own textures).
 #[derive(Debug)]
 pub struct PreviewTarget {
     texture: wgpu::Texture,
@@ -1048,7 +1050,7 @@ impl PreviewTarget {
                 usage: wgpu::TextureUsages::STORAGE_BINDING
                     | wgpu::TextureUsages::TEXTURE_BINDING
                     | wgpu::TextureUsages::COPY_SRC,
-                view_formats: &[wgpu::TextureFormat::Rgba8UnormSrgb],
+                view_formats: &[],
             });
             let storage_view = texture.create_view(&wgpu::TextureViewDescriptor {
                 label: Some("postfx preview (storage)"),
@@ -1058,7 +1060,7 @@ impl PreviewTarget {
             });
             let display_view = texture.create_view(&wgpu::TextureViewDescriptor {
                 label: Some("postfx preview (display)"),
-                format: Some(wgpu::TextureFormat::Rgba8UnormSrgb),
+                format: Some(wgpu::TextureFormat::Rgba8Unorm),
                 usage: Some(wgpu::TextureUsages::TEXTURE_BINDING),
                 ..Default::default()
             });
@@ -1075,7 +1077,8 @@ impl PreviewTarget {
         &self.texture
     }
 
-    /// The sRGB view to hand egui (`Renderer::register_native_texture`).
+    /// The view to hand egui (`Renderer::register_native_texture`): plain `rgba8unorm`; an
+    /// `-srgb` view would be decoded by the sampler and then again by egui's shader.
     pub fn display_view(&self) -> &wgpu::TextureView {
         &self.display_view
     }
