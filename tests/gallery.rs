@@ -225,6 +225,15 @@ fn a_corrupt_or_missing_catalog_is_rebuilt_from_the_images() {
         }
         let r = g.catalog().by_uid(&uids[4]).unwrap().unwrap();
         g.trash(&[r.id]).unwrap();
+        let first = g.catalog().by_uid(&uids[0]).unwrap().unwrap();
+        let pixels = g.load(&first).unwrap();
+        g.set_tags(first.id, &["kept".to_string()]).unwrap();
+        g.set_adjustments(
+            first.id,
+            Some(r#"{"version":1,"ops":[{"op":"exposure","ev":0.5}]}"#),
+        )
+        .unwrap();
+        assert_eq!(g.load(&first).unwrap(), pixels, "pixels untouched");
     }
     // Garbage over the database.
     std::fs::write(
@@ -261,6 +270,16 @@ fn a_corrupt_or_missing_catalog_is_rebuilt_from_the_images() {
         assert_eq!(r.meta.seed, Some(i as u64));
         assert_eq!(r.meta.sampler.as_deref(), Some("Euler a"));
     }
+    // Adjustments and tags set after saving survive too (they are rewritten into the file).
+    assert!(g.catalog().by_uid(&uids[0]).unwrap().unwrap().meta.tags == vec!["kept".to_string()]);
+    assert!(g
+        .catalog()
+        .by_uid(&uids[0])
+        .unwrap()
+        .unwrap()
+        .meta
+        .adjustments
+        .is_some());
     // The damaged file was kept for inspection.
     assert!(std::fs::read_dir(home).unwrap().flatten().any(|e| e
         .file_name()

@@ -524,6 +524,64 @@ pub fn encode_png(img: &image::RgbImage, texts: &[(&str, String)]) -> Result<Vec
     Ok(buf)
 }
 
+/// Replaces a PNG's text chunks named in `texts` (any of tEXt/zTXt/iTXt with those keywords)
+/// by new ones placed before the image data, copying every other chunk byte for byte: the
+/// pixels are not decoded or re-encoded. `None` if `png` is not a well-formed PNG.
+pub fn replace_png_text(png: &[u8], texts: &[(&str, String)]) -> Option<Vec<u8>> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if !png.starts_with(SIGNATURE) {
+        return None;
+    }
+    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let mut h = crc32fast::Hasher::new();
+        h.update(kind);
+        h.update(data);
+        out.extend_from_slice(&h.finalize().to_be_bytes());
+    };
+    let mut out = SIGNATURE.to_vec();
+    let mut at = SIGNATURE.len();
+    let mut inserted = false;
+    let mut saw_end = false;
+    while at + 12 <= png.len() {
+        let len = u32::from_be_bytes(png[at..at + 4].try_into().ok()?) as usize;
+        let kind = &png[at + 4..at + 8];
+        let end = at.checked_add(12)?.checked_add(len)?;
+        if end > png.len() {
+            return None;
+        }
+        let data = &png[at + 8..at + 8 + len];
+        let is_text = matches!(kind, b"tEXt" | b"zTXt" | b"iTXt");
+        let keyword = data.split(|b| *b == 0).next().unwrap_or_default();
+        let replaced = is_text && texts.iter().any(|(k, _)| k.as_bytes() == keyword);
+        if kind == b"IDAT" && !inserted {
+            for (k, v) in texts {
+                let mut body = k.as_bytes().to_vec();
+                if is_latin1(v) {
+                    body.push(0);
+                    body.extend(v.chars().map(|c| c as u8));
+                    chunk(&mut out, b"tEXt", &body);
+                } else {
+                    // iTXt: keyword, 0, compression flag 0, method 0, empty language and
+                    // translated keyword, then UTF-8 text.
+                    body.extend_from_slice(&[0, 0, 0, 0, 0]);
+                    body.extend_from_slice(v.as_bytes());
+                    chunk(&mut out, b"iTXt", &body);
+                }
+            }
+            inserted = true;
+        }
+        if !replaced {
+            out.extend_from_slice(&png[at..end]);
+        }
+        saw_end |= kind == b"IEND";
+        at = end;
+    }
+    (inserted && saw_end).then_some(out)
+}
+
 /// The three chunks Atelier writes for `meta`.
 pub fn png_chunks(meta: &ImageMeta) -> Vec<(&'static str, String)> {
     let tool = meta.generator.clone().unwrap_or_else(generator_name);
@@ -877,6 +935,24 @@ mod tests {
         assert_eq!(parse_a1111(t.get("parameters").unwrap()).prompt, m.prompt);
         let back = image::load_from_memory(&bytes).unwrap().to_rgb8();
         assert_eq!(back, img);
+    }
+
+    #[test]
+    fn text_chunks_are_replaced_without_touching_the_pixels() {
+        let img =
+            image::RgbImage::from_fn(5, 4, |x, y| image::Rgb([x as u8 * 40, y as u8 * 50, 9]));
+        let mut m = sample();
+        let first = encode_png(&img, &png_chunks(&m)).unwrap();
+        m.tags = vec!["sunny".into()];
+        m.adjustments = Some(serde_json::json!({"version": 1, "ops": []}));
+        m.prompt = "ünïcode now".into();
+        let second = replace_png_text(&first, &png_chunks(&m)).unwrap();
+        let t = read_png_text(&second).unwrap();
+        assert_eq!(t.meta().unwrap(), m);
+        assert_eq!(t.chunks.len(), 3, "old chunks dropped: {:?}", t.chunks);
+        assert_eq!(image::load_from_memory(&second).unwrap().to_rgb8(), img);
+        assert!(replace_png_text(b"not a png", &[]).is_none());
+        assert!(replace_png_text(&first[..first.len() - 20], &[]).is_none());
     }
 
     #[test]

@@ -584,12 +584,28 @@ impl Gallery {
             .map(|t| t.trim().replace(',', " "))
             .filter(|t| !t.is_empty())
             .collect();
-        Ok(self.catalog.set_tags(id, &tags)?)
+        self.catalog.set_tags(id, &tags)?;
+        self.rewrite_embedded(id)
     }
 
+    /// Stores the adjustment stack with the row and in the file's embedded settings (the
+    /// pixels are never touched), so a rebuilt catalog keeps it.
     pub fn set_adjustments(&self, id: i64, stack_json: Option<&str>) -> Result<()> {
         self.writable()?;
-        Ok(self.catalog.set_adjustments(id, stack_json)?)
+        self.catalog.set_adjustments(id, stack_json)?;
+        self.rewrite_embedded(id)
+    }
+
+    /// Rewrites a picture's embedded settings from its row (text chunks only, durably).
+    /// Files that are not PNG keep their old settings; the row is what counts.
+    fn rewrite_embedded(&self, id: i64) -> Result<()> {
+        let r = self.get(id)?;
+        let path = self.path_of(&r);
+        let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
+        if let Some(updated) = metadata::replace_png_text(&bytes, &metadata::png_chunks(&r.meta)) {
+            write_durable(&path, &updated)?;
+        }
+        Ok(())
     }
 
     /// The picture this one was made from, if it is in the gallery.
