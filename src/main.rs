@@ -202,7 +202,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 20_000)]
     steps: usize,
     /// VAE steps (the first stage).
-    #[arg(long, default_value_t = 1_500)]
+    #[arg(long, default_value_t = 2_500)]
     vae_steps: usize,
     /// Batch size of the UNet stage.
     #[arg(long, default_value_t = 16)]

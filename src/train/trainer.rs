@@ -80,7 +80,7 @@ impl Default for TrainOptions {
             data: PathBuf::new(),
             out: PathBuf::new(),
             steps: 20_000,
-            vae_steps: 1_500,
+            vae_steps: 2_500,
             batch: 16,
             vae_batch: 8,
             resume: false,
