@@ -228,6 +228,8 @@ fn a_corrupt_or_missing_catalog_is_rebuilt_from_the_images() {
         let first = g.catalog().by_uid(&uids[0]).unwrap().unwrap();
         let pixels = g.load(&first).unwrap();
         g.set_tags(first.id, &["kept".to_string()]).unwrap();
+        g.set_rating(first.id, 4).unwrap();
+        g.set_favourite(first.id, true).unwrap();
         g.set_adjustments(
             first.id,
             Some(r#"{"version":1,"ops":[{"op":"exposure","ev":0.5}]}"#),

@@ -124,12 +124,14 @@ fn record_from_row(row: &Row) -> rusqlite::Result<ImageRecord> {
     let extra: String = row.get("extra")?;
     let adjustments: Option<String> = row.get("adjustments")?;
     let tags: String = row.get("tags")?;
+    let rating = row.get::<_, i64>("rating")?.clamp(0, 5) as u8;
+    let favourite = row.get::<_, i64>("favourite")? != 0;
     Ok(ImageRecord {
         id: row.get("id")?,
         file: row.get("file")?,
         modified: row.get("modified")?,
-        rating: row.get::<_, i64>("rating")?.clamp(0, 5) as u8,
-        favourite: row.get::<_, i64>("favourite")? != 0,
+        rating,
+        favourite,
         trashed: row.get("trashed")?,
         meta: ImageMeta {
             uid: row.get("uid")?,
@@ -158,6 +160,8 @@ fn record_from_row(row: &Row) -> rusqlite::Result<ImageRecord> {
                 .map(str::to_string)
                 .collect(),
             extra: serde_json::from_str(&extra).unwrap_or_default(),
+            rating,
+            favourite,
         },
     })
 }
@@ -463,9 +467,9 @@ fn insert_row(conn: &Connection, file: &str, m: &ImageMeta) -> rusqlite::Result<
     conn.execute(
         "INSERT INTO images (uid, file, created, modified, prompt, negative, seed, steps, sampler,
             guidance, width, height, model_name, model_hash, strength, init_ref, mask_ref,
-            adjustments, tags, parent_uid, lineage, generator, extra)
+            adjustments, tags, parent_uid, lineage, generator, extra, rating, favourite)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21, ?22, ?23)",
+            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
         params![
             m.uid,
             file,
@@ -490,6 +494,8 @@ fn insert_row(conn: &Connection, file: &str, m: &ImageMeta) -> rusqlite::Result<
             m.lineage,
             m.generator,
             serde_json::to_string(&m.extra).unwrap_or_else(|_| "{}".into()),
+            m.rating.min(5),
+            m.favourite as i64,
         ],
     )?;
     Ok(conn.last_insert_rowid())

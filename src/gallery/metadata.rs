@@ -61,8 +61,17 @@ pub struct ImageMeta {
     /// Seconds since the Unix epoch.
     pub created: i64,
     pub tags: Vec<String>,
+    /// 0 (unrated) to 5; kept in the file too so a rebuilt catalog has it.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rating: u8,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub favourite: bool,
     /// Values a reader did not understand, as raw text, by name.
     pub extra: BTreeMap<String, String>,
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
 }
 
 /// Maps Atelier's sampler names to the labels A1111 writes.

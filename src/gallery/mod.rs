@@ -566,14 +566,18 @@ impl Gallery {
         Ok(ids.len())
     }
 
+    /// Rates 0-5, in the row and the file's embedded settings.
     pub fn set_rating(&self, id: i64, rating: u8) -> Result<()> {
         self.writable()?;
-        Ok(self.catalog.set_rating(id, rating)?)
+        self.catalog.set_rating(id, rating)?;
+        self.rewrite_embedded(id)
     }
 
+    /// Marks or unmarks a favourite, in the row and the file's embedded settings.
     pub fn set_favourite(&self, id: i64, favourite: bool) -> Result<()> {
         self.writable()?;
-        Ok(self.catalog.set_favourite(id, favourite)?)
+        self.catalog.set_favourite(id, favourite)?;
+        self.rewrite_embedded(id)
     }
 
     /// Replaces a picture's tags (trimmed, empty ones dropped).
