@@ -474,6 +474,24 @@ fn results_are_saved_to_the_library_and_can_be_rated_trashed_and_restored() {
         .unwrap()
         .trashed
         .is_none());
+    // Used as the init image, the next result records it as its parent.
+    harness.get_by_label("Picture 1").click();
+    harness.run_ok();
+    harness.get_by_label("Use as init image").click();
+    harness.run_ok();
+    assert!(app(&harness).state().canvas.use_sketch);
+    harness.key_press_modifiers(Modifiers::CTRL | Modifiers::COMMAND, Key::Enter);
+    step_until(
+        &mut harness,
+        "the image-to-image result",
+        JOB_TIMEOUT,
+        |h| app(h).gallery_len() == 2 || has_label_containing(h, "failed:"),
+    );
+    let child = app(&harness).gallery().unwrap().get(2).unwrap();
+    assert_eq!(child.meta.parent.as_deref(), Some(record.meta.uid.as_str()));
+    assert_eq!(child.meta.lineage.as_deref(), Some("img2img"));
+    harness.get_by_label("Library").click();
+    harness.run_ok();
     // Searching narrows the grid.
     harness.get_by_label("Search").click();
     harness.get_by_label("Search").type_text("zebra");

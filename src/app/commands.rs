@@ -89,6 +89,7 @@ impl StudioApp {
             Command::ImportPictures => self.pick_imports(),
             Command::PasteImage => self.paste_image(),
             Command::SetTags(text) => self.set_tags(&text),
+            Command::UseAsInit(id) => self.use_as_init(id),
             Command::AdjustPicture(id) => self.adjust_open(id),
             Command::Adjust(command) => self.apply_adjust(command),
         }
@@ -164,6 +165,7 @@ impl StudioApp {
             SketchCommand::RemoveBackground => {
                 if doc.background().is_some() {
                     doc.set_background(None);
+                    self.rt.sketch_parent = None;
                 }
             }
             SketchCommand::OpenBackground => {
@@ -181,6 +183,8 @@ impl StudioApp {
     /// Puts a loaded image behind the sketch. On a canvas without strokes the canvas (and the
     /// generation size) take the image's aspect ratio, keeping the longer side.
     pub(super) fn use_background(&mut self, loaded: LoadedImage) {
+        // A file from outside the gallery: no known parent (a gallery picture sets it after).
+        self.rt.sketch_parent = None;
         let LoadedImage { name, image } = loaded;
         let (iw, ih) = image.dimensions();
         if iw == 0 || ih == 0 {

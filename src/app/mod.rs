@@ -96,6 +96,8 @@ struct Runtime {
     selected_image: Option<ImageId>,
     view: CentralView,
     sketch: SketchDoc,
+    /// The gallery picture (uid) the sketch's background came from, for lineage.
+    sketch_parent: Option<String>,
     /// The rendered sketch and the document revision it shows.
     sketch_texture: Option<(u64, egui::TextureHandle)>,
     stroke: StrokeInProgress,
@@ -176,6 +178,7 @@ impl StudioApp {
                 selected_image: None,
                 view: CentralView::default(),
                 sketch,
+                sketch_parent: None,
                 sketch_texture: None,
                 stroke: StrokeInProgress::default(),
                 background_task: None,

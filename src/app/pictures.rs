@@ -239,6 +239,10 @@ impl StudioApp {
         let mut meta = crate::gallery::meta_from_generation(image, model_name);
         if image.request.init_image.is_some() {
             meta.init_image = Some("sketch".into());
+            if let Some(uid) = &self.rt.sketch_parent {
+                meta.init_image = Some(format!("gallery:{uid}"));
+                meta.parent = Some(uid.clone());
+            }
         }
         if image.request.mask.is_some() {
             meta.mask_image = Some("sketch mask".into());
@@ -581,6 +585,29 @@ impl StudioApp {
         self.show_info(format!(
             "Settings of picture #{id} are in the prompt panel{note}."
         ));
+    }
+
+    /// Puts a gallery picture behind the sketch; generations from the sketch record it as
+    /// their parent.
+    pub(super) fn use_as_init(&mut self, id: i64) {
+        let Some(g) = self.rt.pictures.gallery.as_ref() else {
+            return;
+        };
+        let loaded = g.get(id).and_then(|r| {
+            let img = g.load(&r)?;
+            Ok((r, img))
+        });
+        match loaded {
+            Ok((r, img)) => {
+                let rgba = image::DynamicImage::ImageRgb8(img).to_rgba8();
+                self.use_background(super::files::LoadedImage {
+                    name: format!("picture #{id}"),
+                    image: rgba,
+                });
+                self.rt.sketch_parent = Some(r.meta.uid);
+            }
+            Err(e) => self.show_error(e.to_string()),
+        }
     }
 
     pub(super) fn copy_image(&mut self, id: i64) {

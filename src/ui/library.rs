@@ -463,6 +463,13 @@ fn details_ui(
                 if ui.button("Copy image").clicked() {
                     commands.push(Command::CopyImage(id));
                 }
+                if ui
+                    .button("Use as init image")
+                    .on_hover_text("Put it behind the sketch for image-to-image or inpainting; results link back to it")
+                    .clicked()
+                {
+                    commands.push(Command::UseAsInit(id));
+                }
                 if ui.button("Export…").clicked() {
                     export.open = true;
                 }

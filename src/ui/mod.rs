@@ -65,6 +65,8 @@ pub enum Command {
     PasteImage,
     /// Replace the selected picture's tags (comma separated).
     SetTags(String),
+    /// Put a library picture behind the sketch as the init image (results link back to it).
+    UseAsInit(i64),
     // ---- the adjustments panel (`ui::adjust`) ----
     /// Open the Adjustments panel on this gallery picture.
     AdjustPicture(i64),
