@@ -974,6 +974,56 @@ mod tests {
     }
 
     #[test]
+    fn readers_never_panic_on_garbage() {
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet: Vec<char> = "ab,:\"\\\n Steps:Negative prompt:Size x1é猫\u{202E}{}[]0"
+            .chars()
+            .collect();
+        let img = image::RgbImage::from_pixel(2, 2, image::Rgb([1, 2, 3]));
+        let png = encode_png(&img, &png_chunks(&sample())).unwrap();
+        let jpeg = crate::gallery::export::encode(
+            &img,
+            &sample(),
+            crate::gallery::export::ExportFormat::Jpeg(80),
+            false,
+        )
+        .unwrap();
+        let webp = crate::gallery::export::encode(
+            &img,
+            &sample(),
+            crate::gallery::export::ExportFormat::Webp,
+            false,
+        )
+        .unwrap();
+        for round in 0..3000 {
+            let len = (next() % 80) as usize;
+            let text: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let _ = parse_a1111(&text);
+            let _ = parse_comfyui(&text);
+            let _ = parse_invokeai(&text);
+            let bytes: Vec<u8> = text.bytes().collect();
+            let _ = read_exif_user_comment(&bytes);
+            // Real files with random bytes changed or cut off.
+            for base in [&png, &jpeg, &webp] {
+                let mut broken = base.to_vec();
+                let at = (next() as usize) % broken.len();
+                broken[at] = next() as u8;
+                broken.truncate(broken.len() - (round % 7));
+                let _ = read_embedded(&broken);
+                let _ = replace_png_text(&broken, &[("k", text.clone())]);
+            }
+        }
+    }
+
+    #[test]
     fn xmp_escapes_markup() {
         let x = xmp_packet(Some("<b>&\"quotes\"</b>\u{1}"), "Atelier");
         assert!(x.contains("&lt;b&gt;&amp;&quot;quotes&quot;&lt;/b&gt;"));
