@@ -9,6 +9,8 @@
 //! `env -u DISPLAY NODEVICE_SELECT=1`. Without an adapter these tests FAIL, unless
 //! `ATELIER_SKIP_GPU_TESTS=1` is set explicitly (CI never sets it).
 
+mod postfx_common;
+use postfx_common::active_ops;
 use std::sync::OnceLock;
 
 use atelier::postfx::cpu::{apply_op, apply_stack, linear_to_rgb8, rgb8_to_linear};
@@ -144,65 +146,6 @@ fn images() -> Vec<(String, RgbImage)> {
         ("1x1".into(), noise_image(1, 1, 9)),
         ("17x5".into(), noise_image(17, 5, 4)),
         ("3x41".into(), gradient_image(3, 41)),
-    ]
-}
-
-/// Non-identity parameters for every op.
-fn active_ops() -> Vec<Op> {
-    vec![
-        Op::Exposure(Exposure { ev: 0.7 }),
-        Op::Contrast(Contrast { amount: 0.3 }),
-        Op::HighlightsShadows(HighlightsShadows {
-            highlights: -0.5,
-            shadows: 0.4,
-        }),
-        Op::WhiteBalance(WhiteBalance {
-            temperature: 0.3,
-            tint: -0.2,
-        }),
-        Op::Saturation(Saturation {
-            saturation: 1.3,
-            vibrance: 0.4,
-        }),
-        Op::HueShift(HueShift { degrees: 25.0 }),
-        Op::Levels(Levels {
-            black: 0.05,
-            white: 0.9,
-            gamma: 1.2,
-            per_channel: Some([
-                LevelsChannel {
-                    black: 0.02,
-                    white: 0.98,
-                    gamma: 0.9,
-                },
-                LevelsChannel::IDENTITY,
-                LevelsChannel {
-                    black: 0.0,
-                    white: 0.95,
-                    gamma: 1.1,
-                },
-            ]),
-        }),
-        Op::Curves(Curves {
-            rgb: vec![(0.0, 0.0), (0.25, 0.2), (0.75, 0.82), (1.0, 1.0)],
-            r: Some(vec![(0.0, 0.05), (1.0, 1.0)]),
-            g: None,
-            b: Some(vec![(0.0, 0.0), (0.5, 0.45), (1.0, 0.95)]),
-        }),
-        Op::UnsharpMask(UnsharpMask {
-            radius_px: 1.5,
-            amount: 0.8,
-            threshold: 0.01,
-        }),
-        Op::Denoise(Denoise {
-            radius_px: 2,
-            strength: 0.5,
-        }),
-        Op::Vignette(Vignette {
-            amount: -0.4,
-            midpoint: 0.5,
-            feather: 0.6,
-        }),
     ]
 }
 
