@@ -558,7 +558,10 @@ fn open_adjustments(harness: &mut StudioHarness, id: i64) {
     harness.get_by_label("Adjust…").click();
     harness.run_ok();
     step_until(harness, "the preview", Duration::from_secs(30), |h| {
-        app(h).adjust_target() == Some(id) && app(h).adjust_preview_ready()
+        // The app's state changes during a frame: wait until a frame has also drawn it.
+        app(h).adjust_target() == Some(id)
+            && app(h).adjust_preview_ready()
+            && has_label_containing(h, " preview")
     });
 }
 
