@@ -370,9 +370,9 @@ struct AdjustArgs {
 
 #[derive(clap::Args)]
 struct GenerateArgs {
-    /// The diffusers model folder.
+    /// The diffusers model folder; defaults to the shipped Atelier Mini.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     #[arg(long)]
     prompt: String,
     #[arg(long, default_value = "")]
@@ -639,8 +639,15 @@ fn adjust(args: AdjustArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    let info = ModelInfo::from_dir(&args.model, ModelSource::Given)?;
+fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
+    let (model, source) = match args.model.take() {
+        Some(dir) => (dir, ModelSource::Given),
+        None => (
+            atelier::models::embedded_models_dir().join("atelier-mini"),
+            ModelSource::Embedded,
+        ),
+    };
+    let info = ModelInfo::from_dir(&model, source)?;
     let native = info.native_size;
     let width = args.width.unwrap_or(native);
     let height = args.height.unwrap_or(native);
@@ -689,7 +696,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| u64::from(rand::random::<u32>()));
     let recommended = info.recommended();
     let request = GenerationRequest {
-        model_dir: args.model.clone(),
+        model_dir: model.clone(),
         prompt: args.prompt,
         negative_prompt: args.negative,
         seed,

@@ -49,6 +49,9 @@ pub struct ModelCard {
     pub attribution_file: Option<String>,
     #[serde(default)]
     pub defaults: Option<RecommendedSettings>,
+    /// The attribution file's text (read with the card, at most 64 KiB).
+    #[serde(skip)]
+    pub attribution: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,7 +65,23 @@ impl ModelCard {
     /// The folder's card, if it has a readable one (a broken card is ignored, not fatal).
     pub fn read(dir: &Path) -> Option<Self> {
         let text = std::fs::read_to_string(dir.join("atelier.json")).ok()?;
-        serde_json::from_str(&text).ok()
+        let mut card: Self = serde_json::from_str(&text).ok()?;
+        card.attribution = card
+            .attribution_file
+            .as_deref()
+            // Only a plain file name inside the model folder.
+            .filter(|f| Path::new(f).file_name() == Some(std::ffi::OsStr::new(f)))
+            .and_then(|f| {
+                use std::io::Read;
+                let mut text = String::new();
+                std::fs::File::open(dir.join(f))
+                    .ok()?
+                    .take(64 * 1024)
+                    .read_to_string(&mut text)
+                    .ok()?;
+                Some(text)
+            });
+        Some(card)
     }
 }
 

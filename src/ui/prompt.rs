@@ -363,6 +363,18 @@ fn model_picker_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut
                     .weak(),
             );
         }
+        if let Some(text) = &card.attribution {
+            ui.collapsing("Attribution", |ui| {
+                egui::ScrollArea::vertical()
+                    .id_salt("model_attribution")
+                    .max_height(200.0)
+                    .show(ui, |ui| {
+                        ui.add(
+                            egui::Label::new(egui::RichText::new(text).small()).selectable(true),
+                        );
+                    });
+            });
+        }
     }
     rejected_ui(ui, view);
 }
