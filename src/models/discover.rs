@@ -38,11 +38,24 @@ pub fn discover(given: &[PathBuf]) -> Discovery {
     discover_with(given, true)
 }
 
-/// The folder of models shipped with Atelier.
+/// The folder of models shipped with Atelier: `assets/models` beside the executable or
+/// `../share/atelier/models` from it (an installed copy), else the source tree's own
+/// `assets/models` (`cargo run`).
 pub fn embedded_models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("assets")
-        .join("models")
+    let installed = std::env::current_exe().ok().and_then(|exe| {
+        let bin = exe.parent()?.to_path_buf();
+        [
+            bin.join("assets").join("models"),
+            bin.join("..").join("share").join("atelier").join("models"),
+        ]
+        .into_iter()
+        .find(|d| d.join("atelier-mini").join("model_index.json").is_file())
+    });
+    installed.unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets")
+            .join("models")
+    })
 }
 
 /// [`discover`], optionally without the embedded models.
