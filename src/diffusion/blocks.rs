@@ -141,9 +141,18 @@ fn patches(
                 };
                 let src = &plane[y * w..][..w];
                 let dst = &mut dst[oy * ow..][..ow];
-                for (ox, d) in dst.iter_mut().enumerate() {
-                    if let Some(xx) = (ox * s + kx).checked_sub(pad.0).filter(|&xx| xx < w) {
-                        *d = src[xx];
+                // Outputs whose column `ox*s + kx - pad` falls inside the row.
+                let lo = pad.0.saturating_sub(kx).div_ceil(s);
+                let hi = ow.min((w + pad.0).saturating_sub(kx).div_ceil(s));
+                if lo >= hi {
+                    continue;
+                }
+                let x0 = lo * s + kx - pad.0;
+                if s == 1 {
+                    dst[lo..hi].copy_from_slice(&src[x0..x0 + hi - lo]);
+                } else {
+                    for (i, d) in dst[lo..hi].iter_mut().enumerate() {
+                        *d = src[x0 + i * s];
                     }
                 }
             }
@@ -640,15 +649,23 @@ mod tests {
         let dev = Device::Cpu;
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-        let x = Tensor::randn(0f32, 1.0, (2, 5, 9, 7), &dev).unwrap();
-        for (kernel, stride, pad) in [
+        let shapes = [(2, 5, 9, 7), (1, 5, 1, 1), (1, 5, 2, 3), (3, 5, 4, 1)];
+        let cases = [
             (3, 1, (1, 1)),
             (3, 2, (1, 1)),
             (3, 2, (0, 1)),
             (1, 1, (0, 0)),
-        ] {
+        ];
+        for (shape, (kernel, stride, pad)) in shapes
+            .into_iter()
+            .flat_map(|s| cases.into_iter().map(move |c| (s, c)))
+        {
+            if shape.2 + pad.0 + pad.1 < kernel || shape.3 + pad.0 + pad.1 < kernel {
+                continue;
+            }
+            let x = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
             let conv = Conv2d::new(
-                vb.pp(format!("c{kernel}{stride}{}", pad.0)),
+                vb.pp(format!("c{kernel}{stride}{}{shape:?}", pad.0)),
                 5,
                 4,
                 kernel,
@@ -676,7 +693,10 @@ mod tests {
                 .unwrap()
                 .to_scalar()
                 .unwrap();
-            assert!(err < 1e-4, "k{kernel} s{stride} pad{pad:?}: {err}");
+            assert!(
+                err < 1e-4,
+                "{shape:?} k{kernel} s{stride} pad{pad:?}: {err}"
+            );
         }
     }
 
