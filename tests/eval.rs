@@ -324,6 +324,28 @@ fn evaluate_runs_end_to_end_on_a_tiny_model() {
     assert_eq!((held_out.count, training.count), (2, 2));
     // Prompts are spread over categories: 2 held-out ones of two different categories.
     assert_ne!(report.samples[0].category, report.samples[1].category);
+    // The ceiling: the judge on the prompts' own real images, recomputed here.
+    let judge = Judge::load(&judge_dir).unwrap();
+    let (train_set, val_set) = (
+        open_dataset(&train, &DataOptions::default()).unwrap(),
+        open_dataset(&val, &DataOptions::default()).unwrap(),
+    );
+    let correct = report
+        .samples
+        .iter()
+        .filter(|s| {
+            let set = match s.split {
+                atelier::train::eval::Split::HeldOut => &val_set,
+                _ => &train_set,
+            };
+            let item = set.items.iter().find(|i| i.caption == s.prompt).unwrap();
+            let class = judge.score_images(&[&item.image]).unwrap()[0].class;
+            Some(&judge.classes()[class]) == s.category.as_ref()
+        })
+        .count();
+    let real = a.real_images.as_ref().expect("the real-image ceiling");
+    assert_eq!(real.count, 4);
+    assert_eq!(real.accuracy, correct as f64 / 4.0);
 
     let fd = report.frechet.as_ref().expect("a Fréchet distance");
     assert!(fd.distance.is_finite() && fd.distance >= 0.0);

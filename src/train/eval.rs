@@ -142,6 +142,10 @@ pub struct EvalPrompt {
     /// The judge class the prompt should produce, when known.
     pub category: Option<String>,
     pub split: Split,
+    /// Index of the prompt's own real image in its split's data set (prompts drawn from a data
+    /// folder), for the judge's accuracy on real images of the same prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -175,6 +179,17 @@ pub struct Adherence {
     pub held_out: Option<SplitAccuracy>,
     pub training: Option<SplitAccuracy>,
     pub per_category: Vec<ClassAccuracy>,
+    /// The judge on the real images of the same prompts (where they are known): what a
+    /// generator that reproduced the data exactly would score, the ceiling of this measure.
+    #[serde(default)]
+    pub real_images: Option<RealAccuracy>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RealAccuracy {
+    pub count: usize,
+    pub accuracy: f64,
+    pub balanced_accuracy: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -400,7 +415,14 @@ pub fn evaluate(
         .iter()
         .map(|p| p.category.as_deref().and_then(|c| judge.class_index(c)))
         .collect();
-    let adherence = adherence(&judge, &prompts, &targets, &scored);
+    let mut adherence = adherence(&judge, &prompts, &targets, &scored);
+    adherence.real_images = real_image_accuracy(
+        &judge,
+        &prompts,
+        &targets,
+        eval_data.as_ref(),
+        train_data.as_ref(),
+    )?;
 
     let real = match (&eval_data, &train_data) {
         (Some(d), _) => Some((d, "held-out")),
@@ -595,7 +617,46 @@ fn adherence(
         held_out: split("held-out"),
         training: split("training"),
         per_category,
+        real_images: None,
     }
+}
+
+/// The judge's accuracy on the real images of the prompts that have one and a known category.
+fn real_image_accuracy(
+    judge: &Judge,
+    prompts: &[EvalPrompt],
+    targets: &[Option<usize>],
+    held_out: Option<&Dataset>,
+    training: Option<&Dataset>,
+) -> Result<Option<RealAccuracy>, EvalError> {
+    let mut images = Vec::new();
+    let mut t = Vec::new();
+    for (prompt, target) in prompts.iter().zip(targets) {
+        let data = match prompt.split {
+            Split::HeldOut => held_out,
+            Split::Training => training,
+            Split::File => None,
+        };
+        let item = data.zip(prompt.item).and_then(|(d, i)| d.items.get(i));
+        if let (Some(item), Some(target)) = (item, *target) {
+            images.push(&item.image);
+            t.push(target);
+        }
+    }
+    if images.is_empty() {
+        return Ok(None);
+    }
+    let p: Vec<usize> = judge
+        .score_images(&images)?
+        .into_iter()
+        .map(|s| s.class)
+        .collect();
+    let (accuracy, balanced_accuracy, _) = class_accuracies(judge.classes(), &t, &p);
+    Ok(Some(RealAccuracy {
+        count: t.len(),
+        accuracy,
+        balanced_accuracy,
+    }))
 }
 
 fn features_of<'a>(
@@ -731,11 +792,13 @@ fn nearest_image(image: &RgbImage, data: &Dataset) -> (usize, f64) {
 fn dataset_prompts(data: &Dataset, label_key: &str, split: Split) -> Vec<EvalPrompt> {
     data.items
         .iter()
-        .filter(|item| !item.caption.is_empty())
-        .map(|item| EvalPrompt {
+        .enumerate()
+        .filter(|(_, item)| !item.caption.is_empty())
+        .map(|(index, item)| EvalPrompt {
             caption: item.caption.clone(),
             category: label_of(&item.extra, label_key),
             split,
+            item: Some(index),
         })
         .collect()
 }
@@ -772,6 +835,7 @@ pub fn read_prompts_file(path: &Path, label_key: &str) -> Result<Vec<EvalPrompt>
             caption: caption.to_owned(),
             category: label_of(object, label_key),
             split,
+            item: None,
         });
     }
     if prompts.is_empty() {
@@ -1117,6 +1181,16 @@ impl EvalReport {
                 );
             }
         }
+        if let Some(r) = &a.real_images {
+            let _ = writeln!(
+                s,
+                "  {:<22} {:>9} {}   balanced {}  (the judge on the prompts' own real images)",
+                "ceiling",
+                r.count,
+                pct(r.accuracy),
+                pct(r.balanced_accuracy).trim()
+            );
+        }
         for c in &a.per_category {
             let _ = writeln!(
                 s,
@@ -1204,6 +1278,7 @@ mod tests {
             caption: format!("{c}{i}"),
             category: Some(c.into()),
             split: Split::File,
+            item: None,
         };
         let mut candidates: Vec<EvalPrompt> = (0..10).map(|i| mk("a", i)).collect();
         candidates.extend((0..2).map(|i| mk("b", i)));
