@@ -325,10 +325,10 @@ fn evaluate_runs_end_to_end_on_a_tiny_model() {
     // Prompts are spread over categories: 2 held-out ones of two different categories.
     assert_ne!(report.samples[0].category, report.samples[1].category);
     // The ceiling: the judge on the prompts' own real images, recomputed here.
-    let judge = Judge::load(&judge_dir).unwrap();
+    let judge = Judge::load(judge_dir).unwrap();
     let (train_set, val_set) = (
-        open_dataset(&train, &DataOptions::default()).unwrap(),
-        open_dataset(&val, &DataOptions::default()).unwrap(),
+        open_dataset(train, &DataOptions::default()).unwrap(),
+        open_dataset(val, &DataOptions::default()).unwrap(),
     );
     let correct = report
         .samples
