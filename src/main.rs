@@ -240,7 +240,7 @@ struct TrainJudgeArgs {
     out: PathBuf,
     #[arg(long, default_value = "category")]
     label_key: String,
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = 3000)]
     steps: usize,
     #[arg(long, default_value_t = 32)]
     batch: usize,

@@ -271,7 +271,7 @@ impl Default for JudgeTrainOptions {
             val_data: None,
             out: PathBuf::new(),
             label_key: "category".into(),
-            steps: 900,
+            steps: 3000,
             batch: 32,
             lr: 2e-3,
             weight_decay: 0.01,
