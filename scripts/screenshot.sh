@@ -61,7 +61,7 @@ xvfb-run -a -s '-screen 0 1280x800x24' bash -c '
     if [ -n "$SHOT_PROMPT" ] && command -v xdotool >/dev/null 2>&1; then
         win=$(xdotool search --name Atelier | head -1)
         xdotool windowfocus --sync "$win"
-        xdotool mousemove --window "$win" 170 120 click 1
+        xdotool mousemove --window "$win" 170 190 click 1
         sleep 0.5
         xdotool type --delay 20 "$SHOT_PROMPT"
         xdotool key ctrl+Return

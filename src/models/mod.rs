@@ -49,6 +49,9 @@ pub struct ModelCard {
     pub attribution_file: Option<String>,
     #[serde(default)]
     pub defaults: Option<RecommendedSettings>,
+    /// A prompt that shows what the model does (the prompt box's hint).
+    #[serde(default)]
+    pub example_prompt: Option<String>,
     /// The attribution file's text (read with the card, at most 64 KiB).
     #[serde(skip)]
     pub attribution: Option<String>,

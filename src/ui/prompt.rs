@@ -160,13 +160,19 @@ pub fn prompt_panel_ui(
     model_picker_ui(ui, view, commands);
     ui.separator();
 
+    // A model card's own example prompt, else one for general models.
+    let example = view
+        .selected_model
+        .and_then(|m| m.card.as_ref())
+        .and_then(|c| c.example_prompt.as_deref())
+        .unwrap_or("a lighthouse at dusk, oil painting");
     let prompt_label = ui.label("Prompt");
     ui.add(
         egui::TextEdit::multiline(&mut settings.prompt)
             .id_salt("prompt")
             .desired_rows(3)
             .desired_width(f32::INFINITY)
-            .hint_text("What to paint: a lighthouse at dusk, oil painting"),
+            .hint_text(format!("What to paint: {example}")),
     )
     .labelled_by(prompt_label.id);
 
