@@ -4,7 +4,9 @@
 //! fast as candle's own `conv2d` forward and several times faster backwards, so the same
 //! code serves inference and `atelier train`.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Module, Result, Shape, Tensor, D};
+use candle_core::{
+    CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Module, Result, Shape, Tensor, D,
+};
 use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
 
 pub use super::fused::{group_norm, silu, GroupNorm};
