@@ -9,6 +9,7 @@ use candle_core::{
 };
 use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
 
+use super::fused::contiguous_f32;
 pub use super::fused::{group_norm, silu, GroupNorm};
 
 /// A 2D convolution (square kernel 1 or 3, stride 1 or 2) with optional bias.
@@ -167,14 +168,6 @@ fn patches(
     (out, oh, ow)
 }
 
-fn contiguous_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        // Both operands are made contiguous before the op is applied.
-        None => candle_core::bail!("atelier-conv2d needs contiguous operands"),
-    }
-}
-
 /// The patch matrix of a tensor input (the backward pass).
 fn patch_tensor(x: &Tensor, k: usize, s: usize, pad: (usize, usize)) -> Result<Tensor> {
     let dims = x.dims4()?;
@@ -305,8 +298,8 @@ impl CustomOp2 for ConvOp {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         self.forward(
-            (contiguous_slice(s1, l1)?, l1),
-            (contiguous_slice(s2, l2)?, l2),
+            (contiguous_f32(s1, l1)?, l1),
+            (contiguous_f32(s2, l2)?, l2),
             None,
         )
     }
@@ -338,9 +331,9 @@ impl CustomOp3 for ConvOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         self.forward(
-            (contiguous_slice(s1, l1)?, l1),
-            (contiguous_slice(s2, l2)?, l2),
-            Some(contiguous_slice(s3, l3)?),
+            (contiguous_f32(s1, l1)?, l1),
+            (contiguous_f32(s2, l2)?, l2),
+            Some(contiguous_f32(s3, l3)?),
         )
     }
 

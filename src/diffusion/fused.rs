@@ -7,10 +7,11 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Module, Result, Shap
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+/// A custom op's f32 operand as a slice (operands are made contiguous before ops are applied).
+pub(super) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("fused op needs a contiguous operand"),
+        None => candle_core::bail!("custom op needs a contiguous f32 operand"),
     }
 }
 
