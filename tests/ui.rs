@@ -437,14 +437,7 @@ fn results_are_saved_to_the_library_and_can_be_rated_trashed_and_restored() {
     harness.get_by_label("Library").click();
     harness.run_ok();
     assert_eq!(app(&harness).library_len(), 1);
-    step_until(
-        &mut harness,
-        "the thumbnail",
-        Duration::from_secs(30),
-        |h| has_label_containing(h, "Picture 1"),
-    );
-    harness.get_by_label("Picture 1").click();
-    harness.run_ok();
+    select_picture(&mut harness, 1);
     assert!(has_label_containing(&harness, "a green kite"));
     assert!(!has_label_containing(&harness, "Made from"));
     // Key 4 rates, F favourites.
@@ -475,11 +468,10 @@ fn results_are_saved_to_the_library_and_can_be_rated_trashed_and_restored() {
         .trashed
         .is_none());
     // Used as the init image, the next result records it as its parent.
-    harness.get_by_label("Picture 1").click();
-    harness.run_ok();
-    harness.get_by_label("Use as init image").click();
-    harness.run_ok();
-    assert!(app(&harness).state().canvas.use_sketch);
+    select_picture(&mut harness, 1);
+    click_until(&mut harness, "Use as init image", |h| {
+        app(h).state().canvas.use_sketch
+    });
     harness.key_press_modifiers(Modifiers::CTRL | Modifiers::COMMAND, Key::Enter);
     step_until(
         &mut harness,
@@ -546,22 +538,55 @@ fn mean_luma(h: &atelier::postfx::Histogram) -> f64 {
 }
 
 /// Opens the Adjustments panel on library picture `id` through the widgets.
+/// Clicks the widget labelled `label` until `done` holds: the layout can still move between
+/// frames while thumbnails and details arrive from worker threads, so a click may miss.
+fn click_until(harness: &mut StudioHarness, label: &str, done: impl Fn(&StudioHarness) -> bool) {
+    let start = Instant::now();
+    while !done(harness) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out clicking {label:?}"
+        );
+        if let Some(node) = harness.query_all_by_label(label).next() {
+            node.click();
+        }
+        harness.step();
+    }
+}
+
+/// Selects picture `id` in the library and waits for its details pane. Thumbnails and the
+/// details load on worker threads and the layout moves while they arrive, so a click can land
+/// on the old place: click again until the selection has taken and the pane is drawn.
+fn select_picture(harness: &mut StudioHarness, id: i64) {
+    let label = format!("Picture {id}");
+    let start = Instant::now();
+    loop {
+        if app(harness).selected_picture() == Some(id)
+            && has_label_containing(harness, "Use as init image")
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out selecting picture {id}"
+        );
+        if app(harness).selected_picture() != Some(id) {
+            if let Some(node) = harness.query_all_by_label(&label).next() {
+                node.click();
+            }
+        }
+        harness.step();
+    }
+}
+
 fn open_adjustments(harness: &mut StudioHarness, id: i64) {
     harness.get_by_label("Library").click();
     harness.run_ok();
-    let label = format!("Picture {id}");
-    step_until(harness, "the thumbnail", Duration::from_secs(30), |h| {
-        has_label_containing(h, &label)
-    });
-    harness.get_all_by_label(&label).next().unwrap().click();
-    harness.run_ok();
-    harness.get_by_label("Adjust…").click();
-    harness.run_ok();
+    select_picture(harness, id);
+    click_until(harness, "Adjust…", |h| app(h).adjust_target() == Some(id));
     step_until(harness, "the preview", Duration::from_secs(30), |h| {
         // The app's state changes during a frame: wait until a frame has also drawn it.
-        app(h).adjust_target() == Some(id)
-            && app(h).adjust_preview_ready()
-            && has_label_containing(h, " preview")
+        app(h).adjust_preview_ready() && has_label_containing(h, " preview")
     });
 }
 

@@ -229,6 +229,14 @@ impl StudioApp {
         self.rt.pictures.ids.len()
     }
 
+    /// The one picture selected in the library, if exactly one is.
+    pub fn selected_picture(&self) -> Option<i64> {
+        let selected = &self.rt.pictures.selected;
+        (selected.len() == 1)
+            .then(|| selected.first().copied())
+            .flatten()
+    }
+
     /// The open gallery, if it could be opened.
     pub fn gallery(&self) -> Option<&crate::gallery::Gallery> {
         self.rt.pictures.gallery.as_ref()
