@@ -21,7 +21,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 fn model_dir() -> PathBuf {
     std::env::var_os("ATELIER_BENCH_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| atelier::models::embedded_models_dir().join("atelier-mini"))
+        .unwrap_or_else(atelier::models::default_model_dir)
 }
 
 fn request(batch: u32) -> GenerationRequest {

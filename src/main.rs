@@ -642,10 +642,7 @@ fn adjust(args: AdjustArgs) -> anyhow::Result<()> {
 fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
     let (model, source) = match args.model.take() {
         Some(dir) => (dir, ModelSource::Given),
-        None => (
-            atelier::models::embedded_models_dir().join("atelier-mini"),
-            ModelSource::Embedded,
-        ),
+        None => (atelier::models::default_model_dir(), ModelSource::Embedded),
     };
     let info = ModelInfo::from_dir(&model, source)?;
     let native = info.native_size;

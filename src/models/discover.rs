@@ -38,6 +38,14 @@ pub fn discover(given: &[PathBuf]) -> Discovery {
     discover_with(given, true)
 }
 
+/// The folder name of the shipped default model, Atelier Mini.
+const DEFAULT_MODEL: &str = "atelier-mini";
+
+/// The shipped default model (Atelier Mini), used when no model is named.
+pub fn default_model_dir() -> PathBuf {
+    embedded_models_dir().join(DEFAULT_MODEL)
+}
+
 /// The folder of models shipped with Atelier: `assets/models` beside the executable or
 /// `../share/atelier/models` from it (an installed copy), else the source tree's own
 /// `assets/models` (`cargo run`).
@@ -49,7 +57,7 @@ pub fn embedded_models_dir() -> PathBuf {
             bin.join("..").join("share").join("atelier").join("models"),
         ]
         .into_iter()
-        .find(|d| d.join("atelier-mini").join("model_index.json").is_file())
+        .find(|d| d.join(DEFAULT_MODEL).join("model_index.json").is_file())
     });
     installed.unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
