@@ -72,19 +72,8 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let cout = self.weight.dim(0)?;
-        let y = if self.kernel == 1 && self.stride == 1 {
-            let wm = self.weight.reshape((cout, c))?;
-            wm.broadcast_matmul(&x.reshape((b, c, h * w))?)?
-                .reshape((b, cout, h, w))?
-        } else if !x.device().is_cpu() || x.dtype() != DType::F32 {
-            // The custom op is CPU/f32 only; GPUs (the cuda/metal features) and f16 use
-            // candle's own convolution.
-            let (p0, p1) = self.pad;
-            let xp = x.pad_with_zeros(2, p0, p1)?.pad_with_zeros(3, p0, p1)?;
-            xp.conv2d(&self.weight, 0, self.stride, 1, 1)?
-        } else {
+        let pointwise = self.kernel == 1 && self.stride == 1;
+        if !pointwise && x.device().is_cpu() && x.dtype() == DType::F32 {
             let op = ConvOp {
                 stride: self.stride,
                 pad: self.pad,
@@ -96,6 +85,19 @@ impl Module for Conv2d {
                 Some(bias) => x.apply_op3(&w, &bias.contiguous()?, op),
                 None => x.apply_op2(&w, op),
             };
+        }
+        let (b, c, h, w) = x.dims4()?;
+        let cout = self.weight.dim(0)?;
+        let y = if pointwise {
+            let wm = self.weight.reshape((cout, c))?;
+            wm.broadcast_matmul(&x.reshape((b, c, h * w))?)?
+                .reshape((b, cout, h, w))?
+        } else {
+            // The custom op is CPU/f32 only; GPUs (the cuda/metal features) and f16 use
+            // candle's own convolution.
+            let (p0, p1) = self.pad;
+            let xp = x.pad_with_zeros(2, p0, p1)?.pad_with_zeros(3, p0, p1)?;
+            xp.conv2d(&self.weight, 0, self.stride, 1, 1)?
         };
         match &self.bias {
             Some(bias) => y.broadcast_add(&bias.reshape((1, cout, 1, 1))?),
