@@ -537,7 +537,6 @@ fn mean_luma(h: &atelier::postfx::Histogram) -> f64 {
         / n
 }
 
-/// Opens the Adjustments panel on library picture `id` through the widgets.
 /// Clicks the widget labelled `label` until `done` holds: the layout can still move between
 /// frames while thumbnails and details arrive from worker threads, so a click may miss.
 fn click_until(harness: &mut StudioHarness, label: &str, done: impl Fn(&StudioHarness) -> bool) {
@@ -554,31 +553,19 @@ fn click_until(harness: &mut StudioHarness, label: &str, done: impl Fn(&StudioHa
     }
 }
 
-/// Selects picture `id` in the library and waits for its details pane. Thumbnails and the
-/// details load on worker threads and the layout moves while they arrive, so a click can land
-/// on the old place: click again until the selection has taken and the pane is drawn.
+/// Selects picture `id` in the library (clicking its thumbnail until the selection has taken;
+/// never clicking a selected one again, which would be a double click) and waits for its
+/// details pane.
 fn select_picture(harness: &mut StudioHarness, id: i64) {
-    let label = format!("Picture {id}");
-    let start = Instant::now();
-    loop {
-        if app(harness).selected_picture() == Some(id)
-            && has_label_containing(harness, "Use as init image")
-        {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out selecting picture {id}"
-        );
-        if app(harness).selected_picture() != Some(id) {
-            if let Some(node) = harness.query_all_by_label(&label).next() {
-                node.click();
-            }
-        }
-        harness.step();
-    }
+    click_until(harness, &format!("Picture {id}"), |h| {
+        app(h).selected_picture() == Some(id)
+    });
+    step_until(harness, "the details pane", Duration::from_secs(30), |h| {
+        has_label_containing(h, "Use as init image")
+    });
 }
 
+/// Opens the Adjustments panel on library picture `id` through the widgets.
 fn open_adjustments(harness: &mut StudioHarness, id: i64) {
     harness.get_by_label("Library").click();
     harness.run_ok();
