@@ -227,6 +227,10 @@ struct TrainArgs {
     /// with --resume it applies from the checkpoint on (without it a resume keeps the run's).
     #[arg(long)]
     balance_by: Option<String>,
+    /// UNet step from which the learning rate falls linearly to zero at --steps (decay the
+    /// last part of a run, or start the decay when resuming one); default: constant.
+    #[arg(long)]
+    decay_from: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -829,6 +833,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         lr: args.lr,
         background: args.background,
         balance_by: args.balance_by,
+        decay_from: args.decay_from,
         ..Default::default()
     };
     let bar = ProgressBar::new(0);

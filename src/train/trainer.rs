@@ -71,6 +71,9 @@ pub struct TrainOptions {
     /// Sample the UNet stage's batches evenly over the values of this caption-file key (e.g.
     /// `category`), instead of evenly over images; `None` for plain uniform sampling.
     pub balance_by: Option<String>,
+    /// UNet step from which the learning rate falls linearly to zero at `steps` (a
+    /// warmup-stable-decay schedule); `None` keeps it constant.
+    pub decay_from: Option<usize>,
     pub recipe: Recipe,
 }
 
@@ -91,6 +94,7 @@ impl Default for TrainOptions {
             background: [255, 255, 255],
             caption_dropout: 0.1,
             balance_by: None,
+            decay_from: None,
             recipe: Recipe::default(),
         }
     }
@@ -598,6 +602,7 @@ pub fn train(
         let loss = (per_sample * Tensor::from_vec(w, opts.batch, &device)?)?.mean_all()?;
         let loss_value = loss.to_scalar::<f32>()? as f64;
         let grads = loss.backward()?;
+        opt.lr = unet_lr(opts, state.unet_step);
         opt.step(&grads)?;
         ema.update(&params, state.unet_step)?;
         state.unet_step += 1;
@@ -625,6 +630,18 @@ pub fn train(
         checkpoint(&opts.out, &models, &state, Some(&ema))?;
     }
     Ok(summary)
+}
+
+/// The UNet stage's learning rate at `step` (0-based): constant, then with `decay_from` a
+/// straight line down to zero at `steps`.
+fn unet_lr(opts: &TrainOptions, step: usize) -> f64 {
+    match opts.decay_from {
+        Some(from) if step >= from && opts.steps > from => {
+            let left = opts.steps.saturating_sub(step) as f64;
+            opts.lr * left / (opts.steps - from) as f64
+        }
+        _ => opts.lr,
+    }
 }
 
 /// `loss.png` next to `loss.csv`: the VAE stage's loss (left), the UNet stage's (right).
@@ -783,4 +800,28 @@ fn checkpoint(out: &Path, m: &Models, state: &State, ema: Option<&Ema>) -> Resul
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_rate_decays_linearly_to_zero_after_decay_from() {
+        let mut opts = TrainOptions {
+            steps: 1000,
+            lr: 1e-3,
+            ..Default::default()
+        };
+        assert_eq!(unet_lr(&opts, 999), 1e-3);
+        opts.decay_from = Some(600);
+        assert_eq!(unet_lr(&opts, 0), 1e-3);
+        assert_eq!(unet_lr(&opts, 599), 1e-3);
+        assert_eq!(unet_lr(&opts, 600), 1e-3);
+        assert!((unet_lr(&opts, 800) - 5e-4).abs() < 1e-12);
+        assert!((unet_lr(&opts, 999) - 2.5e-6).abs() < 1e-12);
+        // A decay point at or past the end leaves the rate alone.
+        opts.decay_from = Some(1000);
+        assert_eq!(unet_lr(&opts, 999), 1e-3);
+    }
 }
