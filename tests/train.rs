@@ -177,6 +177,27 @@ fn training_is_deterministic() {
 }
 
 #[test]
+fn decay_from_changes_only_the_steps_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_dataset(&data);
+    let (constant, decayed) = (tmp.path().join("constant"), tmp.path().join("decayed"));
+    train(&options(&data, &constant), &mut |_| {}).unwrap();
+    let mut opts = options(&data, &decayed);
+    opts.decay_from = Some(6);
+    train(&opts, &mut |_| {}).unwrap();
+    let (a, b) = (losses(&constant, "unet"), losses(&decayed, "unet"));
+    assert_eq!(a.len(), 12);
+    // The loss of a step is measured before its update, and the decay's first step (step 6,
+    // counting from 0) still runs at the full rate: the first 8 losses see the same weights.
+    assert_eq!(a[..8], b[..8]);
+    assert!(
+        a[8..].iter().zip(&b[7..]).all(|(x, y)| x != y),
+        "{a:?} vs {b:?}"
+    );
+}
+
+#[test]
 fn balanced_sampling_is_recorded_and_kept_on_resume() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
