@@ -231,6 +231,11 @@ struct TrainArgs {
     /// last part of a run, or start the decay when resuming one); default: constant.
     #[arg(long)]
     decay_from: Option<usize>,
+    /// What the UNet learns: `epsilon` (SD 1.5's noise prediction) or `v-zero-snr`
+    /// (v-prediction on a zero-terminal-SNR schedule). With --resume it switches the run to it
+    /// from the checkpoint on; default: the run's own, or epsilon for a new run.
+    #[arg(long)]
+    objective: Option<atelier::train::recipe::Objective>,
 }
 
 #[derive(clap::Args)]
@@ -834,6 +839,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         background: args.background,
         balance_by: args.balance_by,
         decay_from: args.decay_from,
+        objective: args.objective,
         ..Default::default()
     };
     let bar = ProgressBar::new(0);

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use atelier::engine::{GenerationRequest, SamplerKind};
-use atelier::train::recipe::Recipe;
+use atelier::train::recipe::{Objective, Recipe};
 use atelier::train::trainer::{train, TrainError, TrainEvent, TrainOptions};
 
 /// Eight 16x16 images in two clearly different styles, with captions.
@@ -174,6 +174,72 @@ fn training_is_deterministic() {
     train(&options(&data, &b), &mut |_| {}).unwrap();
     assert_eq!(losses(&a, "vae"), losses(&b, "vae"));
     assert_eq!(losses(&a, "unet"), losses(&b, "unet"));
+}
+
+#[test]
+fn resume_can_switch_the_objective_to_v_prediction_on_a_zero_snr_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_dataset(&data);
+    let out = tmp.path().join("run");
+    let mut first = options(&data, &out);
+    first.steps = 6;
+    train(&first, &mut |_| {}).unwrap();
+    let scheduler = |out: &Path| -> serde_json::Value {
+        let path = out.join("model/scheduler/scheduler_config.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    assert_eq!(scheduler(&out)["prediction_type"], "epsilon");
+    assert_eq!(scheduler(&out)["rescale_betas_zero_snr"], false);
+
+    let mut again = options(&data, &out);
+    again.resume = true;
+    again.objective = Some(Objective::VZeroSnr);
+    let mut notes = Vec::new();
+    let summary = train(&again, &mut |e| {
+        if let TrainEvent::Note(n) = e {
+            notes.push(n);
+        }
+    })
+    .unwrap();
+    assert_eq!(summary.unet_steps, 6);
+    assert!(
+        notes.iter().any(|n| n.contains("switching the objective")),
+        "{notes:?}"
+    );
+    let s = scheduler(&out);
+    assert_eq!(s["prediction_type"], "v_prediction");
+    assert_eq!(s["rescale_betas_zero_snr"], true);
+    assert_eq!(s["timestep_spacing"], "trailing");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["recipe"]["objective"], "v-zero-snr");
+    assert_eq!(losses(&out, "unet").len(), 12);
+
+    // The export samples through every sampler from sigma 4096 without blowing up.
+    for sampler in [
+        SamplerKind::Ddim,
+        SamplerKind::EulerAncestral,
+        SamplerKind::UniPc,
+        SamplerKind::DpmPp2mKarras,
+    ] {
+        let req = GenerationRequest {
+            model_dir: summary.model_dir.clone(),
+            prompt: "a red dot".into(),
+            seed: 1,
+            steps: 4,
+            guidance: 3.0,
+            width: 16,
+            height: 16,
+            sampler,
+            ..Default::default()
+        };
+        let image = common::run(&req).unwrap().0.remove(0).image;
+        let px = image.as_raw();
+        let (lo, hi) = (px.iter().min().unwrap(), px.iter().max().unwrap());
+        assert!(hi > lo, "{sampler:?} gave a flat image");
+    }
 }
 
 #[test]

@@ -64,13 +64,16 @@ impl NoiseSchedule {
             other => return Err(format!("unsupported beta_schedule {other:?}")),
         };
         let mut acc = 1.0;
-        let alphas_cumprod = betas
+        let mut alphas_cumprod: Vec<f64> = betas
             .iter()
             .map(|b| {
                 acc *= 1.0 - b;
                 acc
             })
             .collect();
+        if c.rescale_betas_zero_snr {
+            rescale_zero_terminal_snr(&mut alphas_cumprod);
+        }
         let prediction = match c.prediction_type.as_str() {
             "epsilon" => Prediction::Epsilon,
             "v_prediction" => Prediction::V,
@@ -184,6 +187,27 @@ impl NoiseSchedule {
                     .collect()
             }
         }
+    }
+}
+
+/// Shifts and scales `sqrt(alphas_cumprod)` so the first value stays and the last becomes zero
+/// (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Alg. 1).
+/// The last value is then raised to 2^-24, as diffusers' sigma-based schedulers do, so that
+/// `sigma = sqrt((1 - a) / a)` stays finite (4096) for every sampler and for training alike.
+fn rescale_zero_terminal_snr(alphas_cumprod: &mut [f64]) {
+    let (Some(&first), Some(&last)) = (alphas_cumprod.first(), alphas_cumprod.last()) else {
+        return;
+    };
+    let (s0, s_t) = (first.sqrt(), last.sqrt());
+    if s0 - s_t <= 0.0 {
+        return;
+    }
+    for a in alphas_cumprod.iter_mut() {
+        let s = (a.sqrt() - s_t) * s0 / (s0 - s_t);
+        *a = s * s;
+    }
+    if let Some(a) = alphas_cumprod.last_mut() {
+        *a = 2f64.powi(-24);
     }
 }
 
@@ -614,6 +638,34 @@ mod tests {
         assert_eq!(
             build(SamplerKind::Ddim, &trailing, 4).timesteps(),
             &[999.0, 749.0, 499.0, 249.0]
+        );
+    }
+
+    #[test]
+    fn zero_terminal_snr_rescale_keeps_the_start_and_ends_in_pure_noise() {
+        let plain = NoiseSchedule::from_config(&sd_config(serde_json::json!({}))).unwrap();
+        let zero = NoiseSchedule::from_config(&sd_config(
+            serde_json::json!({"rescale_betas_zero_snr": true}),
+        ))
+        .unwrap();
+        let (p, z) = (&plain.alphas_cumprod, &zero.alphas_cumprod);
+        assert!(
+            (p[999] - 0.00466).abs() < 1e-5,
+            "SD's schedule leaks signal: {}",
+            p[999]
+        );
+        assert!((z[0] - p[0]).abs() < 1e-12);
+        assert_eq!(z[999], 2f64.powi(-24));
+        // diffusers' rescale_zero_terminal_snr on SD's betas (computed with numpy).
+        assert!((z[500] - 0.24102).abs() < 1e-5, "{}", z[500]);
+        assert!((z[998] - 1.968e-7).abs() < 1e-9, "{}", z[998]);
+        assert!(z.windows(2).all(|w| w[0] > w[1]));
+        // DPM++ starts from a finite sigma: sqrt((1 - 2^-24) / 2^-24) = 4096.
+        let dpm = DpmPp2m::new(&zero, 6);
+        assert!(
+            (dpm.m.sigmas[0] - 4096.0).abs() < 1e-3,
+            "{}",
+            dpm.m.sigmas[0]
         );
     }
 

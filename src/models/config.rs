@@ -281,6 +281,11 @@ pub struct SchedulerFileConfig {
     pub clip_sample: Option<bool>,
     #[serde(default = "default_one_f64")]
     pub clip_sample_range: f64,
+    /// Rescale the betas to zero terminal SNR (Lin et al. 2024, diffusers'
+    /// `rescale_betas_zero_snr`): the last training step is pure noise, so the picture's layout
+    /// comes from the prompt instead of from the seed's low frequencies. Meant for v-prediction.
+    #[serde(default)]
+    pub rescale_betas_zero_snr: bool,
 }
 
 fn default_train_steps() -> usize {

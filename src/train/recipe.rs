@@ -26,6 +26,36 @@ pub struct Recipe {
     pub unet_min_group_channels: usize,
     #[serde(default = "one")]
     pub vae_min_group_channels: usize,
+    /// What the UNet predicts and on which noise schedule (runs made before this field:
+    /// epsilon on SD's schedule).
+    #[serde(default)]
+    pub objective: Objective,
+}
+
+/// The UNet's training target and noise schedule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// SD 1.5's: the noise, on SD's scaled-linear schedule. Its last step keeps 0.47% of the
+    /// signal's power, so at 16x16 latents a seed's low frequencies decide the layout.
+    #[default]
+    Epsilon,
+    /// v-prediction on the same schedule rescaled to zero terminal SNR (Lin et al. 2024) with
+    /// trailing timesteps: the first sampling step is pure noise and the prompt decides.
+    VZeroSnr,
+}
+
+impl std::str::FromStr for Objective {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "epsilon" => Ok(Self::Epsilon),
+            "v-zero-snr" => Ok(Self::VZeroSnr),
+            other => Err(format!(
+                "unknown objective {other:?} (epsilon or v-zero-snr)"
+            )),
+        }
+    }
 }
 
 fn one() -> usize {
@@ -44,6 +74,7 @@ impl Default for Recipe {
             vae_channels: vec![16, 32, 64],
             unet_min_group_channels: 8,
             vae_min_group_channels: 4,
+            objective: Objective::Epsilon,
         }
     }
 }
@@ -150,6 +181,7 @@ impl Recipe {
     }
 
     pub fn scheduler(&self) -> Value {
+        let zero_snr = self.objective == Objective::VZeroSnr;
         json!({
             "_class_name": "DDIMScheduler",
             "beta_start": 0.00085,
@@ -159,8 +191,9 @@ impl Recipe {
             "clip_sample": false,
             "set_alpha_to_one": false,
             "steps_offset": 1,
-            "prediction_type": "epsilon",
-            "timestep_spacing": "leading",
+            "prediction_type": if zero_snr { "v_prediction" } else { "epsilon" },
+            "timestep_spacing": if zero_snr { "trailing" } else { "leading" },
+            "rescale_betas_zero_snr": zero_snr,
         })
     }
 

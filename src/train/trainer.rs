@@ -1,6 +1,6 @@
 //! `atelier train`: trains an Atelier Mini model on any folder of captioned images, in two
 //! stages: the VAE (reconstruction), then the UNet and text encoder together on the frozen
-//! VAE's latents (noise prediction with min-SNR weighting, caption dropout for guidance).
+//! VAE's latents (noise or v prediction with min-SNR weighting, caption dropout for guidance).
 //! Checkpoints are atomic and hold the optimiser and EMA state, so a killed run resumes
 //! exactly; each checkpoint also exports a loadable diffusers folder (`OUT/model`).
 
@@ -15,13 +15,16 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{open_dataset, DataError, DataOptions, Dataset};
 use super::optim::{AdamW, Ema};
-use super::recipe::{Recipe, CLIP_MERGES_TXT, CLIP_VOCAB_JSON};
+use super::recipe::{Objective, Recipe, CLIP_MERGES_TXT, CLIP_VOCAB_JSON};
 use crate::diffusion::clip::ClipTextEncoder;
 use crate::diffusion::noise::NoiseRng;
+use crate::diffusion::sampler::NoiseSchedule;
 use crate::diffusion::tokenizer::ClipTokenizer;
 use crate::diffusion::unet::Unet;
 use crate::diffusion::vae::Vae;
-use crate::models::config::{TextEncoderConfig, TokenizerFiles, UnetConfig, VaeConfig};
+use crate::models::config::{
+    SchedulerFileConfig, TextEncoderConfig, TokenizerFiles, UnetConfig, VaeConfig,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -74,6 +77,9 @@ pub struct TrainOptions {
     /// UNet step from which the learning rate falls linearly to zero at `steps` (a
     /// warmup-stable-decay schedule); `None` keeps it constant.
     pub decay_from: Option<usize>,
+    /// Overrides the recipe's objective; with `resume`, switches the run to it from the
+    /// checkpoint on (fine-tuning an epsilon run into a v-prediction, zero-terminal-SNR one).
+    pub objective: Option<Objective>,
     pub recipe: Recipe,
 }
 
@@ -95,6 +101,7 @@ impl Default for TrainOptions {
             caption_dropout: 0.1,
             balance_by: None,
             decay_from: None,
+            objective: None,
             recipe: Recipe::default(),
         }
     }
@@ -349,9 +356,12 @@ pub fn train(
     } else {
         None
     };
-    let recipe = existing
+    let mut recipe = existing
         .as_ref()
         .map_or_else(|| opts.recipe.clone(), |s| s.recipe.clone());
+    if let Some(objective) = opts.objective {
+        recipe.objective = objective;
+    }
     on_event(TrainEvent::Note(format!("reading {}", opts.data.display())));
     let data = open_dataset(
         &opts.data,
@@ -386,6 +396,13 @@ pub fn train(
             )));
             truncate_loss_log(&opts.out.join("loss.csv"), s.vae_step, s.unet_step);
             let mut s = s;
+            if s.recipe.objective != recipe.objective {
+                on_event(TrainEvent::Note(format!(
+                    "switching the objective from {:?} to {:?} at UNet step {}",
+                    s.recipe.objective, recipe.objective, s.unet_step
+                )));
+                s.recipe.objective = recipe.objective;
+            }
             if opts.balance_by.is_some() {
                 // Switching balancing on (or to another key) from here on.
                 s.balance_by = opts.balance_by.clone();
@@ -525,7 +542,7 @@ pub fn train(
             ema.shadow = candle_core::safetensors::load(&ema_path, &device)?;
         }
     }
-    let schedule = alphas_cumprod();
+    let schedule = train_schedule(&recipe)?;
     on_event(TrainEvent::Stage {
         stage: Stage::Unet,
         from: state.unet_step,
@@ -579,22 +596,26 @@ pub fn train(
             .collect();
         let w: Vec<f32> = ts
             .iter()
-            .map(|&t| {
-                let snr = schedule[t] / (1.0 - schedule[t]);
-                (snr.min(5.0) / snr) as f32
-            })
+            .map(|&t| loss_weight(recipe.objective, schedule[t]) as f32)
             .collect();
         let col = |v: Vec<f32>| Tensor::from_vec(v, (opts.batch, 1, 1, 1), &device);
         let mut noise_rng = NoiseRng::new(rng.random());
         let noise = noise_rng.randn_like(&x0)?;
-        let xt = (x0.broadcast_mul(&col(a)?)? + noise.broadcast_mul(&col(s)?)?)?;
+        let xt = (x0.broadcast_mul(&col(a.clone())?)? + noise.broadcast_mul(&col(s.clone())?)?)?;
+        let target = match recipe.objective {
+            Objective::Epsilon => noise,
+            // v = alpha * noise - sigma * x0
+            Objective::VZeroSnr => {
+                (noise.broadcast_mul(&col(a)?)? - x0.broadcast_mul(&col(s)?)?)?
+            }
+        };
         let t = Tensor::from_vec(
             ts.iter().map(|&t| t as f32).collect::<Vec<_>>(),
             opts.batch,
             &device,
         )?;
         let pred = models.unet.forward_t(&xt, &t, &context, None)?;
-        let per_sample = (pred - noise)?
+        let per_sample = (pred - target)?
             .sqr()?
             .mean(D::Minus1)?
             .mean(D::Minus1)?
@@ -721,16 +742,26 @@ fn balance_groups(data: &Dataset, key: Option<&str>) -> Option<Vec<Vec<usize>>> 
 }
 
 /// SD's scaled-linear training schedule (matches `Recipe::scheduler`).
-fn alphas_cumprod() -> Vec<f64> {
-    let (a, b) = (0.00085f64.sqrt(), 0.012f64.sqrt());
-    let mut acc = 1.0;
-    (0..1000)
-        .map(|i| {
-            let beta = (a + (b - a) * i as f64 / 999.0).powi(2);
-            acc *= 1.0 - beta;
-            acc
-        })
-        .collect()
+/// `alphas_cumprod` of the scheduler config the run exports, so training and sampling share
+/// one schedule.
+fn train_schedule(recipe: &Recipe) -> Result<Vec<f64>, TrainError> {
+    let config: SchedulerFileConfig = serde_json::from_value(recipe.scheduler())
+        .map_err(|e| TrainError::Options(e.to_string()))?;
+    Ok(NoiseSchedule::from_config(&config)
+        .map_err(TrainError::Options)?
+        .alphas_cumprod)
+}
+
+/// Min-SNR-5 weighting (Hang et al. 2023) of the per-sample loss at `alphas_cumprod` value
+/// `acp`, i.e. a clean-image weight of `min(snr, 5)`. For v-prediction the clean-image weight
+/// is also kept at 1 or more, so the near-pure-noise steps, where the prompt decides the
+/// layout, still count (plain min-SNR would give the zero-SNR step a weight of 0).
+fn loss_weight(objective: Objective, acp: f64) -> f64 {
+    let snr = acp / (1.0 - acp);
+    match objective {
+        Objective::Epsilon => snr.min(5.0) / snr,
+        Objective::VZeroSnr => snr.clamp(1.0, 5.0) / (snr + 1.0),
+    }
 }
 
 /// Posterior means of every image, unscaled: `[N, 4, h, w]`.
@@ -805,6 +836,25 @@ fn checkpoint(out: &Path, m: &Models, state: &State, ema: Option<&Ema>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_weights_follow_min_snr_and_keep_pure_noise_for_v() {
+        // epsilon: weight 1 up to snr 5, then 5/snr.
+        assert!((loss_weight(Objective::Epsilon, 0.5) - 1.0).abs() < 1e-12);
+        assert!((loss_weight(Objective::Epsilon, 10.0 / 11.0) - 0.5).abs() < 1e-12);
+        // v: clean-image weight clamp(snr, 1, 5) over the v loss's own snr + 1.
+        assert!((loss_weight(Objective::VZeroSnr, 2f64.powi(-24)) - 1.0).abs() < 1e-6);
+        assert!((loss_weight(Objective::VZeroSnr, 0.5) - 0.5).abs() < 1e-12);
+        assert!((loss_weight(Objective::VZeroSnr, 0.75) - 0.75).abs() < 1e-12);
+        assert!((loss_weight(Objective::VZeroSnr, 10.0 / 11.0) - 5.0 / 11.0).abs() < 1e-12);
+        let zero = train_schedule(&Recipe {
+            objective: Objective::VZeroSnr,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(zero[999], 2f64.powi(-24));
+        assert!((train_schedule(&Recipe::default()).unwrap()[999] - 0.00466).abs() < 1e-5);
+    }
 
     #[test]
     fn learning_rate_decays_linearly_to_zero_after_decay_from() {
