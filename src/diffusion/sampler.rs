@@ -250,7 +250,8 @@ pub fn build(kind: SamplerKind, schedule: &NoiseSchedule, steps: usize) -> Box<d
         SamplerKind::Ddim => Box::new(Ddim::new(schedule, steps)),
         SamplerKind::EulerAncestral => Box::new(EulerAncestral::new(schedule, steps)),
         SamplerKind::UniPc => Box::new(UniPc::new(schedule, steps)),
-        SamplerKind::DpmPp2mKarras => Box::new(DpmPp2m::new(schedule, steps)),
+        SamplerKind::DpmPp2m => Box::new(DpmPp2m::new(schedule, steps, false)),
+        SamplerKind::DpmPp2mKarras => Box::new(DpmPp2m::new(schedule, steps, true)),
     }
 }
 
@@ -428,22 +429,33 @@ pub struct DpmPp2m {
 }
 
 impl DpmPp2m {
-    fn new(s: &NoiseSchedule, n: usize) -> Self {
-        let smin = s.sigma_at(0.0);
-        let smax = s.sigma_at((s.train_steps() - 1) as f64);
-        let rho = 7.0;
-        let (lo, hi) = (smin.powf(1.0 / rho), smax.powf(1.0 / rho));
-        let mut sigmas: Vec<f64> = (0..n)
-            .map(|i| {
-                let r = if n == 1 {
-                    0.0
-                } else {
-                    i as f64 / (n - 1) as f64
-                };
-                (hi + r * (lo - hi)).powf(rho)
-            })
-            .collect();
-        let ts = sigmas.iter().map(|&sg| s.t_for_sigma(sg).round()).collect();
+    /// `karras`: Karras et al.'s sigmas (rho 7) between the schedule's ends; otherwise the
+    /// schedule's own timesteps with its `timestep_spacing` (diffusers' default
+    /// DPMSolverMultistepScheduler), which suits zero-terminal-SNR models: Karras spacing spends
+    /// its first steps between sigma 4096 and 250 there, where every picture is still noise.
+    fn new(s: &NoiseSchedule, n: usize, karras: bool) -> Self {
+        let (ts, mut sigmas): (Vec<f64>, Vec<f64>) = if karras {
+            let smin = s.sigma_at(0.0);
+            let smax = s.sigma_at((s.train_steps() - 1) as f64);
+            let rho = 7.0;
+            let (lo, hi) = (smin.powf(1.0 / rho), smax.powf(1.0 / rho));
+            let sigmas: Vec<f64> = (0..n)
+                .map(|i| {
+                    let r = if n == 1 {
+                        0.0
+                    } else {
+                        i as f64 / (n - 1) as f64
+                    };
+                    (hi + r * (lo - hi)).powf(rho)
+                })
+                .collect();
+            let ts = sigmas.iter().map(|&sg| s.t_for_sigma(sg).round()).collect();
+            (ts, sigmas)
+        } else {
+            let ts = s.multistep_timesteps(n);
+            let sigmas = ts.iter().map(|&t| s.sigma_at(t)).collect();
+            (ts, sigmas)
+        };
         sigmas.push(0.0);
         Self {
             m: Multistep {
@@ -631,12 +643,19 @@ mod tests {
         assert_eq!(ddim.timesteps(), want.as_slice());
         let unipc = build(SamplerKind::UniPc, &s, 4);
         assert_eq!(unipc.timesteps(), &[999.0, 749.0, 500.0, 250.0]);
+        // DPM++ 2M without Karras sigmas uses the same points (diffusers' default spacing).
+        let dpm = build(SamplerKind::DpmPp2m, &s, 4);
+        assert_eq!(dpm.timesteps(), &[999.0, 749.0, 500.0, 250.0]);
         let trailing = NoiseSchedule::from_config(&sd_config(
             serde_json::json!({"timestep_spacing": "trailing"}),
         ))
         .unwrap();
         assert_eq!(
             build(SamplerKind::Ddim, &trailing, 4).timesteps(),
+            &[999.0, 749.0, 499.0, 249.0]
+        );
+        assert_eq!(
+            build(SamplerKind::DpmPp2m, &trailing, 4).timesteps(),
             &[999.0, 749.0, 499.0, 249.0]
         );
     }
@@ -661,7 +680,7 @@ mod tests {
         assert!((z[998] - 1.968e-7).abs() < 1e-9, "{}", z[998]);
         assert!(z.windows(2).all(|w| w[0] > w[1]));
         // DPM++ starts from a finite sigma: sqrt((1 - 2^-24) / 2^-24) = 4096.
-        let dpm = DpmPp2m::new(&zero, 6);
+        let dpm = DpmPp2m::new(&zero, 6, true);
         assert!(
             (dpm.m.sigmas[0] - 4096.0).abs() < 1e-3,
             "{}",
@@ -672,7 +691,7 @@ mod tests {
     #[test]
     fn karras_sigmas_span_the_training_range() {
         let s = NoiseSchedule::from_config(&sd_config(serde_json::json!({}))).unwrap();
-        let dpm = DpmPp2m::new(&s, 20);
+        let dpm = DpmPp2m::new(&s, 20, true);
         let sig = &dpm.m.sigmas;
         assert!((sig[0] - 14.6146).abs() < 1e-3, "{}", sig[0]);
         assert!((sig[19] - 0.0292).abs() < 1e-3, "{}", sig[19]);

@@ -20,13 +20,16 @@ pub enum SamplerKind {
     UniPc,
     #[serde(rename = "dpmpp-2m-karras", alias = "DpmPp2mKarras")]
     DpmPp2mKarras,
+    #[serde(rename = "dpmpp-2m", alias = "DpmPp2m")]
+    DpmPp2m,
 }
 
 impl SamplerKind {
-    pub const ALL: [SamplerKind; 4] = [
+    pub const ALL: [SamplerKind; 5] = [
         SamplerKind::Ddim,
         SamplerKind::EulerAncestral,
         SamplerKind::UniPc,
+        SamplerKind::DpmPp2m,
         SamplerKind::DpmPp2mKarras,
     ];
 
@@ -37,6 +40,7 @@ impl SamplerKind {
             SamplerKind::EulerAncestral => "euler-a",
             SamplerKind::UniPc => "unipc",
             SamplerKind::DpmPp2mKarras => "dpmpp-2m-karras",
+            SamplerKind::DpmPp2m => "dpmpp-2m",
         }
     }
 
@@ -47,6 +51,7 @@ impl SamplerKind {
             SamplerKind::EulerAncestral => "Euler ancestral",
             SamplerKind::UniPc => "UniPC",
             SamplerKind::DpmPp2mKarras => "DPM++ 2M Karras",
+            SamplerKind::DpmPp2m => "DPM++ 2M",
         }
     }
 

@@ -82,6 +82,7 @@ pub fn a1111_sampler_label(sampler: crate::engine::SamplerKind) -> &'static str 
         EulerAncestral => "Euler a",
         UniPc => "UniPC",
         DpmPp2mKarras => "DPM++ 2M Karras",
+        DpmPp2m => "DPM++ 2M",
     }
 }
 
