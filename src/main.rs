@@ -233,7 +233,7 @@ struct TrainArgs {
     decay_from: Option<usize>,
     /// What the UNet learns: `epsilon` (SD 1.5's noise prediction) or `v-zero-snr`
     /// (v-prediction on a zero-terminal-SNR schedule). With --resume it switches the run to it
-    /// from the checkpoint on; default: the run's own, or epsilon for a new run.
+    /// from the checkpoint on; default: the run's own, or v-zero-snr for a new run.
     #[arg(long)]
     objective: Option<atelier::train::recipe::Objective>,
 }

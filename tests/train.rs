@@ -184,6 +184,7 @@ fn resume_can_switch_the_objective_to_v_prediction_on_a_zero_snr_schedule() {
     let out = tmp.path().join("run");
     let mut first = options(&data, &out);
     first.steps = 6;
+    first.recipe.objective = Objective::Epsilon;
     train(&first, &mut |_| {}).unwrap();
     let scheduler = |out: &Path| -> serde_json::Value {
         let path = out.join("model/scheduler/scheduler_config.json");

@@ -26,8 +26,8 @@ pub struct Recipe {
     pub unet_min_group_channels: usize,
     #[serde(default = "one")]
     pub vae_min_group_channels: usize,
-    /// What the UNet predicts and on which noise schedule (runs made before this field:
-    /// epsilon on SD's schedule).
+    /// What the UNet predicts and on which noise schedule. New runs: v-prediction at zero
+    /// terminal SNR; runs made before this field: epsilon on SD's schedule.
     #[serde(default)]
     pub objective: Objective,
 }
@@ -74,7 +74,7 @@ impl Default for Recipe {
             vae_channels: vec![16, 32, 64],
             unet_min_group_channels: 8,
             vae_min_group_channels: 4,
-            objective: Objective::Epsilon,
+            objective: Objective::VZeroSnr,
         }
     }
 }
