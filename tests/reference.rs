@@ -130,3 +130,74 @@ fn more_samplers_and_families_match_diffusers() {
     assert!(failed.is_empty(), "{failed:#?}");
     assert_eq!(checked.len(), 8, "{checked:?}");
 }
+
+/// Zero-terminal-SNR cases (`cases_zero_snr.json`, from `make_reference_zero_snr.py`): the tiny
+/// SD 2 v-prediction model with its scheduler config replaced by Atelier Mini's kind
+/// (`rescale_betas_zero_snr`, trailing), through DPM++ 2M (the Mini's default) and DDIM.
+#[test]
+fn zero_terminal_snr_schedules_match_diffusers() {
+    let cases: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("cases_zero_snr.json")).unwrap(),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut checked = Vec::new();
+    for case in cases["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let text = |k: &str| case[k].as_str().unwrap_or("").to_owned();
+        // The model with the case's scheduler config in place of its own.
+        let model = tmp.path().join(name);
+        for entry in walk(&fixtures().join(text("model_dir"))) {
+            let (from, rel) = entry;
+            let to = model.join(&rel);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&from, &to).unwrap();
+        }
+        std::fs::write(
+            model.join("scheduler/scheduler_config.json"),
+            serde_json::to_string_pretty(&case["scheduler_config"]).unwrap(),
+        )
+        .unwrap();
+        let req = GenerationRequest {
+            model_dir: model,
+            prompt: text("prompt"),
+            negative_prompt: text("negative_prompt"),
+            steps: case["steps"].as_u64().unwrap() as usize,
+            guidance: case["guidance_scale"].as_f64().unwrap() as f32,
+            width: case["width"].as_u64().unwrap() as u32,
+            height: case["height"].as_u64().unwrap() as u32,
+            sampler: SamplerKind::from_cli_name(&text("sampler")).unwrap(),
+            noise_file: Some(fixtures().join(text("noise"))),
+            ..Default::default()
+        };
+        let want = image::open(fixtures().join(text("expected")))
+            .unwrap()
+            .to_rgb8();
+        let got = run(&req)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .0
+            .remove(0);
+        let mad = mean_abs_diff(&got.image, &want);
+        eprintln!("zero SNR {name}: mean abs diff {mad:.4} / 255");
+        assert!(mad <= 2.0, "{name}: mean absolute difference {mad:.3}/255");
+        checked.push(name.to_owned());
+    }
+    assert_eq!(checked, ["dpmpp2m", "ddim"]);
+}
+
+/// Every file under `dir`: (path, path relative to `dir`).
+fn walk(dir: &std::path::Path) -> Vec<(PathBuf, PathBuf)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), p.strip_prefix(dir).unwrap().to_path_buf()));
+            }
+        }
+    }
+    out
+}
