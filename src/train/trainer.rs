@@ -601,13 +601,12 @@ pub fn train(
         let col = |v: Vec<f32>| Tensor::from_vec(v, (opts.batch, 1, 1, 1), &device);
         let mut noise_rng = NoiseRng::new(rng.random());
         let noise = noise_rng.randn_like(&x0)?;
-        let xt = (x0.broadcast_mul(&col(a.clone())?)? + noise.broadcast_mul(&col(s.clone())?)?)?;
+        let (a, s) = (col(a)?, col(s)?);
+        let xt = (x0.broadcast_mul(&a)? + noise.broadcast_mul(&s)?)?;
         let target = match recipe.objective {
             Objective::Epsilon => noise,
             // v = alpha * noise - sigma * x0
-            Objective::VZeroSnr => {
-                (noise.broadcast_mul(&col(a)?)? - x0.broadcast_mul(&col(s)?)?)?
-            }
+            Objective::VZeroSnr => (noise.broadcast_mul(&a)? - x0.broadcast_mul(&s)?)?,
         };
         let t = Tensor::from_vec(
             ts.iter().map(|&t| t as f32).collect::<Vec<_>>(),
@@ -741,7 +740,6 @@ fn balance_groups(data: &Dataset, key: Option<&str>) -> Option<Vec<Vec<usize>>> 
     Some(groups.into_values().collect())
 }
 
-/// SD's scaled-linear training schedule (matches `Recipe::scheduler`).
 /// `alphas_cumprod` of the scheduler config the run exports, so training and sampling share
 /// one schedule.
 fn train_schedule(recipe: &Recipe) -> Result<Vec<f64>, TrainError> {
