@@ -30,12 +30,7 @@ fn reference_request(guidance: f32, negative: &str) -> GenerationRequest {
 }
 
 fn check(guidance: f32, negative: &str, expected: &str) {
-    let want = image::open(fixtures().join(expected)).unwrap().to_rgb8();
-    let got = run(&reference_request(guidance, negative))
-        .unwrap()
-        .0
-        .remove(0);
-    let mad = mean_abs_diff(&got.image, &want);
+    let mad = case_difference(expected, &reference_request(guidance, negative), expected);
     eprintln!("{expected}: mean abs diff {mad:.4} / 255");
     assert!(
         mad <= 2.0,
@@ -92,18 +87,7 @@ fn more_samplers_and_families_match_diffusers() {
             continue;
         }
         let text = |k: &str| case[k].as_str().unwrap_or("").to_owned();
-        let mut req = GenerationRequest {
-            model_dir: fixtures().join(text("model_dir")),
-            prompt: text("prompt"),
-            negative_prompt: text("negative_prompt"),
-            steps: case["steps"].as_u64().unwrap() as usize,
-            guidance: case["guidance_scale"].as_f64().unwrap() as f32,
-            width: case["width"].as_u64().unwrap() as u32,
-            height: case["height"].as_u64().unwrap() as u32,
-            sampler: SamplerKind::from_cli_name(&text("sampler")).unwrap(),
-            noise_file: Some(fixtures().join(text("noise"))),
-            ..Default::default()
-        };
+        let mut req = case_request(case, fixtures().join(text("model_dir")));
         if let Some(i2i) = case["img2img"].as_object() {
             let init = image::open(fixtures().join(i2i["init_image"].as_str().unwrap()))
                 .unwrap()
@@ -111,14 +95,7 @@ fn more_samplers_and_families_match_diffusers() {
             req.init_image = Some(std::sync::Arc::new(init));
             req.strength_0_to_1 = i2i["strength"].as_f64().unwrap() as f32;
         }
-        let want = image::open(fixtures().join(text("expected")))
-            .unwrap()
-            .to_rgb8();
-        let got = run(&req)
-            .unwrap_or_else(|e| panic!("{name}: {e}"))
-            .0
-            .remove(0);
-        let mad = mean_abs_diff(&got.image, &want);
+        let mad = case_difference(name, &req, &text("expected"));
         eprintln!("{name}: mean abs diff {mad:.4} / 255");
         if mad > 2.0 {
             failed.push(format!(
@@ -158,31 +135,41 @@ fn zero_terminal_snr_schedules_match_diffusers() {
             serde_json::to_string_pretty(&case["scheduler_config"]).unwrap(),
         )
         .unwrap();
-        let req = GenerationRequest {
-            model_dir: model,
-            prompt: text("prompt"),
-            negative_prompt: text("negative_prompt"),
-            steps: case["steps"].as_u64().unwrap() as usize,
-            guidance: case["guidance_scale"].as_f64().unwrap() as f32,
-            width: case["width"].as_u64().unwrap() as u32,
-            height: case["height"].as_u64().unwrap() as u32,
-            sampler: SamplerKind::from_cli_name(&text("sampler")).unwrap(),
-            noise_file: Some(fixtures().join(text("noise"))),
-            ..Default::default()
-        };
-        let want = image::open(fixtures().join(text("expected")))
-            .unwrap()
-            .to_rgb8();
-        let got = run(&req)
-            .unwrap_or_else(|e| panic!("{name}: {e}"))
-            .0
-            .remove(0);
-        let mad = mean_abs_diff(&got.image, &want);
+        let req = case_request(case, model);
+        let mad = case_difference(name, &req, &text("expected"));
         eprintln!("zero SNR {name}: mean abs diff {mad:.4} / 255");
         assert!(mad <= 2.0, "{name}: mean absolute difference {mad:.3}/255");
         checked.push(name.to_owned());
     }
     assert_eq!(checked, ["dpmpp2m", "ddim"]);
+}
+
+/// The request a `cases_*.json` case describes, on `model_dir`.
+fn case_request(case: &serde_json::Value, model_dir: PathBuf) -> GenerationRequest {
+    let text = |k: &str| case[k].as_str().unwrap_or("").to_owned();
+    GenerationRequest {
+        model_dir,
+        prompt: text("prompt"),
+        negative_prompt: text("negative_prompt"),
+        steps: case["steps"].as_u64().unwrap() as usize,
+        guidance: case["guidance_scale"].as_f64().unwrap() as f32,
+        width: case["width"].as_u64().unwrap() as u32,
+        height: case["height"].as_u64().unwrap() as u32,
+        sampler: SamplerKind::from_cli_name(&text("sampler")).unwrap(),
+        noise_file: Some(fixtures().join(text("noise"))),
+        ..Default::default()
+    }
+}
+
+/// Mean absolute difference (0..255) between what `req` generates and the fixture `expected`;
+/// `name` labels a failure to generate.
+fn case_difference(name: &str, req: &GenerationRequest, expected: &str) -> f64 {
+    let want = image::open(fixtures().join(expected)).unwrap().to_rgb8();
+    let got = run(req)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .0
+        .remove(0);
+    mean_abs_diff(&got.image, &want)
 }
 
 /// Every file under `dir`: (path, path relative to `dir`).

@@ -59,6 +59,21 @@ fn options(data: &Path, out: &Path) -> TrainOptions {
     }
 }
 
+/// A 16x16, 4-step request for a tiny run's exported model.
+fn export_request(model_dir: &Path, sampler: SamplerKind) -> GenerationRequest {
+    GenerationRequest {
+        model_dir: model_dir.to_path_buf(),
+        prompt: "a red dot".into(),
+        seed: 1,
+        steps: 4,
+        guidance: 3.0,
+        width: 16,
+        height: 16,
+        sampler,
+        ..Default::default()
+    }
+}
+
 fn losses(out: &Path, stage: &str) -> Vec<f64> {
     std::fs::read_to_string(out.join("loss.csv"))
         .unwrap()
@@ -92,17 +107,7 @@ fn a_few_steps_reduce_the_loss_and_the_export_generates() {
     assert!(last < first * 0.8, "VAE loss did not fall: {vae:?}");
 
     // The export is an ordinary diffusers folder.
-    let req = GenerationRequest {
-        model_dir: summary.model_dir.clone(),
-        prompt: "a red dot".into(),
-        seed: 1,
-        steps: 4,
-        guidance: 3.0,
-        width: 16,
-        height: 16,
-        sampler: SamplerKind::DpmPp2mKarras,
-        ..Default::default()
-    };
+    let req = export_request(&summary.model_dir, SamplerKind::DpmPp2mKarras);
     let a = common::run(&req).unwrap().0.remove(0);
     let b = common::run(&req).unwrap().0.remove(0);
     assert_eq!(a.image.dimensions(), (16, 16));
@@ -219,23 +224,8 @@ fn resume_can_switch_the_objective_to_v_prediction_on_a_zero_snr_schedule() {
     assert_eq!(losses(&out, "unet").len(), 12);
 
     // The export samples through every sampler from sigma 4096 without blowing up.
-    for sampler in [
-        SamplerKind::Ddim,
-        SamplerKind::EulerAncestral,
-        SamplerKind::UniPc,
-        SamplerKind::DpmPp2mKarras,
-    ] {
-        let req = GenerationRequest {
-            model_dir: summary.model_dir.clone(),
-            prompt: "a red dot".into(),
-            seed: 1,
-            steps: 4,
-            guidance: 3.0,
-            width: 16,
-            height: 16,
-            sampler,
-            ..Default::default()
-        };
+    for sampler in SamplerKind::ALL {
+        let req = export_request(&summary.model_dir, sampler);
         let image = common::run(&req).unwrap().0.remove(0).image;
         let px = image.as_raw();
         let (lo, hi) = (px.iter().min().unwrap(), px.iter().max().unwrap());
