@@ -7,9 +7,9 @@
 use candle_core::{
     CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Module, Result, Shape, Tensor, D,
 };
-use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
+use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
 
-use super::fused::contiguous_f32;
+use super::fused::{contiguous_f32, layer_norm, LayerNorm};
 pub use super::fused::{group_norm, silu, GroupNorm};
 
 /// A 2D convolution (square kernel 1 or 3, stride 1 or 2) with optional bias.
@@ -378,7 +378,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
     let per = n * m * 4;
     let budget = 256 << 20;
     let out = if b * heads * per <= budget {
-        candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?.matmul(&v)?
+        super::fused::softmax_last_dim(&q.matmul(&k.t()?)?)?.matmul(&v)?
     } else {
         let q = q.reshape((b * heads, n, d))?;
         let k = k.reshape((b * heads, m, d))?;
@@ -392,7 +392,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
                 k.narrow(0, s, len)?,
                 v.narrow(0, s, len)?,
             );
-            parts.push(candle_nn::ops::softmax_last_dim(&qs.matmul(&ks.t()?)?)?.matmul(&vs)?);
+            parts.push(super::fused::softmax_last_dim(&qs.matmul(&ks.t()?)?)?.matmul(&vs)?);
         }
         Tensor::cat(&parts, 0)?.reshape((b, heads, n, d))?
     };

@@ -3,7 +3,9 @@
 //! (SD 1.x/2.x) or the penultimate layer and the pooled projection (SDXL).
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::{layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{linear, linear_no_bias, Embedding, Linear, VarBuilder};
+
+use super::fused::{layer_norm, LayerNorm};
 
 use crate::models::config::TextEncoderConfig;
 
@@ -56,7 +58,7 @@ impl Attention {
         let k = shape(self.k.forward(xs)?)?;
         let v = shape(self.v.forward(xs)?)?;
         let attn = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-        let attn = candle_nn::ops::softmax_last_dim(&attn)?;
+        let attn = super::fused::softmax_last_dim(&attn)?;
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
         self.out.forward(&out)
     }

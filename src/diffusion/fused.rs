@@ -1,7 +1,9 @@
 //! Group normalisation and SiLU as custom ops with hand-written CPU forward and backward
 //! passes. candle's generic versions are built from broadcast and reduction ops whose
 //! backward passes dominate training time; these are plain loops over contiguous memory.
-//! On other devices the ops fall back to candle's composed implementations.
+//! On other devices the ops fall back to candle's composed implementations. Layer norm and
+//! softmax pick candle's fused kernels for inference and its composed, differentiable forms
+//! when a backward pass goes through them.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
@@ -235,6 +237,54 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
         return candle_nn::ops::silu(x);
     }
     x.contiguous()?.apply_op1(SiluOp)
+}
+
+/// Layer normalisation that keeps its gradients. candle-nn's fused `layer_norm` is applied
+/// with `apply_op3_no_bwd`: it cuts the backward pass, so nothing before it (a text encoder,
+/// a transformer block's input) would learn. Where the input or the weights take part in a
+/// backward pass the composed, differentiable form is used; inference keeps the fused kernel.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    inner: candle_nn::LayerNorm,
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+pub fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
+    let inner = candle_nn::layer_norm(dim, eps, vb)?;
+    let weight = inner.weight().clone();
+    let bias = match inner.bias() {
+        Some(b) => b.clone(),
+        None => candle_core::bail!("layer norm without a bias"),
+    };
+    Ok(LayerNorm {
+        inner,
+        weight,
+        bias,
+        eps,
+    })
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.track_op() || self.weight.track_op() || self.bias.track_op() {
+            candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
+        } else {
+            self.inner.forward(x)
+        }
+    }
+}
+
+/// Softmax over the last dimension that keeps its gradient: candle-nn's fused
+/// `softmax_last_dim` is not differentiable (`apply_op1_no_bwd`), which would leave attention
+/// queries and keys untrained. Inference keeps the fused kernel.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if x.track_op() {
+        candle_nn::ops::softmax(x, candle_core::D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(x)
+    }
 }
 
 #[cfg(test)]
