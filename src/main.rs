@@ -236,6 +236,16 @@ struct TrainArgs {
     /// from the checkpoint on; default: the run's own, or v-zero-snr for a new run.
     #[arg(long)]
     objective: Option<atelier::train::recipe::Objective>,
+    /// Start a new run from the weights of a model this recipe exported (e.g. the shipped
+    /// Atelier Mini, to fine-tune it on your own images): the VAE stage is skipped.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// UNet steps over which the learning rate ramps up from zero (useful with --init-from).
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
+    /// Train on the CPU even in a build with GPU support and a GPU present.
+    #[arg(long)]
+    cpu: bool,
 }
 
 #[derive(clap::Args)]
@@ -840,6 +850,13 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         balance_by: args.balance_by,
         decay_from: args.decay_from,
         objective: args.objective,
+        init_from: args.init_from,
+        warmup: args.warmup,
+        device: if args.cpu {
+            candle_core::Device::Cpu
+        } else {
+            atelier::diffusion::pipeline::default_device()
+        },
         ..Default::default()
     };
     let bar = ProgressBar::new(0);

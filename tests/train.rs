@@ -290,3 +290,71 @@ fn balanced_sampling_is_recorded_and_kept_on_resume() {
         .iter()
         .any(|n| n.contains("evenly over 2 groups")));
 }
+
+#[test]
+fn init_from_starts_a_new_run_from_an_exported_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_dataset(&data);
+    let base = tmp.path().join("base");
+    let mut first = options(&data, &base);
+    first.recipe.objective = Objective::Epsilon;
+    let model = train(&first, &mut |_| {}).unwrap().model_dir;
+
+    // A run of zero steps from the export writes the export back unchanged: every weight, the
+    // latent scale and the objective (the model's epsilon, not the options' default) came over.
+    let copy = tmp.path().join("copy");
+    let mut opts = options(&data, &copy);
+    opts.init_from = Some(model.clone());
+    opts.steps = 0;
+    let summary = train(&opts, &mut |_| {}).unwrap();
+    assert_eq!((summary.vae_steps, summary.unet_steps), (0, 0));
+    for file in [
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+    ] {
+        let a = std::fs::read(model.join(file)).unwrap();
+        let b = std::fs::read(summary.model_dir.join(file)).unwrap();
+        assert!(a == b, "{file} differs from the model the run started from");
+    }
+    // The latent scale goes through JSON text and back (serde_json may round the last bit).
+    let scaling = |dir: &Path| -> f64 {
+        let text = std::fs::read_to_string(dir.join("vae/config.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["scaling_factor"].as_f64().unwrap()
+    };
+    let (a, b) = (scaling(&model), scaling(&summary.model_dir));
+    assert!(a != 1.0 && ((a - b) / a).abs() < 1e-12, "{a} vs {b}");
+
+    // A real run from it trains the UNet stage only, and records where it started.
+    let tuned = tmp.path().join("tuned");
+    let mut opts = options(&data, &tuned);
+    opts.init_from = Some(model.clone());
+    opts.steps = 4;
+    opts.warmup = 2;
+    let summary = train(&opts, &mut |_| {}).unwrap();
+    assert_eq!((summary.vae_steps, summary.unet_steps), (0, 4));
+    assert!(losses(&tuned, "vae").is_empty());
+    assert_eq!(losses(&tuned, "unet").len(), 4);
+    let state = std::fs::read_to_string(tuned.join("checkpoint/state.json")).unwrap();
+    assert!(state.contains("\"init_from\""), "{state}");
+    let a = std::fs::read(model.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    let b = std::fs::read(
+        summary
+            .model_dir
+            .join("unet/diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    assert!(a != b, "four steps left the UNet unchanged");
+
+    // A model of another shape is refused with the tensor that does not fit.
+    let other = tmp.path().join("other");
+    let mut opts = options(&data, &other);
+    opts.init_from = Some(model);
+    opts.recipe.unet_channels = vec![8, 16];
+    let err = train(&opts, &mut |_| {}).err().expect("shape mismatch");
+    assert!(matches!(err, TrainError::BadCheckpoint { .. }), "{err}");
+    assert!(err.to_string().contains("shape"), "{err}");
+}

@@ -80,6 +80,16 @@ pub struct TrainOptions {
     /// Overrides the recipe's objective; with `resume`, switches the run to it from the
     /// checkpoint on (fine-tuning an epsilon run into a v-prediction, zero-terminal-SNR one).
     pub objective: Option<Objective>,
+    /// Start a new run from the weights of a model exported by this recipe (the shipped Atelier
+    /// Mini, or an earlier run's `model/`) instead of random ones: the VAE stage is skipped, the
+    /// model's VAE and latent scale are kept, and the objective follows the model's scheduler
+    /// unless `objective` is given.
+    pub init_from: Option<PathBuf>,
+    /// UNet steps over which the learning rate ramps up linearly from zero at the start of the
+    /// UNet stage (0: none); softens the first steps of a fresh optimiser on trained weights.
+    pub warmup: usize,
+    /// Where the run computes: CUDA when built with it and a GPU is there, else the CPU.
+    pub device: Device,
     pub recipe: Recipe,
 }
 
@@ -102,6 +112,9 @@ impl Default for TrainOptions {
             balance_by: None,
             decay_from: None,
             objective: None,
+            init_from: None,
+            warmup: 0,
+            device: crate::diffusion::pipeline::default_device(),
             recipe: Recipe::default(),
         }
     }
@@ -149,6 +162,9 @@ struct State {
     /// The `balance_by` key the run was started with (a resume keeps it).
     #[serde(default)]
     balance_by: Option<String>,
+    /// The model a run started from (`--init-from`), for the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    init_from: Option<PathBuf>,
 }
 
 pub struct TrainSummary {
@@ -289,9 +305,69 @@ fn load_varmap(vm: &VarMap, path: &Path) -> Result<(), TrainError> {
             path: path.to_path_buf(),
             reason: format!("no tensor {name}"),
         })?;
-        var.set(&t.to_dtype(DType::F32)?)?;
+        var.set(&t.to_dtype(DType::F32)?.to_device(var.device())?)
+            .map_err(|e| TrainError::BadCheckpoint {
+                path: path.to_path_buf(),
+                reason: format!("{name}: {}", crate::diffusion::error_text(&e)),
+            })?;
     }
     Ok(())
+}
+
+/// The latent scale and objective of a model exported by this recipe, read from its
+/// configs, for `--init-from`.
+fn init_model_facts(dir: &Path) -> Result<(f64, Objective), TrainError> {
+    let read = |rel: &str| -> Result<serde_json::Value, TrainError> {
+        let path = dir.join(rel);
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        serde_json::from_str(&text).map_err(|e| TrainError::BadCheckpoint {
+            path,
+            reason: e.to_string(),
+        })
+    };
+    let bad = |rel: &str, reason: &str| TrainError::BadCheckpoint {
+        path: dir.join(rel),
+        reason: reason.to_owned(),
+    };
+    let vae = read("vae/config.json")?;
+    let scaling = vae
+        .get("scaling_factor")
+        .and_then(|v| v.as_f64())
+        .ok_or_else(|| bad("vae/config.json", "no scaling_factor"))?;
+    let scheduler = read("scheduler/scheduler_config.json")?;
+    let prediction = scheduler
+        .get("prediction_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("epsilon");
+    let zero_snr = scheduler
+        .get("rescale_betas_zero_snr")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let objective = match (prediction, zero_snr) {
+        ("epsilon", false) => Objective::Epsilon,
+        ("v_prediction", true) => Objective::VZeroSnr,
+        _ => {
+            return Err(bad(
+                "scheduler/scheduler_config.json",
+                &format!(
+                    "prediction_type {prediction} with rescale_betas_zero_snr {zero_snr} is \
+                     neither of the recipe's objectives"
+                ),
+            ))
+        }
+    };
+    Ok((scaling, objective))
+}
+
+/// What the run computes on, for its log.
+fn device_name(device: &Device) -> &'static str {
+    if device.is_cuda() {
+        "a CUDA GPU"
+    } else if device.is_metal() {
+        "a Metal GPU"
+    } else {
+        "the CPU"
+    }
 }
 
 fn tokenizer_dir(out: &Path) -> PathBuf {
@@ -339,7 +415,7 @@ pub fn train(
     if opts.batch == 0 {
         return Err(TrainError::Options("--batch must be at least 1".into()));
     }
-    let device = Device::Cpu;
+    let device = opts.device.clone();
     let ckpt = opts.out.join("checkpoint");
     let state_path = ckpt.join("state.json");
     let existing: Option<State> = if state_path.is_file() {
@@ -359,9 +435,20 @@ pub fn train(
     let mut recipe = existing
         .as_ref()
         .map_or_else(|| opts.recipe.clone(), |s| s.recipe.clone());
+    let init = match (&existing, &opts.init_from) {
+        (None, Some(dir)) => Some((dir.clone(), init_model_facts(dir)?)),
+        _ => None,
+    };
+    if let Some((_, (_, objective))) = &init {
+        recipe.objective = *objective;
+    }
     if let Some(objective) = opts.objective {
         recipe.objective = objective;
     }
+    on_event(TrainEvent::Note(format!(
+        "training on {}",
+        device_name(&device)
+    )));
     on_event(TrainEvent::Note(format!("reading {}", opts.data.display())));
     let data = open_dataset(
         &opts.data,
@@ -410,10 +497,7 @@ pub fn train(
             s
         }
         None => {
-            for vm in [&models.vae_vm, &models.unet_vm, &models.text_vm] {
-                seeded_init(vm, opts.seed)?;
-            }
-            State {
+            let mut state = State {
                 version: 1,
                 recipe: recipe.clone(),
                 seed: opts.seed,
@@ -423,7 +507,36 @@ pub fn train(
                 vae_scaling: None,
                 images: data.items.len(),
                 balance_by: opts.balance_by.clone(),
+                init_from: None,
+            };
+            match &init {
+                Some((dir, (scaling, _))) => {
+                    load_varmap(
+                        &models.vae_vm,
+                        &dir.join("vae/diffusion_pytorch_model.safetensors"),
+                    )?;
+                    load_varmap(
+                        &models.unet_vm,
+                        &dir.join("unet/diffusion_pytorch_model.safetensors"),
+                    )?;
+                    load_varmap(&models.text_vm, &dir.join("text_encoder/model.safetensors"))?;
+                    on_event(TrainEvent::Note(format!(
+                        "starting from the weights of {} (objective {:?})",
+                        dir.display(),
+                        recipe.objective
+                    )));
+                    state.stage = Stage::Unet;
+                    state.vae_step = opts.vae_steps;
+                    state.vae_scaling = Some(*scaling);
+                    state.init_from = Some(dir.clone());
+                }
+                None => {
+                    for vm in [&models.vae_vm, &models.unet_vm, &models.text_vm] {
+                        seeded_init(vm, opts.seed)?;
+                    }
+                }
             }
+            state
         }
     };
     write_model_skeleton(&opts.out, &recipe, state.vae_scaling.unwrap_or(1.0))?;
@@ -573,12 +686,12 @@ pub fn train(
                 None => rng.random_range(0..data.items.len()),
             })
             .collect();
-        let x0 = Tensor::cat(
-            &idx.iter()
-                .map(|&i| latents.narrow(0, i, 1))
-                .collect::<candle_core::Result<Vec<_>>>()?,
-            0,
+        let rows = Tensor::from_vec(
+            idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            idx.len(),
+            &device,
         )?;
+        let x0 = latents.index_select(&rows, 0)?;
         let mut ids = Vec::with_capacity(opts.batch * recipe.max_tokens);
         for &i in &idx {
             let drop = rng.random::<f64>() < opts.caption_dropout;
@@ -652,10 +765,15 @@ pub fn train(
     Ok(summary)
 }
 
-/// The UNet stage's learning rate at `step` (0-based): constant, then with `decay_from` a
-/// straight line down to zero at `steps`.
+/// The UNet stage's learning rate at `step` (0-based): a linear ramp over the first `warmup`
+/// steps, constant, then with `decay_from` a straight line down to zero at `steps`.
 fn unet_lr(opts: &TrainOptions, step: usize) -> f64 {
-    match opts.decay_from {
+    let warm = if step < opts.warmup {
+        (step + 1) as f64 / opts.warmup as f64
+    } else {
+        1.0
+    };
+    warm * match opts.decay_from {
         Some(from) if step >= from && opts.steps > from => {
             let left = opts.steps.saturating_sub(step) as f64;
             opts.lr * left / (opts.steps - from) as f64
@@ -859,6 +977,59 @@ mod tests {
         assert!((sd[999] - 0.00466).abs() < 1e-5);
     }
 
+    /// Every weight of the UNet and the text encoder must get a gradient from the UNet stage's
+    /// loss. candle-nn's fused layer norm and softmax cut the backward pass, which once left
+    /// the whole text encoder and every attention query and key untrained.
+    #[test]
+    fn every_unet_and_text_encoder_weight_gets_a_gradient() {
+        let recipe = Recipe {
+            resolution: 16,
+            max_tokens: 8,
+            text_hidden: 16,
+            text_layers: 1,
+            unet_channels: vec![16, 32],
+            unet_layers_per_block: 1,
+            vae_channels: vec![8, 16],
+            ..Default::default()
+        };
+        let dev = Device::Cpu;
+        let m = build_models(&recipe, &dev).unwrap();
+        for vm in [&m.unet_vm, &m.text_vm] {
+            seeded_init(vm, 7).unwrap();
+        }
+        let ids = Tensor::from_vec((0u32..16).map(|i| i * 37 + 5).collect(), (2, 8), &dev).unwrap();
+        let context = m.text.encode(&ids, 49407).unwrap().last_normed;
+        let mut rng = NoiseRng::new(3);
+        let x = rng.randn((2, 4, 4, 4), DType::F32, &dev).unwrap();
+        let t = Tensor::new(&[10f32, 900.], &dev).unwrap();
+        let pred = m.unet.forward_t(&x, &t, &context, None).unwrap();
+        let loss = (pred - x.affine(0.5, 0.1).unwrap())
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let mut missing = Vec::new();
+        for (name, var) in named_vars(&m.unet_vm, "unet.")
+            .into_iter()
+            .chain(named_vars(&m.text_vm, "text."))
+        {
+            let norm = grads.get(var.as_tensor()).map(|g| {
+                g.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            });
+            if !norm.is_some_and(|n| n > 0.0) {
+                missing.push(name);
+            }
+        }
+        assert!(missing.is_empty(), "no gradient for {missing:?}");
+    }
+
     #[test]
     fn learning_rate_decays_linearly_to_zero_after_decay_from() {
         let mut opts = TrainOptions {
@@ -876,5 +1047,11 @@ mod tests {
         // A decay point at or past the end leaves the rate alone.
         opts.decay_from = Some(1000);
         assert_eq!(unet_lr(&opts, 999), 1e-3);
+        // A warmup ramps the first steps up from zero and leaves the rest alone.
+        opts.warmup = 4;
+        assert!((unet_lr(&opts, 0) - 2.5e-4).abs() < 1e-12);
+        assert!((unet_lr(&opts, 2) - 7.5e-4).abs() < 1e-12);
+        assert_eq!(unet_lr(&opts, 3), 1e-3);
+        assert_eq!(unet_lr(&opts, 500), 1e-3);
     }
 }
