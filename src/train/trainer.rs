@@ -482,6 +482,11 @@ pub fn train(
                 s.vae_step, s.unet_step
             )));
             truncate_loss_log(&opts.out.join("loss.csv"), s.vae_step, s.unet_step);
+            if opts.init_from.is_some() {
+                on_event(TrainEvent::Note(
+                    "--init-from is ignored: continuing the run's own checkpoint".into(),
+                ));
+            }
             let mut s = s;
             if s.recipe.objective != recipe.objective {
                 on_event(TrainEvent::Note(format!(
