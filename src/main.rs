@@ -236,6 +236,11 @@ struct TrainArgs {
     /// from the checkpoint on; default: the run's own, or v-zero-snr for a new run.
     #[arg(long)]
     objective: Option<atelier::train::recipe::Objective>,
+    /// Drop each caption tag after the first (tags are comma-separated) with this probability
+    /// whenever an image is drawn, so it is seen under many captions; with --resume it
+    /// applies from the checkpoint on (without it a resume keeps the run's).
+    #[arg(long)]
+    tag_dropout: Option<f64>,
     /// Start a new run from the weights of a model this recipe exported (e.g. the shipped
     /// Atelier Mini, to fine-tune it on your own images): the VAE stage is skipped.
     #[arg(long)]
@@ -850,6 +855,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         balance_by: args.balance_by,
         decay_from: args.decay_from,
         objective: args.objective,
+        tag_dropout: args.tag_dropout,
         init_from: args.init_from,
         warmup: args.warmup,
         device: if args.cpu {

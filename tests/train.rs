@@ -358,3 +358,32 @@ fn init_from_starts_a_new_run_from_an_exported_model() {
     assert!(matches!(err, TrainError::BadCheckpoint { .. }), "{err}");
     assert!(err.to_string().contains("shape"), "{err}");
 }
+
+#[test]
+fn tag_dropout_is_checked_recorded_and_kept_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_dataset(&data);
+    let out = tmp.path().join("run");
+    let mut opts = options(&data, &out);
+    opts.tag_dropout = Some(1.5);
+    let err = train(&opts, &mut |_| {}).err().expect("out of range");
+    assert!(matches!(err, TrainError::Options(_)), "{err}");
+    assert!(err.to_string().contains("--tag-dropout"), "{err}");
+
+    opts.tag_dropout = Some(0.25);
+    opts.steps = 6;
+    train(&opts, &mut |_| {}).unwrap();
+    let state = || std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap();
+    assert!(state().contains("\"tag_dropout\": 0.25"), "{}", state());
+    // A resume without the flag keeps the run's own rate; with it, it changes.
+    let mut again = options(&data, &out);
+    again.resume = true;
+    again.steps = 9;
+    train(&again, &mut |_| {}).unwrap();
+    assert!(state().contains("\"tag_dropout\": 0.25"), "{}", state());
+    again.steps = 12;
+    again.tag_dropout = Some(0.0);
+    train(&again, &mut |_| {}).unwrap();
+    assert!(state().contains("\"tag_dropout\": 0.0"), "{}", state());
+}

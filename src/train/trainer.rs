@@ -77,6 +77,11 @@ pub struct TrainOptions {
     /// UNet step from which the learning rate falls linearly to zero at `steps` (a
     /// warmup-stable-decay schedule); `None` keeps it constant.
     pub decay_from: Option<usize>,
+    /// Probability of dropping each caption tag after the first (tags are the comma-separated
+    /// parts) when a sample is drawn, so an image is seen under many captions and the model
+    /// leans on the words rather than on whole caption strings. `None`: the run's own setting
+    /// (0 for a new run); with `resume`, `Some` changes it from the checkpoint on.
+    pub tag_dropout: Option<f64>,
     /// Overrides the recipe's objective; with `resume`, switches the run to it from the
     /// checkpoint on (fine-tuning an epsilon run into a v-prediction, zero-terminal-SNR one).
     pub objective: Option<Objective>,
@@ -111,6 +116,7 @@ impl Default for TrainOptions {
             caption_dropout: 0.1,
             balance_by: None,
             decay_from: None,
+            tag_dropout: None,
             objective: None,
             init_from: None,
             warmup: 0,
@@ -162,6 +168,9 @@ struct State {
     /// The `balance_by` key the run was started with (a resume keeps it).
     #[serde(default)]
     balance_by: Option<String>,
+    /// See [`TrainOptions::tag_dropout`].
+    #[serde(default)]
+    tag_dropout: f64,
     /// The model a run started from (`--init-from`), for the record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     init_from: Option<PathBuf>,
@@ -415,6 +424,13 @@ pub fn train(
     if opts.batch == 0 {
         return Err(TrainError::Options("--batch must be at least 1".into()));
     }
+    if let Some(p) = opts.tag_dropout {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(TrainError::Options(format!(
+                "--tag-dropout must be between 0 and 1, not {p}"
+            )));
+        }
+    }
     let device = opts.device.clone();
     let ckpt = opts.out.join("checkpoint");
     let state_path = ckpt.join("state.json");
@@ -499,6 +515,9 @@ pub fn train(
                 // Switching balancing on (or to another key) from here on.
                 s.balance_by = opts.balance_by.clone();
             }
+            if let Some(p) = opts.tag_dropout {
+                s.tag_dropout = p;
+            }
             s
         }
         None => {
@@ -512,6 +531,7 @@ pub fn train(
                 vae_scaling: None,
                 images: data.items.len(),
                 balance_by: opts.balance_by.clone(),
+                tag_dropout: opts.tag_dropout.unwrap_or(0.0),
                 init_from: None,
             };
             match &init {
@@ -700,7 +720,14 @@ pub fn train(
         let mut ids = Vec::with_capacity(opts.batch * recipe.max_tokens);
         for &i in &idx {
             let drop = rng.random::<f64>() < opts.caption_dropout;
-            ids.extend_from_slice(if drop { &empty_ids } else { &caption_ids[i] });
+            if drop {
+                ids.extend_from_slice(&empty_ids);
+            } else if state.tag_dropout > 0.0 {
+                let caption = drop_tags(&data.items[i].caption, state.tag_dropout, &mut rng);
+                ids.extend(tokenizer.encode(&caption).map_err(TrainError::Options)?);
+            } else {
+                ids.extend_from_slice(&caption_ids[i]);
+            }
         }
         let ids = Tensor::from_vec(ids, (opts.batch, recipe.max_tokens), &device)?;
         let context = models.text.encode(&ids, tokenizer.eos_id)?.last_normed;
@@ -845,6 +872,15 @@ fn log_loss(path: &Path, stage: &str, step: usize, loss: f64) {
     {
         let _ = writeln!(f, "{stage},{step},{loss:.6}");
     }
+}
+
+/// `caption` with each comma-separated tag after the first dropped with probability `p` (the
+/// first names the picture and always stays).
+fn drop_tags(caption: &str, p: f64, rng: &mut impl Rng) -> String {
+    let mut tags = caption.split(',').map(str::trim).filter(|t| !t.is_empty());
+    let mut kept: Vec<&str> = tags.next().into_iter().collect();
+    kept.extend(tags.filter(|_| rng.random::<f64>() >= p));
+    kept.join(", ")
 }
 
 /// Item indices grouped by the value of `key` in their caption line (items without it form
@@ -1033,6 +1069,30 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "no gradient for {missing:?}");
+    }
+
+    #[test]
+    fn tag_dropout_keeps_the_name_and_drops_other_tags_at_its_rate() {
+        let caption = "cat face, animal, kitten, kitty, pet, animals & nature";
+        let mut rng = step_rng(1, 2, 3);
+        assert_eq!(drop_tags(caption, 0.0, &mut rng), caption);
+        assert_eq!(drop_tags(caption, 1.0, &mut rng), "cat face");
+        let (mut kept, mut seen) = (0usize, std::collections::HashSet::new());
+        for _ in 0..2000 {
+            let c = drop_tags(caption, 0.3, &mut rng);
+            assert!(c.starts_with("cat face"), "{c}");
+            kept += c.split(", ").count() - 1;
+            seen.insert(c);
+        }
+        // 5 droppable tags, each kept with probability 0.7: 7,000 of 10,000 expected.
+        assert!((6700..7300).contains(&kept), "{kept}");
+        assert!(seen.len() > 20, "{}", seen.len());
+        let mut a = step_rng(4, 2, 0);
+        let mut b = step_rng(4, 2, 0);
+        assert_eq!(
+            drop_tags(caption, 0.5, &mut a),
+            drop_tags(caption, 0.5, &mut b)
+        );
     }
 
     #[test]
