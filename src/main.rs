@@ -838,6 +838,19 @@ fn numbered(out: &std::path::Path, index: u32, batch: u32) -> PathBuf {
     out.with_file_name(format!("{stem}-{}.{ext}", index + 1))
 }
 
+/// A CUDA GPU in a build with the `cuda` feature (unless `--cpu`), else the CPU. Metal builds
+/// train on the CPU: training on Metal has not been tried.
+fn training_device(cpu: bool) -> candle_core::Device {
+    #[cfg(feature = "cuda")]
+    if !cpu {
+        if let Ok(device) = candle_core::Device::new_cuda(0) {
+            return device;
+        }
+    }
+    let _ = cpu;
+    candle_core::Device::Cpu
+}
+
 fn train(args: TrainArgs) -> anyhow::Result<()> {
     use atelier::train::trainer::{self, Stage, TrainEvent, TrainOptions};
     let opts = TrainOptions {
@@ -858,11 +871,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         tag_dropout: args.tag_dropout,
         init_from: args.init_from,
         warmup: args.warmup,
-        device: if args.cpu {
-            candle_core::Device::Cpu
-        } else {
-            atelier::diffusion::pipeline::default_device()
-        },
+        device: training_device(args.cpu),
         ..Default::default()
     };
     let bar = ProgressBar::new(0);

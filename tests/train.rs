@@ -349,14 +349,18 @@ fn init_from_starts_a_new_run_from_an_exported_model() {
     .unwrap();
     assert!(a != b, "four steps left the UNet unchanged");
 
-    // A model of another shape is refused with the tensor that does not fit.
+    // A model of another shape is refused, naming the config field that differs.
     let other = tmp.path().join("other");
     let mut opts = options(&data, &other);
     opts.init_from = Some(model);
     opts.recipe.unet_channels = vec![8, 16];
-    let err = train(&opts, &mut |_| {}).err().expect("shape mismatch");
-    assert!(matches!(err, TrainError::BadCheckpoint { .. }), "{err}");
-    assert!(err.to_string().contains("shape"), "{err}");
+    let err = train(&opts, &mut |_| {}).err().expect("another recipe");
+    assert!(matches!(err, TrainError::InitFrom { .. }), "{err}");
+    assert!(
+        err.to_string().contains("unet/config.json")
+            && err.to_string().contains("block_out_channels"),
+        "{err}"
+    );
 }
 
 #[test]

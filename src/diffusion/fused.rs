@@ -246,32 +246,25 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
     inner: candle_nn::LayerNorm,
-    weight: Tensor,
-    bias: Tensor,
     eps: f64,
 }
 
 pub fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
     let inner = candle_nn::layer_norm(dim, eps, vb)?;
-    let weight = inner.weight().clone();
-    let bias = match inner.bias() {
-        Some(b) => b.clone(),
-        None => candle_core::bail!("layer norm without a bias"),
-    };
-    Ok(LayerNorm {
-        inner,
-        weight,
-        bias,
-        eps,
-    })
+    if inner.bias().is_none() {
+        candle_core::bail!("layer norm without a bias");
+    }
+    Ok(LayerNorm { inner, eps })
 }
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.track_op() || self.weight.track_op() || self.bias.track_op() {
-            candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
-        } else {
-            self.inner.forward(x)
+        let weight = self.inner.weight();
+        match self.inner.bias() {
+            Some(bias) if x.track_op() || weight.track_op() || bias.track_op() => {
+                candle_nn::ops::layer_norm_slow(x, weight, bias, self.eps as f32)
+            }
+            _ => self.inner.forward(x),
         }
     }
 }
@@ -290,6 +283,75 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The inference (fused) and training (composed) forms of layer norm and softmax agree, and
+    /// the training form's gradients are finite under a causal -inf mask.
+    #[test]
+    fn layer_norm_and_softmax_agree_between_inference_and_training() {
+        let dev = candle_core::Device::Cpu;
+        let vm = candle_nn::VarMap::new();
+        let ln = layer_norm(
+            8,
+            1e-5,
+            VarBuilder::from_varmap(&vm, candle_core::DType::F32, &dev),
+        )
+        .unwrap();
+        let x = Tensor::randn(0f32, 2.0, (3, 5, 8), &dev).unwrap();
+        let plain = ln.inner.forward(&x).unwrap();
+        let v = candle_core::Var::from_tensor(&x).unwrap();
+        let tracked = ln.forward(v.as_tensor()).unwrap();
+        let d = (plain - &tracked)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
+        assert!(tracked
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(&v)
+            .is_some());
+
+        let mask: Vec<f32> = (0..25)
+            .map(|i| {
+                if i % 5 > i / 5 {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (5, 5), &dev).unwrap();
+        let s = Tensor::randn(0f32, 3.0, (2, 5, 5), &dev).unwrap();
+        let sv = candle_core::Var::from_tensor(&s).unwrap();
+        let fused = softmax_last_dim(&s.broadcast_add(&mask).unwrap()).unwrap();
+        let composed = softmax_last_dim(&sv.as_tensor().broadcast_add(&mask).unwrap()).unwrap();
+        let d = (&fused - &composed)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+        let w = Tensor::randn(0f32, 1.0, (2, 5, 5), &dev).unwrap();
+        let grads = (composed * w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g = grads
+            .get(&sv)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
+    }
     use candle_core::{DType, Device, Var};
     use candle_nn::VarMap;
 

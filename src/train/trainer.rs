@@ -36,6 +36,8 @@ pub enum TrainError {
     CheckpointExists { path: PathBuf },
     #[error("{path}: cannot resume: {reason}")]
     BadCheckpoint { path: PathBuf, reason: String },
+    #[error("{path}: cannot start a run from this model (--init-from): {reason}")]
+    InitFrom { path: PathBuf, reason: String },
     #[error("training failed: {0}")]
     Candle(String),
     #[error("invalid options: {0}")]
@@ -93,7 +95,7 @@ pub struct TrainOptions {
     /// UNet steps over which the learning rate ramps up linearly from zero at the start of the
     /// UNet stage (0: none); softens the first steps of a fresh optimiser on trained weights.
     pub warmup: usize,
-    /// Where the run computes: CUDA when built with it and a GPU is there, else the CPU.
+    /// Where the run computes (the CLI picks a CUDA GPU when built with it and one is there).
     pub device: Device,
     pub recipe: Recipe,
 }
@@ -120,7 +122,7 @@ impl Default for TrainOptions {
             objective: None,
             init_from: None,
             warmup: 0,
-            device: crate::diffusion::pipeline::default_device(),
+            device: Device::Cpu,
             recipe: Recipe::default(),
         }
     }
@@ -323,26 +325,43 @@ fn load_varmap(vm: &VarMap, path: &Path) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// The latent scale and objective of a model exported by this recipe, read from its
-/// configs, for `--init-from`.
-fn init_model_facts(dir: &Path) -> Result<(f64, Objective), TrainError> {
-    let read = |rel: &str| -> Result<serde_json::Value, TrainError> {
-        let path = dir.join(rel);
-        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        serde_json::from_str(&text).map_err(|e| TrainError::BadCheckpoint {
-            path,
-            reason: e.to_string(),
-        })
-    };
-    let bad = |rel: &str, reason: &str| TrainError::BadCheckpoint {
+/// The latent scale and objective of a model exported by this recipe, read from its configs,
+/// for `--init-from`; a model whose configs differ from the recipe's is refused by name.
+fn init_model_facts(dir: &Path, recipe: &Recipe) -> Result<(f64, Objective), TrainError> {
+    let bad = |rel: &str, reason: String| TrainError::InitFrom {
         path: dir.join(rel),
-        reason: reason.to_owned(),
+        reason,
+    };
+    let read = |rel: &str| -> Result<serde_json::Value, TrainError> {
+        let text = std::fs::read_to_string(dir.join(rel)).map_err(|e| bad(rel, e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| bad(rel, e.to_string()))
     };
     let vae = read("vae/config.json")?;
     let scaling = vae
         .get("scaling_factor")
         .and_then(|v| v.as_f64())
-        .ok_or_else(|| bad("vae/config.json", "no scaling_factor"))?;
+        .ok_or_else(|| bad("vae/config.json", "no scaling_factor".into()))?;
+    for (rel, config, want) in [
+        ("unet/config.json", read("unet/config.json")?, recipe.unet()),
+        (
+            "text_encoder/config.json",
+            read("text_encoder/config.json")?,
+            recipe.text_encoder(),
+        ),
+        ("vae/config.json", vae, recipe.vae(scaling)),
+    ] {
+        if let Some(fields) = want.as_object() {
+            for (key, value) in fields {
+                let got = config.get(key).unwrap_or(&serde_json::Value::Null);
+                if got != value {
+                    return Err(bad(
+                        rel,
+                        format!("its {key} is {got}, the recipe's is {value}"),
+                    ));
+                }
+            }
+        }
+    }
     let scheduler = read("scheduler/scheduler_config.json")?;
     let prediction = scheduler
         .get("prediction_type")
@@ -358,7 +377,7 @@ fn init_model_facts(dir: &Path) -> Result<(f64, Objective), TrainError> {
         _ => {
             return Err(bad(
                 "scheduler/scheduler_config.json",
-                &format!(
+                format!(
                     "prediction_type {prediction} with rescale_betas_zero_snr {zero_snr} is \
                      neither of the recipe's objectives"
                 ),
@@ -366,6 +385,14 @@ fn init_model_facts(dir: &Path) -> Result<(f64, Objective), TrainError> {
         }
     };
     Ok((scaling, objective))
+}
+
+/// Loads `--init-from` weights, reporting failures as the model's, not a checkpoint's.
+fn load_init(vm: &VarMap, path: &Path) -> Result<(), TrainError> {
+    load_varmap(vm, path).map_err(|e| match e {
+        TrainError::BadCheckpoint { path, reason } => TrainError::InitFrom { path, reason },
+        other => other,
+    })
 }
 
 /// What the run computes on, for its log.
@@ -452,7 +479,7 @@ pub fn train(
         .as_ref()
         .map_or_else(|| opts.recipe.clone(), |s| s.recipe.clone());
     let init = match (&existing, &opts.init_from) {
-        (None, Some(dir)) => Some((dir.clone(), init_model_facts(dir)?)),
+        (None, Some(dir)) => Some((dir.clone(), init_model_facts(dir, &recipe)?)),
         _ => None,
     };
     if let Some((_, (_, objective))) = &init {
@@ -536,15 +563,15 @@ pub fn train(
             };
             match &init {
                 Some((dir, (scaling, _))) => {
-                    load_varmap(
+                    load_init(
                         &models.vae_vm,
                         &dir.join("vae/diffusion_pytorch_model.safetensors"),
                     )?;
-                    load_varmap(
+                    load_init(
                         &models.unet_vm,
                         &dir.join("unet/diffusion_pytorch_model.safetensors"),
                     )?;
-                    load_varmap(&models.text_vm, &dir.join("text_encoder/model.safetensors"))?;
+                    load_init(&models.text_vm, &dir.join("text_encoder/model.safetensors"))?;
                     on_event(TrainEvent::Note(format!(
                         "starting from the weights of {} (objective {:?})",
                         dir.display(),
@@ -1019,10 +1046,11 @@ mod tests {
     }
 
     /// Every weight of the UNet and the text encoder must get a gradient from the UNet stage's
-    /// loss. candle-nn's fused layer norm and softmax cut the backward pass, which once left
-    /// the whole text encoder and every attention query and key untrained.
+    /// loss, and every VAE weight from the VAE stage's. candle-nn's fused layer norm and
+    /// softmax cut the backward pass, which once left the whole text encoder and every
+    /// attention query and key untrained.
     #[test]
-    fn every_unet_and_text_encoder_weight_gets_a_gradient() {
+    fn every_weight_gets_a_gradient() {
         let recipe = Recipe {
             resolution: 16,
             max_tokens: 8,
@@ -1068,6 +1096,32 @@ mod tests {
                 missing.push(name);
             }
         }
+        assert!(missing.is_empty(), "no gradient for {missing:?}");
+
+        // The VAE stage's loss reaches every VAE weight too (its mid-block attention included).
+        seeded_init(&m.vae_vm, 7).unwrap();
+        let img = rng.randn((2, 3, 16, 16), DType::F32, &dev).unwrap();
+        let (mean, logvar) = m.vae.posterior(&img).unwrap();
+        let recon = m.vae.decode_raw(&mean).unwrap();
+        let loss = ((recon - &img).unwrap().sqr().unwrap().mean_all().unwrap()
+            + logvar.sqr().unwrap().mean_all().unwrap())
+        .unwrap();
+        let grads = loss.backward().unwrap();
+        let missing: Vec<String> = named_vars(&m.vae_vm, "vae.")
+            .into_iter()
+            .filter(|(_, var)| {
+                !grads.get(var.as_tensor()).is_some_and(|g| {
+                    g.abs()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                        > 0.0
+                })
+            })
+            .map(|(name, _)| name)
+            .collect();
         assert!(missing.is_empty(), "no gradient for {missing:?}");
     }
 
