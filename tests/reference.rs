@@ -124,12 +124,7 @@ fn zero_terminal_snr_schedules_match_diffusers() {
         let text = |k: &str| case[k].as_str().unwrap_or("").to_owned();
         // The model with the case's scheduler config in place of its own.
         let model = tmp.path().join(name);
-        for entry in walk(&fixtures().join(text("model_dir"))) {
-            let (from, rel) = entry;
-            let to = model.join(&rel);
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(&from, &to).unwrap();
-        }
+        common::copy_dir(&fixtures().join(text("model_dir")), &model);
         std::fs::write(
             model.join("scheduler/scheduler_config.json"),
             serde_json::to_string_pretty(&case["scheduler_config"]).unwrap(),
@@ -170,21 +165,4 @@ fn case_difference(name: &str, req: &GenerationRequest, expected: &str) -> f64 {
         .0
         .remove(0);
     mean_abs_diff(&got.image, &want)
-}
-
-/// Every file under `dir`: (path, path relative to `dir`).
-fn walk(dir: &std::path::Path) -> Vec<(PathBuf, PathBuf)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), p.strip_prefix(dir).unwrap().to_path_buf()));
-            }
-        }
-    }
-    out
 }

@@ -284,21 +284,19 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
 
+    use candle_core::{DType, Device, Var};
+    use candle_nn::VarMap;
+
     /// The inference (fused) and training (composed) forms of layer norm and softmax agree, and
     /// the training form's gradients are finite under a causal -inf mask.
     #[test]
     fn layer_norm_and_softmax_agree_between_inference_and_training() {
-        let dev = candle_core::Device::Cpu;
-        let vm = candle_nn::VarMap::new();
-        let ln = layer_norm(
-            8,
-            1e-5,
-            VarBuilder::from_varmap(&vm, candle_core::DType::F32, &dev),
-        )
-        .unwrap();
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let ln = layer_norm(8, 1e-5, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
         let x = Tensor::randn(0f32, 2.0, (3, 5, 8), &dev).unwrap();
         let plain = ln.inner.forward(&x).unwrap();
-        let v = candle_core::Var::from_tensor(&x).unwrap();
+        let v = Var::from_tensor(&x).unwrap();
         let tracked = ln.forward(v.as_tensor()).unwrap();
         let d = (plain - &tracked)
             .unwrap()
@@ -326,7 +324,7 @@ mod tests {
             .collect();
         let mask = Tensor::from_vec(mask, (5, 5), &dev).unwrap();
         let s = Tensor::randn(0f32, 3.0, (2, 5, 5), &dev).unwrap();
-        let sv = candle_core::Var::from_tensor(&s).unwrap();
+        let sv = Var::from_tensor(&s).unwrap();
         let fused = softmax_last_dim(&s.broadcast_add(&mask).unwrap()).unwrap();
         let composed = softmax_last_dim(&sv.as_tensor().broadcast_add(&mask).unwrap()).unwrap();
         let d = (&fused - &composed)
@@ -352,8 +350,6 @@ mod tests {
             .unwrap();
         assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
     }
-    use candle_core::{DType, Device, Var};
-    use candle_nn::VarMap;
 
     #[test]
     fn group_norm_and_silu_match_candle_forward_and_backward() {

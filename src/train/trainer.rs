@@ -362,24 +362,22 @@ fn init_model_facts(dir: &Path, recipe: &Recipe) -> Result<(f64, Objective), Tra
             }
         }
     }
-    let scheduler = read("scheduler/scheduler_config.json")?;
-    let prediction = scheduler
-        .get("prediction_type")
-        .and_then(|v| v.as_str())
-        .unwrap_or("epsilon");
-    let zero_snr = scheduler
-        .get("rescale_betas_zero_snr")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
-    let objective = match (prediction, zero_snr) {
-        ("epsilon", false) => Objective::Epsilon,
-        ("v_prediction", true) => Objective::VZeroSnr,
-        _ => {
+    let rel = "scheduler/scheduler_config.json";
+    let scheduler: SchedulerFileConfig =
+        serde_json::from_value(read(rel)?).map_err(|e| bad(rel, e.to_string()))?;
+    let objective = match (
+        scheduler.is_v_prediction(),
+        scheduler.rescale_betas_zero_snr,
+    ) {
+        (false, false) if scheduler.prediction_type == "epsilon" => Objective::Epsilon,
+        (true, true) => Objective::VZeroSnr,
+        (_, zero_snr) => {
             return Err(bad(
-                "scheduler/scheduler_config.json",
+                rel,
                 format!(
-                    "prediction_type {prediction} with rescale_betas_zero_snr {zero_snr} is \
-                     neither of the recipe's objectives"
+                    "prediction_type {} with rescale_betas_zero_snr {zero_snr} is neither of \
+                     the recipe's objectives",
+                    scheduler.prediction_type
                 ),
             ))
         }
@@ -1079,23 +1077,26 @@ mod tests {
             .mean_all()
             .unwrap();
         let grads = loss.backward().unwrap();
-        let mut missing = Vec::new();
-        for (name, var) in named_vars(&m.unet_vm, "unet.")
-            .into_iter()
-            .chain(named_vars(&m.text_vm, "text."))
-        {
-            let norm = grads.get(var.as_tensor()).map(|g| {
-                g.abs()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            });
-            if !norm.is_some_and(|n| n > 0.0) {
-                missing.push(name);
-            }
-        }
+        // Names of the weights whose gradient is missing or all zero.
+        let ungraded = |grads: &candle_core::backprop::GradStore, vars: Vec<(String, Var)>| {
+            vars.into_iter()
+                .filter(|(_, var)| {
+                    !grads.get(var.as_tensor()).is_some_and(|g| {
+                        g.abs()
+                            .unwrap()
+                            .sum_all()
+                            .unwrap()
+                            .to_scalar::<f32>()
+                            .unwrap()
+                            > 0.0
+                    })
+                })
+                .map(|(name, _)| name)
+                .collect::<Vec<_>>()
+        };
+        let mut vars = named_vars(&m.unet_vm, "unet.");
+        vars.extend(named_vars(&m.text_vm, "text."));
+        let missing = ungraded(&grads, vars);
         assert!(missing.is_empty(), "no gradient for {missing:?}");
 
         // The VAE stage's loss reaches every VAE weight too (its mid-block attention included).
@@ -1107,21 +1108,7 @@ mod tests {
             + logvar.sqr().unwrap().mean_all().unwrap())
         .unwrap();
         let grads = loss.backward().unwrap();
-        let missing: Vec<String> = named_vars(&m.vae_vm, "vae.")
-            .into_iter()
-            .filter(|(_, var)| {
-                !grads.get(var.as_tensor()).is_some_and(|g| {
-                    g.abs()
-                        .unwrap()
-                        .sum_all()
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap()
-                        > 0.0
-                })
-            })
-            .map(|(name, _)| name)
-            .collect();
+        let missing = ungraded(&grads, named_vars(&m.vae_vm, "vae."));
         assert!(missing.is_empty(), "no gradient for {missing:?}");
     }
 
