@@ -246,8 +246,10 @@ fn studio_scroll(root: &Path) -> Duration {
         .with_size([1280.0, 800.0])
         .build_ui_state(
             move |ui, app: &mut Option<StudioApp>| {
-                app.get_or_insert_with(|| StudioApp::new_headless(ui.ctx(), options.clone()))
-                    .studio_ui(ui);
+                let app =
+                    app.get_or_insert_with(|| StudioApp::new_headless(ui.ctx(), options.clone()));
+                app.logic_step();
+                app.studio_ui(ui);
             },
             None,
         );

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use atelier::diffusion::{Generator, JobControl};
-use atelier::engine::GenerationRequest;
+use atelier::generation::GenerationRequest;
 use atelier::models::{ModelInfo, ModelSource};
 use criterion::{criterion_group, criterion_main, Criterion};
 

@@ -308,28 +308,22 @@ pub fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
             if records.is_empty() {
                 bail!("nothing to export: no picture matches");
             }
-            let format = ExportFormat::parse(&format, quality)
+            let format = ExportFormat::parse(&format)
                 .with_context(|| format!("unknown format {format:?}: png, jpeg or webp"))?;
+            if !(1..=100).contains(&quality) {
+                bail!("--quality {quality}: must be 1 to 100");
+            }
             let opts = ExportOptions {
                 format,
+                jpeg_quality: quality,
                 strip_metadata,
                 name_pattern,
                 apply_adjustments: !no_adjustments,
             };
             let bar = indicatif::ProgressBar::new(records.len() as u64);
-            let written = export_records(
-                &records,
-                &out,
-                &opts,
-                &mut |r| {
-                    if opts.apply_adjustments {
-                        atelier::gallery::export::load_adjusted(g.root(), r)
-                    } else {
-                        g.load(r)
-                    }
-                },
-                &mut |i, _| bar.set_position(i as u64),
-            )?;
+            let written = export_records(&records, g.root(), &out, &opts, &mut |i, _| {
+                bar.set_position(i as u64)
+            })?;
             bar.finish_and_clear();
             for p in &written {
                 println!("{}", p.display());

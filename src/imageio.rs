@@ -16,24 +16,64 @@ pub enum ImageLoadError {
     Decode { path: PathBuf, reason: String },
 }
 
+/// Decodes an image file through [`load_image_bytes`]'s limits.
 pub fn load_image_file(path: &Path) -> Result<image::DynamicImage, ImageLoadError> {
     let file = std::fs::File::open(path).map_err(|e| ImageLoadError::Io {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let decode = |reason: String| ImageLoadError::Decode {
+    decode(std::io::BufReader::new(file), path)
+}
+
+/// Decodes image bytes (a dropped or pasted file) with bounded dimensions and memory, the
+/// format sniffed from the content, and the EXIF orientation applied. `name` is what errors
+/// call it.
+pub fn load_image_bytes(bytes: &[u8], name: &Path) -> Result<image::DynamicImage, ImageLoadError> {
+    decode(std::io::Cursor::new(bytes), name)
+}
+
+/// Refuses a size the bounded loader would refuse, before anything is allocated for it.
+pub fn check_dimensions(width: u64, height: u64) -> Result<(), String> {
+    let side = u64::from(MAX_LOAD_SIDE);
+    if width == 0 || height == 0 {
+        return Err(format!("{width} x {height} is empty"));
+    }
+    if width > side || height > side {
+        return Err(format!(
+            "{width} x {height} is larger than {MAX_LOAD_SIDE} px on a side"
+        ));
+    }
+    if width * height * 4 > MAX_LOAD_BYTES {
+        return Err(format!("{width} x {height} needs too much memory"));
+    }
+    Ok(())
+}
+
+fn decode(
+    reader: impl std::io::BufRead + std::io::Seek,
+    path: &Path,
+) -> Result<image::DynamicImage, ImageLoadError> {
+    use image::ImageDecoder;
+    let fail = |reason: String| ImageLoadError::Decode {
         path: path.to_path_buf(),
         reason,
     };
-    let mut reader = image::ImageReader::new(std::io::BufReader::new(file))
+    let mut reader = image::ImageReader::new(reader)
         .with_guessed_format()
-        .map_err(|e| decode(e.to_string()))?;
+        .map_err(|e| fail(e.to_string()))?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_LOAD_SIDE);
     limits.max_image_height = Some(MAX_LOAD_SIDE);
     limits.max_alloc = Some(MAX_LOAD_BYTES);
     reader.limits(limits);
-    reader.decode().map_err(|e| decode(e.to_string()))
+    let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
+    // A broken orientation tag is no reason to refuse the pixels.
+    let orientation = decoder.orientation().ok();
+    let mut image = image::DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;
+    if let Some(orientation) = orientation {
+        image.apply_orientation(orientation);
+    }
+    Ok(image)
 }
 
 /// A PNG could not be written.

@@ -9,7 +9,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use atelier::engine::{Engine, EngineEvent, GenerationRequest, SamplerKind};
+use atelier::engine::{Engine, EngineEvent};
+use atelier::generation::{GenerationRequest, SamplerKind};
 use atelier::models::{self, ModelInfo, ModelSource};
 
 mod cli_gallery;
@@ -319,7 +320,8 @@ struct EvalArgs {
 fn parse_colour(s: &str) -> Result<[u8; 3], String> {
     let hex = s.trim_start_matches('#');
     let bad = || format!("{s:?} is not a #rrggbb colour");
-    if hex.len() != 6 {
+    // Six ASCII hex digits; byte slicing below is then on character boundaries.
+    if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad());
@@ -390,6 +392,10 @@ struct AdjustArgs {
     /// Use the CPU reference implementation instead of the GPU.
     #[arg(long)]
     cpu: bool,
+    /// Leave the input's prompts and settings out of the result (the AI-generated marking of
+    /// a generated input stays). Without it the result carries them, as gallery files do.
+    #[arg(long)]
+    strip_metadata: bool,
 }
 
 #[derive(clap::Args)]
@@ -475,8 +481,9 @@ fn main() -> ExitCode {
             models::tiny::write_tiny_model(&out, kind)
         }
         Some(Command::Dev(DevCommand::PlotLoss { run })) => {
-            atelier::train::trainer::plot_losses(&run);
-            Ok(())
+            atelier::train::trainer::plot_losses(&run)
+                .map(|()| eprintln!("wrote {}", run.join("loss.png").display()))
+                .map_err(Into::into)
         }
         Some(Command::Dev(DevCommand::Grid {
             model,
@@ -657,9 +664,59 @@ fn adjust(args: AdjustArgs) -> anyhow::Result<()> {
             },
             None => (apply_to_rgb8(&image, &stack), "CPU"),
         };
-        atelier::imageio::write_png_atomically(&adjusted, output)?;
+        let carried = atelier::gallery::embedded_meta_of_file(input)?;
+        write_adjusted(&adjusted, carried, &args, output)?;
         println!("{} -> {} ({used})", input.display(), output.display());
     }
+    Ok(())
+}
+
+/// Writes an adjusted picture (durably) in the format its name asks for, carrying the
+/// settings its input carried, marked as adjusted from it; an input that carried none (a
+/// photo) gives a plain file.
+fn write_adjusted(
+    image: &image::RgbImage,
+    carried: Option<atelier::gallery::ImageMeta>,
+    args: &AdjustArgs,
+    output: &Path,
+) -> anyhow::Result<()> {
+    use atelier::gallery::export::{encode, ExportFormat, ExportOptions};
+    let opts = ExportOptions {
+        format: ExportFormat::from_path(output).unwrap_or_default(),
+        strip_metadata: args.strip_metadata,
+        ..Default::default()
+    };
+    let bytes = match carried {
+        Some(mut meta) => {
+            meta.parent = Some(std::mem::take(&mut meta.uid)).filter(|u| !u.is_empty());
+            meta.uid = atelier::gallery::new_uid();
+            meta.lineage = Some("adjust".into());
+            meta.created = atelier::gallery::now();
+            // The pixels have it applied: a stack stored too would be applied twice.
+            meta.adjustments = None;
+            meta.extra.insert(
+                "Adjusted with".into(),
+                args.stack
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+            meta.width = image.width();
+            meta.height = image.height();
+            encode(image, &meta, &opts).map_err(anyhow::Error::msg)?
+        }
+        None => {
+            let format = match opts.format {
+                ExportFormat::Png => image::ImageFormat::Png,
+                ExportFormat::Jpeg => image::ImageFormat::Jpeg,
+                ExportFormat::Webp => image::ImageFormat::WebP,
+            };
+            let mut plain = Vec::new();
+            image.write_to(&mut std::io::Cursor::new(&mut plain), format)?;
+            plain
+        }
+    };
+    atelier::gallery::write_durable(output, &bytes)?;
     Ok(())
 }
 
@@ -672,9 +729,6 @@ fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
     let native = info.native_size;
     let width = args.width.unwrap_or(native);
     let height = args.height.unwrap_or(native);
-    if !width.is_multiple_of(8) || !height.is_multiple_of(8) || width == 0 || height == 0 {
-        bail!("size {width}x{height}: width and height must be a positive multiple of 8");
-    }
     let init_image = args.init_image.as_deref().map(load_rgb).transpose()?;
     let mask = match &args.mask {
         Some(path) => {
@@ -702,16 +756,6 @@ fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
     if args.no_gallery && args.out.is_none() {
         bail!("--no-gallery needs --out (the pictures have to go somewhere)");
     }
-    // The gallery first, so a problem with it shows before minutes of work.
-    let mut recorder = if args.no_gallery {
-        None
-    } else {
-        Some(cli_gallery::Recorder::open(args.out.is_none())?)
-    };
-    let lineage = args
-        .init_image
-        .as_deref()
-        .map(|p| cli_gallery::lineage_of(p, recorder.as_ref()));
     let seed = args
         .seed
         .unwrap_or_else(|| u64::from(rand::random::<u32>()));
@@ -727,20 +771,32 @@ fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
         height,
         sampler: args.sampler.unwrap_or(recommended.sampler),
         strength_0_to_1: args.strength,
-        batch: args.batch.max(1),
+        batch: args.batch,
         init_image: init_image.map(Arc::new),
         mask: mask.map(Arc::new),
         noise_file: args.noise,
     };
+    request.validate()?;
+    // The gallery before the work, so a problem with it shows before minutes of work.
+    let mut recorder = if args.no_gallery {
+        None
+    } else {
+        Some(cli_gallery::Recorder::open(args.out.is_none())?)
+    };
+    let lineage = args
+        .init_image
+        .as_deref()
+        .map(|p| cli_gallery::lineage_of(p, recorder.as_ref()));
     eprintln!("model {} ({}), seed {seed}", info.name, info.family_label());
     let engine = Engine::spawn_with(
         None,
         atelier::diffusion::GeneratorOptions {
             low_memory: args.low_memory,
-            ..Default::default()
+            ..atelier::diffusion::GeneratorOptions::from_env()
         },
     );
     let batch = request.batch;
+    let model_hash = atelier::gallery::model_fingerprint(&model);
     let job = engine.submit(request);
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -749,7 +805,7 @@ fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
     );
     let mut written = 0u32;
     loop {
-        let Some(event) = engine.recv_timeout(Duration::from_millis(200)) else {
+        let Some(event) = engine.recv_timeout(Duration::from_millis(200))? else {
             continue;
         };
         if event.job() != job {
@@ -770,6 +826,7 @@ fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
             EngineEvent::Image { image, .. } => {
                 let mut meta =
                     atelier::gallery::meta_from_generation(&image, Some(info.name.clone()));
+                meta.model_hash = model_hash.clone();
                 if let Some((init_ref, parent)) = &lineage {
                     meta.init_image = Some(init_ref.clone());
                     meta.parent = parent.clone();

@@ -144,7 +144,60 @@ fn bad_input_gives_one_clear_line_and_a_failure_code() {
             "model_index.json",
         ),
     ];
-    for (args, expected) in cases {
+    let empty_run = tmp.path().join("empty-run");
+    std::fs::create_dir_all(&empty_run).unwrap();
+    let empty_run = empty_run.to_string_lossy().into_owned();
+    let more: Vec<(Vec<&str>, &str)> = vec![
+        // One set of limits, checked before any work (the studio's panel uses the same).
+        (
+            vec![
+                "generate", "--model", &m, "--prompt", "x", "--steps", "5000", "--out", &out,
+            ],
+            "steps 5000: must be 1 to 1000",
+        ),
+        (
+            vec![
+                "generate", "--model", &m, "--prompt", "x", "--batch", "0", "--out", &out,
+            ],
+            "batch 0",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                &m,
+                "--prompt",
+                "x",
+                "--guidance",
+                "NaN",
+                "--out",
+                &out,
+            ],
+            "guidance NaN",
+        ),
+        (
+            vec![
+                "generate", "--model", &m, "--prompt", "x", "--width", "8192", "--out", &out,
+            ],
+            "width 8192",
+        ),
+        // Multi-byte characters where six hex digits were expected: an error, not a panic.
+        (
+            vec![
+                "train",
+                "--data",
+                "/nowhere",
+                "--out",
+                "/nowhere",
+                "--background",
+                "aé€",
+            ],
+            "is not a #rrggbb colour",
+        ),
+        // Nothing to plot is a failure, not a silent success.
+        (vec!["dev", "plot-loss", "--run", &empty_run], "loss.csv"),
+    ];
+    for (args, expected) in cases.into_iter().chain(more) {
         let o = atelier(&args, tmp.path());
         let err = stderr(&o);
         assert!(!o.status.success(), "{args:?} succeeded");
@@ -367,4 +420,106 @@ fn adjust_writes_several_inputs_into_a_folder_and_never_over_an_input() {
     );
     assert!(!newer.status.success());
     assert!(stderr(&newer).contains("version 99"), "{}", stderr(&newer));
+}
+
+#[test]
+fn adjust_results_carry_the_inputs_settings_or_strip_them() {
+    use atelier::gallery::metadata::{self, ImageMeta};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
+    let meta = ImageMeta {
+        uid: "0123abcd".into(),
+        prompt: "a private prompt".into(),
+        seed: Some(11),
+        ..Default::default()
+    };
+    let input = adjust_input(24, 16, 4);
+    let png = metadata::encode_png(&input, &metadata::png_chunks(&meta)).unwrap();
+    std::fs::write(path("made.png"), png).unwrap();
+    adjust_input(24, 16, 5).save(path("photo.png")).unwrap();
+    std::fs::write(path("stack.json"), adjust_stack().to_json().unwrap()).unwrap();
+    let stack = path("stack.json");
+    let run = |input: &str, out: &str, strip: bool| {
+        let mut args = vec!["adjust", input, "--stack", &stack, "--cpu", "--out", out];
+        if strip {
+            args.push("--strip-metadata");
+        }
+        let o = atelier(&args, tmp.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(out).unwrap()
+    };
+    // Kept: the input's settings, marked as adjusted from it, and the AI marking.
+    let kept = run(&path("made.png"), &path("kept.png"), false);
+    let back = metadata::read_embedded(&kept)
+        .meta()
+        .expect("settings carried");
+    assert_eq!(
+        (back.prompt.as_str(), back.seed),
+        ("a private prompt", Some(11))
+    );
+    assert_eq!(back.parent.as_deref(), Some("0123abcd"));
+    assert_eq!(back.lineage.as_deref(), Some("adjust"));
+    assert!(
+        back.adjustments.is_none(),
+        "applied, not stored to apply again"
+    );
+    assert!(String::from_utf8_lossy(&kept).contains(metadata::IPTC_AI_SOURCE));
+    // The same as JPEG by the name.
+    let jpeg = run(&path("made.png"), &path("kept.jpg"), false);
+    assert_eq!(
+        image::guess_format(&jpeg).unwrap(),
+        image::ImageFormat::Jpeg
+    );
+    assert_eq!(
+        metadata::read_embedded(&jpeg).meta().unwrap().prompt,
+        "a private prompt"
+    );
+    // Stripped: the marking only.
+    let stripped = run(&path("made.png"), &path("stripped.png"), true);
+    let text = String::from_utf8_lossy(&stripped);
+    assert!(!text.contains("a private prompt"));
+    assert!(text.contains(metadata::IPTC_AI_SOURCE));
+    // A photo carries nothing it did not have: no settings, no AI marking.
+    let photo = run(&path("photo.png"), &path("photo-out.png"), false);
+    assert!(metadata::read_embedded(&photo).meta().is_none());
+    assert!(!String::from_utf8_lossy(&photo).contains(metadata::IPTC_AI_SOURCE));
+}
+
+#[test]
+fn a_panicking_generation_fails_with_a_message_instead_of_hanging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(TinyKind::Sd15);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atelier"))
+        .args([
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "boom",
+        ])
+        .args(["--steps", "2", "--width", "64", "--height", "64"])
+        .env("ATELIER_HOME", tmp.path())
+        .env("ATELIER_TEST_PANIC_PROMPT", "boom")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("atelier generate hung after its job panicked");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: internal error") && last.contains("\"boom\" panics"),
+        "{err}"
+    );
 }

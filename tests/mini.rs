@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use atelier::engine::GenerationRequest;
+use atelier::generation::GenerationRequest;
 use atelier::models::{discover, embedded_models_dir, Family, ModelInfo, ModelSource};
 use atelier::train::judge::Judge;
 use common::{mean_abs_diff, run, spread};

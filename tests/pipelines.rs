@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atelier::diffusion::{DiffusionError, Generator};
-use atelier::engine::{Engine, EngineEvent, SamplerKind};
+use atelier::engine::{Engine, EngineEvent};
+use atelier::generation::SamplerKind;
 use atelier::models::tiny::TinyKind;
 use atelier::models::{Family, ModelError, ModelInfo, ModelSource};
 use common::*;
@@ -302,6 +303,7 @@ fn engine_cancel_stops_within_one_step_and_before_decode() {
     loop {
         let event = engine
             .recv_timeout(Duration::from_secs(120))
+            .expect("engine alive")
             .expect("engine went quiet");
         match event {
             EngineEvent::Progress { job: j, .. } if j == job => match &mut steps_after_cancel {
@@ -338,6 +340,7 @@ fn engine_reports_progress_images_and_done_for_each_job() {
     while !(done_a && failed_b.is_some()) {
         match engine
             .recv_timeout(Duration::from_secs(120))
+            .expect("engine alive")
             .expect("engine went quiet")
         {
             EngineEvent::Progress { job, step, of, .. } if job == a => {
@@ -355,6 +358,41 @@ fn engine_reports_progress_images_and_done_for_each_job() {
     }
     assert_eq!((progress, images), (4, 1));
     assert!(failed_b.unwrap().contains("/nonexistent/model"));
+}
+
+#[test]
+fn a_panicking_job_fails_with_its_message_and_the_engine_goes_on() {
+    use atelier::diffusion::GeneratorOptions;
+    let engine = Engine::spawn_with(
+        None,
+        GeneratorOptions {
+            panic_on_prompt: Some("boom".into()),
+            ..Default::default()
+        },
+    );
+    let mut bad = request(TinyKind::Sd15);
+    bad.prompt = "boom".into();
+    let bad = engine.submit(bad);
+    let good = engine.submit(request(TinyKind::Sd15));
+    let (mut failure, mut good_done, mut images) = (None, false, 0);
+    while !good_done {
+        match engine
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the engine survives a panicking job")
+            .expect("engine went quiet")
+        {
+            EngineEvent::Failed { job, error } if job == bad => failure = Some(error),
+            EngineEvent::Image { job, .. } if job == good => images += 1,
+            EngineEvent::Done { job, .. } if job == good => good_done = true,
+            EngineEvent::Failed { error, .. } => panic!("{error}"),
+            EngineEvent::Done { job, .. } if job == bad => panic!("the panicking job finished"),
+            _ => {}
+        }
+    }
+    let failure = failure.expect("the panicking job is reported failed");
+    assert!(failure.contains("internal error"), "{failure}");
+    assert!(failure.contains("\"boom\" panics"), "{failure}");
+    assert_eq!(images, 1, "the next job ran normally");
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use atelier::engine::{GenerationRequest, SamplerKind};
+use atelier::generation::{GenerationRequest, SamplerKind};
 use common::{mean_abs_diff, run};
 
 fn fixtures() -> PathBuf {

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use atelier::engine::{GenerationRequest, SamplerKind};
+use atelier::generation::{GenerationRequest, SamplerKind};
 use atelier::train::recipe::{Objective, Recipe};
 use atelier::train::trainer::{train, TrainError, TrainEvent, TrainOptions};
 

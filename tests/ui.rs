@@ -5,6 +5,8 @@
 //! `atelier::models::tiny::write_tiny_model`, found through `StudioOptions::extra_model_dirs`,
 //! and a throw-away `ATELIER_HOME`. No snapshot images: assertions read the accessibility tree.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -16,6 +18,9 @@ use egui_kittest::kittest::{NodeT as _, Queryable};
 use egui_kittest::Harness;
 
 type StudioHarness = Harness<'static, Option<StudioApp>>;
+
+/// A prompt that makes the engine panic (its test hook, see `GeneratorOptions`).
+const PANIC_PROMPT: &str = "a prompt that makes the engine panic";
 
 /// How long a tiny-model job may take before a test gives up.
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);
@@ -33,6 +38,8 @@ fn tiny_models_dir() -> &'static PathBuf {
         // Set once, before any test builds a studio (which reads them): tests run in parallel.
         std::env::set_var("ATELIER_HOME", root.join("home"));
         std::env::set_var("HF_HUB_CACHE", root.join("hf-cache"));
+        // The engine's test hook: a job with exactly this prompt panics.
+        std::env::set_var("ATELIER_TEST_PANIC_PROMPT", PANIC_PROMPT);
         let models = root.join("models");
         write_tiny_model(&models.join("tiny-sd15"), TinyKind::Sd15)
             .expect("writing the tiny model");
@@ -61,11 +68,41 @@ fn studio_harness_with(mut options: StudioOptions) -> StudioHarness {
         .with_size([1280.0, 800.0])
         .build_ui_state(
             move |ui, app: &mut Option<StudioApp>| {
-                app.get_or_insert_with(|| StudioApp::new_headless(ui.ctx(), options.clone()))
-                    .studio_ui(ui);
+                let app =
+                    app.get_or_insert_with(|| StudioApp::new_headless(ui.ctx(), options.clone()));
+                // What eframe does every frame: `App::logic`, then `App::ui`.
+                app.logic_step();
+                app.studio_ui(ui);
             },
             None,
         )
+}
+
+/// The studio's gallery catalog, opened read-only beside the studio's own writer.
+fn catalog(harness: &StudioHarness) -> atelier::gallery::Catalog {
+    atelier::gallery::Catalog::open_read_only(&app(harness).gallery_dir().join("catalog.db"))
+        .expect("the catalog exists")
+}
+
+/// Picture `id`'s row as stored.
+fn record(harness: &StudioHarness, id: i64) -> atelier::gallery::ImageRecord {
+    catalog(harness)
+        .get(id)
+        .expect("reading the catalog")
+        .expect("the picture exists")
+}
+
+/// Steps until picture `id`'s stored row satisfies `done` (the gallery thread writes it).
+fn wait_for_record(
+    harness: &mut StudioHarness,
+    id: i64,
+    what: &str,
+    done: impl Fn(&atelier::gallery::ImageRecord) -> bool,
+) -> atelier::gallery::ImageRecord {
+    step_until(harness, what, Duration::from_secs(30), |h| {
+        done(&record(h, id))
+    });
+    record(harness, id)
 }
 
 fn app(harness: &StudioHarness) -> &StudioApp {
@@ -424,15 +461,14 @@ fn results_are_saved_to_the_library_and_can_be_rated_trashed_and_restored() {
     // Saved before it was shown: the catalog has it, with its settings, file on disk.
     let seed = app(&harness).state().prompt.seed;
     {
-        let g = app(&harness).gallery().expect("gallery open");
         let q = atelier::gallery::Query {
             text: Some("kite".into()),
             ..Default::default()
         };
-        let records = g.catalog().records(&q, 0, 10).unwrap();
+        let records = catalog(&harness).records(&q, 0, 10).unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].meta.seed, Some(seed));
-        assert!(g.path_of(&records[0]).is_file());
+        assert!(app(&harness).gallery_dir().join(&records[0].file).is_file());
     }
     harness.get_by_label("Library").click();
     harness.run_ok();
@@ -444,29 +480,28 @@ fn results_are_saved_to_the_library_and_can_be_rated_trashed_and_restored() {
     harness.key_press(Key::Num4);
     harness.key_press(Key::F);
     harness.run_ok();
-    let record = app(&harness).gallery().unwrap().get(1).unwrap();
-    assert_eq!((record.rating, record.favourite), (4, true));
+    let rated = wait_for_record(&mut harness, 1, "the rating and favourite", |r| {
+        (r.rating, r.favourite) == (4, true)
+    });
     // Delete moves to the trash; Ctrl+Z brings it back.
     harness.key_press(Key::Delete);
     harness.run_ok();
-    assert_eq!(app(&harness).library_len(), 0);
-    assert!(app(&harness)
-        .gallery()
-        .unwrap()
-        .get(1)
-        .unwrap()
-        .trashed
-        .is_some());
+    wait_for_record(&mut harness, 1, "the trash", |r| r.trashed.is_some());
+    step_until(
+        &mut harness,
+        "the emptied grid",
+        Duration::from_secs(30),
+        |h| app(h).library_len() == 0,
+    );
     harness.key_press_modifiers(Modifiers::COMMAND, Key::Z);
     harness.run_ok();
-    assert_eq!(app(&harness).library_len(), 1);
-    assert!(app(&harness)
-        .gallery()
-        .unwrap()
-        .get(1)
-        .unwrap()
-        .trashed
-        .is_none());
+    wait_for_record(&mut harness, 1, "the restore", |r| r.trashed.is_none());
+    step_until(
+        &mut harness,
+        "the grid again",
+        Duration::from_secs(30),
+        |h| app(h).library_len() == 1,
+    );
     // Used as the init image, the next result records it as its parent.
     select_picture(&mut harness, 1);
     click_until(&mut harness, "Use as init image", |h| {
@@ -479,8 +514,8 @@ fn results_are_saved_to_the_library_and_can_be_rated_trashed_and_restored() {
         JOB_TIMEOUT,
         |h| app(h).gallery_len() == 2 || has_label_containing(h, "failed:"),
     );
-    let child = app(&harness).gallery().unwrap().get(2).unwrap();
-    assert_eq!(child.meta.parent.as_deref(), Some(record.meta.uid.as_str()));
+    let child = record(&harness, 2);
+    assert_eq!(child.meta.parent.as_deref(), Some(rated.meta.uid.as_str()));
     assert_eq!(child.meta.lineage.as_deref(), Some("img2img"));
     harness.get_by_label("Library").click();
     harness.run_ok();
@@ -488,12 +523,25 @@ fn results_are_saved_to_the_library_and_can_be_rated_trashed_and_restored() {
     harness.get_by_label("Search").click();
     harness.get_by_label("Search").type_text("zebra");
     harness.run_ok();
-    assert_eq!(app(&harness).library_len(), 0);
+    step_until(&mut harness, "the search", Duration::from_secs(30), |h| {
+        app(h).library_len() == 0
+    });
     harness.check_accessibility();
 }
 
 /// A studio on a gallery holding `pictures` (imported before the studio opens it).
+#[allow(dead_code)]
 fn studio_with_pictures(pictures: &[image::RgbImage]) -> StudioHarness {
+    studio_with_gallery(|g| {
+        for p in pictures {
+            g.import_image(p, "test").expect("importing a picture");
+        }
+    })
+}
+
+/// A studio on a gallery that `setup` filled before the studio opened it (the studio's
+/// gallery thread is its only writer from then on).
+fn studio_with_gallery(setup: impl FnOnce(&mut atelier::gallery::Gallery)) -> StudioHarness {
     tiny_models_dir();
     let dir = tempfile::Builder::new()
         .prefix("atelier-ui-gallery-")
@@ -502,15 +550,17 @@ fn studio_with_pictures(pictures: &[image::RgbImage]) -> StudioHarness {
         .keep();
     {
         let mut g = atelier::gallery::Gallery::open(&dir).expect("opening the gallery");
-        for p in pictures {
-            g.import_image(p, "test").expect("importing a picture");
-        }
+        setup(&mut g);
     }
-    studio_harness_with(StudioOptions {
+    let mut harness = studio_harness_with(StudioOptions {
         extra_model_dirs: vec![tiny_models_dir().clone()],
         gallery_dir: Some(dir),
         ..Default::default()
-    })
+    });
+    step_until(&mut harness, "the gallery", Duration::from_secs(30), |h| {
+        app(h).gallery_is_open()
+    });
+    harness
 }
 
 fn gradient(w: u32, h: u32, tint: u8) -> image::RgbImage {
@@ -520,11 +570,23 @@ fn gradient(w: u32, h: u32, tint: u8) -> image::RgbImage {
 }
 
 fn stored_stack(harness: &StudioHarness, id: i64) -> Option<atelier::postfx::Stack> {
-    let record = app(harness).gallery().unwrap().get(id).unwrap();
-    record
+    record(harness, id)
         .meta
         .adjustments
         .map(|v| atelier::postfx::Stack::from_json(&v.to_string()).expect("stored stack"))
+}
+
+/// Steps until picture `id`'s stored stack is `wanted` (the gallery thread stores it).
+fn wait_for_stack(
+    harness: &mut StudioHarness,
+    id: i64,
+    what: &str,
+    wanted: impl Fn(Option<atelier::postfx::Stack>) -> bool,
+) -> Option<atelier::postfx::Stack> {
+    step_until(harness, what, Duration::from_secs(30), |h| {
+        wanted(stored_stack(h, id))
+    });
+    stored_stack(harness, id)
 }
 
 fn mean_luma(h: &atelier::postfx::Histogram) -> f64 {
@@ -580,16 +642,16 @@ fn open_adjustments(harness: &mut StudioHarness, id: i64) {
 #[test]
 fn adjustments_preview_store_paste_reset_and_undo() {
     use atelier::postfx::{Exposure, Op, OpEntry};
-    let mut harness = studio_with_pictures(&[gradient(96, 64, 40), gradient(64, 64, 200)]);
-    // Picture 2 carries an adjustment from a "newer Atelier".
-    app(&harness)
-        .gallery()
-        .unwrap()
-        .set_adjustments(
+    let mut harness = studio_with_gallery(|g| {
+        g.import_image(&gradient(96, 64, 40), "test").unwrap();
+        g.import_image(&gradient(64, 64, 200), "test").unwrap();
+        // Picture 2 carries an adjustment from a "newer Atelier".
+        g.set_adjustments(
             2,
             Some(r#"{"version":1,"ops":[{"op":"glow","enabled":true,"radius":3}]}"#),
         )
         .unwrap();
+    });
     harness.run_ok();
     open_adjustments(&mut harness, 1);
     let before = app(&harness).adjust_histogram().expect("histogram");
@@ -619,18 +681,22 @@ fn adjustments_preview_store_paste_reset_and_undo() {
     assert_eq!(stored_stack(&harness, 1), None, "stored only on commit");
     app_mut(&mut harness).commit_adjustments();
     harness.run_ok();
-    let stored = stored_stack(&harness, 1).expect("stored on commit");
+    let stored =
+        wait_for_stack(&mut harness, 1, "the commit", |s| s.is_some()).expect("stored on commit");
     assert_eq!(stored.ops.len(), 1);
     assert_eq!(stored.ops[0].op, Op::Exposure(Exposure { ev: 1.0 }));
 
     // Switching the op off through its checkbox is stored at once.
     harness.get_by_label("Exposure").click();
     harness.run_ok();
-    let stored = stored_stack(&harness, 1).expect("still stored");
-    assert!(!stored.ops[0].enabled);
+    wait_for_stack(&mut harness, 1, "the op switched off", |s| {
+        s.is_some_and(|s| !s.ops[0].enabled)
+    });
     harness.get_by_label("Exposure").click();
     harness.run_ok();
-    assert!(stored_stack(&harness, 1).unwrap().ops[0].enabled);
+    wait_for_stack(&mut harness, 1, "the op switched on", |s| {
+        s.is_some_and(|s| s.ops[0].enabled)
+    });
     harness.get_by_label("Copy stack").click();
     harness.run_ok();
 
@@ -642,18 +708,20 @@ fn adjustments_preview_store_paste_reset_and_undo() {
     ));
     harness.get_by_label("Paste stack").click();
     harness.run_ok();
-    let pasted = stored_stack(&harness, 2).expect("pasted and stored");
-    assert_eq!(pasted.ops.len(), 1);
+    let pasted = wait_for_stack(&mut harness, 2, "the paste", |s| {
+        s.is_some_and(|s| s.ops.len() == 1)
+    })
+    .expect("pasted and stored");
     assert_eq!(pasted.ops[0].op, Op::Exposure(Exposure { ev: 1.0 }));
 
     // Reset all: identity, nothing stored; Ctrl+Z brings the pasted stack back.
     harness.get_by_label("Reset all").click();
     harness.run_ok();
-    assert_eq!(stored_stack(&harness, 2), None);
+    wait_for_stack(&mut harness, 2, "the reset", |s| s.is_none());
     assert!(app_mut(&mut harness).adjust_stack_mut().is_identity());
     harness.key_press_modifiers(Modifiers::COMMAND, Key::Z);
     harness.run_ok();
-    assert_eq!(stored_stack(&harness, 2), Some(pasted));
+    wait_for_stack(&mut harness, 2, "the undo", |s| s.as_ref() == Some(&pasted));
     harness.check_accessibility();
 }
 
@@ -692,10 +760,11 @@ fn adjustments_preview_runs_on_the_renderers_wgpu_device() {
         ))
         .build_ui_state(
             move |ui, app: &mut Option<StudioApp>| {
-                app.get_or_insert_with(|| {
+                let app = app.get_or_insert_with(|| {
                     StudioApp::new_headless_with_wgpu(ui.ctx(), options.clone(), rs.clone())
-                })
-                .studio_ui(ui);
+                });
+                app.logic_step();
+                app.studio_ui(ui);
             },
             None,
         );
@@ -750,4 +819,318 @@ fn adjustments_preview_runs_on_the_renderers_wgpu_device() {
         "brighter on the GPU: {before} -> {after}"
     );
     assert!(app(&harness).adjust_histogram().is_some());
+}
+
+/// Pictures with settings worth keeping private (a prompt) and a seed for file names, saved
+/// before the studio opens; picture 1 carries a stored +1 EV adjustment.
+fn studio_for_export() -> StudioHarness {
+    studio_with_gallery(|g| {
+        for i in 0..2u8 {
+            let meta = atelier::gallery::ImageMeta {
+                prompt: "a secret lighthouse".into(),
+                seed: Some(70 + u64::from(i)),
+                ..Default::default()
+            };
+            g.save_image(&gradient(64, 48, 40 + i * 100), meta)
+                .expect("saving a picture");
+        }
+        g.set_adjustments(
+            1,
+            Some(r#"{"version":1,"ops":[{"op":"exposure","ev":1.0}]}"#),
+        )
+        .expect("storing an adjustment");
+    })
+}
+
+/// Selects picture `id` and opens the Export window from its details pane.
+fn open_export_window(harness: &mut StudioHarness, id: i64) {
+    harness.get_by_label("Library").click();
+    harness.run_ok();
+    select_picture(harness, id);
+    click_until(harness, "Export…", |h| {
+        has_label_containing(h, "Export folder")
+    });
+}
+
+/// Types `dir` as the Export window's folder.
+fn set_export_folder(harness: &mut StudioHarness, dir: &std::path::Path) {
+    harness.get_by_label("Export folder").click();
+    harness.step();
+    harness
+        .get_by_label("Export folder")
+        .type_text(&dir.display().to_string());
+    harness.run_ok();
+}
+
+fn files_in(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Clicks the window's Export button and waits for the one new file it writes.
+fn export_one(harness: &mut StudioHarness, dir: &std::path::Path) -> PathBuf {
+    let before = files_in(dir);
+    harness.get_by_label("Export 1").click();
+    step_until(harness, "the exported file", Duration::from_secs(60), |h| {
+        files_in(dir).len() > before.len() || has_label_containing(h, "Export failed")
+    });
+    assert!(
+        !has_label_containing(harness, "Export failed"),
+        "{:?}",
+        labels_containing(harness, "Export failed")
+    );
+    files_in(dir)
+        .into_iter()
+        .find(|f| !before.contains(f))
+        .expect("a new file")
+}
+
+fn export_dir() -> PathBuf {
+    tempfile::Builder::new()
+        .prefix("atelier-ui-export-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("creating a temp dir")
+        .keep()
+}
+
+#[test]
+fn export_window_strip_switch_keeps_the_prompt_out_of_the_file() {
+    let mut harness = studio_for_export();
+    let dir = export_dir();
+    open_export_window(&mut harness, 2);
+    set_export_folder(&mut harness, &dir);
+    // As it was: the prompt travels with the picture.
+    let kept = std::fs::read(export_one(&mut harness, &dir)).unwrap();
+    let meta = atelier::gallery::metadata::read_embedded(&kept)
+        .meta()
+        .expect("settings embedded");
+    assert_eq!(meta.prompt, "a secret lighthouse");
+    // The privacy switch: no prompt, no settings, the AI marking stays.
+    harness
+        .get_by_label("Strip prompts and settings (privacy; the AI-generated marking stays)")
+        .click();
+    harness.run_ok();
+    assert!(app(&harness).state().export.options.strip_metadata);
+    let stripped = std::fs::read(export_one(&mut harness, &dir)).unwrap();
+    let text = String::from_utf8_lossy(&stripped);
+    assert!(!text.contains("lighthouse"), "the prompt leaked");
+    assert!(!text.contains("Steps:") && !text.contains("\"seed\""));
+    assert!(text.contains(atelier::gallery::metadata::IPTC_AI_SOURCE));
+    harness.check_accessibility();
+}
+
+#[test]
+fn export_window_format_and_jpeg_quality_are_what_is_written() {
+    let mut harness = studio_for_export();
+    let dir = export_dir();
+    open_export_window(&mut harness, 2);
+    set_export_folder(&mut harness, &dir);
+    harness.get_by_label("JPEG").click();
+    harness.run_ok();
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::Slider, "JPEG quality")
+        .set_value_accesskit(95.0);
+    harness.run_ok();
+    let fine = export_one(&mut harness, &dir);
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::Slider, "JPEG quality")
+        .set_value_accesskit(5.0);
+    harness.run_ok();
+    assert_eq!(app(&harness).state().export.options.jpeg_quality, 5);
+    let coarse = export_one(&mut harness, &dir);
+    for f in [&fine, &coarse] {
+        let bytes = std::fs::read(f).unwrap();
+        assert_eq!(
+            image::guess_format(&bytes).unwrap(),
+            image::ImageFormat::Jpeg
+        );
+        assert_eq!(f.extension().unwrap(), "jpg");
+    }
+    let original = gradient(64, 48, 140);
+    let error = |f: &PathBuf| {
+        let img = image::open(f).unwrap().to_rgb8();
+        img.as_raw()
+            .iter()
+            .zip(original.as_raw())
+            .map(|(a, b)| (i32::from(*a) - i32::from(*b)).unsigned_abs())
+            .sum::<u32>()
+    };
+    assert!(
+        error(&coarse) > 2 * error(&fine),
+        "quality 5 should lose far more than 95: {} vs {}",
+        error(&coarse),
+        error(&fine)
+    );
+    harness.get_by_label("WEBP").click();
+    harness.run_ok();
+    let webp = std::fs::read(export_one(&mut harness, &dir)).unwrap();
+    assert_eq!(
+        image::guess_format(&webp).unwrap(),
+        image::ImageFormat::WebP
+    );
+}
+
+#[test]
+fn export_window_name_pattern_names_the_file() {
+    let mut harness = studio_for_export();
+    let dir = export_dir();
+    open_export_window(&mut harness, 2);
+    set_export_folder(&mut harness, &dir);
+    harness.get_by_label("File names").click();
+    harness.step();
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::A);
+    harness
+        .get_by_label("File names")
+        .type_text("pic-{id}-seed-{seed}");
+    harness.run_ok();
+    let file = export_one(&mut harness, &dir);
+    assert_eq!(file.file_name().unwrap(), "pic-2-seed-71.png");
+}
+
+#[test]
+fn export_window_apply_adjustments_switch_decides_the_pixels() {
+    let mut harness = studio_for_export();
+    let dir = export_dir();
+    open_export_window(&mut harness, 1);
+    set_export_folder(&mut harness, &dir);
+    let mean = |f: &PathBuf| {
+        let img = image::open(f).unwrap().to_rgb8();
+        img.as_raw().iter().map(|&v| f64::from(v)).sum::<f64>() / img.as_raw().len() as f64
+    };
+    let adjusted = export_one(&mut harness, &dir);
+    harness.get_by_label("Apply adjustments").click();
+    harness.run_ok();
+    assert!(!app(&harness).state().export.options.apply_adjustments);
+    let original = export_one(&mut harness, &dir);
+    assert_eq!(
+        image::open(&original).unwrap().to_rgb8(),
+        gradient(64, 48, 40),
+        "without adjustments: the pixels as made"
+    );
+    assert!(
+        mean(&adjusted) > mean(&original) + 20.0,
+        "+1 EV applied: {} vs {}",
+        mean(&adjusted),
+        mean(&original)
+    );
+}
+
+#[test]
+fn results_are_saved_while_the_window_is_hidden() {
+    tiny_models_dir();
+    let gallery = tempfile::Builder::new()
+        .prefix("atelier-ui-gallery-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("creating a temp dir")
+        .keep();
+    let ctx = egui::Context::default();
+    let mut studio = StudioApp::new_headless(
+        &ctx,
+        StudioOptions {
+            extra_model_dirs: vec![tiny_models_dir().clone()],
+            gallery_dir: Some(gallery.clone()),
+            ..Default::default()
+        },
+    );
+    let mut frame = eframe::Frame::_new_kittest();
+    // Never a frame, only `App::logic`: what eframe runs while the window is minimised.
+    let mut logic_until =
+        |studio: &mut StudioApp, what: &str, done: &dyn Fn(&StudioApp) -> bool| {
+            let start = Instant::now();
+            while !done(studio) {
+                assert!(
+                    start.elapsed() < JOB_TIMEOUT,
+                    "timed out waiting for {what}"
+                );
+                eframe::App::logic(studio, &ctx, &mut frame);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+    logic_until(&mut studio, "the model scan", &|s| {
+        !s.is_scanning_models() && s.state().selected_model.is_some()
+    });
+    {
+        let settings = studio.prompt_settings_mut();
+        settings.prompt = "made while hidden".into();
+        settings.steps = 2;
+        settings.width = 64;
+        settings.height = 64;
+    }
+    studio.queue_generation();
+    logic_until(&mut studio, "the saved result", &|s| s.gallery_len() == 1);
+    let catalog = atelier::gallery::Catalog::open_read_only(&gallery.join("catalog.db")).unwrap();
+    let records = catalog
+        .records(&atelier::gallery::Query::default(), 0, 10)
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].meta.prompt, "made while hidden");
+    assert!(gallery.join(&records[0].file).is_file());
+}
+
+/// Drops a file with these bytes on the window.
+fn drop_file(harness: &mut StudioHarness, name: &str, bytes: Vec<u8>) {
+    harness
+        .input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(DroppedPng {
+            path: PathBuf::from(format!("/nowhere/{name}")),
+            bytes,
+        }));
+}
+
+#[test]
+fn hostile_images_dropped_on_the_studio_are_refused_without_decoding_them() {
+    let mut harness = ready_studio();
+    // A 100,000 x 100,000 picture claimed in a 70-byte file: 30 GB if decoded.
+    let bomb = common::png_claiming(100_000, 100_000);
+    drop_file(&mut harness, "bomb.png", bomb.clone());
+    step_until(&mut harness, "the refusal", Duration::from_secs(30), |h| {
+        has_label_containing(h, "bomb.png is not an image Atelier can read")
+    });
+    assert!(app(&harness).sketch().background().is_none());
+    // Dropped on the library: the gallery thread's import refuses it the same way.
+    let dir = export_dir();
+    std::fs::write(dir.join("bomb.png"), &bomb).unwrap();
+    std::fs::write(dir.join("garbage.png"), b"\x89PNG not really").unwrap();
+    harness.get_by_label("Library").click();
+    harness.run_ok();
+    step_until(&mut harness, "the gallery", Duration::from_secs(30), |h| {
+        app(h).gallery_is_open()
+    });
+    for name in ["bomb.png", "garbage.png"] {
+        harness
+            .input_mut()
+            .dropped_files
+            .push(std::sync::Arc::new(DroppedPng {
+                path: dir.join(name),
+                bytes: Vec::new(),
+            }));
+    }
+    step_until(
+        &mut harness,
+        "the import's report",
+        Duration::from_secs(30),
+        |h| has_label_containing(h, "Imported 0, 2 failed"),
+    );
+    assert_eq!(app(&harness).library_len(), 0);
+}
+
+#[test]
+fn a_job_that_panics_fails_with_a_message_and_the_next_one_runs() {
+    let mut harness = ready_studio();
+    quick_settings(&mut harness, 2);
+    type_prompt_and_generate(&mut harness, PANIC_PROMPT);
+    step_until(&mut harness, "the failure", JOB_TIMEOUT, |h| {
+        has_label_containing(h, "internal error")
+    });
+    assert_eq!(app(&harness).active_jobs(), 0, "no job hangs");
+    harness.get_by_label("Clear finished").click();
+    harness.run_ok();
+    app_mut(&mut harness).prompt_settings_mut().prompt = "after the panic".into();
+    harness.run_ok();
+    harness.key_press_modifiers(Modifiers::CTRL | Modifiers::COMMAND, Key::Enter);
+    wait_for_gallery(&mut harness);
 }

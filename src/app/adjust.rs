@@ -76,6 +76,7 @@ pub struct Adjust {
     gpu_failed: Option<String>,
     loading: Option<Task<Loaded>>,
     presets: Vec<PresetRef>,
+    preset_tasks: Vec<Task<PresetOutcome>>,
     notes: Vec<String>,
 }
 
@@ -173,10 +174,21 @@ fn presets_dir(root: &Path) -> PathBuf {
     root.join("presets")
 }
 
-fn user_presets(root: Option<&Path>) -> Vec<String> {
-    let Some(root) = root else {
-        return Vec::new();
-    };
+/// What a preset task hands back.
+pub enum PresetOutcome {
+    Listed(Vec<String>),
+    /// A user preset read for applying: its label and stack.
+    Read(String, Result<Stack, String>),
+    /// A preset saved under this name, or why not.
+    Saved(String, Result<(), String>),
+}
+
+fn read_preset(path: &Path) -> Result<Stack, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Stack::from_json(&text).map_err(|e| e.to_string())
+}
+
+fn user_presets(root: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(presets_dir(root)) else {
         return Vec::new();
     };
@@ -191,24 +203,14 @@ fn user_presets(root: Option<&Path>) -> Vec<String> {
 }
 
 impl StudioApp {
-    /// Opens the Adjustments panel on gallery picture `id`.
-    pub(super) fn adjust_open(&mut self, id: i64) {
+    /// Opens the Adjustments panel on a gallery picture whose row is at hand (see
+    /// `adjust_open`, which fetches it first when needed).
+    pub(super) fn adjust_open_record(&mut self, record: crate::gallery::ImageRecord) {
+        let id = record.id;
         self.rt.view = CentralView::Adjust;
-        self.reload_presets();
         if self.rt.adjust.target == Some(id) {
             return;
         }
-        let Some(g) = self.rt.pictures.gallery.as_ref() else {
-            self.show_error("The gallery is not open: nothing to adjust.".into());
-            return;
-        };
-        let record = match g.get(id) {
-            Ok(r) => r,
-            Err(e) => {
-                self.show_error(format!("Picture #{id}: {e}"));
-                return;
-            }
-        };
         let a = &mut self.rt.adjust;
         a.target = Some(id);
         a.undo.clear();
@@ -236,7 +238,7 @@ impl StudioApp {
             }
         }
         a.refresh_notes();
-        let path = g.path_of(&record);
+        let path = self.rt.pictures.root.join(&record.file);
         a.loading = Some(Task::spawn("adjust-picture", &self.rt.ctx, move || {
             let loaded = crate::imageio::load_image_file(&path)
                 .map(|i| downscale(&i.to_rgb8(), PREVIEW_LONG_SIDE))
@@ -252,11 +254,8 @@ impl StudioApp {
             .rt
             .selected_image
             .and_then(|id| self.rt.gallery.iter().find(|i| i.id == id))
-            .and_then(|i| i.record);
-        let p = &self.rt.pictures;
-        let from_library = (p.selected.len() == 1)
-            .then(|| p.selected.iter().next().copied())
-            .flatten();
+            .and_then(|i| i.record.as_ref().map(|r| r.id));
+        let from_library = self.rt.pictures.single_selected();
         let pick = if self.rt.view == CentralView::Result {
             from_result.or(from_library)
         } else {
@@ -271,14 +270,20 @@ impl StudioApp {
         }
     }
 
-    fn reload_presets(&mut self) {
-        let root = self.rt.pictures.gallery.as_ref().map(|g| g.root());
-        let mut presets: Vec<PresetRef> = crate::postfx::presets::SHIPPED
+    /// Lists the presets again: the shipped ones at once, the user's from a task.
+    pub(super) fn reload_presets(&mut self) {
+        let shipped: Vec<PresetRef> = crate::postfx::presets::SHIPPED
             .iter()
             .map(|(name, _)| PresetRef::Shipped((*name).to_owned()))
             .collect();
-        presets.extend(user_presets(root).into_iter().map(PresetRef::User));
-        self.rt.adjust.presets = presets;
+        self.rt.adjust.presets = shipped;
+        let root = self.rt.pictures.root.clone();
+        self.rt
+            .adjust
+            .preset_tasks
+            .push(Task::spawn("list-presets", &self.rt.ctx, move || {
+                PresetOutcome::Listed(user_presets(&root))
+            }));
     }
 
     pub(super) fn apply_adjust(&mut self, command: AdjustCommand) {
@@ -338,13 +343,14 @@ impl StudioApp {
                         .map(|(_, json)| Stack::from_json(json).map_err(|e| e.to_string()))
                         .unwrap_or_else(|| Err("no such preset".into())),
                     PresetRef::User(name) => {
-                        let Some(g) = self.rt.pictures.gallery.as_ref() else {
-                            return;
-                        };
-                        let path = presets_dir(g.root()).join(format!("{name}.json"));
-                        std::fs::read_to_string(&path)
-                            .map_err(|e| format!("{}: {e}", path.display()))
-                            .and_then(|t| Stack::from_json(&t).map_err(|e| e.to_string()))
+                        let path = presets_dir(&self.rt.pictures.root).join(format!("{name}.json"));
+                        let label = preset.label();
+                        self.rt.adjust.preset_tasks.push(Task::spawn(
+                            "read-preset",
+                            &self.rt.ctx,
+                            move || PresetOutcome::Read(label, read_preset(&path)),
+                        ));
+                        return;
                     }
                 };
                 match loaded {
@@ -362,18 +368,13 @@ impl StudioApp {
     }
 
     fn adjust_save_preset(&mut self, name: &str) {
-        let name = name.trim();
-        if !valid_preset_name(name) {
+        let name = name.trim().to_owned();
+        if !valid_preset_name(&name) {
             self.show_error(
                 "A preset name may use letters, digits, spaces, - and _ (up to 64).".into(),
             );
             return;
         }
-        let Some(g) = self.rt.pictures.gallery.as_ref() else {
-            self.show_error("The gallery is not open: presets cannot be saved.".into());
-            return;
-        };
-        let dir = presets_dir(g.root());
         let json = match compact(&self.rt.adjust.edit.stack).to_json() {
             Ok(json) => json,
             Err(e) => {
@@ -381,20 +382,57 @@ impl StudioApp {
                 return;
             }
         };
-        let path = dir.join(format!("{name}.json"));
-        let tmp = dir.join(format!(".{name}.json.tmp"));
-        let written = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&tmp, json))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        match written {
-            Ok(()) => {
-                self.rt.adjust.edit.preset_name.clear();
-                self.reload_presets();
-                self.show_info(format!("Saved preset \"{name}\"."));
+        let dir = presets_dir(&self.rt.pictures.root);
+        self.rt
+            .adjust
+            .preset_tasks
+            .push(Task::spawn("save-preset", &self.rt.ctx, move || {
+                let path = dir.join(format!("{name}.json"));
+                let written = std::fs::create_dir_all(&dir)
+                    .map_err(|e| crate::gallery::GalleryError::Io {
+                        path: dir.clone(),
+                        source: e,
+                    })
+                    .and_then(|()| crate::gallery::write_durable(&path, json.as_bytes()));
+                PresetOutcome::Saved(name, written.map_err(|e| e.to_string()))
+            }));
+    }
+
+    /// Takes in finished preset tasks (listing, reading, saving).
+    fn poll_presets(&mut self) {
+        let mut finished = Vec::new();
+        self.rt.adjust.preset_tasks.retain(|t| match t.poll() {
+            Poll::Pending => true,
+            Poll::Ready(v) => {
+                finished.push(v);
+                false
             }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                self.show_error(format!("Preset not saved ({}): {e}", path.display()));
+            Poll::Lost => false,
+        });
+        for outcome in finished {
+            match outcome {
+                PresetOutcome::Listed(names) => {
+                    let a = &mut self.rt.adjust;
+                    a.presets.retain(|p| matches!(p, PresetRef::Shipped(_)));
+                    a.presets.extend(names.into_iter().map(PresetRef::User));
+                }
+                PresetOutcome::Read(_, Ok(stack)) if self.rt.adjust.load_error.is_none() => {
+                    self.rt.adjust.edit.stack = stack;
+                    self.adjust_commit();
+                    self.rt.adjust.refresh_notes();
+                }
+                PresetOutcome::Read(_, Ok(_)) => {}
+                PresetOutcome::Read(label, Err(e)) => {
+                    self.show_error(format!("Preset {label}: {e}"))
+                }
+                PresetOutcome::Saved(name, Ok(())) => {
+                    self.rt.adjust.edit.preset_name.clear();
+                    self.reload_presets();
+                    self.show_info(format!("Saved preset \"{name}\"."));
+                }
+                PresetOutcome::Saved(name, Err(e)) => {
+                    self.show_error(format!("Preset \"{name}\" not saved: {e}"))
+                }
             }
         }
     }
@@ -429,17 +467,23 @@ impl StudioApp {
                 }
             }
         };
-        let Some(g) = self.rt.pictures.writable() else {
+        if !self.rt.pictures.writable() {
             self.show_error("The gallery is read-only: adjustments are not saved.".into());
             return;
-        };
-        if let Err(e) = g.set_adjustments(id, json.as_deref()) {
-            self.show_error(format!("Adjustments of picture #{id} not saved: {e}"));
         }
+        // The gallery thread rewrites the row and the file's settings; a failure comes back
+        // as an event and is shown then.
+        self.rt
+            .pictures
+            .send_op(crate::gallery::worker::GalleryOp::Adjustments {
+                id,
+                stack_json: json,
+            });
     }
 
     /// Takes in the loaded picture and renders the preview when the stack changed.
     pub(super) fn sync_adjust(&mut self) {
+        self.poll_presets();
         let ctx = self.rt.ctx.clone();
         let a = &mut self.rt.adjust;
         if let Some(task) = &a.loading {

@@ -66,11 +66,13 @@ impl StudioApp {
                     return;
                 };
                 let image = Arc::clone(&item.image);
+                let meta = item.meta.clone();
                 let name = item.suggested_file_name();
+                let opts = self.state.export.options.clone();
                 self.rt
                     .save_tasks
                     .push(Task::spawn("save-image", &self.rt.ctx, move || {
-                        files::pick_and_save_png(image, name)
+                        files::pick_and_save(image, meta, opts, name)
                     }));
             }
             Command::ShowView(CentralView::Adjust) => self.adjust_show(),
@@ -86,6 +88,7 @@ impl StudioApp {
             Command::ReuseRecord(id) => self.reuse_record(id),
             Command::CopyImage(id) => self.copy_image(id),
             Command::ExportSelected => self.export_selected(),
+            Command::ChooseExportFolder => self.choose_export_folder(),
             Command::ImportPictures => self.pick_imports(),
             Command::PasteImage => self.paste_image(),
             Command::SetTags(text) => self.set_tags(&text),
@@ -129,6 +132,10 @@ impl StudioApp {
                     sketch.rasterize_mask(request.width, request.height),
                 ));
             }
+        }
+        if let Err(e) = request.validate() {
+            self.show_error(format!("Cannot generate: {e}."));
+            return;
         }
         let entry_prompt = request.prompt.clone();
         let batch = request.batch;

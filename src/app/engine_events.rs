@@ -3,14 +3,33 @@
 
 use super::StudioApp;
 use crate::engine::EngineEvent;
-use crate::ui::gallery::GalleryItem;
 use crate::ui::queue::JobState;
 
 impl StudioApp {
     pub(super) fn pull_engine_events(&mut self) {
-        while let Some(event) = self.rt.engine.try_recv() {
-            self.on_engine_event(event);
+        loop {
+            match self.rt.engine.try_recv() {
+                Ok(Some(event)) => self.on_engine_event(event),
+                Ok(None) => return,
+                Err(stopped) => {
+                    self.restart_engine(stopped);
+                    return;
+                }
+            }
         }
+    }
+
+    /// The worker thread died (not a job's panic, which the engine survives): every job it
+    /// had is failed, and a new engine takes the next ones.
+    fn restart_engine(&mut self, stopped: crate::engine::EngineStopped) {
+        for job in self.rt.jobs.iter_mut().filter(|j| j.state.is_active()) {
+            job.state = JobState::Failed(stopped.to_string());
+            job.preview = None;
+        }
+        self.rt.engine = super::spawn_engine(&self.rt.ctx);
+        self.show_error(format!(
+            "{stopped}; it was restarted. Jobs that were queued or running have failed: queue them again."
+        ));
     }
 
     fn on_engine_event(&mut self, event: EngineEvent) {
@@ -40,7 +59,7 @@ impl StudioApp {
             } => {
                 job.record_progress(image_index, step, of, elapsed_secs);
                 if let Some(preview) = preview {
-                    let image = rgb_to_color_image(&preview);
+                    let image = super::rgb_to_color_image(&preview);
                     match &mut job.preview {
                         Some(texture) => texture.set(image, egui::TextureOptions::LINEAR),
                         None => {
@@ -56,34 +75,8 @@ impl StudioApp {
             EngineEvent::Image { image, .. } => {
                 job.images_done += 1;
                 let job_id = job.id;
-                // Saved (file durable, row committed) before it is shown.
-                let record = self.record_result(&image);
-                let id = self.rt.next_image_id;
-                self.rt.next_image_id += 1;
-                // Follow along: select the new image if the newest one was selected (or none).
-                let following = self.rt.selected_image.is_none()
-                    || self.rt.selected_image == self.rt.gallery.last().map(|i| i.id);
-                let texture = ctx.load_texture(
-                    format!("result-{id}"),
-                    rgb_to_color_image(&image.image),
-                    egui::TextureOptions::LINEAR,
-                );
-                self.rt.gallery.push(GalleryItem {
-                    id,
-                    job: job_id,
-                    image: image.image,
-                    request: image.request,
-                    elapsed_secs: image.elapsed_secs,
-                    texture,
-                    record,
-                });
-                if following {
-                    self.rt.selected_image = Some(id);
-                    // Nothing sketched: the result is the more useful thing to show.
-                    if self.rt.sketch.is_empty() && self.rt.stroke.0.is_none() {
-                        self.rt.view = crate::ui::CentralView::Result;
-                    }
-                }
+                // Shown once the gallery thread has saved it (file durable, row committed).
+                self.save_result(job_id, image);
             }
             EngineEvent::Done { elapsed_secs, .. } => {
                 job.state = JobState::Done { elapsed_secs };
@@ -99,11 +92,4 @@ impl StudioApp {
             }
         }
     }
-}
-
-fn rgb_to_color_image(image: &image::RgbImage) -> egui::ColorImage {
-    egui::ColorImage::from_rgb(
-        [image.width() as usize, image.height() as usize],
-        image.as_raw(),
-    )
 }

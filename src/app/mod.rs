@@ -146,8 +146,7 @@ impl StudioApp {
         state: PersistedState,
         render_state: Option<egui_wgpu::RenderState>,
     ) -> Self {
-        let waker_ctx = ctx.clone();
-        let engine = Engine::spawn(Some(Arc::new(move || waker_ctx.request_repaint())));
+        let engine = spawn_engine(ctx);
         let mut library = ModelLibrary::default();
         library.start_scan(
             ctx,
@@ -159,11 +158,7 @@ impl StudioApp {
             .gallery_dir
             .clone()
             .unwrap_or_else(crate::paths::data_dir);
-        let (pictures, notes) = pictures::Pictures::open(ctx, &gallery_dir);
-        let message = (!notes.is_empty()).then(|| Message {
-            text: notes.join(" "),
-            is_error: pictures.gallery.is_none(),
-        });
+        let pictures = pictures::Pictures::open(ctx, &gallery_dir);
         Self {
             state,
             rt: Runtime {
@@ -183,10 +178,15 @@ impl StudioApp {
                 stroke: StrokeInProgress::default(),
                 background_task: None,
                 save_tasks: Vec::new(),
-                message,
+                message: None,
                 adjust: adjust::Adjust::new(render_state),
             },
         }
+    }
+
+    /// Queues a generation from the prompt panel's settings, as Generate and Ctrl+Enter do.
+    pub fn queue_generation(&mut self) {
+        self.apply(Command::Generate);
     }
 
     /// The persisted settings (prompt panel, canvas tools, chosen model).
@@ -237,9 +237,14 @@ impl StudioApp {
             .flatten()
     }
 
-    /// The open gallery, if it could be opened.
-    pub fn gallery(&self) -> Option<&crate::gallery::Gallery> {
-        self.rt.pictures.gallery.as_ref()
+    /// The gallery's data directory (open its catalog read-only to look inside).
+    pub fn gallery_dir(&self) -> &std::path::Path {
+        &self.rt.pictures.root
+    }
+
+    /// The gallery is open (read-only or not).
+    pub fn gallery_is_open(&self) -> bool {
+        self.rt.pictures.is_open()
     }
 
     /// The picture the Adjustments panel is on, if any.
@@ -289,11 +294,18 @@ impl StudioApp {
         self.rt.message.as_ref().map(|m| m.text.as_str())
     }
 
-    /// One frame of the whole studio.
-    pub fn studio_ui(&mut self, ui: &mut egui::Ui) {
+    /// Takes in what the background threads finished: engine events (results are handed to
+    /// the gallery thread), the gallery's answers, finished tasks. eframe calls this through
+    /// [`eframe::App::logic`] before every frame and also while the window is hidden, when
+    /// no frame is drawn, so results are saved even then.
+    pub fn logic_step(&mut self) {
         self.pull_engine_events();
         self.poll_tasks();
         self.poll_pictures();
+    }
+
+    /// One frame of the whole studio (its logic runs before, in [`StudioApp::logic_step`]).
+    pub fn studio_ui(&mut self, ui: &mut egui::Ui) {
         let mut commands = Commands::default();
         self.take_dropped_files(ui.ctx());
         shortcuts(ui.ctx(), self.rt.view, &mut commands);
@@ -402,19 +414,19 @@ impl StudioApp {
                         parent: p.parent.as_ref().map(|(id, s)| (*id, s.as_str())),
                         models: &p.models,
                         sizes: &p.sizes,
-                        read_only: p.writable().is_none(),
+                        read_only: !p.writable(),
                         status: &p.status,
                         can_undo_trash: !p.last_trashed.is_empty(),
                     };
                     let edits = crate::ui::library::LibraryEdits {
                         filter: &mut p.filter,
-                        export: &mut p.export,
+                        export: &mut state.export,
                         tags: &mut p.tags_edit,
                     };
                     crate::ui::library::library_ui(ui, edits, &view, commands);
                 }
                 CentralView::Adjust => {
-                    let read_only = rt.pictures.writable().is_none();
+                    let read_only = !rt.pictures.writable();
                     let a = &mut rt.adjust;
                     let mut edit = std::mem::take(&mut a.edit);
                     crate::ui::adjust::adjust_ui(ui, &mut edit, &a.view(read_only), commands);
@@ -589,6 +601,10 @@ impl StudioApp {
 }
 
 impl eframe::App for StudioApp {
+    fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.logic_step();
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.studio_ui(ui);
     }
@@ -698,4 +714,21 @@ fn status_bar_ui(
             });
         }
     });
+}
+
+/// An RGB image as egui pixels.
+fn rgb_to_color_image(image: &image::RgbImage) -> egui::ColorImage {
+    egui::ColorImage::from_rgb(
+        [image.width() as usize, image.height() as usize],
+        image.as_raw(),
+    )
+}
+
+/// The studio's engine: events wake the UI (or `logic()` while hidden).
+fn spawn_engine(ctx: &egui::Context) -> Engine {
+    let waker_ctx = ctx.clone();
+    Engine::spawn_with(
+        Some(Arc::new(move || waker_ctx.request_repaint())),
+        crate::diffusion::GeneratorOptions::from_env(),
+    )
 }

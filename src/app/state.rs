@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::ui::canvas::CanvasSettings;
+use crate::ui::library::ExportSettings;
 use crate::ui::prompt::PromptSettings;
 
 /// The key under which eframe's storage keeps [`PersistedState`].
@@ -18,6 +19,8 @@ pub struct PersistedState {
     pub canvas: CanvasSettings,
     /// The model folder last used; picked again if it is still found.
     pub selected_model: Option<PathBuf>,
+    /// The Export window's choices, also used by "Save as…".
+    pub export: ExportSettings,
 }
 
 impl PersistedState {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::Device;
 
-use crate::engine::{GeneratedImage, GenerationRequest};
+use crate::generation::{GeneratedImage, GenerationRequest};
 use crate::models::ModelError;
 pub use pipeline::{LoadedModel, ModelSlot};
 
@@ -72,13 +72,16 @@ impl JobControl<'_> {
 }
 
 /// How the engine trades memory for speed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GeneratorOptions {
     /// Free the text encoders after each prompt encoding (they are memory-mapped again on the
     /// next job): less resident memory during denoising, a little more work per job.
     pub low_memory: bool,
     /// Batch images denoised in one pass (more is faster per image, needs more memory).
     pub images_per_pass: u32,
+    /// Test hook: a job whose prompt is exactly this panics in the engine (tests of its
+    /// recovery; the binary reads it from `ATELIER_TEST_PANIC_PROMPT`).
+    pub panic_on_prompt: Option<String>,
 }
 
 impl Default for GeneratorOptions {
@@ -86,6 +89,17 @@ impl Default for GeneratorOptions {
         Self {
             low_memory: false,
             images_per_pass: 4,
+            panic_on_prompt: None,
+        }
+    }
+}
+
+impl GeneratorOptions {
+    /// The defaults, with the test hook taken from `ATELIER_TEST_PANIC_PROMPT` when set.
+    pub fn from_env() -> Self {
+        Self {
+            panic_on_prompt: std::env::var("ATELIER_TEST_PANIC_PROMPT").ok(),
+            ..Self::default()
         }
     }
 }

@@ -15,12 +15,9 @@ use super::tokenizer::ClipTokenizer;
 use super::unet::{AddedCond, Unet};
 use super::vae::Vae;
 use super::{DiffusionError, JobControl};
-use crate::engine::{GeneratedImage, GenerationRequest};
+use crate::generation::{GeneratedImage, GenerationRequest};
 use crate::models::config::{ModelConfigs, TextEncoderConfig};
 use crate::models::{Family, ModelError};
-
-/// Largest side we accept; beyond this a CPU job would run for hours and a GPU run out of memory.
-pub const MAX_SIDE: u32 = 4096;
 
 /// The compute device: the first CUDA/Metal device when built with that feature, else CPU.
 pub fn default_device() -> Device {
@@ -452,35 +449,15 @@ fn preview_every(total: usize) -> usize {
     (total / 10).max(1)
 }
 
+/// The request's own limits ([`GenerationRequest::validate`]) plus this model's size multiple.
 fn validate(r: &GenerationRequest, multiple: u32) -> Result<(), DiffusionError> {
-    let bad = |m: String| Err(DiffusionError::InvalidRequest(m));
-    if r.width == 0
-        || r.height == 0
-        || !r.width.is_multiple_of(multiple)
-        || !r.height.is_multiple_of(multiple)
-    {
-        return bad(format!(
-            "size {}x{} must be a positive multiple of {multiple}",
+    r.validate()
+        .map_err(|e| DiffusionError::InvalidRequest(e.0))?;
+    if !r.width.is_multiple_of(multiple) || !r.height.is_multiple_of(multiple) {
+        return Err(DiffusionError::InvalidRequest(format!(
+            "size {}x{}: this model needs multiples of {multiple} px",
             r.width, r.height
-        ));
-    }
-    if r.width > MAX_SIDE || r.height > MAX_SIDE {
-        return bad(format!(
-            "size {}x{} is over the {MAX_SIDE} px limit",
-            r.width, r.height
-        ));
-    }
-    if r.steps == 0 || r.steps > 1000 {
-        return bad(format!("steps must be 1..=1000, not {}", r.steps));
-    }
-    if !r.guidance.is_finite() || r.guidance < 0.0 || r.guidance > 100.0 {
-        return bad(format!("guidance must be 0..=100, not {}", r.guidance));
-    }
-    if !(0.0..=1.0).contains(&r.strength_0_to_1) {
-        return bad(format!("strength must be 0..=1, not {}", r.strength_0_to_1));
-    }
-    if r.mask.is_some() && r.init_image.is_none() {
-        return bad("a mask needs an init image".into());
+        )));
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 use candle_core::{Result, Tensor};
 
 use super::noise::NoiseRng;
-use crate::engine::SamplerKind;
+use crate::generation::SamplerKind;
 use crate::models::config::SchedulerFileConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq)]

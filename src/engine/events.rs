@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use super::request::{GeneratedImage, JobId};
+use super::JobId;
+use crate::generation::GeneratedImage;
 
 #[derive(Clone, Debug)]
 pub enum EngineEvent {

@@ -3,9 +3,13 @@
 //! The UI (or the CLI) talks to it only through [`Engine`]: `submit` a plain-data
 //! [`GenerationRequest`], read [`EngineEvent`]s tagged with the job id, `cancel` any job.
 //! No pixel maths lives here; the work itself is [`crate::diffusion::Generator`].
+//!
+//! A job that panics becomes a `Failed` event carrying the panic message, and the worker goes
+//! on with a fresh generator. Only the worker thread holds the event sender, so if the thread
+//! itself ever dies the channel closes and callers get [`EngineStopped`] instead of waiting
+//! forever.
 
 pub mod events;
-pub mod request;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,9 +19,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use events::EngineEvent;
-pub use request::{GeneratedImage, GenerationRequest, JobId, SamplerKind};
+
+/// Identifies one job for its whole life; events carry it so stale ones can be dropped.
+pub type JobId = u64;
 
 use crate::diffusion::{DiffusionError, Generator, GeneratorOptions, JobControl};
+use crate::generation::GenerationRequest;
 
 /// Called after every event is sent, e.g. `egui::Context::request_repaint`.
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -32,6 +39,18 @@ struct QueuedJob {
 struct Shared {
     queue: Mutex<QueueState>,
     wake_worker: Condvar,
+    /// Events the handle itself produces (a queued job cancelled at once), read before the
+    /// worker's channel: the handle holds no sender of that channel.
+    local_events: Mutex<VecDeque<EngineEvent>>,
+    waker: Option<Waker>,
+}
+
+impl Shared {
+    fn wake_ui(&self) {
+        if let Some(waker) = &self.waker {
+            waker();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -41,8 +60,12 @@ struct QueueState {
     shutdown: bool,
 }
 
+/// The worker thread is gone: no more events will come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the engine's worker thread stopped unexpectedly")]
+pub struct EngineStopped;
+
 /// Sends events and wakes the UI.
-#[derive(Clone)]
 struct EventSink {
     tx: Sender<EngineEvent>,
     waker: Option<Waker>,
@@ -61,7 +84,6 @@ impl EventSink {
 /// Handle to the worker thread. Dropping it cancels the running job and joins the thread.
 pub struct Engine {
     shared: Arc<Shared>,
-    sink: EventSink,
     events: Receiver<EngineEvent>,
     next_job: AtomicU64,
     worker: Option<JoinHandle<()>>,
@@ -75,22 +97,34 @@ impl Engine {
 
     pub fn spawn_with(waker: Option<Waker>, options: GeneratorOptions) -> Self {
         let (tx, events) = mpsc::channel();
-        let sink = EventSink { tx, waker };
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            waker: waker.clone(),
+            ..Default::default()
+        });
         let worker = {
             let shared = Arc::clone(&shared);
-            let sink = sink.clone();
             std::thread::Builder::new()
                 .name("atelier-engine".into())
-                .spawn(move || worker_loop(&shared, &sink, options))
-                .expect("spawning the engine thread")
+                .spawn(move || {
+                    // Wakes the UI when the thread ends for any reason (a panic included), so
+                    // it notices the closed channel.
+                    struct WakeOnExit(Arc<Shared>);
+                    impl Drop for WakeOnExit {
+                        fn drop(&mut self) {
+                            self.0.wake_ui();
+                        }
+                    }
+                    let _wake = WakeOnExit(Arc::clone(&shared));
+                    let sink = EventSink { tx, waker };
+                    worker_loop(&shared, &sink, options);
+                })
+                .ok()
         };
         Self {
             shared,
-            sink,
             events,
             next_job: AtomicU64::new(1),
-            worker: Some(worker),
+            worker,
         }
     }
 
@@ -115,7 +149,8 @@ impl Engine {
         if let Some(pos) = queue.pending.iter().position(|q| q.job == job) {
             queue.pending.remove(pos);
             drop(queue);
-            self.sink.send(EngineEvent::Cancelled { job });
+            lock(&self.shared.local_events).push_back(EngineEvent::Cancelled { job });
+            self.shared.wake_ui();
             return;
         }
         if let Some((running, flag)) = &queue.running {
@@ -150,12 +185,32 @@ impl Engine {
             .collect()
     }
 
-    pub fn try_recv(&self) -> Option<EngineEvent> {
-        self.events.try_recv().ok()
+    /// The next event if one is waiting; `Err` once the worker thread is gone and every
+    /// event it sent has been read.
+    pub fn try_recv(&self) -> Result<Option<EngineEvent>, EngineStopped> {
+        if let Some(event) = lock(&self.shared.local_events).pop_front() {
+            return Ok(Some(event));
+        }
+        match self.events.try_recv() {
+            Ok(event) => Ok(Some(event)),
+            Err(mpsc::TryRecvError::Empty) if self.worker.is_some() => Ok(None),
+            Err(_) => Err(EngineStopped),
+        }
     }
 
-    pub fn recv_timeout(&self, timeout: Duration) -> Option<EngineEvent> {
-        self.events.recv_timeout(timeout).ok()
+    /// Waits up to `timeout` for the next event; `Err` as for [`Engine::try_recv`].
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<EngineEvent>, EngineStopped> {
+        if let Some(event) = lock(&self.shared.local_events).pop_front() {
+            return Ok(Some(event));
+        }
+        if self.worker.is_none() {
+            return Err(EngineStopped);
+        }
+        match self.events.recv_timeout(timeout) {
+            Ok(event) => Ok(Some(event)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(EngineStopped),
+        }
     }
 }
 
@@ -182,7 +237,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn worker_loop(shared: &Shared, sink: &EventSink, options: GeneratorOptions) {
-    let mut generator = Generator::new(options);
+    let mut generator = Generator::new(options.clone());
     loop {
         let next = {
             let mut queue = lock(&shared.queue);
@@ -200,12 +255,40 @@ fn worker_loop(shared: &Shared, sink: &EventSink, options: GeneratorOptions) {
                     .unwrap_or_else(|e| e.into_inner());
             }
         };
-        run_job(&mut generator, next, sink);
+        let job = next.job;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_job(&mut generator, next, sink, &options)
+        }));
+        if let Err(payload) = outcome {
+            // Whatever the job held may be half-updated: start again from a fresh generator.
+            generator = Generator::new(options.clone());
+            sink.send(EngineEvent::Failed {
+                job,
+                error: format!(
+                    "internal error (the job was stopped, the engine goes on): {}",
+                    panic_message(payload.as_ref())
+                ),
+            });
+        }
         lock(&shared.queue).running = None;
     }
 }
 
-fn run_job(generator: &mut Generator, queued: QueuedJob, sink: &EventSink) {
+/// A panic's message, if it carried one.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+fn run_job(
+    generator: &mut Generator,
+    queued: QueuedJob,
+    sink: &EventSink,
+    options: &GeneratorOptions,
+) {
     let QueuedJob {
         job,
         request,
@@ -213,6 +296,16 @@ fn run_job(generator: &mut Generator, queued: QueuedJob, sink: &EventSink) {
     } = queued;
     let started = Instant::now();
     sink.send(EngineEvent::Started { job });
+    if options
+        .panic_on_prompt
+        .as_deref()
+        .is_some_and(|p| p == request.prompt)
+    {
+        panic!(
+            "test hook: a job with the prompt {:?} panics",
+            request.prompt
+        );
+    }
     let mut control = JobControl {
         cancel: &cancel,
         on_loading: &mut |what: &str| {

@@ -6,47 +6,75 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use super::metadata::{self, ImageMeta};
 use super::{GalleryError, ImageRecord};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The file formats pictures leave the gallery in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ExportFormat {
+    #[default]
     Png,
-    /// Quality 1-100.
-    Jpeg(u8),
+    /// Lossy, at [`ExportOptions::jpeg_quality`].
+    Jpeg,
     /// Lossless WebP.
     Webp,
 }
 
 impl ExportFormat {
+    pub const ALL: [ExportFormat; 3] = [ExportFormat::Png, ExportFormat::Jpeg, ExportFormat::Webp];
+
     pub fn extension(self) -> &'static str {
         match self {
             ExportFormat::Png => "png",
-            ExportFormat::Jpeg(_) => "jpg",
+            ExportFormat::Jpeg => "jpg",
             ExportFormat::Webp => "webp",
         }
     }
 
-    /// `png`, `jpeg`/`jpg` (quality 92), `webp`.
-    pub fn parse(name: &str, jpeg_quality: u8) -> Option<Self> {
+    /// The name shown to users and taken by `--format`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Png => "png",
+            ExportFormat::Jpeg => "jpeg",
+            ExportFormat::Webp => "webp",
+        }
+    }
+
+    /// `png`, `jpeg`/`jpg`, `webp` (any case).
+    pub fn parse(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
             "png" => Some(Self::Png),
-            "jpeg" | "jpg" => Some(Self::Jpeg(jpeg_quality.clamp(1, 100))),
+            "jpeg" | "jpg" => Some(Self::Jpeg),
             "webp" => Some(Self::Webp),
             _ => None,
         }
     }
+
+    /// The format a file name asks for by its extension.
+    pub fn from_path(path: &Path) -> Option<Self> {
+        path.extension()
+            .and_then(|e| e.to_str())
+            .and_then(Self::parse)
+    }
 }
 
-#[derive(Clone, Debug)]
+/// How pictures leave the gallery: one type for the studio's Export window, its "Save as…"
+/// and `atelier gallery export`, so what the user chose is what gets written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ExportOptions {
     pub format: ExportFormat,
+    /// JPEG quality 1-100 (other formats are lossless).
+    pub jpeg_quality: u8,
     /// Remove prompts, settings and local paths; only the "AI-generated" marking stays.
     pub strip_metadata: bool,
     /// Tokens: `{id}` `{uid}` `{seed}` `{prompt}` `{model}` `{steps}` `{sampler}` `{date}`
     /// `{width}` `{height}` `{index}`.
     pub name_pattern: String,
-    /// Apply each image's stored adjustment stack.
+    /// Apply each image's stored adjustment stack (else the original pixels).
     pub apply_adjustments: bool,
 }
 
@@ -54,12 +82,15 @@ impl Default for ExportOptions {
     fn default() -> Self {
         Self {
             format: ExportFormat::Png,
+            jpeg_quality: DEFAULT_JPEG_QUALITY,
             strip_metadata: false,
             name_pattern: "{seed}-{prompt}".into(),
             apply_adjustments: true,
         }
     }
 }
+
+pub const DEFAULT_JPEG_QUALITY: u8 = 92;
 
 /// Names Windows reserves in every folder, with or without an extension.
 const RESERVED: [&str; 22] = [
@@ -172,18 +203,26 @@ pub fn create_unique(dir: &Path, name: &str) -> Result<(PathBuf, std::fs::File),
     })
 }
 
-/// Encodes `img` in `format` with `meta` embedded (or only the AI marking when stripping).
+/// Encodes `img` in the options' format with `meta` embedded (or, when stripping, only the AI
+/// marking: `meta` is reduced to what [`stripped`] keeps first).
 pub fn encode(
     img: &image::RgbImage,
     meta: &ImageMeta,
-    format: ExportFormat,
-    strip: bool,
+    opts: &ExportOptions,
 ) -> Result<Vec<u8>, String> {
+    let strip = opts.strip_metadata;
+    let reduced;
+    let meta = if strip {
+        reduced = stripped(meta);
+        &reduced
+    } else {
+        meta
+    };
     let tool = metadata::generator_name();
     let a1111 = metadata::to_a1111(meta);
     let json = serde_json::to_string(meta).unwrap_or_default();
     let xmp = metadata::xmp_packet((!strip).then_some(meta.prompt.as_str()), &tool);
-    match format {
+    match opts.format {
         ExportFormat::Png => {
             let chunks = if strip {
                 vec![("XML:com.adobe.xmp", xmp)]
@@ -192,10 +231,11 @@ pub fn encode(
             };
             metadata::encode_png(img, &chunks)
         }
-        ExportFormat::Jpeg(q) => {
+        ExportFormat::Jpeg => {
             use image::ImageEncoder;
             let mut buf = Vec::new();
-            let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, q);
+            let quality = opts.jpeg_quality.clamp(1, 100);
+            let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality);
             if !strip {
                 let comment = format!("{a1111}{}{json}", metadata::ATELIER_JSON_MARK);
                 let _ = enc.set_exif_metadata(metadata::exif_user_comment(&comment, &tool));
@@ -243,32 +283,31 @@ fn stripped(meta: &ImageMeta) -> ImageMeta {
     }
 }
 
-/// Exports records into `dir` (created if missing). `load` gives each record's pixels with
-/// its adjustments applied as wanted. Returns the written paths, in order.
+/// Exports records of the gallery in `root` into `dir` (created if missing), as `opts` say:
+/// format, quality, adjustments applied or not, settings kept or stripped, names from the
+/// pattern. Returns the written paths, in order.
 pub fn export_records(
     records: &[ImageRecord],
+    root: &Path,
     dir: &Path,
     opts: &ExportOptions,
-    load: &mut dyn FnMut(&ImageRecord) -> Result<image::RgbImage, GalleryError>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<PathBuf>, GalleryError> {
     std::fs::create_dir_all(dir).map_err(|e| super::io_error(dir, e))?;
     let mut written = Vec::new();
     for (i, r) in records.iter().enumerate() {
         progress(i, records.len());
-        let img = load(r)?;
-        let mut meta = if opts.strip_metadata {
-            stripped(&r.meta)
+        let img = if opts.apply_adjustments {
+            load_adjusted(root, r)?
         } else {
-            r.meta.clone()
+            load_original(root, r)?
         };
+        let mut meta = r.meta.clone();
         meta.width = img.width();
         meta.height = img.height();
-        let bytes = encode(&img, &meta, opts.format, opts.strip_metadata).map_err(|reason| {
-            GalleryError::BadImage {
-                path: PathBuf::from(&r.file),
-                reason,
-            }
+        let bytes = encode(&img, &meta, opts).map_err(|reason| GalleryError::BadImage {
+            path: PathBuf::from(&r.file),
+            reason,
         })?;
         let stem = expand_pattern(&opts.name_pattern, r, i);
         let name = safe_file_name(&stem, opts.format.extension());
@@ -288,15 +327,20 @@ pub fn export_records(
     Ok(written)
 }
 
-/// A record's pixels from disk with its adjustment stack applied (CPU reference path).
-pub fn load_adjusted(root: &Path, r: &ImageRecord) -> Result<image::RgbImage, GalleryError> {
+/// A record's pixels from disk as they were made.
+pub fn load_original(root: &Path, r: &ImageRecord) -> Result<image::RgbImage, GalleryError> {
     let path = root.join(&r.file);
-    let img = crate::imageio::load_image_file(&path)
+    Ok(crate::imageio::load_image_file(&path)
         .map_err(|e| GalleryError::BadImage {
             path: path.clone(),
             reason: e.to_string(),
         })?
-        .to_rgb8();
+        .to_rgb8())
+}
+
+/// A record's pixels from disk with its adjustment stack applied (CPU reference path).
+pub fn load_adjusted(root: &Path, r: &ImageRecord) -> Result<image::RgbImage, GalleryError> {
+    let img = load_original(root, r)?;
     let stack = r
         .meta
         .adjustments
@@ -361,12 +405,12 @@ mod tests {
             height: 7,
             ..Default::default()
         };
-        for format in [
-            ExportFormat::Jpeg(90),
-            ExportFormat::Webp,
-            ExportFormat::Png,
-        ] {
-            let bytes = encode(&img, &meta, format, false).unwrap();
+        for format in ExportFormat::ALL {
+            let mut opts = ExportOptions {
+                format,
+                ..Default::default()
+            };
+            let bytes = encode(&img, &meta, &opts).unwrap();
             let decoded = image::load_from_memory(&bytes).unwrap();
             assert_eq!(decoded.width(), 9);
             let e = metadata::read_embedded(&bytes);
@@ -377,7 +421,8 @@ mod tests {
                 .get("XML:com.adobe.xmp")
                 .unwrap()
                 .contains(metadata::IPTC_AI_SOURCE));
-            let stripped = encode(&img, &meta, format, true).unwrap();
+            opts.strip_metadata = true;
+            let stripped = encode(&img, &meta, &opts).unwrap();
             let e = metadata::read_embedded(&stripped);
             assert!(e.meta().is_none_or(|m| m.prompt.is_empty()), "{format:?}");
             assert!(!String::from_utf8_lossy(&stripped).contains("prompt"));

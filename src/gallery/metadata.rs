@@ -75,8 +75,8 @@ fn is_zero(v: &u8) -> bool {
 }
 
 /// Maps Atelier's sampler names to the labels A1111 writes.
-pub fn a1111_sampler_label(sampler: crate::engine::SamplerKind) -> &'static str {
-    use crate::engine::SamplerKind::*;
+pub fn a1111_sampler_label(sampler: crate::generation::SamplerKind) -> &'static str {
+    use crate::generation::SamplerKind::*;
     match sampler {
         Ddim => "DDIM",
         EulerAncestral => "Euler a",
@@ -87,8 +87,8 @@ pub fn a1111_sampler_label(sampler: crate::engine::SamplerKind) -> &'static str 
 }
 
 /// The sampler a label names, for "reuse settings" on imported files.
-pub fn sampler_from_label(label: &str) -> Option<crate::engine::SamplerKind> {
-    use crate::engine::SamplerKind;
+pub fn sampler_from_label(label: &str) -> Option<crate::generation::SamplerKind> {
+    use crate::generation::SamplerKind;
     let l = label.trim().to_ascii_lowercase();
     SamplerKind::ALL.into_iter().find(|s| {
         a1111_sampler_label(*s).to_ascii_lowercase() == l
@@ -988,20 +988,16 @@ mod tests {
             .collect();
         let img = image::RgbImage::from_pixel(2, 2, image::Rgb([1, 2, 3]));
         let png = encode_png(&img, &png_chunks(&sample())).unwrap();
-        let jpeg = crate::gallery::export::encode(
-            &img,
-            &sample(),
-            crate::gallery::export::ExportFormat::Jpeg(80),
-            false,
-        )
-        .unwrap();
-        let webp = crate::gallery::export::encode(
-            &img,
-            &sample(),
-            crate::gallery::export::ExportFormat::Webp,
-            false,
-        )
-        .unwrap();
+        let encode_as = |format| {
+            let opts = crate::gallery::export::ExportOptions {
+                format,
+                jpeg_quality: 80,
+                ..Default::default()
+            };
+            crate::gallery::export::encode(&img, &sample(), &opts).unwrap()
+        };
+        let jpeg = encode_as(crate::gallery::export::ExportFormat::Jpeg);
+        let webp = encode_as(crate::gallery::export::ExportFormat::Webp);
         for round in 0..3000 {
             let len = (next() % 80) as usize;
             let text: String = (0..len)

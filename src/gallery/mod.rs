@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod export;
 pub mod metadata;
 pub mod thumbs;
+pub mod worker;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -673,6 +674,13 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| io_error(path, e))
 }
 
+/// The settings another tool (or Atelier) embedded in an image file, if any; the file is
+/// read with the same size bound as every picture.
+pub fn embedded_meta_of_file(path: &Path) -> Result<Option<ImageMeta>> {
+    let bytes = read_bounded(path)?;
+    Ok(metadata::read_embedded(&bytes).meta())
+}
+
 /// The settings embedded in an image file, or the reason it is unusable. A file without
 /// settings still yields its size.
 pub fn read_meta_of_file(path: &Path) -> std::result::Result<ImageMeta, String> {
@@ -695,9 +703,10 @@ pub fn read_meta_of_file(path: &Path) -> std::result::Result<ImageMeta, String> 
     Ok(meta)
 }
 
-/// The settings of one generated image as gallery metadata.
+/// The settings of one generated image as gallery metadata (without the model hash: see
+/// [`model_fingerprint`], which reads the model's files and so runs where the saving does).
 pub fn meta_from_generation(
-    image: &crate::engine::GeneratedImage,
+    image: &crate::generation::GeneratedImage,
     model_name: Option<String>,
 ) -> ImageMeta {
     let r = &image.request;
@@ -716,7 +725,8 @@ pub fn meta_from_generation(
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
         }),
-        model_hash: model_fingerprint(&r.model_dir),
+        // Filled in by whoever saves it (`model_fingerprint` reads the model's files).
+        model_hash: None,
         strength: has_init.then_some(r.strength_0_to_1),
         lineage: if r.mask.is_some() {
             Some("inpaint".into())

@@ -61,7 +61,7 @@ pub struct ModelCard {
 pub struct RecommendedSettings {
     pub steps: usize,
     pub guidance: f32,
-    pub sampler: crate::engine::SamplerKind,
+    pub sampler: crate::generation::SamplerKind,
 }
 
 impl ModelCard {
@@ -151,7 +151,7 @@ impl ModelInfo {
     /// Steps, guidance and sampler to start from: the card's, else by kind of model
     /// (Turbo: 2 steps without guidance; SDXL: guidance 5; others 25 steps, guidance 7.5).
     pub fn recommended(&self) -> RecommendedSettings {
-        use crate::engine::SamplerKind;
+        use crate::generation::SamplerKind;
         if let Some(d) = self.card.as_ref().and_then(|c| c.defaults) {
             return d;
         }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::data::{fit_square, open_dataset, DataError, DataOptions, Dataset};
 use super::judge::{class_accuracies, label_of, ClassAccuracy, Judge};
 use crate::diffusion::{DiffusionError, Generator, GeneratorOptions, JobControl};
-use crate::engine::{GenerationRequest, SamplerKind};
+use crate::generation::{GenerationRequest, SamplerKind};
 use crate::models::{ModelError, ModelInfo, ModelSource};
 
 #[derive(Debug, thiserror::Error)]
@@ -362,6 +362,7 @@ pub fn evaluate(
     let mut generator = Generator::new(GeneratorOptions {
         low_memory: false,
         images_per_pass: 4,
+        ..Default::default()
     });
     let generation_started = Instant::now();
     let mut generated: Vec<RgbImage> = Vec::with_capacity(prompts.len());

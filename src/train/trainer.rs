@@ -840,10 +840,9 @@ fn unet_lr(opts: &TrainOptions, step: usize) -> f64 {
 }
 
 /// `loss.png` next to `loss.csv`: the VAE stage's loss (left), the UNet stage's (right).
-pub fn plot_losses(out: &Path) {
-    let Ok(text) = std::fs::read_to_string(out.join("loss.csv")) else {
-        return;
-    };
+pub fn plot_losses(out: &Path) -> Result<(), TrainError> {
+    let csv = out.join("loss.csv");
+    let text = std::fs::read_to_string(&csv).map_err(io_err(&csv))?;
     let mut vae = Vec::new();
     let mut unet = Vec::new();
     for line in text.lines() {
@@ -857,9 +856,19 @@ pub fn plot_losses(out: &Path) {
             }
         }
     }
+    if vae.is_empty() && unet.is_empty() {
+        return Err(TrainError::Io {
+            path: csv,
+            reason: "no loss values in it".into(),
+        });
+    }
     let plot =
         crate::imageio::plot_series(&[(vae, [40, 90, 200]), (unet, [200, 60, 40])], 320, 200);
-    let _ = plot.save(out.join("loss.png"));
+    let png = out.join("loss.png");
+    crate::imageio::write_png_atomically(&plot, &png).map_err(|e| TrainError::Io {
+        path: png,
+        reason: e.reason,
+    })
 }
 
 /// Drops log lines past the checkpoint a run resumes from (a killed run may have logged a few
@@ -979,7 +988,9 @@ fn checkpoint(out: &Path, m: &Models, state: &State, ema: Option<&Ema>) -> Resul
     )?;
     let state_json = serde_json::to_vec_pretty(state).unwrap_or_default();
     write_atomic(&ckpt.join("state.json"), &state_json)?;
-    plot_losses(out);
+    // The plot is a picture of loss.csv, which is the record: a checkpoint does not fail over it
+    // (`atelier dev plot-loss` redraws it and reports why it cannot).
+    plot_losses(out).ok();
 
     let model = out.join("model");
     let pick = |vm: &VarMap, prefix: &str| -> HashMap<String, Tensor> {

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::{format_secs, one_line, Command, Commands};
-use crate::engine::{GenerationRequest, JobId};
+use crate::engine::JobId;
+use crate::gallery::{ImageMeta, ImageRecord};
+use crate::generation::GenerationRequest;
 
 /// Identifies one result in this session's gallery.
 pub type ImageId = u64;
@@ -18,8 +20,10 @@ pub struct GalleryItem {
     pub request: GenerationRequest,
     pub elapsed_secs: f32,
     pub texture: egui::TextureHandle,
-    /// Its id in the gallery; `None` if saving it there failed (it can still be saved as).
-    pub record: Option<i64>,
+    /// The settings it carries into any file it is saved as.
+    pub meta: ImageMeta,
+    /// Its gallery row; `None` if saving it there failed (it can still be saved as).
+    pub record: Option<ImageRecord>,
 }
 
 impl GalleryItem {
@@ -107,12 +111,15 @@ pub fn image_viewer_ui(ui: &mut egui::Ui, item: Option<&GalleryItem>, commands: 
         }
         if ui
             .button("Save as…")
-            .on_hover_text("Save this image as a PNG file")
+            .on_hover_text(
+                "Save this image as PNG, JPEG or WebP (by the name's extension) with its settings \
+                 embedded, or only the AI-generated marking when the Export window strips them",
+            )
             .clicked()
         {
             commands.push(Command::SaveImage(item.id));
         }
-        if let Some(record) = item.record {
+        if let Some(record) = item.record.as_ref().map(|r| r.id) {
             if ui
                 .button("Adjust…")
                 .on_hover_text("Adjust this picture (kept with it in the library)")

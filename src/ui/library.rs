@@ -8,7 +8,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use serde::{Deserialize, Serialize};
+
 use super::{one_line, Command, Commands};
+use crate::gallery::export::{ExportFormat, ExportOptions};
 use crate::gallery::{ImageRecord, Sort};
 
 /// A thumbnail's state in the studio's cache.
@@ -32,35 +35,23 @@ pub struct LibraryFilter {
     pub size: Option<(u32, u32)>,
 }
 
-/// The export window's choices (edited by the view).
-#[derive(Clone, Debug, PartialEq)]
-pub struct ExportChoice {
+/// The Export window: whether it is open, and the choices it edits. The choices persist
+/// between sessions; they are the same [`ExportOptions`] the CLI builds from its flags and
+/// the result viewer's "Save as…" uses.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExportSettings {
+    #[serde(skip)]
     pub open: bool,
-    /// "png", "jpeg" or "webp".
-    pub format: String,
-    pub quality: u8,
-    pub strip_metadata: bool,
-    pub name_pattern: String,
-    pub apply_adjustments: bool,
-}
-
-impl Default for ExportChoice {
-    fn default() -> Self {
-        Self {
-            open: false,
-            format: "png".into(),
-            quality: 92,
-            strip_metadata: false,
-            name_pattern: "{seed}-{prompt}".into(),
-            apply_adjustments: true,
-        }
-    }
+    pub options: ExportOptions,
+    /// Where exports go; empty: ask for a folder on every export.
+    pub folder: String,
 }
 
 /// What the view may edit besides the filter.
 pub struct LibraryEdits<'a> {
     pub filter: &'a mut LibraryFilter,
-    pub export: &'a mut ExportChoice,
+    pub export: &'a mut ExportSettings,
     /// The details pane's tag field.
     pub tags: &'a mut String,
 }
@@ -120,7 +111,7 @@ pub fn library_ui(
 
 fn export_window_ui(
     ctx: &egui::Context,
-    export: &mut ExportChoice,
+    export: &mut ExportSettings,
     selected: usize,
     commands: &mut Commands,
 ) {
@@ -132,40 +123,71 @@ fn export_window_ui(
         .open(&mut open)
         .collapsible(false)
         .resizable(false)
-        .show(ctx, |ui| {
-            ui.horizontal(|ui| {
-                ui.weak("Format:");
-                for f in ["png", "jpeg", "webp"] {
-                    ui.selectable_value(&mut export.format, f.to_owned(), f.to_uppercase());
-                }
-            });
-            if export.format == "jpeg" {
-                super::labelled(ui, "JPEG quality", |ui| {
-                    ui.add(egui::Slider::new(&mut export.quality, 1..=100))
-                });
-            }
-            super::labelled(ui, "File names", |ui| {
-                ui.text_edit_singleline(&mut export.name_pattern)
-            })
-            .on_hover_text("{seed} {prompt} {id} {uid} {model} {steps} {sampler} {date} {width} {height} {index}");
-            ui.checkbox(&mut export.apply_adjustments, "Apply adjustments");
-            ui.checkbox(
-                &mut export.strip_metadata,
-                "Strip prompts and settings (privacy; the AI-generated marking stays)",
-            );
-            if ui.button("Choose folder and export").clicked() {
-                commands.push(Command::ExportSelected);
-            }
-        });
+        .show(ctx, |ui| export_options_ui(ui, export, selected, commands));
     if !open {
         export.open = false;
+    }
+}
+
+/// The Export window's contents (also reachable without the window, for tests of the view).
+pub fn export_options_ui(
+    ui: &mut egui::Ui,
+    export: &mut ExportSettings,
+    selected: usize,
+    commands: &mut Commands,
+) {
+    let opts = &mut export.options;
+    ui.horizontal(|ui| {
+        ui.weak("Format:");
+        for f in ExportFormat::ALL {
+            ui.selectable_value(&mut opts.format, f, f.name().to_uppercase());
+        }
+    });
+    if opts.format == ExportFormat::Jpeg {
+        super::labelled(ui, "JPEG quality", |ui| {
+            ui.add(egui::Slider::new(&mut opts.jpeg_quality, 1..=100))
+        });
+    }
+    super::labelled(ui, "File names", |ui| {
+        ui.text_edit_singleline(&mut opts.name_pattern)
+    })
+    .on_hover_text(
+        "{seed} {prompt} {id} {uid} {model} {steps} {sampler} {date} {width} {height} {index}",
+    );
+    ui.checkbox(&mut opts.apply_adjustments, "Apply adjustments");
+    ui.checkbox(
+        &mut opts.strip_metadata,
+        "Strip prompts and settings (privacy; the AI-generated marking stays)",
+    );
+    ui.horizontal(|ui| {
+        super::labelled(ui, "Export folder", |ui| {
+            ui.add(
+                egui::TextEdit::singleline(&mut export.folder)
+                    .hint_text("ask every time")
+                    .desired_width(220.0),
+            )
+        });
+        if ui.button("Choose…").clicked() {
+            commands.push(Command::ChooseExportFolder);
+        }
+    });
+    let label = if export.folder.trim().is_empty() {
+        format!("Choose folder and export {selected}")
+    } else {
+        format!("Export {selected}")
+    };
+    if ui
+        .add_enabled(selected > 0, egui::Button::new(label))
+        .clicked()
+    {
+        commands.push(Command::ExportSelected);
     }
 }
 
 fn filter_row_ui(
     ui: &mut egui::Ui,
     filter: &mut LibraryFilter,
-    export: &mut ExportChoice,
+    export: &mut ExportSettings,
     view: &LibraryView<'_>,
     commands: &mut Commands,
 ) {
@@ -381,7 +403,7 @@ fn details_ui(
     ui: &mut egui::Ui,
     view: &LibraryView<'_>,
     tags: &mut String,
-    export: &mut ExportChoice,
+    export: &mut ExportSettings,
     commands: &mut Commands,
 ) {
     let Some((record, texture)) = view.detail else {

@@ -38,7 +38,8 @@ pub enum Command {
     SelectImage(ImageId),
     /// Copy this result's settings into the prompt panel.
     ReuseSettings(ImageId),
-    /// Ask where to save this result as PNG.
+    /// Ask where to save this result (PNG, JPEG or WebP by the name's extension), with its
+    /// settings unless the export choices strip them.
     SaveImage(ImageId),
     ShowView(CentralView),
     DismissMessage,
@@ -57,8 +58,11 @@ pub enum Command {
     ReuseRecord(i64),
     /// Put a library picture on the clipboard.
     CopyImage(i64),
-    /// Ask for a folder and export the selected pictures there.
+    /// Export the selected pictures with the Export window's choices, into its folder (asked
+    /// for when it has none).
     ExportSelected,
+    /// Ask for the Export window's folder.
+    ChooseExportFolder,
     /// Ask for picture files to import.
     ImportPictures,
     /// Import the image on the system clipboard.

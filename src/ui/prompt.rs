@@ -7,14 +7,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{labelled, Command, Commands};
-use crate::engine::{GenerationRequest, SamplerKind};
+use crate::generation::{
+    GenerationRequest, SamplerKind, MAX_BATCH, MAX_GUIDANCE, MAX_SIDE_PX, MAX_STEPS, MIN_SIDE_PX,
+    SIDE_MULTIPLE_PX,
+};
 use crate::models::ModelInfo;
 
-pub const MIN_SIZE_PX: u32 = 64;
-pub const MAX_SIZE_PX: u32 = 2048;
-pub const MAX_STEPS: usize = 200;
-pub const MAX_BATCH: u32 = 16;
-pub const MAX_GUIDANCE: f32 = 30.0;
 /// Largest seed the panel shows exactly (DragValue works in f64).
 pub const MAX_SEED: u64 = (1 << 53) - 1;
 
@@ -121,10 +119,11 @@ impl PromptSettings {
     }
 }
 
-/// Clamps to `MIN_SIZE_PX..=MAX_SIZE_PX` and rounds to the nearest multiple of 8.
+/// Clamps to the request's side limits and rounds to the nearest allowed multiple.
 pub fn snap_size(px: u32) -> u32 {
-    let clamped = px.clamp(MIN_SIZE_PX, MAX_SIZE_PX);
-    ((clamped + 4) / 8 * 8).clamp(MIN_SIZE_PX, MAX_SIZE_PX)
+    let m = SIDE_MULTIPLE_PX;
+    let clamped = px.clamp(MIN_SIDE_PX, MAX_SIDE_PX);
+    ((clamped + m / 2) / m * m).clamp(MIN_SIDE_PX, MAX_SIDE_PX)
 }
 
 /// What the prompt panel shows besides its own settings.
@@ -305,7 +304,7 @@ fn settings_grid_ui(ui: &mut egui::Ui, settings: &mut PromptSettings, commands: 
 fn size_drag_ui(ui: &mut egui::Ui, px: &mut u32) -> egui::Response {
     let response = ui.add(
         egui::DragValue::new(px)
-            .range(MIN_SIZE_PX..=MAX_SIZE_PX)
+            .range(MIN_SIDE_PX..=MAX_SIDE_PX)
             .speed(8.0)
             .suffix(" px"),
     );
@@ -435,10 +434,19 @@ mod tests {
 
     #[test]
     fn sizes_snap_to_multiples_of_eight_in_range() {
-        assert_eq!(snap_size(0), 64);
+        assert_eq!(snap_size(0), MIN_SIDE_PX);
         assert_eq!(snap_size(513), 512);
         assert_eq!(snap_size(517), 520);
-        assert_eq!(snap_size(5000), 2048);
+        assert_eq!(snap_size(5000), MAX_SIDE_PX);
+        // Whatever the panel snaps to, the request accepts.
+        for px in [0, 1, 7, 9, 517, 4095, 5000] {
+            let request = GenerationRequest {
+                width: snap_size(px),
+                height: snap_size(px),
+                ..GenerationRequest::default()
+            };
+            assert_eq!(request.validate(), Ok(()), "{px}");
+        }
     }
 
     #[test]
@@ -478,7 +486,8 @@ mod tests {
         settings.sanitize();
         assert_eq!(settings.steps, 1);
         assert_eq!(settings.guidance, 7.5);
-        assert_eq!(settings.width, 2048);
+        assert_eq!(settings.width, MAX_SIDE_PX);
         assert_eq!(settings.batch, 1);
+        assert_eq!(settings.to_request(Path::new("/m")).validate(), Ok(()));
     }
 }

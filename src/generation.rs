@@ -1,0 +1,270 @@
+//! The plain-data request and result types every layer shares: what decides a picture
+//! ([`GenerationRequest`], [`SamplerKind`]), its limits and their one [`GenerationRequest::validate`],
+//! and a finished picture ([`GeneratedImage`]). A leaf: it imports nothing of Atelier's.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Smallest and largest picture side, in pixels (sides are multiples of [`SIDE_MULTIPLE_PX`]).
+pub const MIN_SIDE_PX: u32 = 8;
+pub const MAX_SIDE_PX: u32 = 4096;
+/// Sides are multiples of this (the VAE's downscale; a model may ask for more).
+pub const SIDE_MULTIPLE_PX: u32 = 8;
+/// Denoising steps: a schedule has 1,000 training timesteps.
+pub const MAX_STEPS: usize = 1000;
+/// Images in one job.
+pub const MAX_BATCH: u32 = 64;
+/// Classifier-free guidance scale.
+pub const MAX_GUIDANCE: f32 = 30.0;
+/// Longest prompt or negative prompt, in bytes (what the text encoder cannot see is dropped
+/// anyway; this only keeps a pasted novel out of the catalog and the file's metadata).
+pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
+
+/// Why a request cannot run. Says which setting and what is allowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRequest(pub String);
+
+/// The denoising samplers a user can pick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SamplerKind {
+    #[default]
+    #[serde(rename = "ddim", alias = "Ddim")]
+    Ddim,
+    #[serde(rename = "euler-a", alias = "EulerAncestral")]
+    EulerAncestral,
+    #[serde(rename = "unipc", alias = "UniPc")]
+    UniPc,
+    #[serde(rename = "dpmpp-2m-karras", alias = "DpmPp2mKarras")]
+    DpmPp2mKarras,
+    #[serde(rename = "dpmpp-2m", alias = "DpmPp2m")]
+    DpmPp2m,
+}
+
+impl SamplerKind {
+    pub const ALL: [SamplerKind; 5] = [
+        SamplerKind::Ddim,
+        SamplerKind::EulerAncestral,
+        SamplerKind::UniPc,
+        SamplerKind::DpmPp2m,
+        SamplerKind::DpmPp2mKarras,
+    ];
+
+    /// The name used on the command line (`--sampler`).
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            SamplerKind::Ddim => "ddim",
+            SamplerKind::EulerAncestral => "euler-a",
+            SamplerKind::UniPc => "unipc",
+            SamplerKind::DpmPp2mKarras => "dpmpp-2m-karras",
+            SamplerKind::DpmPp2m => "dpmpp-2m",
+        }
+    }
+
+    /// The name shown in the studio.
+    pub fn label(self) -> &'static str {
+        match self {
+            SamplerKind::Ddim => "DDIM",
+            SamplerKind::EulerAncestral => "Euler ancestral",
+            SamplerKind::UniPc => "UniPC",
+            SamplerKind::DpmPp2mKarras => "DPM++ 2M Karras",
+            SamplerKind::DpmPp2m => "DPM++ 2M",
+        }
+    }
+
+    pub fn from_cli_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.cli_name() == name)
+    }
+}
+
+/// Everything that decides the pixels of a generation. Plain data: cloned into the engine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GenerationRequest {
+    /// The diffusers-layout model folder.
+    pub model_dir: PathBuf,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub seed: u64,
+    pub steps: usize,
+    pub guidance: f32,
+    pub width: u32,
+    pub height: u32,
+    pub sampler: SamplerKind,
+    /// Image-to-image strength: 0 keeps the init image, 1 ignores it.
+    pub strength_0_to_1: f32,
+    /// How many images this job makes; image `i` uses seed `seed + i`.
+    pub batch: u32,
+    /// Init image for image-to-image / inpainting (RGB, any size; resized to width x height).
+    #[serde(skip)]
+    pub init_image: Option<Arc<image::RgbImage>>,
+    /// Inpainting mask: white = repaint, black = keep. Needs `init_image`.
+    #[serde(skip)]
+    pub mask: Option<Arc<image::GrayImage>>,
+    /// Initial latent noise `[1, C, H/8, W/8]` from a safetensors file (tensor `noise`),
+    /// for reproducing another tool's output exactly.
+    pub noise_file: Option<PathBuf>,
+}
+
+impl GenerationRequest {
+    /// Checks every setting against the limits above: the one check the studio, the CLI and
+    /// the engine share.
+    pub fn validate(&self) -> Result<(), InvalidRequest> {
+        let bad = |m: String| Err(InvalidRequest(m));
+        for (name, side) in [("width", self.width), ("height", self.height)] {
+            if !(MIN_SIDE_PX..=MAX_SIDE_PX).contains(&side) || side % SIDE_MULTIPLE_PX != 0 {
+                return bad(format!(
+                    "{name} {side}: must be a multiple of {SIDE_MULTIPLE_PX} from {MIN_SIDE_PX} to {MAX_SIDE_PX} px"
+                ));
+            }
+        }
+        if !(1..=MAX_STEPS).contains(&self.steps) {
+            return bad(format!("steps {}: must be 1 to {MAX_STEPS}", self.steps));
+        }
+        if !(1..=MAX_BATCH).contains(&self.batch) {
+            return bad(format!("batch {}: must be 1 to {MAX_BATCH}", self.batch));
+        }
+        if !self.guidance.is_finite() || !(0.0..=MAX_GUIDANCE).contains(&self.guidance) {
+            return bad(format!(
+                "guidance {}: must be 0 to {MAX_GUIDANCE}",
+                self.guidance
+            ));
+        }
+        if !self.strength_0_to_1.is_finite() || !(0.0..=1.0).contains(&self.strength_0_to_1) {
+            return bad(format!("strength {}: must be 0 to 1", self.strength_0_to_1));
+        }
+        for (name, text) in [
+            ("prompt", &self.prompt),
+            ("negative prompt", &self.negative_prompt),
+        ] {
+            if text.len() > MAX_PROMPT_BYTES {
+                return bad(format!(
+                    "the {name} is {} bytes long; at most {MAX_PROMPT_BYTES} are accepted",
+                    text.len()
+                ));
+            }
+        }
+        if self.mask.is_some() && self.init_image.is_none() {
+            return bad("a mask needs an init image".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for GenerationRequest {
+    fn default() -> Self {
+        Self {
+            model_dir: PathBuf::new(),
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            seed: 0,
+            steps: 20,
+            guidance: 7.5,
+            width: 512,
+            height: 512,
+            sampler: SamplerKind::default(),
+            strength_0_to_1: 0.75,
+            batch: 1,
+            init_image: None,
+            mask: None,
+            noise_file: None,
+        }
+    }
+}
+
+/// One finished picture with the exact settings that made it.
+#[derive(Clone, Debug)]
+pub struct GeneratedImage {
+    pub image: Arc<image::RgbImage>,
+    /// The request that made it, with `seed` set to this image's own seed and `batch` = 1.
+    pub request: GenerationRequest,
+    pub elapsed_secs: f32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> GenerationRequest {
+        GenerationRequest {
+            width: 64,
+            height: 64,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validate_accepts_the_limits_and_refuses_past_them() {
+        assert_eq!(ok().validate(), Ok(()));
+        let edges = GenerationRequest {
+            width: MAX_SIDE_PX,
+            height: MIN_SIDE_PX,
+            steps: MAX_STEPS,
+            batch: MAX_BATCH,
+            guidance: MAX_GUIDANCE,
+            strength_0_to_1: 1.0,
+            ..ok()
+        };
+        assert_eq!(edges.validate(), Ok(()));
+        let cases: Vec<(GenerationRequest, &str)> = vec![
+            (GenerationRequest { width: 0, ..ok() }, "width 0"),
+            (GenerationRequest { height: 65, ..ok() }, "height 65"),
+            (
+                GenerationRequest {
+                    width: MAX_SIDE_PX + 8,
+                    ..ok()
+                },
+                "width 4104",
+            ),
+            (GenerationRequest { steps: 0, ..ok() }, "steps 0"),
+            (
+                GenerationRequest {
+                    steps: MAX_STEPS + 1,
+                    ..ok()
+                },
+                "steps 1001",
+            ),
+            (GenerationRequest { batch: 0, ..ok() }, "batch 0"),
+            (
+                GenerationRequest {
+                    guidance: f32::NAN,
+                    ..ok()
+                },
+                "guidance NaN",
+            ),
+            (
+                GenerationRequest {
+                    guidance: -1.0,
+                    ..ok()
+                },
+                "guidance -1",
+            ),
+            (
+                GenerationRequest {
+                    strength_0_to_1: f32::INFINITY,
+                    ..ok()
+                },
+                "strength inf",
+            ),
+            (
+                GenerationRequest {
+                    prompt: "a".repeat(MAX_PROMPT_BYTES + 1),
+                    ..ok()
+                },
+                "prompt is 65537 bytes",
+            ),
+            (
+                GenerationRequest {
+                    mask: Some(Arc::new(image::GrayImage::new(8, 8))),
+                    ..ok()
+                },
+                "mask needs an init image",
+            ),
+        ];
+        for (request, expected) in cases {
+            let err = request.validate().expect_err(expected);
+            assert!(err.0.contains(expected), "{expected:?} not in {err}");
+        }
+    }
+}
