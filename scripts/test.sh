@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the Debian packages the GPU/UI tests need
-# (a software Vulkan driver, Xvfb) when they are missing, then runs every test in one
-# build profile (debug, with optimised dependencies; see Cargo.toml).
+# (a software Vulkan driver, Xvfb) when they are missing, checks formatting and clippy
+# (warnings are errors), then runs every test in one build profile (debug, with optimised
+# dependencies; see Cargo.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,10 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
+
+# Lint is part of the suite: formatting, then clippy on every target with warnings as errors.
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
 
 # Headless: wgpu finds lavapipe (Vulkan on the CPU); Mesa's device-select layer stays out of the way.
 export NODEVICE_SELECT=1

@@ -438,6 +438,10 @@ struct GenerateArgs {
     /// Free the text encoders after encoding the prompt (less memory while denoising).
     #[arg(long)]
     low_memory: bool,
+    /// Where to run: auto (a GPU this build supports if one starts, else the CPU, saying
+    /// why), cpu, cuda or metal (an error with the reason when unavailable).
+    #[arg(long, default_value = "auto")]
+    device: atelier::diffusion::device::DevicePreference,
     /// Also write the PNG here (with its settings embedded); with --batch > 1, `-1`, `-2`...
     /// are added before the extension.
     #[arg(long)]
@@ -532,6 +536,12 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn list_models(dirs: &[PathBuf]) -> anyhow::Result<()> {
+    use atelier::diffusion::device::{choose, DevicePreference};
+    // On stderr: stdout stays one model per line for scripts.
+    match choose(DevicePreference::Auto) {
+        Ok(choice) => eprintln!("device: {}", choice.describe()),
+        Err(e) => eprintln!("device: {e}"),
+    }
     let found = models::discover::discover(dirs);
     if found.models.is_empty() {
         println!(
@@ -792,6 +802,7 @@ fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
         None,
         atelier::diffusion::GeneratorOptions {
             low_memory: args.low_memory,
+            device: args.device,
             ..atelier::diffusion::GeneratorOptions::from_env()
         },
     );
@@ -866,7 +877,11 @@ fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
                 bail!("{error}");
             }
             EngineEvent::Cancelled { .. } => bail!("cancelled"),
-            EngineEvent::Started { .. } => {}
+            EngineEvent::Started { .. } => {
+                if let Some(device) = engine.device_description() {
+                    say(&bar, format!("device: {device}"));
+                }
+            }
         }
     }
 }

@@ -46,6 +46,13 @@ fn generate_writes_a_png_and_is_reproducible() {
     ];
     let a = atelier(&[&base[..], &["--out", &out("a.png")]].concat(), tmp.path());
     assert!(a.status.success(), "{}", stderr(&a));
+    // It says where it ran, and why not on a GPU.
+    #[cfg(not(any(feature = "cuda", feature = "metal")))]
+    assert!(
+        stderr(&a).contains("device: CPU, ") && stderr(&a).contains("no GPU support"),
+        "{}",
+        stderr(&a)
+    );
     let b = atelier(&[&base[..], &["--out", &out("b.png")]].concat(), tmp.path());
     assert!(b.status.success(), "{}", stderr(&b));
     let ia = image::open(out("a.png")).unwrap().to_rgb8();
@@ -194,6 +201,20 @@ fn bad_input_gives_one_clear_line_and_a_failure_code() {
             ],
             "is not a #rrggbb colour",
         ),
+        // A device asked for by name fails with the reason instead of falling back.
+        #[cfg(not(feature = "cuda"))]
+        (
+            vec![
+                "generate", "--model", &m, "--prompt", "x", "--device", "cuda", "--out", &out,
+            ],
+            "CUDA is not compiled into this build",
+        ),
+        (
+            vec![
+                "generate", "--model", &m, "--prompt", "x", "--device", "tpu", "--out", &out,
+            ],
+            "unknown device",
+        ),
         // Nothing to plot is a failure, not a silent success.
         (vec!["dev", "plot-loss", "--run", &empty_run], "loss.csv"),
     ];
@@ -227,6 +248,7 @@ fn models_lists_given_folders_user_folder_and_hf_cache_with_family() {
     let given = tiny_model(TinyKind::Sd15);
     let o = atelier(&["models", given.to_str().unwrap()], tmp.path());
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("device: "), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.lines().any(|l| l.starts_with("sd15\tSD 1.x")),

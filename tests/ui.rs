@@ -183,6 +183,11 @@ fn ready_studio() -> StudioHarness {
         "the --model-dir model should be picked first, got {selected:?}"
     );
     harness.run_ok();
+    step_until(&mut harness, "the device", Duration::from_secs(30), |h| {
+        has_label_containing(h, "Runs on: ") && !has_label_containing(h, "choosing a device")
+    });
+    #[cfg(not(any(feature = "cuda", feature = "metal")))]
+    assert!(has_label_containing(&harness, "Runs on: CPU, "));
     harness.check_accessibility();
     harness
 }
@@ -530,7 +535,6 @@ fn results_are_saved_to_the_library_and_can_be_rated_trashed_and_restored() {
 }
 
 /// A studio on a gallery holding `pictures` (imported before the studio opens it).
-#[allow(dead_code)]
 fn studio_with_pictures(pictures: &[image::RgbImage]) -> StudioHarness {
     studio_with_gallery(|g| {
         for p in pictures {
@@ -1133,4 +1137,22 @@ fn a_job_that_panics_fails_with_a_message_and_the_next_one_runs() {
     harness.run_ok();
     harness.key_press_modifiers(Modifiers::CTRL | Modifiers::COMMAND, Key::Enter);
     wait_for_gallery(&mut harness);
+}
+
+#[test]
+fn a_rating_that_cannot_be_stored_says_so() {
+    let mut harness = studio_with_pictures(&[gradient(32, 32, 10)]);
+    harness.get_by_label("Library").click();
+    harness.run_ok();
+    select_picture(&mut harness, 1);
+    // The file vanishes behind the studio's back: the rating cannot be written into it.
+    let file = app(&harness).gallery_dir().join(record(&harness, 1).file);
+    std::fs::remove_file(&file).unwrap();
+    harness.key_press(Key::Num4);
+    harness.run_ok();
+    step_until(&mut harness, "the error", Duration::from_secs(30), |h| {
+        has_label_containing(h, "Rating failed")
+    });
+    let text = labels_containing(&harness, "Rating failed").join(" ");
+    assert!(text.contains(&file.display().to_string()), "{text}");
 }

@@ -328,8 +328,15 @@ impl StudioApp {
         let Self { state, rt } = self;
         let active_jobs = rt.jobs.iter().filter(|j| j.state.is_active()).count();
 
+        let device = rt.engine.device_description();
         egui::Panel::bottom("status_bar").show(ui, |ui| {
-            status_bar_ui(ui, rt.message.as_ref(), active_jobs, commands);
+            status_bar_ui(
+                ui,
+                rt.message.as_ref(),
+                active_jobs,
+                device.as_deref(),
+                commands,
+            );
         });
 
         egui::Panel::left("prompt_panel")
@@ -689,6 +696,26 @@ fn library_shortcuts(ctx: &egui::Context, commands: &mut Commands) {
 }
 
 fn status_bar_ui(
+    ui: &mut egui::Ui,
+    message: Option<&Message>,
+    active_jobs: usize,
+    device: Option<&str>,
+    commands: &mut Commands,
+) {
+    ui.horizontal(|ui| {
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            ui.weak(format!(
+                "Runs on: {}",
+                device.unwrap_or("choosing a device…")
+            ));
+            ui.with_layout(egui::Layout::left_to_right(egui::Align::Center), |ui| {
+                status_message_ui(ui, message, active_jobs, commands)
+            });
+        });
+    });
+}
+
+fn status_message_ui(
     ui: &mut egui::Ui,
     message: Option<&Message>,
     active_jobs: usize,

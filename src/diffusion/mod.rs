@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod clip;
+pub mod device;
 pub mod fused;
 pub mod noise;
 pub mod pipeline;
@@ -12,8 +13,6 @@ pub mod unet;
 pub mod vae;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-
-use candle_core::Device;
 
 use crate::generation::{GeneratedImage, GenerationRequest};
 use crate::models::ModelError;
@@ -35,6 +34,8 @@ pub enum DiffusionError {
     },
     #[error("inference failed: {0}")]
     Candle(String),
+    #[error(transparent)]
+    Device(#[from] device::DeviceError),
 }
 
 impl From<candle_core::Error> for DiffusionError {
@@ -82,6 +83,8 @@ pub struct GeneratorOptions {
     /// Test hook: a job whose prompt is exactly this panics in the engine (tests of its
     /// recovery; the binary reads it from `ATELIER_TEST_PANIC_PROMPT`).
     pub panic_on_prompt: Option<String>,
+    /// Which device to run on (see [`device::choose`]).
+    pub device: device::DevicePreference,
 }
 
 impl Default for GeneratorOptions {
@@ -90,6 +93,7 @@ impl Default for GeneratorOptions {
             low_memory: false,
             images_per_pass: 4,
             panic_on_prompt: None,
+            device: device::DevicePreference::Auto,
         }
     }
 }
@@ -107,7 +111,9 @@ impl GeneratorOptions {
 /// Runs whole jobs; keeps the current model loaded between them.
 pub struct Generator {
     slot: ModelSlot,
-    device: Device,
+    /// The device chosen, or why the one asked for cannot be used (then every job fails
+    /// with that reason).
+    device: Result<device::DeviceChoice, device::DeviceError>,
     options: GeneratorOptions,
 }
 
@@ -121,9 +127,14 @@ impl Generator {
     pub fn new(options: GeneratorOptions) -> Self {
         Self {
             slot: ModelSlot::default(),
-            device: pipeline::default_device(),
+            device: device::choose(options.device),
             options,
         }
+    }
+
+    /// The device jobs run on, and why; or why the device asked for cannot be used.
+    pub fn device(&self) -> Result<&device::DeviceChoice, &device::DeviceError> {
+        self.device.as_ref()
     }
 
     /// Generates every image of the request's batch, reporting each as soon as it is decoded.
@@ -137,9 +148,10 @@ impl Generator {
                 "batch must be at least 1".into(),
             ));
         }
+        let device = &self.device.as_ref().map_err(Clone::clone)?.device;
         let model = self
             .slot
-            .get(&request.model_dir, &self.device, &mut *control.on_loading)?;
+            .get(&request.model_dir, device, &mut *control.on_loading)?;
         model.drop_text_encoders = self.options.low_memory;
         // Images go through the UNet together, a few at a time (one pass per step for all).
         let per_pass = self.options.images_per_pass.max(1);

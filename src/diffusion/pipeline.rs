@@ -19,19 +19,6 @@ use crate::generation::{GeneratedImage, GenerationRequest};
 use crate::models::config::{ModelConfigs, TextEncoderConfig};
 use crate::models::{Family, ModelError};
 
-/// The compute device: the first CUDA/Metal device when built with that feature, else CPU.
-pub fn default_device() -> Device {
-    #[cfg(feature = "cuda")]
-    if let Ok(d) = Device::new_cuda(0) {
-        return d;
-    }
-    #[cfg(feature = "metal")]
-    if let Ok(d) = Device::new_metal(0) {
-        return d;
-    }
-    Device::Cpu
-}
-
 /// Memory-maps a component's safetensors files, turning a broken file into a clear error.
 fn var_builder(
     configs: &ModelConfigs,

@@ -43,6 +43,9 @@ struct Shared {
     /// worker's channel: the handle holds no sender of that channel.
     local_events: Mutex<VecDeque<EngineEvent>>,
     waker: Option<Waker>,
+    /// Which device the worker runs on and why (or why the one asked for is unusable);
+    /// `None` until the worker has chosen.
+    device: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -176,6 +179,12 @@ impl Engine {
         }
     }
 
+    /// The device jobs run on and why ("CPU, 2 threads (this build has no GPU support)"), or
+    /// why the device asked for cannot be used; `None` while the worker is still choosing.
+    pub fn device_description(&self) -> Option<String> {
+        lock(&self.shared.device).clone()
+    }
+
     /// Jobs waiting in the queue, in order.
     pub fn pending_jobs(&self) -> Vec<JobId> {
         lock(&self.shared.queue)
@@ -238,6 +247,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn worker_loop(shared: &Shared, sink: &EventSink, options: GeneratorOptions) {
     let mut generator = Generator::new(options.clone());
+    *lock(&shared.device) = Some(match generator.device() {
+        Ok(choice) => choice.describe(),
+        Err(e) => format!("{} cannot be used: {e}", options.device.name()),
+    });
+    shared.wake_ui();
     loop {
         let next = {
             let mut queue = lock(&shared.queue);
