@@ -184,6 +184,12 @@ impl StudioApp {
         }
     }
 
+    /// Takes in a finished picture as if the engine had made it (scripts, benchmarks): it is
+    /// handed to the gallery thread and shown once saved.
+    pub fn receive_result(&mut self, image: crate::generation::GeneratedImage) {
+        self.save_result(0, image);
+    }
+
     /// Queues a generation from the prompt panel's settings, as Generate and Ctrl+Enter do.
     pub fn queue_generation(&mut self) {
         self.apply(Command::Generate);
