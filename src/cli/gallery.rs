@@ -6,8 +6,119 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use atelier::gallery::export::{export_records, ExportFormat, ExportOptions};
 use atelier::gallery::{self, Gallery, ImageMeta, ImageRecord, Query, Sort};
+use clap::Subcommand;
 
-use crate::{GalleryCommand, GalleryFilter};
+#[derive(clap::Args, Clone)]
+pub(crate) struct GalleryFilter {
+    /// Only pictures made with this model (its name as listed).
+    #[arg(long)]
+    model: Option<String>,
+    /// Only favourites.
+    #[arg(long)]
+    favourites: bool,
+    /// Only pictures rated at least this (1-5).
+    #[arg(long, default_value_t = 0)]
+    min_rating: u8,
+    /// List the trash instead.
+    #[arg(long)]
+    trash: bool,
+    /// Oldest first (default newest first).
+    #[arg(long)]
+    oldest_first: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum GalleryCommand {
+    /// List pictures, newest first: id, date, size, seed, model, prompt.
+    List {
+        #[command(flatten)]
+        filter: GalleryFilter,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Full-text search over prompts, negative prompts and tags (every word must match,
+    /// as a prefix), best match first.
+    Search {
+        query: String,
+        #[command(flatten)]
+        filter: GalleryFilter,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about one picture, including where it came from.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export pictures to a folder, with their adjustments applied.
+    Export {
+        /// Full-text query selecting the pictures (default: all, with the filters).
+        #[arg(long)]
+        query: Option<String>,
+        /// Picture ids (comma separated or repeated) instead of a query.
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<i64>,
+        #[command(flatten)]
+        filter: GalleryFilter,
+        /// png, jpeg or webp (lossless).
+        #[arg(long, default_value = "png")]
+        format: String,
+        /// JPEG quality 1-100.
+        #[arg(long, default_value_t = 92)]
+        quality: u8,
+        #[arg(long)]
+        out: PathBuf,
+        /// File names: {seed} {prompt} {id} {uid} {model} {steps} {sampler} {date} {width}
+        /// {height} {index}; made safe for every OS, never overwriting.
+        #[arg(long, default_value = "{seed}-{prompt}")]
+        name_pattern: String,
+        /// Leave out prompts, settings and paths (the AI-generated marking stays).
+        #[arg(long)]
+        strip_metadata: bool,
+        /// Export the originals without their adjustment stacks.
+        #[arg(long)]
+        no_adjustments: bool,
+    },
+    /// Rate pictures 0-5.
+    Rate {
+        rating: u8,
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Mark (or with --off unmark) pictures as favourites.
+    Favourite {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Set pictures' tags (comma separated; an empty string clears them).
+    Tag {
+        tags: String,
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Move pictures to the trash (undo with `restore`).
+    Trash {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Bring pictures back from the trash.
+    Restore {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Delete the trash for good.
+    EmptyTrash,
+}
 
 fn open_gallery() -> anyhow::Result<Gallery> {
     let root = atelier::paths::data_dir();

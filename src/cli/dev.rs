@@ -1,0 +1,188 @@
+//! `atelier dev ...`: developer tools (tiny models, loss plots, sample grids).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use atelier::generation::{GenerationRequest, SamplerKind};
+use atelier::models::{self, ModelInfo, ModelSource};
+
+use super::parse_sampler;
+
+#[derive(Subcommand)]
+pub(crate) enum DevCommand {
+    /// Write a tiny random-weight model (real SD architecture) as a diffusers folder.
+    TinyModel {
+        #[arg(long, default_value = "sd15", value_parser = ["sd15", "sd2v", "sdxl", "sd15-inpaint"])]
+        kind: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Redraw a training run's loss.png from its loss.csv.
+    PlotLoss {
+        /// The training run's --out folder.
+        #[arg(long)]
+        run: PathBuf,
+    },
+    /// A PNG grid of samples: one row per prompt, one column per seed.
+    Grid {
+        #[arg(long)]
+        model: PathBuf,
+        /// Prompts, one per row (repeat the flag).
+        #[arg(long = "prompt", required_unless_present = "prompts_file")]
+        prompts: Vec<String>,
+        /// A text file with one prompt per line (after any --prompt).
+        #[arg(long)]
+        prompts_file: Option<PathBuf>,
+        /// Overrides the model card's recommended step count.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Overrides the model card's recommended guidance.
+        #[arg(long)]
+        guidance: Option<f32>,
+        /// Overrides the model card's recommended sampler.
+        #[arg(long, value_parser = parse_sampler)]
+        sampler: Option<SamplerKind>,
+        /// Seeds per prompt (columns), starting at --seed.
+        #[arg(long, default_value_t = 4)]
+        per_prompt: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Lay the rows out in this many columns of prompts.
+        #[arg(long, default_value_t = 1)]
+        prompt_columns: u32,
+        #[arg(long, default_value_t = 2)]
+        scale: u32,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub(crate) fn run(cmd: DevCommand) -> anyhow::Result<()> {
+    match cmd {
+        DevCommand::TinyModel { kind, out } => {
+            let kind = match kind.as_str() {
+                "sd2v" => models::tiny::TinyKind::Sd2V,
+                "sdxl" => models::tiny::TinyKind::Sdxl,
+                "sd15-inpaint" => models::tiny::TinyKind::Sd15Inpaint,
+                _ => models::tiny::TinyKind::Sd15,
+            };
+            models::tiny::write_tiny_model(&out, kind)
+        }
+        DevCommand::PlotLoss { run } => atelier::train::trainer::plot_losses(&run)
+            .map(|()| eprintln!("wrote {}", run.join("loss.png").display()))
+            .map_err(Into::into),
+        DevCommand::Grid {
+            model,
+            prompts,
+            prompts_file,
+            steps,
+            guidance,
+            sampler,
+            per_prompt,
+            seed,
+            prompt_columns,
+            scale,
+            out,
+        } => read_prompts(prompts, prompts_file.as_deref()).and_then(|prompts| {
+            sample_grid(
+                &model,
+                &prompts,
+                GridSettings {
+                    steps,
+                    guidance,
+                    sampler,
+                    per_prompt,
+                    seed,
+                    prompt_columns,
+                    scale,
+                },
+                &out,
+            )
+        }),
+    }
+}
+
+/// Prompts from the command line, then one per non-empty line of `file`.
+pub(crate) fn read_prompts(
+    mut prompts: Vec<String>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<String>> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("{}: cannot read", file.display()))?;
+        prompts.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from),
+        );
+    }
+    anyhow::ensure!(!prompts.is_empty(), "no prompts given");
+    Ok(prompts)
+}
+
+pub(crate) struct GridSettings {
+    steps: Option<usize>,
+    guidance: Option<f32>,
+    sampler: Option<SamplerKind>,
+    per_prompt: u32,
+    seed: u64,
+    prompt_columns: u32,
+    scale: u32,
+}
+
+pub(crate) fn sample_grid(
+    model: &std::path::Path,
+    prompts: &[String],
+    settings: GridSettings,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let GridSettings {
+        steps,
+        guidance,
+        sampler,
+        per_prompt,
+        seed,
+        prompt_columns,
+        scale,
+    } = settings;
+    let info = ModelInfo::from_dir(model, ModelSource::Given)?;
+    let rec = info.recommended();
+    let mut generator = atelier::diffusion::Generator::default();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let mut rows: Vec<Vec<image::RgbImage>> = Vec::new();
+    for prompt in prompts {
+        let request = GenerationRequest {
+            model_dir: model.to_path_buf(),
+            prompt: prompt.clone(),
+            seed,
+            steps: steps.unwrap_or(rec.steps),
+            guidance: guidance.unwrap_or(rec.guidance),
+            sampler: sampler.unwrap_or(rec.sampler),
+            width: info.native_size,
+            height: info.native_size,
+            batch: per_prompt.max(1),
+            ..Default::default()
+        };
+        let mut images = Vec::new();
+        let mut control = atelier::diffusion::JobControl {
+            cancel: &cancel,
+            on_loading: &mut |_| {},
+            on_step: &mut |_, _, _, _| {},
+            on_image: &mut |img| images.push(img.image.as_ref().clone()),
+        };
+        generator.run(&request, &mut control)?;
+        eprintln!("{prompt}");
+        rows.push(images);
+    }
+    // Reading order: each grid row holds `prompt_columns` prompts' samples side by side.
+    let cols = prompt_columns.max(1) * per_prompt.max(1);
+    let tiles: Vec<image::RgbImage> = rows.into_iter().flatten().collect();
+    let grid = atelier::imageio::grid(&tiles, cols, 4, scale, [255, 255, 255]);
+    grid.save(out)
+        .with_context(|| format!("{}: cannot write", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}

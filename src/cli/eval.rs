@@ -1,0 +1,95 @@
+//! `atelier eval`: a model's prompt adherence, Fréchet distance, diversity and memorisation.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use atelier::generation::SamplerKind;
+
+use super::parse_sampler;
+
+#[derive(clap::Args)]
+pub(crate) struct EvalArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// Judge folder (judge.json + judge.safetensors).
+    #[arg(long, default_value = "assets/models/atelier-mini-judge")]
+    judge: PathBuf,
+    /// A jsonl of prompts (caption + category); default: drawn from --data and --train-data.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    #[arg(long, default_value_t = 200)]
+    n: usize,
+    /// Held-out split (default: ~/.cache/atelier/emoji-data/eval when it exists).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Training split (default: ~/.cache/atelier/emoji-data/train when it exists).
+    #[arg(long)]
+    train_data: Option<PathBuf>,
+    #[arg(long, default_value_t = 8)]
+    diversity_prompts: usize,
+    #[arg(long, default_value_t = 4)]
+    diversity_seeds: usize,
+    #[arg(long, default_value_t = 0.02)]
+    memorisation_threshold: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long)]
+    guidance: Option<f32>,
+    #[arg(long, value_parser = parse_sampler)]
+    sampler: Option<SamplerKind>,
+    /// Write the generated images and a diversity grid here.
+    #[arg(long)]
+    samples: Option<PathBuf>,
+    /// Real Inception-v3 weights for a classic FID (not supported yet).
+    #[arg(long)]
+    inception: Option<PathBuf>,
+    #[arg(long, default_value = "eval-report.json")]
+    out: PathBuf,
+}
+
+pub(crate) fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
+    use atelier::train::eval::{evaluate, EvalOptions};
+    let cached = |split: &str| {
+        dirs::home_dir()
+            .map(|h| h.join(".cache/atelier/emoji-data").join(split))
+            .filter(|d| d.join("captions.jsonl").is_file())
+    };
+    let opts = EvalOptions {
+        model: args.model,
+        judge: args.judge,
+        prompts: args.prompts,
+        n: args.n,
+        eval_data: args.data.or_else(|| cached("eval")),
+        train_data: args.train_data.or_else(|| cached("train")),
+        inception: args.inception,
+        diversity_prompts: args.diversity_prompts,
+        diversity_seeds: args.diversity_seeds,
+        memorisation_threshold: args.memorisation_threshold,
+        seed: args.seed,
+        steps: args.steps,
+        guidance: args.guidance,
+        sampler: args.sampler,
+        samples_dir: args.samples,
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = evaluate(&opts, &mut |phase, done, of| {
+        bar.set_message(phase.to_owned());
+        bar.set_length(of as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    println!("{}", report.table());
+    report
+        .write_json(&args.out)
+        .with_context(|| format!("{}: cannot write the report", args.out.display()))?;
+    eprintln!("report written to {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! The `atelier` command line: the argument types and their dispatch. One file per
+//! subcommand group; each turns its arguments into the library's plain-data options, runs the
+//! same engine as the studio, and reports errors as one line with a non-zero exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use atelier::generation::SamplerKind;
+use atelier::models::{self, ModelSource};
+
+pub(crate) mod adjust;
+pub(crate) mod dev;
+pub(crate) mod eval;
+pub(crate) mod gallery;
+pub(crate) mod generate;
+pub(crate) mod train;
+
+use adjust::AdjustArgs;
+use dev::DevCommand;
+use eval::EvalArgs;
+use gallery::GalleryCommand;
+use generate::GenerateArgs;
+use train::{DatasetCommand, TrainArgs, TrainJudgeArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "atelier",
+    version,
+    about = "Atelier: an AI image-generation studio"
+)]
+pub(crate) struct Cli {
+    /// Extra folders to look for models in (a model folder or a folder of them).
+    #[arg(long = "model-dir", global = true)]
+    model_dirs: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Generate images headless, with a progress bar on stderr.
+    Generate(GenerateArgs),
+    /// Apply an adjustment stack (a JSON file as the studio saves it, e.g. one of
+    /// assets/presets/) to images and write PNGs; on the GPU unless --cpu.
+    Adjust(AdjustArgs),
+    /// List the models found (given folders, the user's models folder, the Hugging Face cache).
+    Models {
+        /// Folders to scan in addition to the usual places.
+        dirs: Vec<PathBuf>,
+    },
+    /// Train a small text-to-image model (Atelier Mini recipe) on a folder of captioned
+    /// images (`captions.jsonl`, `metadata.jsonl` or per-image `.txt`).
+    Train(TrainArgs),
+    /// Train the category judge that `atelier eval` scores generated images with.
+    TrainJudge(TrainJudgeArgs),
+    /// Evaluate a model: prompt adherence (judge accuracy), Fréchet distance of judge
+    /// features, diversity and memorisation; prints a table and writes a JSON report.
+    Eval(EvalArgs),
+    /// Prepare training data sets.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+    /// The gallery: list, search, show, rate, trash and export pictures.
+    #[command(subcommand)]
+    Gallery(GalleryCommand),
+    /// Copy pictures into the gallery, reading the settings that AUTOMATIC1111, ComfyUI,
+    /// InvokeAI or Atelier embedded in them.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Developer tools.
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+pub(crate) fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
+    SamplerKind::from_cli_name(s).ok_or_else(|| {
+        let names: Vec<_> = SamplerKind::ALL.iter().map(|k| k.cli_name()).collect();
+        format!("unknown sampler {s:?}; one of {}", names.join(", "))
+    })
+}
+
+/// Parses the command line and runs it; no subcommand opens the studio.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => atelier::app::run_studio(atelier::app::StudioOptions {
+            extra_model_dirs: cli.model_dirs,
+            ..Default::default()
+        }),
+        Some(Command::Generate(args)) => generate::generate(args),
+        Some(Command::Adjust(args)) => adjust::adjust(args),
+        Some(Command::Models { dirs }) => list_models(&[cli.model_dirs, dirs].concat()),
+        Some(Command::Train(args)) => train::train(args),
+        Some(Command::TrainJudge(args)) => train::train_judge(args),
+        Some(Command::Eval(args)) => eval::evaluate(args),
+        Some(Command::Dataset(cmd)) => train::dataset(cmd),
+        Some(Command::Gallery(cmd)) => gallery::run(cmd),
+        Some(Command::Import { files }) => gallery::import(&files),
+        Some(Command::Dev(cmd)) => dev::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn list_models(dirs: &[PathBuf]) -> anyhow::Result<()> {
+    use atelier::diffusion::device::{choose, DevicePreference};
+    // On stderr: stdout stays one model per line for scripts.
+    match choose(DevicePreference::Auto) {
+        Ok(choice) => eprintln!("device: {}", choice.describe()),
+        Err(e) => eprintln!("device: {e}"),
+    }
+    let found = models::discover::discover(dirs);
+    if found.models.is_empty() {
+        println!(
+            "no models found; put a diffusers model folder in {} or pass --model-dir DIR",
+            atelier::paths::models_dir().display()
+        );
+    }
+    for m in &found.models {
+        let source = match m.source {
+            ModelSource::Embedded => "embedded",
+            ModelSource::UserFolder => "models folder",
+            ModelSource::Given => "given",
+            ModelSource::HuggingFaceCache => "hf cache",
+        };
+        println!(
+            "{}\t{}\t{}\t{}",
+            m.name,
+            m.family_label(),
+            source,
+            m.dir.display()
+        );
+    }
+    for r in &found.rejected {
+        eprintln!("skipped {}: {}", r.dir.display(), r.error);
+    }
+    Ok(())
+}
+
+pub(crate) fn load_rgb(path: &std::path::Path) -> anyhow::Result<image::RgbImage> {
+    Ok(atelier::imageio::load_image_file(path)
+        .with_context(|| format!("{}: cannot read image", path.display()))?
+        .to_rgb8())
+}
