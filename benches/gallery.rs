@@ -363,6 +363,7 @@ fn studio_saving(root: &Path) -> Duration {
                 seed: u64::from(i),
                 ..Default::default()
             },
+            index: 0,
             elapsed_secs: 1.0,
         })
         .collect();

@@ -179,6 +179,8 @@ pub struct GeneratedImage {
     pub image: Arc<image::RgbImage>,
     /// The request that made it, with `seed` set to this image's own seed and `batch` = 1.
     pub request: GenerationRequest,
+    /// Its place in its job's batch (its seed is the job's seed plus this).
+    pub index: u32,
     pub elapsed_secs: f32,
 }
 

@@ -545,3 +545,142 @@ fn a_panicking_generation_fails_with_a_message_instead_of_hanging() {
         "{err}"
     );
 }
+
+/// Every picture of the gallery in `home`: (prompt, seed) -> pixels.
+fn gallery_pictures(home: &Path) -> std::collections::BTreeMap<(String, u64), Vec<u8>> {
+    let c = atelier::gallery::Catalog::open_read_only(&home.join("catalog.db")).unwrap();
+    c.records(&atelier::gallery::Query::default(), 0, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let pixels = image::open(home.join(&r.file))
+                .unwrap()
+                .to_rgb8()
+                .into_raw();
+            ((r.meta.prompt.clone(), r.meta.seed.unwrap()), pixels)
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_queue_resumes_exactly_its_unfinished_jobs_bit_for_bit() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(TinyKind::Sd15);
+    let m = model.to_string_lossy().into_owned();
+    // Two jobs of three pictures each (each job one pass of the engine).
+    let args = [
+        "generate",
+        "--model",
+        &m,
+        "--prompt",
+        "a red kite",
+        "--prompt",
+        "a blue boat",
+        "--batch",
+        "3",
+        "--steps",
+        "3",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--seed",
+        "100",
+        "--sampler",
+        "euler-a",
+    ];
+    let whole = tmp.path().join("whole");
+    let o = atelier(&args, &whole);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected = gallery_pictures(&whole);
+    assert_eq!(expected.len(), 6);
+
+    // The same queue, killed (SIGKILL) once its second picture is saved: mid-way through
+    // the first job, the second not started.
+    let killed = tmp.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atelier"))
+        .args(args)
+        .env("ATELIER_HOME", &killed)
+        .env("ATELIER_CRASH_POINT", "generate-saved-2")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr_lines = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in stderr_lines.lines() {
+        let line = line.unwrap();
+        let reached = line.contains("ATELIER_CRASH_POINT generate-saved-2");
+        seen.push(line);
+        if reached {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        seen.iter().any(|l| l.contains("ATELIER_CRASH_POINT")),
+        "never reached the crash point: {seen:?}"
+    );
+    assert_eq!(gallery_pictures(&killed).len(), 2);
+
+    // A new process finds exactly the unfinished jobs.
+    let list = atelier(&["queue", "list", "--json"], &killed);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let jobs: Vec<serde_json::Value> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert_eq!(jobs[0]["prompt"], "a red kite");
+    assert_eq!(jobs[0]["done"], serde_json::json!([0, 1]));
+    assert_eq!(jobs[0]["remaining"], 1);
+    assert_eq!(jobs[1]["prompt"], "a blue boat");
+    assert_eq!(jobs[1]["remaining"], 3);
+
+    // Resumed: the four missing pictures, bit for bit those of the uninterrupted run.
+    let resume = atelier(&["queue", "resume", "--all"], &killed);
+    assert!(resume.status.success(), "{}", stderr(&resume));
+    assert_eq!(gallery_pictures(&killed), expected);
+    let list = atelier(&["queue", "list", "--json"], &killed);
+    assert!(
+        list.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&list.stdout)
+    );
+    // Nothing left behind for the jobs.
+    let jobs_dir = killed.join("jobs");
+    assert!(!jobs_dir.exists() || std::fs::read_dir(&jobs_dir).unwrap().next().is_none());
+}
+
+#[test]
+fn queue_discard_forgets_a_job_and_bad_ids_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(TinyKind::Sd15);
+    let home = tmp.path().join("home");
+    // A job recorded and never run, as a crash before its first step leaves it.
+    let request = atelier::generation::GenerationRequest {
+        model_dir: model.clone(),
+        prompt: "never made".into(),
+        ..Default::default()
+    };
+    let uid = atelier::gallery::Gallery::open(&home)
+        .unwrap()
+        .add_job(&request, &Default::default())
+        .unwrap()
+        .uid;
+    let o = atelier(&["queue", "list"], &home);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("never made"));
+    let o = atelier(&["queue", "resume", "zzz"], &home);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no unfinished job \"zzz\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = atelier(&["queue", "discard", &uid[..6]], &home);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = atelier(&["queue", "list"], &home);
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("no unfinished jobs"));
+}

@@ -521,6 +521,14 @@ fn results_are_saved_to_the_library_and_can_be_rated_trashed_and_restored() {
     );
     let child = record(&harness, 2);
     assert_eq!(child.meta.parent.as_deref(), Some(rated.meta.uid.as_str()));
+    // Each job was recorded before it ran and forgotten once it ended.
+    assert!(child.meta.job.is_some(), "{:?}", child.meta);
+    step_until(
+        &mut harness,
+        "the jobs' records to go",
+        Duration::from_secs(30),
+        |h| catalog(h).jobs().unwrap().is_empty(),
+    );
     assert_eq!(child.meta.lineage.as_deref(), Some("img2img"));
     harness.get_by_label("Library").click();
     harness.run_ok();
@@ -1155,4 +1163,154 @@ fn a_rating_that_cannot_be_stored_says_so() {
     });
     let text = labels_containing(&harness, "Rating failed").join(" ");
     assert!(text.contains(&file.display().to_string()), "{text}");
+}
+
+/// A studio whose gallery holds a job an earlier session left with its first of two
+/// pictures made.
+fn studio_with_unfinished_job() -> (StudioHarness, String) {
+    let uid = std::sync::Mutex::new(String::new());
+    let harness = studio_with_gallery(|g| {
+        let request = atelier::generation::GenerationRequest {
+            model_dir: tiny_models_dir().join("tiny-sd15"),
+            prompt: "left behind by a crash".into(),
+            seed: 500,
+            steps: 2,
+            width: 64,
+            height: 64,
+            batch: 2,
+            ..Default::default()
+        };
+        let job = g.add_job(&request, &Default::default()).unwrap();
+        let first = atelier::gallery::ImageMeta {
+            prompt: request.prompt.clone(),
+            seed: Some(500),
+            job: Some(atelier::gallery::job_ref(&job.uid, 0)),
+            ..Default::default()
+        };
+        g.save_image(&gradient(64, 64, 1), first).unwrap();
+        *uid.lock().unwrap() = job.uid;
+    });
+    let uid = uid.into_inner().unwrap();
+    (harness, uid)
+}
+
+#[test]
+fn unfinished_jobs_from_a_crash_are_offered_and_resume_only_what_is_missing() {
+    let (mut harness, _) = studio_with_unfinished_job();
+    step_until(
+        &mut harness,
+        "the unfinished jobs",
+        Duration::from_secs(30),
+        |h| {
+            has_label_containing(
+                h,
+                "1 unfinished job(s) from the last session, 1 picture(s) to make",
+            )
+        },
+    );
+    assert!(has_label_containing(
+        &harness,
+        "left behind by a crash (1 of 2)"
+    ));
+    harness.get_by_label("Resume all").click();
+    step_until(&mut harness, "the resumed picture", JOB_TIMEOUT, |h| {
+        app(h).gallery_len() == 1 || has_label_containing(h, "failed:")
+    });
+    assert!(!has_label_containing(&harness, "from the last session"));
+    // Only the missing picture was made: seed 501, and the job is gone from the catalog.
+    step_until(
+        &mut harness,
+        "the job's record to go",
+        Duration::from_secs(30),
+        |h| catalog(h).jobs().unwrap().is_empty(),
+    );
+    let records = catalog(&harness)
+        .records(&atelier::gallery::Query::default(), 0, 10)
+        .unwrap();
+    let mut seeds: Vec<u64> = records.iter().filter_map(|r| r.meta.seed).collect();
+    seeds.sort();
+    assert_eq!(seeds, vec![500, 501]);
+    harness.check_accessibility();
+}
+
+#[test]
+fn unfinished_jobs_can_be_discarded() {
+    let (mut harness, uid) = studio_with_unfinished_job();
+    step_until(
+        &mut harness,
+        "the unfinished jobs",
+        Duration::from_secs(30),
+        |h| has_label_containing(h, "unfinished job(s)"),
+    );
+    harness.get_by_label("Discard").click();
+    harness.run_ok();
+    step_until(
+        &mut harness,
+        "the job's record to go",
+        Duration::from_secs(30),
+        |h| catalog(h).jobs().unwrap().iter().all(|j| j.uid != uid),
+    );
+    assert!(!has_label_containing(&harness, "from the last session"));
+    assert!(has_label_containing(
+        &harness,
+        "Discarded 1 unfinished job(s)."
+    ));
+    assert_eq!(app(&harness).active_jobs(), 0);
+}
+
+#[test]
+fn the_prompt_and_the_sketch_survive_a_crash() {
+    let gallery = tempfile::Builder::new()
+        .prefix("atelier-ui-gallery-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("creating a temp dir")
+        .keep();
+    let options = StudioOptions {
+        extra_model_dirs: vec![tiny_models_dir().clone()],
+        gallery_dir: Some(gallery.clone()),
+        ..Default::default()
+    };
+    {
+        let mut harness = studio_harness_with(options.clone());
+        harness.run_ok();
+        harness.get_by_label("Prompt").click();
+        harness.step();
+        harness
+            .get_by_label("Prompt")
+            .type_text("kept through a crash");
+        let canvas = harness.get_by_label("Sketch canvas").rect();
+        let from = canvas.left_top() + canvas.size() * 0.3;
+        let to = canvas.left_top() + canvas.size() * 0.6;
+        harness.hover_at(from);
+        harness.drag_at(from);
+        harness.hover_at(to);
+        harness.drop_at(to);
+        harness.run_ok();
+        assert_eq!(
+            app(&harness)
+                .sketch()
+                .strokes(atelier::sketch::Layer::Paint)
+                .len(),
+            1
+        );
+        step_until(
+            &mut harness,
+            "the session on disk",
+            Duration::from_secs(30),
+            |h| app(h).session_saved(),
+        );
+        // The studio goes away without eframe's save (a crash, a kill).
+    }
+    let mut harness = studio_harness_with(options);
+    harness.run_ok();
+    let studio = app(&harness);
+    assert_eq!(studio.state().prompt.prompt, "kept through a crash");
+    assert_eq!(
+        studio.sketch().strokes(atelier::sketch::Layer::Paint).len(),
+        1
+    );
+    assert_eq!(
+        harness.get_by_label("Prompt").value().as_deref(),
+        Some("kept through a crash")
+    );
 }

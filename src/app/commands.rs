@@ -8,7 +8,7 @@ use super::tasks::Task;
 use super::StudioApp;
 use crate::sketch::SketchDoc;
 use crate::ui::prompt::{snap_size, MAX_SEED};
-use crate::ui::queue::{JobEntry, JobState};
+use crate::ui::queue::JobState;
 use crate::ui::{CentralView, Command, SketchCommand};
 
 impl StudioApp {
@@ -87,6 +87,8 @@ impl StudioApp {
             Command::UndoTrash => self.undo_trash(),
             Command::ReuseRecord(id) => self.reuse_record(id),
             Command::CopyImage(id) => self.copy_image(id),
+            Command::ResumeUnfinished => self.resume_unfinished(),
+            Command::DiscardUnfinished => self.discard_unfinished(),
             Command::ExportSelected => self.export_selected(),
             Command::ChooseExportFolder => self.choose_export_folder(),
             Command::ImportPictures => self.pick_imports(),
@@ -137,10 +139,23 @@ impl StudioApp {
             self.show_error(format!("Cannot generate: {e}."));
             return;
         }
-        let entry_prompt = request.prompt.clone();
-        let batch = request.batch;
-        let job = self.rt.engine.submit(request);
-        self.rt.jobs.push(JobEntry::new(job, &entry_prompt, batch));
+        let template = crate::gallery::ImageMeta {
+            model_name: Some(model.name.clone()),
+            init_image: request
+                .init_image
+                .as_ref()
+                .map(|_| match &self.rt.sketch_parent {
+                    Some(uid) => format!("gallery:{uid}"),
+                    None => "sketch".to_owned(),
+                }),
+            parent: request
+                .init_image
+                .as_ref()
+                .and(self.rt.sketch_parent.clone()),
+            mask_image: request.mask.as_ref().map(|_| "sketch mask".to_owned()),
+            ..Default::default()
+        };
+        self.queue_job(request, template);
         if self.rt.message.as_ref().is_some_and(|m| m.is_error) {
             self.rt.message = None;
         }

@@ -22,13 +22,16 @@ impl StudioApp {
     /// The worker thread died (not a job's panic, which the engine survives): every job it
     /// had is failed, and a new engine takes the next ones.
     fn restart_engine(&mut self, stopped: crate::engine::EngineStopped) {
+        let mut interrupted = Vec::new();
         for job in self.rt.jobs.iter_mut().filter(|j| j.state.is_active()) {
             job.state = JobState::Failed(stopped.to_string());
             job.preview = None;
+            interrupted.push(job.id);
         }
         self.rt.engine = super::spawn_engine(&self.rt.ctx);
+        self.jobs_interrupted(&interrupted);
         self.show_error(format!(
-            "{stopped}; it was restarted. Jobs that were queued or running have failed: queue them again."
+            "{stopped}; it was restarted. The jobs it had are under “Unfinished” in the queue: resume them from there."
         ));
     }
 
@@ -78,17 +81,23 @@ impl StudioApp {
                 // Shown once the gallery thread has saved it (file durable, row committed).
                 self.save_result(job_id, image);
             }
-            EngineEvent::Done { elapsed_secs, .. } => {
+            EngineEvent::Done {
+                elapsed_secs,
+                job: id,
+            } => {
                 job.state = JobState::Done { elapsed_secs };
                 job.preview = None;
+                self.job_ended(id);
             }
-            EngineEvent::Failed { error, .. } => {
+            EngineEvent::Failed { error, job: id } => {
                 job.state = JobState::Failed(error);
                 job.preview = None;
+                self.job_ended(id);
             }
-            EngineEvent::Cancelled { .. } => {
+            EngineEvent::Cancelled { job: id } => {
                 job.state = JobState::Cancelled;
                 job.preview = None;
+                self.job_ended(id);
             }
         }
     }

@@ -7,8 +7,10 @@ mod adjust;
 mod commands;
 mod engine_events;
 mod files;
+mod jobs;
 mod library;
 mod pictures;
+mod session;
 mod state;
 mod tasks;
 
@@ -88,6 +90,8 @@ struct Runtime {
     engine: Engine,
     library: ModelLibrary,
     jobs: Vec<JobEntry>,
+    /// The queue's record in the gallery, and what an earlier session left unfinished.
+    jobs_book: jobs::JobBook,
     /// This session's results (the strip); each is also in the gallery unless saving failed.
     gallery: Vec<GalleryItem>,
     /// The gallery of every picture: catalog, library view state.
@@ -106,6 +110,8 @@ struct Runtime {
     message: Option<Message>,
     /// The Adjustments panel: picture, stack, preview (GPU or CPU).
     adjust: adjust::Adjust,
+    /// Keeps the prompt panel, canvas settings and sketch on disk as they change.
+    session: session::SessionKeeper,
 }
 
 /// The studio: an [`eframe::App`], and testable headless through [`StudioApp::studio_ui`].
@@ -143,7 +149,7 @@ impl StudioApp {
     fn with_state(
         ctx: &egui::Context,
         options: StudioOptions,
-        state: PersistedState,
+        mut state: PersistedState,
         render_state: Option<egui_wgpu::RenderState>,
     ) -> Self {
         let engine = spawn_engine(ctx);
@@ -153,11 +159,28 @@ impl StudioApp {
             options.extra_model_dirs.clone(),
             !options.without_embedded_models,
         );
-        let sketch = SketchDoc::new(state.prompt.width, state.prompt.height);
         let gallery_dir = options
             .gallery_dir
             .clone()
             .unwrap_or_else(crate::paths::data_dir);
+        // The session kept on disk is newer than eframe's storage (written every 30 s).
+        let mut keeper = session::SessionKeeper::new(gallery_dir.clone());
+        let mut message = None;
+        let sketch = match session::load(&gallery_dir) {
+            Ok(Some((kept, sketch))) => {
+                state = kept;
+                keeper.loaded(&state, &sketch);
+                sketch
+            }
+            Ok(None) => SketchDoc::new(state.prompt.width, state.prompt.height),
+            Err(e) => {
+                message = Some(Message {
+                    text: format!("The last session could not be restored: {e}"),
+                    is_error: true,
+                });
+                SketchDoc::new(state.prompt.width, state.prompt.height)
+            }
+        };
         let pictures = pictures::Pictures::open(ctx, &gallery_dir);
         Self {
             state,
@@ -167,6 +190,7 @@ impl StudioApp {
                 engine,
                 library,
                 jobs: Vec::new(),
+                jobs_book: jobs::JobBook::default(),
                 gallery: Vec::new(),
                 pictures,
                 next_image_id: 1,
@@ -178,8 +202,9 @@ impl StudioApp {
                 stroke: StrokeInProgress::default(),
                 background_task: None,
                 save_tasks: Vec::new(),
-                message: None,
+                message,
                 adjust: adjust::Adjust::new(render_state),
+                session: keeper,
             },
         }
     }
@@ -308,6 +333,17 @@ impl StudioApp {
         self.pull_engine_events();
         self.poll_tasks();
         self.poll_pictures();
+        let (ctx, state, sketch) = (&self.rt.ctx, &self.state, &self.rt.sketch);
+        if let Some(e) = self.rt.session.tick(ctx, state, sketch) {
+            self.show_error(format!(
+                "The prompt and sketch could not be kept on disk (they are safe until you quit): {e}"
+            ));
+        }
+    }
+
+    /// The prompt panel, canvas settings and sketch as shown are written to the session file.
+    pub fn session_saved(&self) -> bool {
+        self.rt.session.is_settled(&self.state, &self.rt.sketch)
     }
 
     /// One frame of the whole studio (its logic runs before, in [`StudioApp::logic_step`]).
@@ -369,7 +405,8 @@ impl StudioApp {
             .default_size(280.0)
             .min_size(200.0)
             .show(ui, |ui| {
-                crate::ui::queue::queue_panel_ui(ui, &rt.jobs, commands);
+                let unfinished = rt.jobs_book.unfinished_view();
+                crate::ui::queue::queue_panel_ui(ui, &rt.jobs, &unfinished, commands);
             });
 
         egui::Panel::bottom("gallery_panel")

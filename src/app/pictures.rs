@@ -155,6 +155,21 @@ impl Pictures {
         self.next_ticket
     }
 
+    /// A ticket for an operation whose answer the caller waits for.
+    pub fn next_ticket(&mut self) -> Ticket {
+        self.ticket()
+    }
+
+    /// The gallery is open, or still opening (operations sent now are done once it is).
+    pub fn is_available(&self) -> bool {
+        !matches!(self.state, GalleryState::Unavailable(_))
+    }
+
+    /// Hands an operation to the gallery thread; false if the thread is gone.
+    pub fn send_op_checked(&mut self, op: GalleryOp) -> bool {
+        self.send(op)
+    }
+
     /// Hands an operation to the gallery thread; false (with the status set) if it is gone.
     fn send(&mut self, op: GalleryOp) -> bool {
         if self.worker.send(op).is_ok() {
@@ -300,37 +315,11 @@ impl Pictures {
     }
 }
 
-/// The metadata a generated picture is saved with: its settings, the model's name, and where
-/// it came from (the sketch, a gallery picture behind it, its mask).
-pub fn result_meta(
-    image: &GeneratedImage,
-    model_name: Option<String>,
-    sketch_parent: Option<&str>,
-) -> ImageMeta {
-    let mut meta = crate::gallery::meta_from_generation(image, model_name);
-    if image.request.init_image.is_some() {
-        meta.init_image = Some("sketch".into());
-        if let Some(uid) = sketch_parent {
-            meta.init_image = Some(format!("gallery:{uid}"));
-            meta.parent = Some(uid.to_owned());
-        }
-    }
-    if image.request.mask.is_some() {
-        meta.mask_image = Some("sketch mask".into());
-    }
-    meta
-}
-
 impl StudioApp {
     /// Hands a finished generation to the gallery thread; it is shown once saved (or once
     /// saving failed, with the reason: it can still be saved elsewhere with “Save as…”).
     pub(super) fn save_result(&mut self, job: crate::engine::JobId, image: GeneratedImage) {
-        let model_name = self
-            .rt
-            .library
-            .find(&image.request.model_dir)
-            .map(|m| m.name.clone());
-        let meta = result_meta(&image, model_name, self.rt.sketch_parent.as_deref());
+        let meta = self.result_meta(job, &image);
         let p = &mut self.rt.pictures;
         let ticket = p.ticket();
         let op = GalleryOp::Save {
@@ -412,6 +401,10 @@ impl StudioApp {
                 };
                 p.mark_stale();
                 p.start_thumbnails(&self.rt.ctx);
+                if !read_only {
+                    // Jobs a crash left unfinished, offered for resuming.
+                    p.send(GalleryOp::UnfinishedJobs);
+                }
                 if !report.messages.is_empty() {
                     let text = report.messages.join("; ");
                     self.show_info(format!("Gallery: {text}."));
@@ -505,6 +498,10 @@ impl StudioApp {
                     self.set_detail_parent(id, parent);
                 }
             }
+            GalleryEvent::JobAdded { ticket, uid } => self.on_job_added(ticket, uid),
+            GalleryEvent::JobAddFailed { ticket, error } => self.on_job_add_failed(ticket, error),
+            GalleryEvent::UnfinishedJobs(jobs) => self.on_unfinished_jobs(jobs),
+            GalleryEvent::JobLoaded { job, request } => self.on_job_loaded(*job, *request),
             GalleryEvent::Failed { what, error } => {
                 p.mark_stale();
                 self.show_error(format!("{what}: {error}"));

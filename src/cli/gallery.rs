@@ -120,7 +120,7 @@ pub(crate) enum GalleryCommand {
     EmptyTrash,
 }
 
-fn open_gallery() -> anyhow::Result<Gallery> {
+pub(crate) fn open_gallery() -> anyhow::Result<Gallery> {
     let root = atelier::paths::data_dir();
     let g = Gallery::open_with_wait(&root, Duration::from_secs(5))
         .with_context(|| format!("gallery in {}", root.display()))?;
@@ -130,7 +130,7 @@ fn open_gallery() -> anyhow::Result<Gallery> {
     Ok(g)
 }
 
-fn open_writable() -> anyhow::Result<Gallery> {
+pub(crate) fn open_writable() -> anyhow::Result<Gallery> {
     let g = open_gallery()?;
     if g.is_read_only() {
         bail!("the gallery is in use by another Atelier; try again when it is closed");
@@ -189,6 +189,32 @@ impl Recorder {
 
     pub fn gallery(&self) -> &Gallery {
         &self.gallery
+    }
+
+    /// Records a job before it runs (`None` when another Atelier holds the gallery: then
+    /// it is not kept across a crash, and that is said once).
+    pub fn add_job(
+        &mut self,
+        request: &atelier::generation::GenerationRequest,
+        template: &ImageMeta,
+    ) -> anyhow::Result<Option<String>> {
+        if self.gallery.is_read_only() {
+            return Ok(None);
+        }
+        Ok(Some(self.gallery.add_job(request, template)?.uid))
+    }
+
+    /// A recorded job ended.
+    pub fn finish_job(&mut self, uid: &str) -> anyhow::Result<()> {
+        if !self.gallery.is_read_only() {
+            self.gallery.finish_job(uid)?;
+        }
+        Ok(())
+    }
+
+    /// Wraps a gallery that is already open (`atelier queue resume`).
+    pub fn from_gallery(gallery: Gallery) -> Self {
+        Self { gallery }
     }
 }
 

@@ -1,14 +1,17 @@
 //! `atelier generate`: pictures made headless with a progress bar, recorded in the gallery
-//! and/or written to files.
+//! and/or written to files. Each job is recorded in the gallery before it runs and forgotten
+//! when it ends, so a killed run leaves its unfinished jobs for `atelier queue resume`.
 
-use std::path::PathBuf;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use atelier::engine::{Engine, EngineEvent};
+use atelier::engine::{Engine, EngineEvent, JobId};
+use atelier::gallery::ImageMeta;
 use atelier::generation::{GenerationRequest, SamplerKind};
 use atelier::models::{ModelInfo, ModelSource};
 
@@ -19,8 +22,9 @@ pub(crate) struct GenerateArgs {
     /// The diffusers model folder; defaults to the shipped Atelier Mini.
     #[arg(long)]
     model: Option<PathBuf>,
-    #[arg(long)]
-    prompt: String,
+    /// The prompt; repeat it to queue one job per prompt (same settings), run in order.
+    #[arg(long, required = true)]
+    prompt: Vec<String>,
     #[arg(long, default_value = "")]
     negative: String,
     /// Defaults to a random seed (printed).
@@ -58,8 +62,8 @@ pub(crate) struct GenerateArgs {
     /// why), cpu, cuda or metal (an error with the reason when unavailable).
     #[arg(long, default_value = "auto")]
     device: atelier::diffusion::device::DevicePreference,
-    /// Also write the PNG here (with its settings embedded); with --batch > 1, `-1`, `-2`...
-    /// are added before the extension.
+    /// Also write the PNG here (with its settings embedded); with several pictures, `-1`,
+    /// `-2`... are added before the extension.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Do not record the pictures in the gallery (then --out is required).
@@ -107,10 +111,10 @@ pub(crate) fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
         .seed
         .unwrap_or_else(|| u64::from(rand::random::<u32>()));
     let recommended = info.recommended();
-    let request = GenerationRequest {
+    let base = GenerationRequest {
         model_dir: model.clone(),
-        prompt: args.prompt,
-        negative_prompt: args.negative,
+        prompt: String::new(),
+        negative_prompt: args.negative.clone(),
         seed,
         steps: args.steps.unwrap_or(recommended.steps),
         guidance: args.guidance.unwrap_or(recommended.guidance),
@@ -121,45 +125,133 @@ pub(crate) fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
         batch: args.batch,
         init_image: init_image.map(Arc::new),
         mask: mask.map(Arc::new),
-        noise_file: args.noise,
+        noise_file: args.noise.clone(),
     };
-    request.validate()?;
+    let requests: Vec<GenerationRequest> = args
+        .prompt
+        .iter()
+        .map(|prompt| GenerationRequest {
+            prompt: prompt.clone(),
+            ..base.clone()
+        })
+        .collect();
+    for request in &requests {
+        request.validate()?;
+    }
     // The gallery before the work, so a problem with it shows before minutes of work.
     let mut recorder = if args.no_gallery {
         None
     } else {
         Some(gallery::Recorder::open(args.out.is_none())?)
     };
-    let lineage = args
-        .init_image
-        .as_deref()
-        .map(|p| gallery::lineage_of(p, recorder.as_ref()));
+    let (init_ref, parent) = match args.init_image.as_deref() {
+        Some(p) => {
+            let (init_ref, parent) = gallery::lineage_of(p, recorder.as_ref());
+            (Some(init_ref), parent)
+        }
+        None => (None, None),
+    };
+    let template = ImageMeta {
+        model_name: Some(info.name.clone()),
+        model_hash: atelier::gallery::model_fingerprint(&model),
+        init_image: init_ref,
+        parent,
+        mask_image: args
+            .mask
+            .as_ref()
+            .and_then(|m| m.file_name())
+            .map(|n| n.to_string_lossy().into_owned()),
+        ..Default::default()
+    };
     eprintln!("model {} ({}), seed {seed}", info.name, info.family_label());
-    let engine = Engine::spawn_with(
+    let engine = spawn_engine(args.low_memory, args.device);
+    let mut jobs = Vec::new();
+    for request in requests {
+        // Recorded before it runs: a killed run leaves it for `atelier queue resume`.
+        let uid = match recorder.as_mut() {
+            Some(rec) => rec.add_job(&request, &template)?,
+            None => None,
+        };
+        jobs.push(RunJob {
+            id: engine.reserve(),
+            uid,
+            template: template.clone(),
+            request,
+            done: BTreeSet::new(),
+        });
+    }
+    run_jobs(&engine, jobs, recorder.as_mut(), args.out.as_deref())
+}
+
+/// The engine the CLI runs jobs on.
+pub(crate) fn spawn_engine(
+    low_memory: bool,
+    device: atelier::diffusion::device::DevicePreference,
+) -> Engine {
+    Engine::spawn_with(
         None,
         atelier::diffusion::GeneratorOptions {
-            low_memory: args.low_memory,
-            device: args.device,
+            low_memory,
+            device,
             ..atelier::diffusion::GeneratorOptions::from_env()
         },
-    );
-    let batch = request.batch;
-    let model_hash = atelier::gallery::model_fingerprint(&model);
-    let job = engine.submit(request);
+    )
+}
+
+/// One job for [`run_jobs`]: a reserved engine id, its gallery record (if recorded), the
+/// metadata its pictures start from, and the images already made (a resumed job).
+pub(crate) struct RunJob {
+    pub id: JobId,
+    pub uid: Option<String>,
+    pub template: ImageMeta,
+    pub request: GenerationRequest,
+    pub done: BTreeSet<u32>,
+}
+
+/// Runs jobs in order with a progress bar: each picture is written to `out` (numbered when
+/// there are several) and/or recorded in the gallery as soon as it is decoded, and a job's
+/// record is forgotten when it ends. A failed job does not stop the others; the run fails
+/// at the end if any did.
+pub(crate) fn run_jobs(
+    engine: &Engine,
+    jobs: Vec<RunJob>,
+    mut recorder: Option<&mut gallery::Recorder>,
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    let total: u32 = jobs
+        .iter()
+        .map(|j| j.request.batch - j.done.len() as u32)
+        .sum();
+    let count = jobs.len();
+    let mut running: HashMap<JobId, RunJob> = HashMap::new();
+    for job in jobs {
+        engine.submit_reserved(job.id, job.request.clone(), job.done.clone());
+        running.insert(job.id, job);
+    }
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed} (eta {eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut written = 0u32;
-    loop {
+    let mut failures = Vec::new();
+    let mut said_device = false;
+    while !running.is_empty() {
         let Some(event) = engine.recv_timeout(Duration::from_millis(200))? else {
             continue;
         };
-        if event.job() != job {
+        let Some(job) = running.get(&event.job()) else {
             continue;
-        }
+        };
         match event {
+            EngineEvent::Started { .. } => {
+                if !said_device {
+                    if let Some(device) = engine.device_description() {
+                        say(&bar, format!("device: {device}"));
+                        said_device = true;
+                    }
+                }
+            }
             EngineEvent::Loading { what, .. } => bar.set_message(format!("loading {what}")),
             EngineEvent::Progress {
                 image_index,
@@ -169,21 +261,13 @@ pub(crate) fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
             } => {
                 bar.set_length(of as u64);
                 bar.set_position(step as u64);
-                bar.set_message(format!("image {}/{batch}", image_index + 1));
+                bar.set_message(format!("image {}/{}", image_index + 1, job.request.batch));
             }
             EngineEvent::Image { image, .. } => {
                 let mut meta =
-                    atelier::gallery::meta_from_generation(&image, Some(info.name.clone()));
-                meta.model_hash = model_hash.clone();
-                if let Some((init_ref, parent)) = &lineage {
-                    meta.init_image = Some(init_ref.clone());
-                    meta.parent = parent.clone();
-                }
-                if let Some(mask) = &args.mask {
-                    meta.mask_image = mask.file_name().map(|n| n.to_string_lossy().into_owned());
-                }
-                if let Some(out) = &args.out {
-                    let path = numbered(out, written, batch);
+                    atelier::gallery::meta_of_result(&image, &job.template, job.uid.as_deref());
+                if let Some(out) = out {
+                    let path = numbered(out, written, total);
                     // The same identity as the gallery copy: one picture, two files.
                     meta.uid = atelier::gallery::new_uid();
                     meta.created = atelier::gallery::now();
@@ -198,29 +282,56 @@ pub(crate) fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
                         format!("wrote {} (seed {})", path.display(), image.request.seed),
                     );
                 }
-                if let Some(rec) = recorder.as_mut() {
+                if let Some(rec) = recorder.as_deref_mut() {
                     let line = rec.record(&image.image, meta)?;
                     say(&bar, line);
                 }
                 written += 1;
+                // Tests kill the process here, mid-queue (see `gallery::crash_point`).
+                atelier::gallery::crash_point(&format!("generate-saved-{written}"));
             }
-            EngineEvent::Done { elapsed_secs, .. } => {
-                bar.finish_and_clear();
-                eprintln!("done in {elapsed_secs:.2} s");
-                return Ok(());
+            EngineEvent::Done { elapsed_secs, job } => {
+                say(&bar, format!("job done in {elapsed_secs:.2} s"));
+                finish(&mut running, job, recorder.as_deref_mut())?;
             }
-            EngineEvent::Failed { error, .. } => {
-                bar.abandon();
-                bail!("{error}");
+            EngineEvent::Failed { error, job } => {
+                say(&bar, format!("job failed: {error}"));
+                failures.push(error);
+                finish(&mut running, job, recorder.as_deref_mut())?;
             }
-            EngineEvent::Cancelled { .. } => bail!("cancelled"),
-            EngineEvent::Started { .. } => {
-                if let Some(device) = engine.device_description() {
-                    say(&bar, format!("device: {device}"));
-                }
+            EngineEvent::Cancelled { job } => {
+                failures.push("cancelled".into());
+                finish(&mut running, job, recorder.as_deref_mut())?;
             }
         }
     }
+    bar.finish_and_clear();
+    match failures.as_slice() {
+        [] => {
+            eprintln!("done: {written} picture(s)");
+            Ok(())
+        }
+        [one] if count == 1 => bail!("{one}"),
+        _ => bail!(
+            "{} of {count} job(s) failed: {}",
+            failures.len(),
+            failures.join("; ")
+        ),
+    }
+}
+
+/// A job ended: its gallery record goes (it is not resumed).
+fn finish(
+    running: &mut HashMap<JobId, RunJob>,
+    job: JobId,
+    recorder: Option<&mut gallery::Recorder>,
+) -> anyhow::Result<()> {
+    if let (Some(job), Some(rec)) = (running.remove(&job), recorder) {
+        if let Some(uid) = &job.uid {
+            rec.finish_job(uid)?;
+        }
+    }
+    Ok(())
 }
 
 /// A line above the progress bar, or plainly on stderr when there is no terminal to draw on.
@@ -232,8 +343,8 @@ pub(crate) fn say(bar: &ProgressBar, line: String) {
     }
 }
 
-pub(crate) fn numbered(out: &std::path::Path, index: u32, batch: u32) -> PathBuf {
-    if batch <= 1 {
+pub(crate) fn numbered(out: &Path, index: u32, total: u32) -> PathBuf {
+    if total <= 1 {
         return out.to_path_buf();
     }
     let stem = out

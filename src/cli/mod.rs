@@ -16,6 +16,7 @@ pub(crate) mod dev;
 pub(crate) mod eval;
 pub(crate) mod gallery;
 pub(crate) mod generate;
+pub(crate) mod queue;
 pub(crate) mod train;
 
 use adjust::AdjustArgs;
@@ -23,6 +24,7 @@ use dev::DevCommand;
 use eval::EvalArgs;
 use gallery::GalleryCommand;
 use generate::GenerateArgs;
+use queue::QueueCommand;
 use train::{DatasetCommand, TrainArgs, TrainJudgeArgs};
 
 #[derive(Parser)]
@@ -71,6 +73,10 @@ pub(crate) enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Jobs a killed or crashed run left unfinished: list, resume (only the missing
+    /// pictures, as the uninterrupted run would have made them) or discard.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Developer tools.
     #[command(subcommand)]
     Dev(DevCommand),
@@ -100,6 +106,7 @@ pub fn run() -> ExitCode {
         Some(Command::Dataset(cmd)) => train::dataset(cmd),
         Some(Command::Gallery(cmd)) => gallery::run(cmd),
         Some(Command::Import { files }) => gallery::import(&files),
+        Some(Command::Queue(cmd)) => queue::run(cmd),
         Some(Command::Dev(cmd)) => dev::run(cmd),
     };
     match result {

@@ -143,6 +143,18 @@ impl Generator {
         request: &GenerationRequest,
         control: &mut JobControl<'_>,
     ) -> Result<(), DiffusionError> {
+        self.run_skipping(request, &std::collections::BTreeSet::new(), control)
+    }
+
+    /// Like [`Generator::run`] for a job resumed after a crash: the images in `done` are not
+    /// reported again. Images are denoised in the same passes as a whole run (a pass holding
+    /// only done images is skipped), so the others come out bit for bit as they would have.
+    pub fn run_skipping(
+        &mut self,
+        request: &GenerationRequest,
+        done: &std::collections::BTreeSet<u32>,
+        control: &mut JobControl<'_>,
+    ) -> Result<(), DiffusionError> {
         if request.batch == 0 {
             return Err(DiffusionError::InvalidRequest(
                 "batch must be at least 1".into(),
@@ -159,8 +171,14 @@ impl Generator {
         while first < request.batch {
             control.check_cancelled()?;
             let count = per_pass.min(request.batch - first);
+            if (first..first + count).all(|i| done.contains(&i)) {
+                first += count;
+                continue;
+            }
             for image in model.generate(request, first, count, control)? {
-                (control.on_image)(image);
+                if !done.contains(&image.index) {
+                    (control.on_image)(image);
+                }
             }
             first += count;
         }

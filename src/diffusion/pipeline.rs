@@ -225,13 +225,15 @@ impl LoadedModel {
             images
                 .into_iter()
                 .zip(&seeds)
-                .map(|(image, &seed)| {
+                .zip(first..)
+                .map(|((image, &seed), index)| {
                     let mut own = request.clone();
                     own.seed = seed;
                     own.batch = 1;
                     GeneratedImage {
                         image: std::sync::Arc::new(image),
                         request: own,
+                        index,
                         elapsed_secs,
                     }
                 })

@@ -11,7 +11,7 @@
 
 pub mod events;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -32,6 +32,8 @@ pub type Waker = Arc<dyn Fn() + Send + Sync>;
 struct QueuedJob {
     job: JobId,
     request: GenerationRequest,
+    /// Images already made (a job resumed after a crash): not made again.
+    done: BTreeSet<u32>,
     cancel: Arc<AtomicBool>,
 }
 
@@ -133,16 +135,29 @@ impl Engine {
 
     /// Queues a job; returns its id at once.
     pub fn submit(&self, request: GenerationRequest) -> JobId {
-        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let job = self.reserve();
+        self.submit_reserved(job, request, BTreeSet::new());
+        job
+    }
+
+    /// A job id for a job submitted later with [`Engine::submit_reserved`] (e.g. once it is
+    /// recorded where it survives a crash).
+    pub fn reserve(&self) -> JobId {
+        self.next_job.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues a job under a reserved id; the images in `done` (a resumed job) are skipped,
+    /// the others come out as in an uninterrupted run.
+    pub fn submit_reserved(&self, job: JobId, request: GenerationRequest, done: BTreeSet<u32>) {
         let mut queue = lock(&self.shared.queue);
         queue.pending.push_back(QueuedJob {
             job,
             request,
+            done,
             cancel: Arc::new(AtomicBool::new(false)),
         });
         drop(queue);
         self.shared.wake_worker.notify_one();
-        job
     }
 
     /// Cancels a queued job at once, or the running one within one denoising step.
@@ -306,6 +321,7 @@ fn run_job(
     let QueuedJob {
         job,
         request,
+        done,
         cancel,
     } = queued;
     let started = Instant::now();
@@ -340,7 +356,7 @@ fn run_job(
         },
         on_image: &mut |image| sink.send(EngineEvent::Image { job, image }),
     };
-    let result = generator.run(&request, &mut control);
+    let result = generator.run_skipping(&request, &done, &mut control);
     let event = match result {
         Ok(()) => EngineEvent::Done {
             job,

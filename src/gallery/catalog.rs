@@ -8,7 +8,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use super::metadata::ImageMeta;
 
-pub const SCHEMA_VERSION: i64 = 1;
+/// 1: images; 2: the `job` column of images and the `jobs` table (unfinished queue jobs).
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS images (
@@ -38,9 +39,20 @@ CREATE TABLE IF NOT EXISTS images (
     lineage     TEXT,
     generator   TEXT,
     extra       TEXT NOT NULL DEFAULT '{}',
-    trashed     INTEGER
+    trashed     INTEGER,
+    job         TEXT
 );
 CREATE INDEX IF NOT EXISTS images_created ON images(created);
+CREATE INDEX IF NOT EXISTS images_job ON images(job);
+CREATE TABLE IF NOT EXISTS jobs (
+    id          INTEGER PRIMARY KEY,
+    uid         TEXT NOT NULL UNIQUE,
+    created     INTEGER NOT NULL,
+    request     TEXT NOT NULL,
+    meta        TEXT NOT NULL,
+    init_file   TEXT,
+    mask_file   TEXT
+);
 CREATE INDEX IF NOT EXISTS images_model ON images(model_name);
 CREATE INDEX IF NOT EXISTS images_parent ON images(parent_uid);
 CREATE VIRTUAL TABLE IF NOT EXISTS images_fts USING fts5(
@@ -75,6 +87,19 @@ pub struct ImageRecord {
     pub favourite: bool,
     /// When it was moved to the trash.
     pub trashed: Option<i64>,
+}
+
+/// A queued job's row: what it asks for, as stored (see `gallery::jobs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRow {
+    pub uid: String,
+    pub created: i64,
+    /// The `GenerationRequest` as JSON (its init image and mask are the files below).
+    pub request: String,
+    /// The `ImageMeta` its pictures start from (lineage, model name), as JSON.
+    pub meta: String,
+    pub init_file: Option<String>,
+    pub mask_file: Option<String>,
 }
 
 /// How results are ordered.
@@ -162,6 +187,7 @@ fn record_from_row(row: &Row) -> rusqlite::Result<ImageRecord> {
             extra: serde_json::from_str(&extra).unwrap_or_default(),
             rating,
             favourite,
+            job: row.get("job")?,
         },
     })
 }
@@ -196,6 +222,10 @@ impl Catalog {
                     "the catalog was written by a newer Atelier (schema {version}, this build reads {SCHEMA_VERSION})"
                 )),
             ));
+        }
+        if version == 1 {
+            // Schema 1 had no job column; the table itself is kept as it is.
+            conn.execute_batch("ALTER TABLE images ADD COLUMN job TEXT;")?;
         }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -453,6 +483,66 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records a queued job (its request and picture metadata as JSON, its init and mask
+    /// files relative to the data directory).
+    pub fn insert_job(&self, job: &JobRow) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO jobs (uid, created, request, meta, init_file, mask_file)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                job.uid,
+                job.created,
+                job.request,
+                job.meta,
+                job.init_file,
+                job.mask_file
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Every recorded job, oldest first.
+    pub fn jobs(&self) -> rusqlite::Result<Vec<JobRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT uid, created, request, meta, init_file, mask_file FROM jobs ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(JobRow {
+                uid: r.get(0)?,
+                created: r.get(1)?,
+                request: r.get(2)?,
+                meta: r.get(3)?,
+                init_file: r.get(4)?,
+                mask_file: r.get(5)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    pub fn delete_job(&self, uid: &str) -> rusqlite::Result<()> {
+        self.conn
+            .execute("DELETE FROM jobs WHERE uid = ?1", [uid])?;
+        Ok(())
+    }
+
+    /// The image indices of job `uid` that are in the catalog (trash included).
+    pub fn job_images(&self, uid: &str) -> rusqlite::Result<Vec<u32>> {
+        let prefix = format!("{uid}/");
+        let mut st = self
+            .conn
+            .prepare("SELECT job FROM images WHERE substr(job, 1, ?2) = ?1")?;
+        let rows = st.query_map(params![prefix, prefix.len() as i64], |r| {
+            r.get::<_, String>(0)
+        })?;
+        let mut out = Vec::new();
+        for job in rows {
+            if let Some(index) = job?.strip_prefix(&prefix).and_then(|i| i.parse().ok()) {
+                out.push(index);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn children(&self, uid: &str) -> rusqlite::Result<Vec<i64>> {
         let mut st = self
             .conn
@@ -467,9 +557,9 @@ fn insert_row(conn: &Connection, file: &str, m: &ImageMeta) -> rusqlite::Result<
     conn.execute(
         "INSERT INTO images (uid, file, created, modified, prompt, negative, seed, steps, sampler,
             guidance, width, height, model_name, model_hash, strength, init_ref, mask_ref,
-            adjustments, tags, parent_uid, lineage, generator, extra, rating, favourite)
+            adjustments, tags, parent_uid, lineage, generator, extra, rating, favourite, job)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
         params![
             m.uid,
             file,
@@ -496,6 +586,7 @@ fn insert_row(conn: &Connection, file: &str, m: &ImageMeta) -> rusqlite::Result<
             serde_json::to_string(&m.extra).unwrap_or_else(|_| "{}".into()),
             m.rating.min(5),
             m.favourite as i64,
+            m.job,
         ],
     )?;
     Ok(conn.last_insert_rowid())

@@ -68,6 +68,10 @@ pub struct ImageMeta {
     pub favourite: bool,
     /// Values a reader did not understand, as raw text, by name.
     pub extra: BTreeMap<String, String>,
+    /// The queued job and image index it was made by (`<job uid>/<index>`), so a job
+    /// resumed after a crash knows which of its pictures are already saved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 fn is_zero(v: &u8) -> bool {

@@ -17,6 +17,7 @@
 
 pub mod catalog;
 pub mod export;
+pub mod jobs;
 pub mod metadata;
 pub mod thumbs;
 pub mod worker;
@@ -26,6 +27,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use catalog::{Catalog, ImageRecord, Query, Sort};
+pub use jobs::{job_ref, StoredJob};
 pub use metadata::ImageMeta;
 
 /// Errors of the gallery. Every one names what failed; none loses the image in memory.
@@ -112,7 +114,7 @@ pub fn new_uid() -> String {
 
 /// Tests stop a child process at these points (environment `ATELIER_CRASH_POINT`): the
 /// process prints `ATELIER_CRASH_POINT <name>` to stderr and waits to be killed.
-fn crash_point(name: &str) {
+pub fn crash_point(name: &str) {
     static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let point = POINT.get_or_init(|| std::env::var("ATELIER_CRASH_POINT").ok());
     if point.as_deref() == Some(name) {
@@ -738,6 +740,27 @@ pub fn meta_from_generation(
         generator: Some(metadata::generator_name()),
         ..Default::default()
     }
+}
+
+/// The metadata a job's picture is saved with: its own settings ([`meta_from_generation`]),
+/// where the job came from (`template`: model name and hash, init image and mask references,
+/// parent picture) and, for a recorded job, which job and image it is.
+pub fn meta_of_result(
+    image: &crate::generation::GeneratedImage,
+    template: &ImageMeta,
+    job_uid: Option<&str>,
+) -> ImageMeta {
+    let mut meta = meta_from_generation(image, template.model_name.clone());
+    if template.init_image.is_some() {
+        meta.init_image = template.init_image.clone();
+    }
+    if template.mask_image.is_some() {
+        meta.mask_image = template.mask_image.clone();
+    }
+    meta.parent = template.parent.clone();
+    meta.model_hash = template.model_hash.clone();
+    meta.job = job_uid.map(|uid| job_ref(uid, image.index));
+    meta
 }
 
 /// A short, stable fingerprint of a model folder (10 hex digits, like A1111's model hash):

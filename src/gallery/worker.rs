@@ -12,7 +12,8 @@ use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::{Gallery, ImageMeta, ImageRecord, OpenReport, Query};
+use super::{Gallery, ImageMeta, ImageRecord, OpenReport, Query, StoredJob};
+use crate::generation::GenerationRequest;
 
 /// Called after every event is sent, e.g. `egui::Context::request_repaint`.
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -78,6 +79,22 @@ pub enum GalleryOp {
     Detail {
         id: i64,
     },
+    /// Record a job before it runs (`JobAdded` / `JobAddFailed`): it survives a crash.
+    AddJob {
+        ticket: Ticket,
+        request: Box<GenerationRequest>,
+        meta: Box<ImageMeta>,
+    },
+    /// Forget recorded jobs (ended, or discarded by the user).
+    FinishJobs {
+        uids: Vec<String>,
+    },
+    /// The recorded jobs that never ended (`UnfinishedJobs`).
+    UnfinishedJobs,
+    /// A recorded job with its init image and mask, ready to run again (`JobLoaded`).
+    LoadJob {
+        uid: String,
+    },
 }
 
 /// What the gallery thread reports; every answer names what it answers.
@@ -127,6 +144,19 @@ pub enum GalleryEvent {
         id: i64,
         record: Option<Box<ImageRecord>>,
         parent: Option<(i64, String)>,
+    },
+    JobAdded {
+        ticket: Ticket,
+        uid: String,
+    },
+    JobAddFailed {
+        ticket: Ticket,
+        error: String,
+    },
+    UnfinishedJobs(Vec<StoredJob>),
+    JobLoaded {
+        job: Box<StoredJob>,
+        request: Box<GenerationRequest>,
     },
     /// An operation failed; `what` says which, in words for the status bar.
     Failed {
@@ -277,6 +307,11 @@ fn refuse(op: GalleryOp, error: &str, sink: &Sink) {
             record: None,
             parent: None,
         }),
+        GalleryOp::AddJob { ticket, .. } => sink.send(GalleryEvent::JobAddFailed {
+            ticket,
+            error: error.to_owned(),
+        }),
+        GalleryOp::UnfinishedJobs => sink.send(GalleryEvent::UnfinishedJobs(Vec::new())),
         _ => sink.failed("the gallery is not open", error),
     }
 }
@@ -427,6 +462,48 @@ fn handle(g: &mut Gallery, op: GalleryOp, sink: &Sink) {
                 record: record.map(Box::new),
                 parent,
             });
+            Vec::new()
+        }
+        GalleryOp::AddJob {
+            ticket,
+            request,
+            meta,
+        } => {
+            match g.add_job(&request, &meta) {
+                Ok(job) => sink.send(GalleryEvent::JobAdded {
+                    ticket,
+                    uid: job.uid,
+                }),
+                Err(e) => sink.send(GalleryEvent::JobAddFailed {
+                    ticket,
+                    error: e.to_string(),
+                }),
+            }
+            Vec::new()
+        }
+        GalleryOp::FinishJobs { uids } => {
+            for uid in uids {
+                if let Err(e) = g.finish_job(&uid) {
+                    sink.failed("A finished job could not be taken off the queue", e);
+                }
+            }
+            Vec::new()
+        }
+        GalleryOp::UnfinishedJobs => {
+            match g.unfinished_jobs() {
+                Ok(jobs) => sink.send(GalleryEvent::UnfinishedJobs(jobs)),
+                Err(e) => sink.failed("The unfinished jobs could not be read", e),
+            }
+            Vec::new()
+        }
+        GalleryOp::LoadJob { uid } => {
+            match g.load_job(&uid) {
+                Ok((job, request)) => sink.send(GalleryEvent::JobLoaded {
+                    job: Box::new(job),
+                    request: Box::new(request),
+                }),
+                Err(e) => sink.failed("An unfinished job could not be loaded", e),
+            }
             Vec::new()
         }
     };

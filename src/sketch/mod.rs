@@ -8,9 +8,10 @@
 mod raster;
 
 use image::{GrayImage, RgbImage, RgbaImage};
+use serde::{Deserialize, Serialize};
 
 /// Which layer a stroke is painted on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Layer {
     /// The visible drawing, used as the init image for image-to-image.
     #[default]
@@ -20,7 +21,7 @@ pub enum Layer {
 }
 
 /// One brush stroke: a polyline of canvas positions swept with a round brush.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stroke {
     /// Positions in canvas pixels, in drawing order. One point paints a dot.
     pub points_in_canvas: Vec<[f32; 2]>,
@@ -71,6 +72,18 @@ enum Edit {
     },
 }
 
+/// What of a document is kept across sessions: its size and strokes (the background image is
+/// kept beside it as a picture file; the undo history is not kept).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SketchSnapshot {
+    pub width_px: u32,
+    pub height_px: u32,
+    pub paint: Vec<Stroke>,
+    pub mask: Vec<Stroke>,
+    pub has_background: bool,
+}
+
 /// The canvas document.
 #[derive(Clone, Debug)]
 pub struct SketchDoc {
@@ -104,6 +117,32 @@ impl SketchDoc {
             redo: Vec::new(),
             revision: 0,
         }
+    }
+
+    /// The document's strokes and size, to keep (see [`SketchSnapshot`]).
+    pub fn snapshot(&self) -> SketchSnapshot {
+        SketchSnapshot {
+            width_px: self.width_px,
+            height_px: self.height_px,
+            paint: self.paint.clone(),
+            mask: self.mask.clone(),
+            has_background: self.background.is_some(),
+        }
+    }
+
+    /// A document as it was kept, with its background read back (no undo history).
+    pub fn restore(snapshot: SketchSnapshot, background: Option<RgbaImage>) -> Self {
+        let mut doc = Self::new(snapshot.width_px, snapshot.height_px);
+        let valid = |s: &Stroke| {
+            !s.points_in_canvas.is_empty()
+                && s.brush_size_px.is_finite()
+                && s.brush_size_px > 0.0
+                && s.points_in_canvas.iter().flatten().all(|v| v.is_finite())
+        };
+        doc.paint = snapshot.paint.into_iter().filter(valid).collect();
+        doc.mask = snapshot.mask.into_iter().filter(valid).collect();
+        doc.background = background;
+        doc
     }
 
     pub fn width_px(&self) -> u32 {

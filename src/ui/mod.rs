@@ -28,6 +28,10 @@ pub enum Command {
     CancelAll,
     /// Forget finished, failed and cancelled jobs in the queue view.
     ClearFinishedJobs,
+    /// Run the jobs an earlier session left unfinished (their missing pictures only).
+    ResumeUnfinished,
+    /// Forget the jobs an earlier session left unfinished.
+    DiscardUnfinished,
     /// Pick a new random seed now.
     RollSeed,
     /// Use the model in this folder; fills steps, guidance and size from it.

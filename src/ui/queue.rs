@@ -1,6 +1,7 @@
 //! The queue panel: every job of this session, newest first, with its state: queued, loading,
 //! running ("step k of n", ETA, live preview), done, failed (with the error) or cancelled,
-//! and a cancel button for each job still waiting or running.
+//! and a cancel button for each job still waiting or running. Above them, the jobs an earlier
+//! session left unfinished (a crash), with "Resume all" and "Discard".
 
 use super::{format_secs, one_line, Command, Commands};
 use crate::engine::JobId;
@@ -139,7 +140,65 @@ impl JobEntry {
     }
 }
 
-pub fn queue_panel_ui(ui: &mut egui::Ui, jobs: &[JobEntry], commands: &mut Commands) {
+/// A job an earlier session left unfinished, as the queue shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnfinishedJob {
+    pub prompt: String,
+    /// Pictures still to make, of `batch`.
+    pub remaining: u32,
+    pub batch: u32,
+}
+
+fn unfinished_ui(ui: &mut egui::Ui, unfinished: &[UnfinishedJob], commands: &mut Commands) {
+    egui::Frame::group(ui.style()).show(ui, |ui| {
+        ui.set_width(ui.available_width());
+        let pictures: u32 = unfinished.iter().map(|j| j.remaining).sum();
+        ui.label(
+            egui::RichText::new(format!(
+                "{} unfinished job(s) from the last session, {pictures} picture(s) to make",
+                unfinished.len()
+            ))
+            .strong(),
+        );
+        for job in unfinished.iter().take(5) {
+            ui.weak(format!(
+                "{} ({} of {})",
+                one_line(&job.prompt, 36),
+                job.remaining,
+                job.batch
+            ));
+        }
+        if unfinished.len() > 5 {
+            ui.weak(format!("… and {} more", unfinished.len() - 5));
+        }
+        ui.horizontal(|ui| {
+            if ui
+                .button("Resume all")
+                .on_hover_text(
+                    "Make the pictures they had not made yet, exactly as they would have been",
+                )
+                .clicked()
+            {
+                commands.push(Command::ResumeUnfinished);
+            }
+            if ui
+                .button("Discard")
+                .on_hover_text("Forget them (the pictures they already made stay)")
+                .clicked()
+            {
+                commands.push(Command::DiscardUnfinished);
+            }
+        });
+    });
+    ui.add_space(4.0);
+}
+
+pub fn queue_panel_ui(
+    ui: &mut egui::Ui,
+    jobs: &[JobEntry],
+    unfinished: &[UnfinishedJob],
+    commands: &mut Commands,
+) {
     ui.horizontal(|ui| {
         ui.heading("Queue");
         let finished = jobs.iter().filter(|j| !j.state.is_active()).count();
@@ -153,6 +212,9 @@ pub fn queue_panel_ui(ui: &mut egui::Ui, jobs: &[JobEntry], commands: &mut Comma
         });
     });
     ui.separator();
+    if !unfinished.is_empty() {
+        unfinished_ui(ui, unfinished, commands);
+    }
     if jobs.is_empty() {
         ui.weak("No jobs yet. Write a prompt and press Generate (Ctrl+Enter).");
         return;
