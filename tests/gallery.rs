@@ -444,89 +444,11 @@ fn hostile_export_names_stay_inside_the_folder_and_never_overwrite() {
     assert_eq!(files_under(out.path()).len(), hostile.len() * 2);
 }
 
-/// A PNG whose header declares `w` x `h` with a tiny (wrong) image data chunk.
-fn png_declaring(w: u32, h: u32) -> Vec<u8> {
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        let mut c = crc32(kind);
-        c = crc32_update(c, data);
-        out.extend_from_slice(&(!c).to_be_bytes());
-    }
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&w.to_be_bytes());
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    chunk(&mut out, b"IHDR", &ihdr);
-    chunk(
-        &mut out,
-        b"IDAT",
-        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-    );
-    chunk(&mut out, b"IEND", &[]);
-    out
-}
-
-fn crc32_update(mut c: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    c
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    crc32_update(0xFFFF_FFFF, data)
-}
-
 /// A valid small PNG with a zTXt chunk that inflates to `inflated` bytes.
 fn ztxt_bomb(inflated: usize) -> Vec<u8> {
-    let img = test_image(9);
-    let plain = encode_png(&img, &[]).unwrap();
-    // zlib stream of `inflated` zero bytes.
-    let mut z = Vec::new();
-    {
-        let mut enc = flate2_like_zeros(inflated);
-        z.append(&mut enc);
-    }
     let mut data = b"Comment\0\0".to_vec();
-    data.extend_from_slice(&z);
-    // Insert after IHDR (8 + 25 bytes).
-    let mut out = plain[..33].to_vec();
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    out.extend_from_slice(b"zTXt");
-    out.extend_from_slice(&data);
-    let c = !crc32_update(crc32(b"zTXt"), &data);
-    out.extend_from_slice(&c.to_be_bytes());
-    out.extend_from_slice(&plain[33..]);
-    out
-}
-
-/// A zlib stream of `n` zeros built from stored-nothing + fixed-Huffman runs would need a
-/// compressor; the `png` crate's encoder compresses text for us instead.
-fn flate2_like_zeros(n: usize) -> Vec<u8> {
-    // Compress through a zTXt chunk written by the png encoder, then cut out its payload.
-    let mut buf = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut buf, 1, 1);
-        enc.set_color(png::ColorType::Grayscale);
-        enc.add_ztxt_chunk("k".into(), "0".repeat(n)).unwrap();
-        let mut w = enc.write_header().unwrap();
-        w.write_image_data(&[0]).unwrap();
-        w.finish().unwrap();
-    }
-    let at = buf.windows(4).position(|w| w == b"zTXt").unwrap();
-    let len = u32::from_be_bytes(buf[at - 4..at].try_into().unwrap()) as usize;
-    let data = &buf[at + 4..at + 4 + len];
-    data[3..].to_vec() // skip "k\0" and the method byte
+    data.extend_from_slice(&common::zlib_bomb(inflated));
+    common::png_with_chunk(b"zTXt", &data)
 }
 
 #[test]
@@ -539,7 +461,7 @@ fn hostile_files_get_clear_errors_with_bounded_memory() {
         std::fs::write(&p, bytes).unwrap();
         p
     };
-    let huge = write("huge.png", &png_declaring(100_000, 100_000));
+    let huge = write("huge.png", &common::png_claiming(100_000, 100_000));
     let tiny_jpeg = write("four.jpg", &[0xFF, 0xD8, 0xFF, 0xE0]);
     let good = encode_png(&test_image(1), &[]).unwrap();
     let truncated = write("truncated.png", &good[..good.len() / 2]);

@@ -155,6 +155,11 @@ fn list_models(dirs: &[PathBuf]) -> anyhow::Result<()> {
             m.dir.display()
         );
     }
+    for m in &found.models {
+        if let Some(problem) = &m.card_problem {
+            eprintln!("warning: {problem}; the card is ignored");
+        }
+    }
     for r in &found.rejected {
         eprintln!("skipped {}: {}", r.dir.display(), r.error);
     }

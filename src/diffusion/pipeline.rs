@@ -49,7 +49,21 @@ pub fn check_safetensors(path: &Path) -> Result<(), ModelError> {
     let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
     // SAFETY: read-only map, dropped before returning.
     let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(e.to_string()))?;
-    safetensors::SafeTensors::deserialize(&mmap).map_err(|e| bad(e.to_string()))?;
+    let tensors = safetensors::SafeTensors::deserialize(&mmap).map_err(|e| bad(e.to_string()))?;
+    // Weights are floating point; anything else is another kind of file (or an attack on a
+    // loader that would convert it blindly).
+    for (name, view) in tensors.tensors() {
+        use safetensors::Dtype;
+        if !matches!(
+            view.dtype(),
+            Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64
+        ) {
+            return Err(bad(format!(
+                "tensor {name} is {:?}; model weights are floating point",
+                view.dtype()
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -421,7 +435,17 @@ impl LoadedModel {
             (control.on_step)(first, done_steps, total, preview);
         }
         control.check_cancelled()?;
+        ensure_finite(
+            &latents,
+            &self.configs.dir.join("unet"),
+            "the denoised latents",
+        )?;
         let pixels = self.vae.decode(&latents)?;
+        ensure_finite(
+            &pixels,
+            &self.configs.dir.join("vae"),
+            "the decoded picture",
+        )?;
         let mut images = Vec::with_capacity(b);
         for i in 0..b {
             let mut image = tensor_to_rgb(&pixels.i(i..i + 1)?)?;
@@ -431,6 +455,28 @@ impl LoadedModel {
             images.push(image);
         }
         Ok(done(images))
+    }
+}
+
+/// A NaN or infinity in `t` (weights with NaN/Inf in them, an fp16 overflow) is an error
+/// naming the component, not a black picture saved as if it were fine.
+fn ensure_finite(t: &Tensor, component: &Path, what: &str) -> Result<(), DiffusionError> {
+    // The sum of squares is finite only if every value is (and no square overflows, which
+    // for these magnitudes means the values are broken anyway).
+    let total = t
+        .to_dtype(DType::F32)?
+        .sqr()?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    if total.is_finite() {
+        Ok(())
+    } else {
+        Err(DiffusionError::Model(ModelError::BadWeights {
+            path: component.to_path_buf(),
+            reason: format!(
+                "{what} are not finite numbers (NaN or infinity): the weights are broken or overflow in this precision"
+            ),
+        }))
     }
 }
 

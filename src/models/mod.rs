@@ -65,10 +65,24 @@ pub struct RecommendedSettings {
 }
 
 impl ModelCard {
-    /// The folder's card, if it has a readable one (a broken card is ignored, not fatal).
-    pub fn read(dir: &Path) -> Option<Self> {
-        let text = std::fs::read_to_string(dir.join("atelier.json")).ok()?;
-        let mut card: Self = serde_json::from_str(&text).ok()?;
+    /// The folder's card: `Ok(None)` when it has none; a card that cannot be read is an
+    /// `Err` with the reason (the model works without it, and the reason is shown).
+    pub fn read(dir: &Path) -> Result<Option<Self>, String> {
+        let path = dir.join("atelier.json");
+        let text = match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() > 1 << 20 => {
+                return Err(format!(
+                    "{}: {} bytes is too large for a model card",
+                    path.display(),
+                    bytes.len()
+                ))
+            }
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let mut card: Self = serde_json::from_slice(&text)
+            .map_err(|e| format!("{}: not a model card: {e}", path.display()))?;
         card.attribution = card
             .attribution_file
             .as_deref()
@@ -84,7 +98,7 @@ impl ModelCard {
                     .ok()?;
                 Some(text)
             });
-        Some(card)
+        Ok(Some(card))
     }
 }
 
@@ -105,6 +119,9 @@ pub struct ModelInfo {
     pub source: ModelSource,
     /// The folder's `atelier.json`, when it has one.
     pub card: Option<ModelCard>,
+    /// Why the folder's `atelier.json` was not used, when it could not be read.
+    #[serde(default)]
+    pub card_problem: Option<String>,
 }
 
 impl ModelInfo {
@@ -124,6 +141,7 @@ impl ModelInfo {
         configs: &ModelConfigs,
         source: ModelSource,
     ) -> Self {
+        let card = ModelCard::read(dir);
         Self {
             turbo: configs.is_turbo(&name),
             name,
@@ -135,7 +153,8 @@ impl ModelInfo {
                 * (1 << configs.vae.block_out_channels.len().saturating_sub(1)))
                 as u32,
             source,
-            card: ModelCard::read(dir),
+            card: card.as_ref().ok().cloned().flatten(),
+            card_problem: card.err(),
         }
     }
 

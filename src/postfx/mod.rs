@@ -53,6 +53,12 @@ pub enum PostfxError {
         /// The newest format version this build reads.
         supported: u32,
     },
+    /// More adjustments than [`stack::MAX_OPS`].
+    #[error(
+        "adjustment stack: {found} adjustments; at most {} are accepted",
+        stack::MAX_OPS
+    )]
+    TooManyOps { found: usize },
     /// An op has a parameter that is not a finite number (it could not be stored faithfully).
     #[error("adjustment \"{op}\" has a parameter that is not a finite number")]
     NonFinite {

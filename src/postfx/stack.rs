@@ -18,6 +18,11 @@ use serde_json::{Map, Value};
 
 use super::PostfxError;
 
+/// The most adjustments a stack may hold: a real one has a handful (one of each op is 11); a
+/// stack of thousands is an attack on the preview (each op is a shader pass or a fused
+/// line of one).
+pub const MAX_OPS: usize = 256;
+
 /// The stack format's major version written by this build. Readers accept 1..=this.
 pub const STACK_FORMAT_VERSION: u32 = 1;
 
@@ -729,6 +734,13 @@ impl Stack {
                 found: version,
                 supported,
             });
+        }
+        let ops = value
+            .get("ops")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if ops > MAX_OPS {
+            return Err(PostfxError::TooManyOps { found: ops });
         }
         Ok(serde_json::from_value(value)?)
     }

@@ -381,6 +381,12 @@ fn model_picker_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut
             });
         }
     }
+    if let Some(problem) = view.selected_model.and_then(|m| m.card_problem.as_ref()) {
+        ui.colored_label(
+            ui.visuals().warn_fg_color,
+            egui::RichText::new(format!("The model card is ignored: {problem}")).small(),
+        );
+    }
     rejected_ui(ui, view);
 }
 

@@ -96,31 +96,63 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Appends one PNG chunk (length, kind, data, CRC) to `out`.
+pub fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(kind);
+    crc.update(data);
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    out.extend_from_slice(&crc.finalize().to_be_bytes());
+}
+
 /// A PNG whose header claims `width` x `height` RGB pixels, carrying only a few bytes of
 /// image data: a decompression bomb for a loader without limits, a truncated file for one
 /// with them.
 pub fn png_claiming(width: u32, height: u32) -> Vec<u8> {
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(kind);
-        crc.update(data);
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        out.extend_from_slice(&crc.finalize().to_be_bytes());
-    }
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = Vec::new();
     ihdr.extend_from_slice(&width.to_be_bytes());
     ihdr.extend_from_slice(&height.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    chunk(&mut png, b"IHDR", &ihdr);
+    png_chunk(&mut png, b"IHDR", &ihdr);
     // A zlib stream of a few zero bytes (filter type 0, black pixels).
-    chunk(
+    png_chunk(
         &mut png,
         b"IDAT",
         &[0x78, 0x9c, 0x63, 0x60, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01],
     );
-    chunk(&mut png, b"IEND", &[]);
+    png_chunk(&mut png, b"IEND", &[]);
     png
+}
+
+/// A valid 8 x 8 PNG with one extra chunk of `kind` holding `data` before its image data.
+pub fn png_with_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let pixels = image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([x as u8 * 30, y as u8 * 30, 9]));
+    let plain = atelier::gallery::metadata::encode_png(&pixels, &[]).unwrap();
+    // After the signature (8 bytes) and IHDR (8 + 13 + 4).
+    let at = 8 + 25;
+    let mut out = plain[..at].to_vec();
+    png_chunk(&mut out, kind, data);
+    out.extend_from_slice(&plain[at..]);
+    out
+}
+
+/// A zlib stream that inflates to `n` bytes of `'0'` (compressed by the `png` crate's own
+/// encoder through a zTXt chunk, then cut out of it).
+pub fn zlib_bomb(n: usize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut buf, 1, 1);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.add_ztxt_chunk("k".into(), "0".repeat(n)).unwrap();
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(&[0]).unwrap();
+        w.finish().unwrap();
+    }
+    let at = buf.windows(4).position(|w| w == b"zTXt").unwrap();
+    let len = u32::from_be_bytes(buf[at - 4..at].try_into().unwrap()) as usize;
+    // Skip the keyword "k", its NUL and the compression method byte.
+    buf[at + 4 + 3..at + 4 + len].to_vec()
 }
