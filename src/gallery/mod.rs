@@ -690,12 +690,10 @@ pub fn read_meta_of_file(path: &Path) -> std::result::Result<ImageMeta, String> 
     if bytes.is_empty() {
         return Err("empty file".into());
     }
-    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
-    // A complete file decodes; a truncated one does not (checked on the pixels).
-    crate::imageio::load_image_file(path).map_err(|e| e.to_string())?;
+    // A complete file decodes; a truncated one does not (checked on the pixels). The size is
+    // the picture's as shown (EXIF orientation applied).
+    let decoded = crate::imageio::load_image_bytes(&bytes, path).map_err(|e| e.to_string())?;
+    let (w, h) = (decoded.width(), decoded.height());
     let mut meta = metadata::read_embedded(&bytes).meta().unwrap_or_default();
     meta.width = w;
     meta.height = h;

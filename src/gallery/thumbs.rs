@@ -26,7 +26,8 @@ pub fn make_thumbnail(img: &image::RgbImage) -> image::RgbImage {
 /// A cache that cannot be written is not an error: the thumbnail is still returned.
 pub fn thumbnail(root: &Path, uid: &str, image_path: &Path) -> Result<image::RgbImage, String> {
     let cached = thumb_path(root, uid);
-    if let Ok(img) = image::open(&cached) {
+    // The cache goes through the bounded loader like any picture (it is a file on disk too).
+    if let Ok(img) = crate::imageio::load_image_file(&cached) {
         return Ok(img.to_rgb8());
     }
     let full = crate::imageio::load_image_file(image_path).map_err(|e| e.to_string())?;
