@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use atelier::diffusion::{Generator, JobControl};
+use atelier::diffusion::Generator;
 use atelier::generation::GenerationRequest;
 use atelier::models::{ModelInfo, ModelSource};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -44,16 +44,11 @@ fn request(batch: u32) -> GenerationRequest {
 }
 
 fn generate(generator: &mut Generator, req: &GenerationRequest) -> usize {
-    let cancel = AtomicBool::new(false);
-    let mut n = 0;
-    let mut control = JobControl {
-        cancel: &cancel,
-        on_loading: &mut |_| {},
-        on_step: &mut |_, _, _, _| {},
-        on_image: &mut |_| n += 1,
-    };
-    generator.run(req, &mut control).expect("generating");
-    n
+    generator
+        .collect(req, &AtomicBool::new(false))
+        .expect("generating")
+        .0
+        .len()
 }
 
 fn bench(c: &mut Criterion) {

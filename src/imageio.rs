@@ -84,31 +84,20 @@ pub struct ImageWriteError {
     pub reason: String,
 }
 
-/// Writes `image` as a PNG to a temporary file beside `path` (`.NAME.part`), then renames it
-/// over `path`: a crash or a full disk never leaves a half-written file, and an existing file
-/// at `path` stays intact until the new one is complete.
+/// Writes `image` as a PNG through [`crate::fsio`] (durably): a crash or a full disk never
+/// leaves a half-written file, and an existing file at `path` stays intact until the new one
+/// is complete.
 pub fn write_png_atomically(image: &image::RgbImage, path: &Path) -> Result<(), ImageWriteError> {
     let fail = |reason: String| ImageWriteError {
         path: path.to_path_buf(),
         reason,
     };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| fail("not a file name".to_owned()))?;
-    let temp = dir.join(format!(".{file_name}.part"));
-    if let Err(e) = image.save_with_format(&temp, image::ImageFormat::Png) {
-        let _ = std::fs::remove_file(&temp);
-        return Err(fail(e.to_string()));
-    }
-    std::fs::rename(&temp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&temp);
-        fail(e.to_string())
-    })
+    let mut png = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| fail(e.to_string()))?;
+    crate::fsio::write_file(path, &png, crate::fsio::Durability::Durable)
+        .map_err(|e| fail(e.source.to_string()))
 }
 
 /// Tiles equally sized images into a grid, `cols` per row, with `pad` pixels of `background`

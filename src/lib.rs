@@ -9,6 +9,7 @@
 pub mod app;
 pub mod diffusion;
 pub mod engine;
+pub mod fsio;
 pub mod gallery;
 pub mod generation;
 pub mod imageio;

@@ -7,13 +7,15 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use atelier::models::tiny::TinyKind;
+use atelier::diffusion::tiny::TinyKind;
 use atelier::train::data::{open_dataset, DataOptions};
 use atelier::train::eval::{
     evaluate, frechet_distance, read_prompts_file, symmetric_eigen, EvalError, EvalOptions,
     Gaussian, Split,
 };
-use atelier::train::judge::{accuracy_on, images_tensor, train_judge, Judge, JudgeTrainOptions};
+use atelier::train::judge::{
+    accuracy_on, images_tensor, train_judge, Judge, JudgeError, JudgeTrainOptions,
+};
 use common::tiny_model;
 
 const CLASSES: [&str; 3] = ["square", "circle", "line"];
@@ -168,7 +170,7 @@ fn judge_training_needs_two_classes() {
     let Err(err) = train_judge(&opts, &mut |_, _, _, _| {}) else {
         panic!("one class must be an error");
     };
-    assert!(matches!(err, EvalError::Options(_)), "{err}");
+    assert!(matches!(err, JudgeError::Options(_)), "{err}");
     assert!(err.to_string().contains("two classes"), "{err}");
 }
 

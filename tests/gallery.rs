@@ -6,33 +6,12 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
+use atelier::diffusion::tiny::TinyKind;
 use atelier::gallery::metadata::{encode_png, parse_a1111, read_embedded, IPTC_AI_SOURCE};
 use atelier::gallery::{Gallery, GalleryError, ImageMeta, Query};
-use atelier::models::tiny::TinyKind;
-use common::tiny_model;
-
-fn atelier_cmd(args: &[&str], home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_atelier"));
-    c.args(args)
-        .env("ATELIER_HOME", home)
-        .env("HF_HOME", home.join("hf"))
-        .env_remove("ATELIER_CRASH_POINT");
-    c
-}
-
-fn atelier(args: &[&str], home: &Path) -> Output {
-    atelier_cmd(args, home).output().expect("running atelier")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{atelier, atelier_cmd, output_text as text, tiny_model};
 
 fn generate_args<'a>(model: &'a str, prompt: &'a str, seed: &'a str) -> Vec<&'a str> {
     vec![

@@ -7,12 +7,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::{atelier, stderr};
 use std::time::Duration;
 
+use atelier::diffusion::tiny::TinyKind;
 use atelier::gallery::metadata::{parse_a1111, parse_comfyui, read_embedded};
 use atelier::gallery::Gallery;
-use atelier::models::tiny::TinyKind;
 use atelier::postfx::Stack;
 
 fn corpus(rel: &str) -> PathBuf {
@@ -33,30 +35,6 @@ fn within<T: Send + 'static>(
     });
     rx.recv_timeout(limit)
         .unwrap_or_else(|_| panic!("{what} took longer than {limit:?} (or panicked)"))
-}
-
-fn atelier(args: &[&str], home: &Path) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atelier"))
-        .args(args)
-        .env("ATELIER_HOME", home)
-        .env("HF_HOME", home.join("hf"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("running atelier");
-    let start = std::time::Instant::now();
-    while child.try_wait().expect("waiting").is_none() {
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("atelier {args:?} hung");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A one-line error naming `needle`, a failure code, no panic.

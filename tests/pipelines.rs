@@ -7,10 +7,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use atelier::diffusion::tiny::TinyKind;
 use atelier::diffusion::{DiffusionError, Generator};
 use atelier::engine::{Engine, EngineEvent};
 use atelier::generation::SamplerKind;
-use atelier::models::tiny::TinyKind;
 use atelier::models::{Family, ModelError, ModelInfo, ModelSource};
 use common::*;
 

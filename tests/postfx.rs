@@ -10,33 +10,7 @@ use atelier::postfx::{
     WhiteBalance,
 };
 use image::{Rgb, RgbImage};
-use postfx_common::active_ops;
-
-/// 256 × 2: every 8-bit value appears in every channel (as different permutations).
-fn every_value_image() -> RgbImage {
-    RgbImage::from_fn(256, 2, |x, y| {
-        let v = x as u8;
-        if y == 0 {
-            Rgb([v, 255 - v, v.wrapping_mul(7)])
-        } else {
-            Rgb([v.wrapping_mul(3), v, 255 - v])
-        }
-    })
-}
-
-/// A deterministic pseudo-random image.
-fn noise_image(w: u32, h: u32, seed: u32) -> RgbImage {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    RgbImage::from_fn(w, h, |_, _| {
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state >> 24) as u8
-        };
-        Rgb([next(), next(), next()])
-    })
-}
+use postfx_common::{active_ops, every_value_image, noise_image};
 
 #[test]
 fn identity_parameters_are_exact_noops_on_8bit_images() {
@@ -451,7 +425,7 @@ fn auto_colour_stretches_a_low_contrast_image() {
         let v = 100 + ((x + y * 64) % 51) as u8;
         Rgb([v.saturating_add(12), v, v.saturating_sub(10)])
     });
-    let stack = Stack::auto_colour(&img);
+    let stack = atelier::postfx::auto_colour(&img);
     assert!(
         stack.ops.iter().any(|e| matches!(e.op, Op::Levels(_))),
         "{stack:?}"
@@ -470,9 +444,12 @@ fn auto_colour_stretches_a_low_contrast_image() {
         assert!(min <= 5 && max >= 250, "channel {c}: {min}..{max}");
     }
     // Degenerate inputs give harmless stacks.
-    assert!(Stack::auto_colour(&RgbImage::new(0, 0)).is_identity());
+    assert!(atelier::postfx::auto_colour(&RgbImage::new(0, 0)).is_identity());
     let flat = RgbImage::from_pixel(4, 4, Rgb([90, 90, 90]));
-    assert_eq!(apply_to_rgb8(&flat, &Stack::auto_colour(&flat)), flat);
+    assert_eq!(
+        apply_to_rgb8(&flat, &atelier::postfx::auto_colour(&flat)),
+        flat
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! cancelling, a finished image reaching the gallery, and "Reuse settings".
 //!
 //! Every test uses the tiny random-weight SD 1.5 model written by
-//! `atelier::models::tiny::write_tiny_model`, found through `StudioOptions::extra_model_dirs`,
+//! `atelier::diffusion::tiny::write_tiny_model`, found through `StudioOptions::extra_model_dirs`,
 //! and a throw-away `ATELIER_HOME`. No snapshot images: assertions read the accessibility tree.
 
 mod common;
@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use atelier::app::{StudioApp, StudioOptions};
-use atelier::models::tiny::{write_tiny_model, TinyKind};
+use atelier::diffusion::tiny::{write_tiny_model, TinyKind};
 use egui::{Key, Modifiers};
 use egui_kittest::kittest::{NodeT as _, Queryable};
 use egui_kittest::Harness;
@@ -738,14 +738,14 @@ fn adjustments_preview_store_paste_reset_and_undo() {
 }
 
 /// The window's path: the preview runs on the wgpu device egui renders with (lavapipe in CI)
-/// and egui draws its texture. Skipped only with `ATELIER_SKIP_GPU_TESTS=1`.
+/// and egui draws its texture. Ignored only when built with `ATELIER_SKIP_GPU_TESTS=1`.
 #[test]
+#[cfg_attr(
+    skip_gpu_tests,
+    ignore = "ATELIER_SKIP_GPU_TESTS=1: no GPU adapter allowed"
+)]
 fn adjustments_preview_runs_on_the_renderers_wgpu_device() {
     use atelier::postfx::{Exposure, Op, OpEntry};
-    if std::env::var("ATELIER_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("ATELIER_SKIP_GPU_TESTS=1: skipping");
-        return;
-    }
     tiny_models_dir();
     let dir = tempfile::Builder::new()
         .prefix("atelier-ui-gallery-")

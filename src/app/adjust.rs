@@ -305,7 +305,7 @@ impl StudioApp {
                 let Some(source) = a.source.clone() else {
                     return;
                 };
-                for entry in Stack::auto_colour(&source).ops {
+                for entry in crate::postfx::auto_colour(&source).ops {
                     upsert_op(&mut a.edit.stack, entry);
                 }
                 self.adjust_commit();
@@ -520,12 +520,7 @@ impl StudioApp {
 
 impl Adjust {
     fn set_source(&mut self, ctx: &egui::Context, image: RgbImage) {
-        let size = [image.width() as usize, image.height() as usize];
-        self.original_tex = Some(ctx.load_texture(
-            "adjust-original",
-            egui::ColorImage::from_rgb(size, image.as_raw()),
-            egui::TextureOptions::LINEAR,
-        ));
+        self.original_tex = Some(super::textures::load(ctx, "adjust-original", &image));
         self.small = Some(downscale(&image, HISTOGRAM_LONG_SIDE));
         self.rendered = None;
         self.cpu_tex = None;
@@ -593,20 +588,8 @@ impl Adjust {
             };
             let out = crate::postfx::apply_to_rgb8(source, &stack);
             self.histogram = Some(crate::postfx::histogram(&out));
-            let image = egui::ColorImage::from_rgb(
-                [out.width() as usize, out.height() as usize],
-                out.as_raw(),
-            );
-            match &mut self.cpu_tex {
-                Some(t) => t.set(image, egui::TextureOptions::LINEAR),
-                None => {
-                    self.cpu_tex = Some(ctx.load_texture(
-                        "adjust-preview",
-                        image,
-                        egui::TextureOptions::LINEAR,
-                    ))
-                }
-            }
+            let image = super::textures::color_image(&out);
+            super::textures::show_in(ctx, &mut self.cpu_tex, "adjust-preview", image);
         }
         self.rendered = Some(stack);
         ctx.request_repaint();

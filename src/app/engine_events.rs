@@ -62,17 +62,9 @@ impl StudioApp {
             } => {
                 job.record_progress(image_index, step, of, elapsed_secs);
                 if let Some(preview) = preview {
-                    let image = super::rgb_to_color_image(&preview);
-                    match &mut job.preview {
-                        Some(texture) => texture.set(image, egui::TextureOptions::LINEAR),
-                        None => {
-                            job.preview = Some(ctx.load_texture(
-                                format!("preview-{}", job.id),
-                                image,
-                                egui::TextureOptions::LINEAR,
-                            ));
-                        }
-                    }
+                    let name = format!("preview-{}", job.id);
+                    let image = super::textures::color_image(&preview);
+                    super::textures::show_in(&ctx, &mut job.preview, &name, image);
                 }
             }
             EngineEvent::Image { image, .. } => {

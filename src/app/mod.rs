@@ -13,6 +13,7 @@ mod pictures;
 mod session;
 mod state;
 mod tasks;
+mod textures;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -603,19 +604,9 @@ impl StudioApp {
         let image =
             egui::ColorImage::from_rgba_unmultiplied([w as usize, h as usize], preview.as_raw());
         let revision = doc.revision();
-        match &mut self.rt.sketch_texture {
-            Some((rev, texture)) => {
-                texture.set(image, egui::TextureOptions::LINEAR);
-                *rev = revision;
-            }
-            None => {
-                let texture =
-                    self.rt
-                        .ctx
-                        .load_texture("sketch", image, egui::TextureOptions::LINEAR);
-                self.rt.sketch_texture = Some((revision, texture));
-            }
-        }
+        let mut slot = self.rt.sketch_texture.take().map(|(_, t)| t);
+        textures::show_in(&self.rt.ctx, &mut slot, "sketch", image);
+        self.rt.sketch_texture = slot.map(|t| (revision, t));
     }
 
     /// Files dropped on the window: imported into the gallery while the library is shown,
@@ -784,14 +775,6 @@ fn status_message_ui(
             });
         }
     });
-}
-
-/// An RGB image as egui pixels.
-fn rgb_to_color_image(image: &image::RgbImage) -> egui::ColorImage {
-    egui::ColorImage::from_rgb(
-        [image.width() as usize, image.height() as usize],
-        image.as_raw(),
-    )
 }
 
 /// The studio's engine: events wake the UI (or `logic()` while hidden).

@@ -264,11 +264,7 @@ impl Pictures {
         };
         while let Ok((id, result)) = rx.try_recv() {
             let thumb = match result {
-                Ok(img) => Thumb::Ready(ctx.load_texture(
-                    format!("thumb-{id}"),
-                    super::rgb_to_color_image(&img),
-                    egui::TextureOptions::LINEAR,
-                )),
+                Ok(img) => Thumb::Ready(super::textures::load(ctx, format!("thumb-{id}"), &img)),
                 Err(e) => Thumb::Failed(e),
             };
             self.thumbs.insert(id, thumb);
@@ -572,11 +568,7 @@ impl StudioApp {
             PicturesOutcome::Detail(id, Ok(img)) => {
                 if let Some((r, tex)) = &mut self.rt.pictures.detail {
                     if r.id == id {
-                        *tex = Some(ctx.load_texture(
-                            format!("detail-{id}"),
-                            super::rgb_to_color_image(&img),
-                            egui::TextureOptions::LINEAR,
-                        ));
+                        *tex = Some(super::textures::load(&ctx, format!("detail-{id}"), &img));
                     }
                 }
             }
@@ -593,7 +585,7 @@ impl StudioApp {
                 self.show_error(e)
             }
             PicturesOutcome::Copied(id, Ok(img)) => {
-                self.rt.ctx.copy_image(super::rgb_to_color_image(&img));
+                self.rt.ctx.copy_image(super::textures::color_image(&img));
                 self.show_info(format!("Picture #{id} is on the clipboard."));
             }
             PicturesOutcome::Pasted(Ok(img)) => {
@@ -972,11 +964,7 @@ impl StudioApp {
         // Follow along: select the new image if the newest one was selected (or none).
         let following = self.rt.selected_image.is_none()
             || self.rt.selected_image == self.rt.gallery.last().map(|i| i.id);
-        let texture = self.rt.ctx.load_texture(
-            format!("result-{id}"),
-            super::rgb_to_color_image(&image.image),
-            egui::TextureOptions::LINEAR,
-        );
+        let texture = super::textures::load(&self.rt.ctx, format!("result-{id}"), &image.image);
         self.rt.gallery.push(GalleryItem {
             id,
             job,

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use atelier::generation::{GenerationRequest, SamplerKind};
-use atelier::models::{self, ModelInfo, ModelSource};
+use atelier::models::{ModelInfo, ModelSource};
 
 use super::parse_sampler;
 
@@ -63,12 +63,12 @@ pub(crate) fn run(cmd: DevCommand) -> anyhow::Result<()> {
     match cmd {
         DevCommand::TinyModel { kind, out } => {
             let kind = match kind.as_str() {
-                "sd2v" => models::tiny::TinyKind::Sd2V,
-                "sdxl" => models::tiny::TinyKind::Sdxl,
-                "sd15-inpaint" => models::tiny::TinyKind::Sd15Inpaint,
-                _ => models::tiny::TinyKind::Sd15,
+                "sd2v" => atelier::diffusion::tiny::TinyKind::Sd2V,
+                "sdxl" => atelier::diffusion::tiny::TinyKind::Sdxl,
+                "sd15-inpaint" => atelier::diffusion::tiny::TinyKind::Sd15Inpaint,
+                _ => atelier::diffusion::tiny::TinyKind::Sd15,
             };
-            models::tiny::write_tiny_model(&out, kind)
+            atelier::diffusion::tiny::write_tiny_model(&out, kind)
         }
         DevCommand::PlotLoss { run } => atelier::train::trainer::plot_losses(&run)
             .map(|()| eprintln!("wrote {}", run.join("loss.png").display()))
@@ -166,14 +166,12 @@ pub(crate) fn sample_grid(
             batch: per_prompt.max(1),
             ..Default::default()
         };
-        let mut images = Vec::new();
-        let mut control = atelier::diffusion::JobControl {
-            cancel: &cancel,
-            on_loading: &mut |_| {},
-            on_step: &mut |_, _, _, _| {},
-            on_image: &mut |img| images.push(img.image.as_ref().clone()),
-        };
-        generator.run(&request, &mut control)?;
+        let images: Vec<image::RgbImage> = generator
+            .collect(&request, &cancel)?
+            .0
+            .into_iter()
+            .map(|img| img.image.as_ref().clone())
+            .collect();
         eprintln!("{prompt}");
         rows.push(images);
     }

@@ -8,6 +8,7 @@ pub mod fused;
 pub mod noise;
 pub mod pipeline;
 pub mod sampler;
+pub mod tiny;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
@@ -183,6 +184,25 @@ impl Generator {
             first += count;
         }
         Ok(())
+    }
+
+    /// Runs a whole job on this thread and hands back its pictures and how many denoising
+    /// steps ran (tools, evaluation, tests; the engine reports as it goes instead).
+    pub fn collect(
+        &mut self,
+        request: &GenerationRequest,
+        cancel: &AtomicBool,
+    ) -> Result<(Vec<GeneratedImage>, usize), DiffusionError> {
+        let mut images = Vec::with_capacity(request.batch as usize);
+        let mut steps = 0;
+        let mut control = JobControl {
+            cancel,
+            on_loading: &mut |_| {},
+            on_step: &mut |_, _, _, _| steps += 1,
+            on_image: &mut |image| images.push(image),
+        };
+        self.run(request, &mut control)?;
+        Ok((images, steps))
     }
 
     /// Frees the loaded model (e.g. before loading a very large one elsewhere).

@@ -125,47 +125,13 @@ pub fn crash_point(name: &str) {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error(dir, e))
-}
-
-/// Writes `bytes` to `path` durably: a hidden temp file in the same folder, fsync, rename,
-/// fsync the folder. Never leaves a partial file under `path`'s name.
+/// Writes `bytes` to `path` durably (see [`crate::fsio`]), with a test crash point halfway.
+/// Never leaves a partial file under `path`'s name.
 pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| io_error(&tmp, e))?;
-        let half = bytes.len() / 2;
-        f.write_all(&bytes[..half]).map_err(|e| io_error(&tmp, e))?;
-        f.sync_all().map_err(|e| io_error(&tmp, e))?;
-        crash_point("mid-file");
-        f.write_all(&bytes[half..]).map_err(|e| io_error(&tmp, e))?;
-        f.sync_all().map_err(|e| io_error(&tmp, e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.contains(".tmp-")
+    crate::fsio::write_file_with_hook(path, bytes, crate::fsio::Durability::Durable, &|| {
+        crash_point("mid-file")
+    })
+    .map_err(|e| io_error(&e.path, e.source))
 }
 
 fn is_image_name(name: &str) -> bool {
@@ -188,7 +154,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>, temps: &mut Vec<PathBuf>
         if ft.is_dir() {
             walk(root, &path, out, temps);
         } else if ft.is_file() {
-            if is_temp_name(&name) {
+            if crate::fsio::is_temp_name(&name) {
                 temps.push(path);
             } else if is_image_name(&name) {
                 if let Ok(rel) = path.strip_prefix(root) {

@@ -40,14 +40,9 @@ pub fn thumbnail(root: &Path, uid: &str, image_path: &Path) -> Result<image::Rgb
         )
         .is_ok()
     {
-        // A cache: atomic (temp + rename) but not fsynced; a lost thumbnail is remade.
-        if let Some(dir) = cached.parent() {
-            let _ = std::fs::create_dir_all(dir);
-            let tmp = dir.join(format!(".{uid}.png.tmp-{}", std::process::id()));
-            if std::fs::write(&tmp, &bytes).is_ok() && std::fs::rename(&tmp, &cached).is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-        }
+        // A cache: atomic but not fsynced; a lost thumbnail is remade. A cache that cannot
+        // be written is no error: the thumbnail is still returned.
+        let _ = crate::fsio::write_file(&cached, &bytes, crate::fsio::Durability::Atomic);
     }
     Ok(thumb)
 }

@@ -3,7 +3,6 @@
 
 pub mod config;
 pub mod discover;
-pub mod tiny;
 
 use std::path::{Path, PathBuf};
 

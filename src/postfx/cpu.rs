@@ -651,7 +651,8 @@ pub fn grey_world_balance(mean_linear: Rgb) -> Option<WhiteBalance> {
 /// The lower and upper percentiles used by auto levels.
 pub const AUTO_LEVELS_PERCENTILES: (f64, f64) = (0.005, 0.995);
 
-/// See [`Stack::auto_colour`].
+/// A one-click "auto colour" stack for `image`: grey-world white balance, then auto levels
+/// per channel from the [`AUTO_LEVELS_PERCENTILES`] of the balanced image.
 pub fn auto_colour(image: &RgbImage) -> Stack {
     let mut stack = Stack::default();
     let pixel_count = u64::from(image.width()) * u64::from(image.height());

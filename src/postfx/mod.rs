@@ -21,7 +21,7 @@ pub mod gpu;
 pub mod presets;
 pub mod stack;
 
-pub use cpu::{apply_stack, apply_to_rgb8, histogram, Histogram};
+pub use cpu::{apply_stack, apply_to_rgb8, auto_colour, histogram, Histogram};
 pub use stack::{
     Contrast, CurvePoint, Curves, Denoise, Exposure, HighlightsShadows, HueShift, Levels,
     LevelsChannel, Op, OpEntry, Saturation, Stack, UnsharpMask, Vignette, WhiteBalance,

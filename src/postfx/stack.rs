@@ -744,12 +744,6 @@ impl Stack {
         }
         Ok(serde_json::from_value(value)?)
     }
-
-    /// A one-click "auto colour" stack for `image`: grey-world white balance, then auto
-    /// levels per channel from the 0.5 % / 99.5 % percentiles of the balanced image.
-    pub fn auto_colour(image: &image::RgbImage) -> Stack {
-        super::cpu::auto_colour(image)
-    }
 }
 
 fn contains_null(value: &Value) -> bool {

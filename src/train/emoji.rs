@@ -6,7 +6,6 @@
 //! `scripts/fetch-emoji-data.sh`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -459,12 +458,12 @@ fn write_split(dir: &Path, samples: &[Sample]) -> Result<(), EmojiError> {
     }
     // Written whole and renamed into place, so a reader never sees half a file.
     let captions = dir.join("captions.jsonl");
-    let partial = dir.join("captions.jsonl.partial");
-    let mut file = std::fs::File::create(&partial).map_err(|e| io(&partial, e))?;
-    file.write_all(lines.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io(&partial, e))?;
-    std::fs::rename(&partial, &captions).map_err(|e| io(&captions, e))?;
+    crate::fsio::write_file(
+        &captions,
+        lines.as_bytes(),
+        crate::fsio::Durability::Durable,
+    )
+    .map_err(|e| io(&e.path, e.source))?;
     Ok(())
 }
 

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{fit_square, open_dataset, DataError, DataOptions, Dataset};
 use super::judge::{class_accuracies, label_of, ClassAccuracy, Judge};
-use crate::diffusion::{DiffusionError, Generator, GeneratorOptions, JobControl};
+use crate::diffusion::{DiffusionError, Generator, GeneratorOptions};
 use crate::generation::{GenerationRequest, SamplerKind};
 use crate::models::{ModelError, ModelInfo, ModelSource};
 
@@ -38,8 +38,8 @@ pub enum EvalError {
     Diffusion(#[from] DiffusionError),
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("{path}: not a usable judge: {reason}")]
-    Judge { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Judge(#[from] super::judge::JudgeError),
     #[error("{path}: bad prompts file: {reason}")]
     Prompts { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
@@ -556,15 +556,12 @@ fn generate(
         batch,
         ..base.clone()
     };
-    let cancel = AtomicBool::new(false);
-    let mut images = Vec::with_capacity(batch as usize);
-    let mut control = JobControl {
-        cancel: &cancel,
-        on_loading: &mut |_| {},
-        on_step: &mut |_, _, _, _| {},
-        on_image: &mut |img| images.push((*img.image).clone()),
-    };
-    generator.run(&request, &mut control)?;
+    let images: Vec<RgbImage> = generator
+        .collect(&request, &AtomicBool::new(false))?
+        .0
+        .into_iter()
+        .map(|img| (*img.image).clone())
+        .collect();
     if images.len() != batch as usize {
         return Err(EvalError::Options(format!(
             "the generator returned {} images for a batch of {batch}",

@@ -16,7 +16,42 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::data::{fit_square, open_dataset, DataOptions, Dataset};
-use super::eval::EvalError;
+
+/// What can go wrong loading or training a judge.
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeError {
+    #[error(transparent)]
+    Data(#[from] super::data::DataError),
+    #[error("{path}: not a usable judge: {reason}")]
+    Unusable {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("{path}: {reason}")]
+    Io {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("invalid options: {0}")]
+    Options(String),
+    #[error("computation failed: {0}")]
+    Candle(String),
+}
+
+impl From<candle_core::Error> for JudgeError {
+    fn from(e: candle_core::Error) -> Self {
+        JudgeError::Candle(crate::diffusion::error_text(&e))
+    }
+}
+
+impl JudgeError {
+    fn io(path: &Path, e: &dyn std::fmt::Display) -> Self {
+        JudgeError::Io {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    }
+}
 use super::optim::AdamW;
 use crate::diffusion::blocks::{group_norm, silu, Conv2d, GroupNorm};
 
@@ -128,9 +163,9 @@ impl Judge {
     }
 
     /// Reads `judge.json` and `judge.safetensors` from `dir`.
-    pub fn load(dir: &Path) -> Result<Self, EvalError> {
+    pub fn load(dir: &Path) -> Result<Self, JudgeError> {
         let config_path = dir.join(CONFIG_FILE);
-        let bad = |path: &Path, reason: String| EvalError::Judge {
+        let bad = |path: &Path, reason: String| JudgeError::Unusable {
             path: path.to_path_buf(),
             reason,
         };
@@ -322,10 +357,10 @@ pub struct JudgeReport {
 pub fn train_judge(
     opts: &JudgeTrainOptions,
     on_progress: &mut dyn FnMut(usize, usize, f32, f32),
-) -> Result<JudgeReport, EvalError> {
+) -> Result<JudgeReport, JudgeError> {
     let started = Instant::now();
     if opts.steps == 0 || opts.batch == 0 {
-        return Err(EvalError::Options(
+        return Err(JudgeError::Options(
             "steps and batch must be at least 1".into(),
         ));
     }
@@ -347,7 +382,7 @@ pub fn train_judge(
         .into_iter()
         .collect();
     if classes.len() < 2 {
-        return Err(EvalError::Options(format!(
+        return Err(JudgeError::Options(format!(
             "{}: judge training needs at least two classes in key \"{}\", found {}",
             opts.data.display(),
             opts.label_key,
@@ -380,7 +415,7 @@ pub fn train_judge(
         val_balanced_accuracy: None,
         seed: opts.seed,
     };
-    config.validate().map_err(EvalError::Options)?;
+    config.validate().map_err(JudgeError::Options)?;
     let device = Device::Cpu;
     let vm = VarMap::new();
     let judge = Judge::new(
@@ -489,7 +524,7 @@ pub struct AccuracySummary {
 }
 
 /// Scores every item of `data` whose label (the judge's `label_key`) is one of its classes.
-pub fn accuracy_on(judge: &Judge, data: &Dataset) -> Result<AccuracySummary, EvalError> {
+pub fn accuracy_on(judge: &Judge, data: &Dataset) -> Result<AccuracySummary, JudgeError> {
     let mut images = Vec::new();
     let mut targets = Vec::new();
     let mut unknown_labels = 0;
@@ -656,23 +691,27 @@ fn seeded_init(params: &[(String, Var)], seed: u64) -> candle_core::Result<()> {
     Ok(())
 }
 
-/// Writes the weights (f16) and `judge.json` atomically (temporary file, then rename).
-fn save(dir: &Path, vm: &VarMap, config: &JudgeConfig) -> Result<(), EvalError> {
-    std::fs::create_dir_all(dir).map_err(|e| EvalError::io(dir, &e))?;
+/// Writes the weights (f16) and `judge.json`, each whole or not at all (`fsio`).
+fn save(dir: &Path, vm: &VarMap, config: &JudgeConfig) -> Result<(), JudgeError> {
+    std::fs::create_dir_all(dir).map_err(|e| JudgeError::io(dir, &e))?;
     let tensors: HashMap<String, Tensor> = named_vars(vm)
         .into_iter()
         .map(|(k, v)| Ok((k, v.as_tensor().to_dtype(DType::F16)?)))
         .collect::<candle_core::Result<_>>()?;
-    let weights = dir.join(WEIGHTS_FILE);
-    let tmp = weights.with_extension("tmp");
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, &weights).map_err(|e| EvalError::io(&weights, &e))?;
+    use crate::fsio::{write_file, write_with, Durability};
+    let fail = |e: crate::fsio::WriteError| JudgeError::io(&e.path, &e.source);
+    write_with(&dir.join(WEIGHTS_FILE), Durability::Durable, |tmp| {
+        candle_core::safetensors::save(&tensors, tmp).map_err(std::io::Error::other)
+    })
+    .map_err(fail)?;
     let json =
-        serde_json::to_string_pretty(config).map_err(|e| EvalError::Options(e.to_string()))?;
-    let path = dir.join(CONFIG_FILE);
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, json + "\n").map_err(|e| EvalError::io(&tmp, &e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| EvalError::io(&path, &e))
+        serde_json::to_string_pretty(config).map_err(|e| JudgeError::Options(e.to_string()))?;
+    write_file(
+        &dir.join(CONFIG_FILE),
+        (json + "\n").as_bytes(),
+        Durability::Durable,
+    )
+    .map_err(fail)
 }
 
 #[cfg(test)]

@@ -277,9 +277,14 @@ fn step_rng(seed: u64, stage: u64, step: usize) -> ChaCha8Rng {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    crate::fsio::write_file(path, bytes, crate::fsio::Durability::Durable).map_err(fsio_err)
+}
+
+fn fsio_err(e: crate::fsio::WriteError) -> TrainError {
+    TrainError::Io {
+        path: e.path,
+        reason: e.source.to_string(),
+    }
 }
 
 fn save_tensors(
@@ -291,9 +296,10 @@ fn save_tensors(
         .iter()
         .map(|(k, t)| Ok((k.clone(), t.to_dtype(dtype)?)))
         .collect::<candle_core::Result<_>>()?;
-    let tmp = path.with_extension("tmp");
-    candle_core::safetensors::save(&converted, &tmp)?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    crate::fsio::write_with(path, crate::fsio::Durability::Durable, |tmp| {
+        candle_core::safetensors::save(&converted, tmp).map_err(std::io::Error::other)
+    })
+    .map_err(fsio_err)
 }
 
 fn varmap_tensors(vm: &VarMap) -> HashMap<String, Tensor> {

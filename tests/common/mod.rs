@@ -2,12 +2,14 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use atelier::diffusion::{DiffusionError, Generator, JobControl};
+use atelier::diffusion::tiny::{write_tiny_model, TinyKind};
+use atelier::diffusion::{DiffusionError, Generator};
 use atelier::generation::{GeneratedImage, GenerationRequest, SamplerKind};
-use atelier::models::tiny::{write_tiny_model, TinyKind};
 
 fn root() -> &'static Path {
     static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
@@ -52,16 +54,7 @@ pub fn run_with(
     req: &GenerationRequest,
     cancel: &AtomicBool,
 ) -> Result<(Vec<GeneratedImage>, usize), DiffusionError> {
-    let mut images = Vec::new();
-    let mut steps = 0;
-    let mut control = JobControl {
-        cancel,
-        on_loading: &mut |_| {},
-        on_step: &mut |_, _, _, _| steps += 1,
-        on_image: &mut |img| images.push(img),
-    };
-    generator.run(req, &mut control)?;
-    Ok((images, steps))
+    generator.collect(req, cancel)
 }
 
 pub fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
@@ -155,4 +148,65 @@ pub fn zlib_bomb(n: usize) -> Vec<u8> {
     let len = u32::from_be_bytes(buf[at - 4..at].try_into().unwrap()) as usize;
     // Skip the keyword "k", its NUL and the compression method byte.
     buf[at + 4 + 3..at + 4 + len].to_vec()
+}
+
+/// The `atelier` binary with its data (gallery, models folder, HF cache) under `home`, and
+/// no crash point inherited from the test's own environment.
+pub fn atelier_cmd(args: &[&str], home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_atelier"));
+    c.args(args)
+        .env("ATELIER_HOME", home)
+        .env("HF_HOME", home.join("hf"))
+        .env_remove("ATELIER_CRASH_POINT")
+        .env_remove("ATELIER_TEST_PANIC_PROMPT");
+    c
+}
+
+/// Runs `atelier` to the end; a run over two minutes is a hang and fails the test.
+pub fn atelier(args: &[&str], home: &Path) -> Output {
+    let mut child = atelier_cmd(args, home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running atelier");
+    // Read the pipes while waiting, so a talkative run cannot block on a full pipe.
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut v).map(|_| v)
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut v).map(|_| v)
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for atelier") {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("atelier {args:?} ran over two minutes: a hang");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap().unwrap_or_default(),
+        stderr: err_reader.join().unwrap().unwrap_or_default(),
+    }
+}
+
+/// A run's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A run's stdout and stderr as one text.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }

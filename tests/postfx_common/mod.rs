@@ -1,6 +1,7 @@
 //! Adjustment-op fixtures shared by the CPU and GPU postfx tests.
 
 use atelier::postfx::*;
+use image::{Rgb, RgbImage};
 
 /// Non-identity parameters for every op.
 pub fn active_ops() -> Vec<Op> {
@@ -59,4 +60,30 @@ pub fn active_ops() -> Vec<Op> {
             feather: 0.6,
         }),
     ]
+}
+
+/// 256 x 2: every 8-bit value appears in every channel (as different permutations).
+pub fn every_value_image() -> RgbImage {
+    RgbImage::from_fn(256, 2, |x, y| {
+        let v = x as u8;
+        if y == 0 {
+            Rgb([v, 255 - v, v.wrapping_mul(7)])
+        } else {
+            Rgb([v.wrapping_mul(3), v, 255 - v])
+        }
+    })
+}
+
+/// A deterministic pseudo-random image.
+pub fn noise_image(w: u32, h: u32, seed: u32) -> RgbImage {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    RgbImage::from_fn(w, h, |_, _| {
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 24) as u8
+        };
+        Rgb([next(), next(), next()])
+    })
 }
