@@ -1,0 +1,329 @@
+//! The settings a picture carries inside its own file, readable by other tools.
+//!
+//! A PNG written by Atelier holds three text chunks, before the image data:
+//! - `parameters`: the text AUTOMATIC1111 writes (prompt, `Negative prompt: ...`, then
+//!   `Steps: 20, Sampler: ..., CFG scale: 7, Seed: 1, Size: 512x512, Model: ...`), which
+//!   A1111's "PNG info", Civitai and most metadata readers understand;
+//! - `atelier`: Atelier's own [`ImageMeta`] as JSON (everything, including lineage and the
+//!   adjustment stack), which is what rebuilds the catalog after a disaster;
+//! - `XML:com.adobe.xmp`: an XMP packet marking the file as AI-generated (IPTC digital source
+//!   type `trainedAlgorithmicMedia`) with the prompt as its description.
+//!
+//! JPEG and WebP exports carry the A1111 text in EXIF `UserComment` (UTF-16, as A1111 writes
+//! it) and the same XMP packet. Reading accepts files made by AUTOMATIC1111 (`parameters`),
+//! ComfyUI (`prompt` graph JSON), InvokeAI (`invokeai_metadata`) and Atelier; fields it does
+//! not understand are kept as raw text in [`ImageMeta::extra`].
+
+mod a1111;
+mod exif;
+mod png_text;
+mod tools;
+mod xmp;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use a1111::*;
+pub use exif::*;
+pub use png_text::*;
+pub use tools::*;
+pub use xmp::*;
+
+/// The most text read from one compressed chunk (a zTXt bomb stops here).
+pub const TEXT_LIMIT: usize = 1 << 20;
+/// The most bytes of chunks the PNG decoder may allocate while reading metadata.
+const PNG_META_LIMIT: usize = 32 << 20;
+
+pub const IPTC_AI_SOURCE: &str =
+    "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia";
+
+/// Everything known about how a picture was made. Embedded in the file and stored in the
+/// catalog; unknown values survive in `extra`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageMeta {
+    /// Stable identity across catalog rebuilds (random hex).
+    pub uid: String,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub seed: Option<u64>,
+    pub steps: Option<u32>,
+    /// The sampler's A1111-style label ("DPM++ 2M Karras", "Euler a", ...).
+    pub sampler: Option<String>,
+    pub guidance: Option<f32>,
+    pub width: u32,
+    pub height: u32,
+    pub model_name: Option<String>,
+    pub model_hash: Option<String>,
+    /// Image-to-image strength, when an init image was used.
+    pub strength: Option<f32>,
+    /// The init image: `gallery:<uid>` for a gallery image, else a file name.
+    pub init_image: Option<String>,
+    pub mask_image: Option<String>,
+    /// The adjustment stack as stored JSON (see `postfx::Stack`).
+    pub adjustments: Option<Value>,
+    /// The image this one was made from (`uid`), and how: `img2img`, `inpaint`, `adjust`...
+    pub parent: Option<String>,
+    pub lineage: Option<String>,
+    /// The program that made the file ("Atelier 0.1.0", "AUTOMATIC1111", "ComfyUI"...).
+    pub generator: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub created: i64,
+    pub tags: Vec<String>,
+    /// 0 (unrated) to 5; kept in the file too so a rebuilt catalog has it.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rating: u8,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub favourite: bool,
+    /// Values a reader did not understand, as raw text, by name.
+    pub extra: BTreeMap<String, String>,
+    /// The queued job and image index it was made by (`<job uid>/<index>`), so a job
+    /// resumed after a crash knows which of its pictures are already saved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
+}
+
+/// Maps Atelier's sampler names to the labels A1111 writes.
+pub fn a1111_sampler_label(sampler: crate::generation::SamplerKind) -> &'static str {
+    use crate::generation::SamplerKind::*;
+    match sampler {
+        Ddim => "DDIM",
+        EulerAncestral => "Euler a",
+        UniPc => "UniPC",
+        DpmPp2mKarras => "DPM++ 2M Karras",
+        DpmPp2m => "DPM++ 2M",
+    }
+}
+
+/// The sampler a label names, for "reuse settings" on imported files.
+pub fn sampler_from_label(label: &str) -> Option<crate::generation::SamplerKind> {
+    use crate::generation::SamplerKind;
+    let l = label.trim().to_ascii_lowercase();
+    SamplerKind::ALL.into_iter().find(|s| {
+        a1111_sampler_label(*s).to_ascii_lowercase() == l
+            || s.cli_name() == l
+            || s.label().to_ascii_lowercase() == l
+    })
+}
+
+/// Reads whatever settings a file of any supported format carries.
+pub fn read_embedded(bytes: &[u8]) -> EmbeddedText {
+    if bytes.starts_with(b"\x89PNG") {
+        return read_png_text(bytes).unwrap_or_else(|e| EmbeddedText {
+            unreadable: vec![("png".into(), e)],
+            ..Default::default()
+        });
+    }
+    let (exif, xmp) = if bytes.starts_with(&[0xFF, 0xD8]) {
+        jpeg_segments(bytes)
+    } else if bytes.starts_with(b"RIFF") {
+        webp_chunks(bytes)
+    } else {
+        (None, None)
+    };
+    let mut out = EmbeddedText::default();
+    if let Some(text) = exif
+        .as_deref()
+        .and_then(read_exif_user_comment)
+        .filter(|t| !t.trim().is_empty())
+    {
+        // Atelier's JSON rides after the A1111 text in the comment, on a marked line.
+        match text.split_once(ATELIER_JSON_MARK) {
+            Some((a1111, json)) => {
+                out.chunks
+                    .push(("parameters".into(), a1111.trim_end().into()));
+                out.chunks.push(("atelier".into(), json.trim().into()));
+            }
+            None => out.chunks.push(("parameters".into(), text)),
+        }
+    }
+    if let Some(x) = xmp {
+        out.chunks.push(("XML:com.adobe.xmp".into(), x));
+    }
+    out
+}
+
+/// Separates the A1111 text from Atelier's JSON inside an EXIF UserComment.
+pub const ATELIER_JSON_MARK: &str = "\nAtelier-JSON: ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ImageMeta {
+        ImageMeta {
+            uid: "abc".into(),
+            prompt: "a cat, sitting: on a mat\nsecond line".into(),
+            negative_prompt: "blurry, low quality".into(),
+            seed: Some(1234567890123),
+            steps: Some(20),
+            sampler: Some("DPM++ 2M Karras".into()),
+            guidance: Some(7.5),
+            width: 512,
+            height: 768,
+            model_name: Some("my, model".into()),
+            model_hash: Some("0123456789".into()),
+            strength: Some(0.6),
+            generator: Some("Atelier 0.1.0".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a1111_text_round_trips() {
+        let m = sample();
+        let text = to_a1111(&m);
+        assert!(text.contains("Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 1234567890123, Size: 512x768"), "{text}");
+        let back = parse_a1111(&text);
+        assert_eq!(back.prompt, m.prompt);
+        assert_eq!(back.negative_prompt, m.negative_prompt);
+        assert_eq!(back.seed, m.seed);
+        assert_eq!(back.steps, m.steps);
+        assert_eq!(back.guidance, m.guidance);
+        assert_eq!(back.sampler, m.sampler);
+        assert_eq!((back.width, back.height), (512, 768));
+        assert_eq!(back.model_name.as_deref(), Some("my, model"));
+        assert_eq!(back.model_hash, m.model_hash);
+        assert_eq!(back.strength, Some(0.6));
+        assert_eq!(back.generator.as_deref(), Some("Atelier 0.1.0"));
+    }
+
+    #[test]
+    fn real_a1111_text_parses_with_unknown_fields_kept() {
+        let text = "masterpiece, 1girl\nNegative prompt: bad hands\nSteps: 28, Sampler: Euler a, Schedule type: Automatic, CFG scale: 6, Seed: 42, Size: 832x1216, Model hash: 31e35c80fc, Model: sd_xl_base_1.0, Lora hashes: \"x: 1, y: 2\", Version: v1.10.1";
+        let m = parse_a1111(text);
+        assert_eq!(m.prompt, "masterpiece, 1girl");
+        assert_eq!(m.negative_prompt, "bad hands");
+        assert_eq!(m.seed, Some(42));
+        assert_eq!(m.sampler.as_deref(), Some("Euler a"));
+        assert_eq!(
+            m.extra.get("Schedule type").map(String::as_str),
+            Some("Automatic")
+        );
+        assert_eq!(
+            m.extra.get("Lora hashes").map(String::as_str),
+            Some("x: 1, y: 2")
+        );
+        assert_eq!(m.extra.get("Version").map(String::as_str), Some("v1.10.1"));
+        assert_eq!(m.generator.as_deref(), Some("AUTOMATIC1111"));
+    }
+
+    #[test]
+    fn comfyui_graph_gives_prompts_and_settings() {
+        let graph = r#"{"3":{"class_type":"KSampler","inputs":{"seed":7,"steps":25,"cfg":8.0,"sampler_name":"euler","denoise":1.0,"positive":["6",0],"negative":["7",0],"model":["4",0]}},
+          "4":{"class_type":"CheckpointLoaderSimple","inputs":{"ckpt_name":"v1-5.safetensors"}},
+          "5":{"class_type":"EmptyLatentImage","inputs":{"width":512,"height":640,"batch_size":1}},
+          "6":{"class_type":"CLIPTextEncode","inputs":{"text":"a castle","clip":["4",1]}},
+          "7":{"class_type":"CLIPTextEncode","inputs":{"text":"fog","clip":["4",1]}}}"#;
+        let m = parse_comfyui(graph).unwrap();
+        assert_eq!(m.prompt, "a castle");
+        assert_eq!(m.negative_prompt, "fog");
+        assert_eq!(
+            (m.seed, m.steps, m.guidance),
+            (Some(7), Some(25), Some(8.0))
+        );
+        assert_eq!(m.model_name.as_deref(), Some("v1-5.safetensors"));
+        assert_eq!((m.width, m.height), (512, 640));
+        assert_eq!(m.strength, None);
+    }
+
+    #[test]
+    fn png_chunks_round_trip_including_non_latin1_text() {
+        let mut m = sample();
+        m.prompt = "猫 on a mat — ünïcödé".into();
+        let img = image::RgbImage::from_pixel(3, 2, image::Rgb([1, 2, 3]));
+        let bytes = encode_png(&img, &png_chunks(&m)).unwrap();
+        let t = read_png_text(&bytes).unwrap();
+        assert_eq!(t.meta().unwrap(), m);
+        assert!(t.get("XML:com.adobe.xmp").unwrap().contains(IPTC_AI_SOURCE));
+        assert_eq!(parse_a1111(t.get("parameters").unwrap()).prompt, m.prompt);
+        let back = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        assert_eq!(back, img);
+    }
+
+    #[test]
+    fn text_chunks_are_replaced_without_touching_the_pixels() {
+        let img =
+            image::RgbImage::from_fn(5, 4, |x, y| image::Rgb([x as u8 * 40, y as u8 * 50, 9]));
+        let mut m = sample();
+        let first = encode_png(&img, &png_chunks(&m)).unwrap();
+        m.tags = vec!["sunny".into()];
+        m.adjustments = Some(serde_json::json!({"version": 1, "ops": []}));
+        m.prompt = "ünïcode now".into();
+        let second = replace_png_text(&first, &png_chunks(&m)).unwrap();
+        let t = read_png_text(&second).unwrap();
+        assert_eq!(t.meta().unwrap(), m);
+        assert_eq!(t.chunks.len(), 3, "old chunks dropped: {:?}", t.chunks);
+        assert_eq!(image::load_from_memory(&second).unwrap().to_rgb8(), img);
+        assert!(replace_png_text(b"not a png", &[]).is_none());
+        assert!(replace_png_text(&first[..first.len() - 20], &[]).is_none());
+    }
+
+    #[test]
+    fn exif_user_comment_round_trips() {
+        let text = "a prompt with ünïcode ✓\nSteps: 4";
+        let tiff = exif_user_comment(text, "Atelier");
+        assert_eq!(read_exif_user_comment(&tiff).as_deref(), Some(text));
+        assert_eq!(read_exif_user_comment(b"II*\0garbage"), None);
+        assert_eq!(read_exif_user_comment(&tiff[..20]), None);
+    }
+
+    #[test]
+    fn readers_never_panic_on_garbage() {
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet: Vec<char> = "ab,:\"\\\n Steps:Negative prompt:Size x1é猫\u{202E}{}[]0"
+            .chars()
+            .collect();
+        let img = image::RgbImage::from_pixel(2, 2, image::Rgb([1, 2, 3]));
+        let png = encode_png(&img, &png_chunks(&sample())).unwrap();
+        let encode_as = |format| {
+            let opts = crate::gallery::export::ExportOptions {
+                format,
+                jpeg_quality: 80,
+                ..Default::default()
+            };
+            crate::gallery::export::encode(&img, &sample(), &opts).unwrap()
+        };
+        let jpeg = encode_as(crate::gallery::export::ExportFormat::Jpeg);
+        let webp = encode_as(crate::gallery::export::ExportFormat::Webp);
+        for round in 0..3000 {
+            let len = (next() % 80) as usize;
+            let text: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let _ = parse_a1111(&text);
+            let _ = parse_comfyui(&text);
+            let _ = parse_invokeai(&text);
+            let bytes: Vec<u8> = text.bytes().collect();
+            let _ = read_exif_user_comment(&bytes);
+            // Real files with random bytes changed or cut off.
+            for base in [&png, &jpeg, &webp] {
+                let mut broken = base.to_vec();
+                let at = (next() as usize) % broken.len();
+                broken[at] = next() as u8;
+                broken.truncate(broken.len() - (round % 7));
+                let _ = read_embedded(&broken);
+                let _ = replace_png_text(&broken, &[("k", text.clone())]);
+            }
+        }
+    }
+
+    #[test]
+    fn xmp_escapes_markup() {
+        let x = xmp_packet(Some("<b>&\"quotes\"</b>\u{1}"), "Atelier");
+        assert!(x.contains("&lt;b&gt;&amp;&quot;quotes&quot;&lt;/b&gt;"));
+        assert!(!x.contains('\u{1}'));
+    }
+}
