@@ -10,12 +10,12 @@ use std::sync::OnceLock;
 use atelier::diffusion::tiny::TinyKind;
 use atelier::train::data::{open_dataset, DataOptions};
 use atelier::train::eval::{
-    evaluate, frechet_distance, read_prompts_file, symmetric_eigen, EvalError, EvalOptions,
-    Gaussian, Split,
+    evaluate, frechet_distance, read_prompts_file, EvalError, EvalOptions, Gaussian, Split,
 };
 use atelier::train::judge::{
     accuracy_on, images_tensor, train_judge, Judge, JudgeError, JudgeTrainOptions,
 };
+use atelier::train::linalg::symmetric_eigen;
 use common::tiny_model;
 
 const CLASSES: [&str; 3] = ["square", "circle", "line"];
