@@ -128,7 +128,7 @@ pub(crate) fn training_device(cpu: bool) -> candle_core::Device {
 }
 
 pub(crate) fn train(args: TrainArgs) -> anyhow::Result<()> {
-    use atelier::train::trainer::{self, Stage, TrainEvent, TrainOptions};
+    use atelier::train::trainer::{self, TrainEvent, TrainOptions};
     let opts = TrainOptions {
         data: args.data,
         out: args.out,
@@ -172,10 +172,7 @@ pub(crate) fn train(args: TrainArgs) -> anyhow::Result<()> {
     let summary = trainer::train(&opts, &mut |event| match event {
         TrainEvent::Note(text) => say(text),
         TrainEvent::Stage { stage, from, of } => {
-            bar.set_prefix(match stage {
-                Stage::Vae => "vae",
-                _ => "unet",
-            });
+            bar.set_prefix(stage.name());
             bar.set_length(of as u64);
             bar.set_position(from as u64);
             bar.reset_eta();

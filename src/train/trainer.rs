@@ -135,6 +135,24 @@ pub enum Stage {
     Done,
 }
 
+impl Stage {
+    /// The stage's name in `loss.csv` and on the progress bar.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Vae => "vae",
+            Stage::Unet => "unet",
+            Stage::Done => "done",
+        }
+    }
+
+    /// The stage a `loss.csv` line names (training stages only).
+    pub fn from_log_name(name: &str) -> Option<Self> {
+        [Stage::Vae, Stage::Unet]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+}
+
 /// What the trainer reports as it goes.
 #[derive(Clone, Debug)]
 pub enum TrainEvent {
@@ -452,33 +470,9 @@ pub fn train(
     opts: &TrainOptions,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainSummary, TrainError> {
-    if opts.batch == 0 {
-        return Err(TrainError::Options("--batch must be at least 1".into()));
-    }
-    if let Some(p) = opts.tag_dropout {
-        if !(0.0..=1.0).contains(&p) {
-            return Err(TrainError::Options(format!(
-                "--tag-dropout must be between 0 and 1, not {p}"
-            )));
-        }
-    }
-    let device = opts.device.clone();
+    validate_options(opts)?;
     let ckpt = opts.out.join("checkpoint");
-    let state_path = ckpt.join("state.json");
-    let existing: Option<State> = if state_path.is_file() {
-        if !opts.resume {
-            return Err(TrainError::CheckpointExists { path: ckpt });
-        }
-        let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
-        Some(
-            serde_json::from_str(&text).map_err(|e| TrainError::BadCheckpoint {
-                path: state_path.clone(),
-                reason: e.to_string(),
-            })?,
-        )
-    } else {
-        None
-    };
+    let existing = read_state(opts, &ckpt)?;
     let mut recipe = existing
         .as_ref()
         .map_or_else(|| opts.recipe.clone(), |s| s.recipe.clone());
@@ -494,8 +488,100 @@ pub fn train(
     }
     on_event(TrainEvent::Note(format!(
         "training on {}",
-        device_name(&device)
+        device_name(&opts.device)
     )));
+    let data = read_data(opts, &recipe, on_event)?;
+    std::fs::create_dir_all(&ckpt).map_err(io_err(&ckpt))?;
+    let models = build_models(&recipe, &opts.device)?;
+    let mut state = match existing {
+        Some(s) => resume_state(opts, s, &recipe, &models, &ckpt, on_event)?,
+        None => fresh_state(
+            opts,
+            &recipe,
+            init.as_ref(),
+            &models,
+            data.items.len(),
+            on_event,
+        )?,
+    };
+    write_model_skeleton(&opts.out, &recipe, state.vae_scaling.unwrap_or(1.0))?;
+    // Loaded now, so a tokenizer problem shows before the VAE stage's work.
+    let tokenizer = ClipTokenizer::load(&TokenizerFiles {
+        dir: tokenizer_dir(&opts.out),
+        pad_token: Some("<|endoftext|>".into()),
+        max_length: recipe.max_tokens,
+    })
+    .map_err(|e| TrainError::Options(e.to_string()))?;
+    let mut run = Run {
+        opts,
+        tokenizer,
+        ckpt,
+        loss_log: opts.out.join("loss.csv"),
+        models,
+        data,
+        summary: TrainSummary {
+            model_dir: opts.out.join("model"),
+            vae_steps: 0,
+            unet_steps: 0,
+            last_vae_loss: None,
+            last_unet_loss: None,
+            images: 0,
+        },
+    };
+    run.summary.images = run.data.items.len();
+    if state.stage == Stage::Vae {
+        run.vae_stage(&mut state, on_event)?;
+        state.stage = Stage::Unet;
+    }
+    let latents = run.scaled_latents(&mut state, on_event)?;
+    write_model_skeleton(&opts.out, &recipe, state.vae_scaling.unwrap_or(1.0))?;
+    let ema = run.unet_stage(&mut state, &recipe, &latents, on_event)?;
+    if state.unet_step >= opts.steps {
+        state.stage = Stage::Done;
+        checkpoint(&opts.out, &run.models, &state, Some(&ema))?;
+    }
+    Ok(run.summary)
+}
+
+fn validate_options(opts: &TrainOptions) -> Result<(), TrainError> {
+    if opts.batch == 0 {
+        return Err(TrainError::Options("--batch must be at least 1".into()));
+    }
+    if let Some(p) = opts.tag_dropout {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(TrainError::Options(format!(
+                "--tag-dropout must be between 0 and 1, not {p}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoint's state when one exists (then `--resume` is required).
+fn read_state(opts: &TrainOptions, ckpt: &Path) -> Result<Option<State>, TrainError> {
+    let state_path = ckpt.join("state.json");
+    if !state_path.is_file() {
+        return Ok(None);
+    }
+    if !opts.resume {
+        return Err(TrainError::CheckpointExists {
+            path: ckpt.to_path_buf(),
+        });
+    }
+    let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| TrainError::BadCheckpoint {
+            path: state_path.clone(),
+            reason: e.to_string(),
+        })
+}
+
+fn read_data(
+    opts: &TrainOptions,
+    recipe: &Recipe,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<Dataset, TrainError> {
     on_event(TrainEvent::Note(format!("reading {}", opts.data.display())));
     let data = open_dataset(
         &opts.data,
@@ -516,110 +602,126 @@ pub fn train(
         "{} images with captions",
         data.items.len()
     )));
-    std::fs::create_dir_all(&ckpt).map_err(io_err(&ckpt))?;
+    Ok(data)
+}
 
-    let models = build_models(&recipe, &device)?;
-    let mut state = match existing {
-        Some(s) => {
-            load_varmap(&models.vae_vm, &ckpt.join("vae.safetensors"))?;
-            load_varmap(&models.unet_vm, &ckpt.join("unet.safetensors"))?;
-            load_varmap(&models.text_vm, &ckpt.join("text.safetensors"))?;
+/// A run resumed from its checkpoint: weights loaded, the loss log cut back to it, and the
+/// options a resume may change (objective, balancing, tag dropout) applied.
+fn resume_state(
+    opts: &TrainOptions,
+    mut s: State,
+    recipe: &Recipe,
+    models: &Models,
+    ckpt: &Path,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<State, TrainError> {
+    load_varmap(&models.vae_vm, &ckpt.join("vae.safetensors"))?;
+    load_varmap(&models.unet_vm, &ckpt.join("unet.safetensors"))?;
+    load_varmap(&models.text_vm, &ckpt.join("text.safetensors"))?;
+    on_event(TrainEvent::Note(format!(
+        "resuming at VAE step {} / UNet step {}",
+        s.vae_step, s.unet_step
+    )));
+    truncate_loss_log(&opts.out.join("loss.csv"), s.vae_step, s.unet_step);
+    if opts.init_from.is_some() {
+        on_event(TrainEvent::Note(
+            "--init-from is ignored: continuing the run's own checkpoint".into(),
+        ));
+    }
+    if s.recipe.objective != recipe.objective {
+        on_event(TrainEvent::Note(format!(
+            "switching the objective from {:?} to {:?} at UNet step {}",
+            s.recipe.objective, recipe.objective, s.unet_step
+        )));
+        s.recipe.objective = recipe.objective;
+    }
+    if opts.balance_by.is_some() {
+        // Switching balancing on (or to another key) from here on.
+        s.balance_by = opts.balance_by.clone();
+    }
+    if let Some(p) = opts.tag_dropout {
+        s.tag_dropout = p;
+    }
+    Ok(s)
+}
+
+/// A new run: seeded random weights, or an exported model's (`--init-from`, which skips the
+/// VAE stage).
+fn fresh_state(
+    opts: &TrainOptions,
+    recipe: &Recipe,
+    init: Option<&(PathBuf, (f64, Objective))>,
+    models: &Models,
+    images: usize,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<State, TrainError> {
+    let mut state = State {
+        version: 1,
+        recipe: recipe.clone(),
+        seed: opts.seed,
+        stage: Stage::Vae,
+        vae_step: 0,
+        unet_step: 0,
+        vae_scaling: None,
+        images,
+        balance_by: opts.balance_by.clone(),
+        tag_dropout: opts.tag_dropout.unwrap_or(0.0),
+        init_from: None,
+    };
+    match init {
+        Some((dir, (scaling, _))) => {
+            load_init(
+                &models.vae_vm,
+                &dir.join("vae/diffusion_pytorch_model.safetensors"),
+            )?;
+            load_init(
+                &models.unet_vm,
+                &dir.join("unet/diffusion_pytorch_model.safetensors"),
+            )?;
+            load_init(&models.text_vm, &dir.join("text_encoder/model.safetensors"))?;
             on_event(TrainEvent::Note(format!(
-                "resuming at VAE step {} / UNet step {}",
-                s.vae_step, s.unet_step
+                "starting from the weights of {} (objective {:?})",
+                dir.display(),
+                recipe.objective
             )));
-            truncate_loss_log(&opts.out.join("loss.csv"), s.vae_step, s.unet_step);
-            if opts.init_from.is_some() {
-                on_event(TrainEvent::Note(
-                    "--init-from is ignored: continuing the run's own checkpoint".into(),
-                ));
-            }
-            let mut s = s;
-            if s.recipe.objective != recipe.objective {
-                on_event(TrainEvent::Note(format!(
-                    "switching the objective from {:?} to {:?} at UNet step {}",
-                    s.recipe.objective, recipe.objective, s.unet_step
-                )));
-                s.recipe.objective = recipe.objective;
-            }
-            if opts.balance_by.is_some() {
-                // Switching balancing on (or to another key) from here on.
-                s.balance_by = opts.balance_by.clone();
-            }
-            if let Some(p) = opts.tag_dropout {
-                s.tag_dropout = p;
-            }
-            s
+            state.stage = Stage::Unet;
+            state.vae_step = opts.vae_steps;
+            state.vae_scaling = Some(*scaling);
+            state.init_from = Some(dir.clone());
         }
         None => {
-            let mut state = State {
-                version: 1,
-                recipe: recipe.clone(),
-                seed: opts.seed,
-                stage: Stage::Vae,
-                vae_step: 0,
-                unet_step: 0,
-                vae_scaling: None,
-                images: data.items.len(),
-                balance_by: opts.balance_by.clone(),
-                tag_dropout: opts.tag_dropout.unwrap_or(0.0),
-                init_from: None,
-            };
-            match &init {
-                Some((dir, (scaling, _))) => {
-                    load_init(
-                        &models.vae_vm,
-                        &dir.join("vae/diffusion_pytorch_model.safetensors"),
-                    )?;
-                    load_init(
-                        &models.unet_vm,
-                        &dir.join("unet/diffusion_pytorch_model.safetensors"),
-                    )?;
-                    load_init(&models.text_vm, &dir.join("text_encoder/model.safetensors"))?;
-                    on_event(TrainEvent::Note(format!(
-                        "starting from the weights of {} (objective {:?})",
-                        dir.display(),
-                        recipe.objective
-                    )));
-                    state.stage = Stage::Unet;
-                    state.vae_step = opts.vae_steps;
-                    state.vae_scaling = Some(*scaling);
-                    state.init_from = Some(dir.clone());
-                }
-                None => {
-                    for vm in [&models.vae_vm, &models.unet_vm, &models.text_vm] {
-                        seeded_init(vm, opts.seed)?;
-                    }
-                }
+            for vm in [&models.vae_vm, &models.unet_vm, &models.text_vm] {
+                seeded_init(vm, opts.seed)?;
             }
-            state
         }
-    };
-    write_model_skeleton(&opts.out, &recipe, state.vae_scaling.unwrap_or(1.0))?;
-    let tokenizer = ClipTokenizer::load(&TokenizerFiles {
-        dir: tokenizer_dir(&opts.out),
-        pad_token: Some("<|endoftext|>".into()),
-        max_length: recipe.max_tokens,
-    })
-    .map_err(|e| TrainError::Options(e.to_string()))?;
+    }
+    Ok(state)
+}
 
-    let mut summary = TrainSummary {
-        model_dir: opts.out.join("model"),
-        vae_steps: 0,
-        unet_steps: 0,
-        last_vae_loss: None,
-        last_unet_loss: None,
-        images: data.items.len(),
-    };
-    let loss_log = opts.out.join("loss.csv");
+/// One training run's fixed parts.
+struct Run<'a> {
+    opts: &'a TrainOptions,
+    tokenizer: ClipTokenizer,
+    ckpt: PathBuf,
+    loss_log: PathBuf,
+    models: Models,
+    data: Dataset,
+    summary: TrainSummary,
+}
 
-    // ---- stage 1: the VAE ------------------------------------------------------------------
-    if state.stage == Stage::Vae {
+impl Run<'_> {
+    /// Stage 1: the VAE, as a small autoencoder with a KL term.
+    fn vae_stage(
+        &mut self,
+        state: &mut State,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<(), TrainError> {
+        let (opts, models, data, device) = (self.opts, &self.models, &self.data, &self.opts.device);
         let params = named_vars(&models.vae_vm, "");
         let mut opt = AdamW::new(params.clone(), opts.vae_lr, 0.0)?;
-        let optim_path = ckpt.join("optim_vae.safetensors");
+        let optim_path = self.ckpt.join("optim_vae.safetensors");
         if state.vae_step > 0 && optim_path.is_file() {
-            let st = candle_core::safetensors::load(&optim_path, &device)?;
+            let st = candle_core::safetensors::load(&optim_path, device)?;
             opt.load_state(&st, state.vae_step)?;
         }
         on_event(TrainEvent::Stage {
@@ -632,7 +734,7 @@ pub fn train(
             let idx: Vec<usize> = (0..opts.vae_batch.max(1))
                 .map(|_| rng.random_range(0..data.items.len()))
                 .collect();
-            let x = data.batch_tensor(&idx, &device)?;
+            let x = data.batch_tensor(&idx, device)?;
             let (mean, logvar) = models.vae.posterior(&x)?;
             let logvar = logvar.clamp(-30.0, 20.0)?;
             let std = (&logvar * 0.5)?.exp()?;
@@ -650,186 +752,198 @@ pub fn train(
             let grads = loss.backward()?;
             opt.step(&grads)?;
             state.vae_step += 1;
-            summary.vae_steps += 1;
-            summary.last_vae_loss = Some(loss_value);
-            log_loss(&loss_log, "vae", state.vae_step, loss_value);
+            self.summary.vae_steps += 1;
+            self.summary.last_vae_loss = Some(loss_value);
+            log_loss(&self.loss_log, Stage::Vae, state.vae_step, loss_value);
             on_event(TrainEvent::Step {
                 stage: Stage::Vae,
                 step: state.vae_step,
                 of: opts.vae_steps,
                 loss: loss_value,
             });
-            if state.vae_step % opts.checkpoint_every.max(1) == 0
+            if state.vae_step.is_multiple_of(opts.checkpoint_every.max(1))
                 || state.vae_step == opts.vae_steps
             {
                 save_tensors(&opt.state(), &optim_path, DType::F32)?;
-                checkpoint(&opts.out, &models, &state, None)?;
+                checkpoint(&opts.out, models, state, None)?;
                 on_event(TrainEvent::Checkpoint {
                     step: state.vae_step,
-                    dir: ckpt.clone(),
+                    dir: self.ckpt.clone(),
                 });
             }
         }
-        state.stage = Stage::Unet;
+        Ok(())
     }
 
-    // ---- the latents of every image, and their scale ----------------------------------------
-    on_event(TrainEvent::Note(
-        "encoding the data set with the VAE".into(),
-    ));
-    let latents = encode_all(&models.vae, &data, &device)?;
-    let scaling = match state.vae_scaling {
-        Some(s) => s,
-        None => {
-            let std = latents.flatten_all()?.to_dtype(DType::F64)?;
-            let mean = std.mean_all()?.to_scalar::<f64>()?;
-            let var = std
-                .affine(1.0, -mean)?
-                .sqr()?
-                .mean_all()?
-                .to_scalar::<f64>()?;
-            1.0 / var.sqrt().max(1e-6)
-        }
-    };
-    state.vae_scaling = Some(scaling);
-    let latents = (latents * scaling)?;
-    write_model_skeleton(&opts.out, &recipe, scaling)?;
+    /// Every image's latent through the trained VAE, scaled to unit variance (the scale is
+    /// measured once and kept in the state).
+    fn scaled_latents(
+        &self,
+        state: &mut State,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<Tensor, TrainError> {
+        on_event(TrainEvent::Note(
+            "encoding the data set with the VAE".into(),
+        ));
+        let latents = encode_all(&self.models.vae, &self.data, &self.opts.device)?;
+        let scaling = match state.vae_scaling {
+            Some(s) => s,
+            None => {
+                let std = latents.flatten_all()?.to_dtype(DType::F64)?;
+                let mean = std.mean_all()?.to_scalar::<f64>()?;
+                let var = std
+                    .affine(1.0, -mean)?
+                    .sqr()?
+                    .mean_all()?
+                    .to_scalar::<f64>()?;
+                1.0 / var.sqrt().max(1e-6)
+            }
+        };
+        state.vae_scaling = Some(scaling);
+        Ok((latents * scaling)?)
+    }
 
-    // ---- stage 2: UNet + text encoder --------------------------------------------------------
-    let mut params = named_vars(&models.unet_vm, "unet.");
-    params.extend(named_vars(&models.text_vm, "text."));
-    let mut opt = AdamW::new(params.clone(), opts.lr, 1e-2)?;
-    let mut ema = Ema::new(&params, 0.999)?;
-    let optim_path = ckpt.join("optim_unet.safetensors");
-    let ema_path = ckpt.join("ema.safetensors");
-    if state.unet_step > 0 {
-        if optim_path.is_file() {
-            let st = candle_core::safetensors::load(&optim_path, &device)?;
-            opt.load_state(&st, state.unet_step)?;
-        }
-        if ema_path.is_file() {
-            ema.shadow = candle_core::safetensors::load(&ema_path, &device)?;
-        }
-    }
-    let schedule = train_schedule(&recipe)?;
-    on_event(TrainEvent::Stage {
-        stage: Stage::Unet,
-        from: state.unet_step,
-        of: opts.steps,
-    });
-    let empty_ids = tokenizer.encode("").map_err(TrainError::Options)?;
-    let caption_ids: Vec<Vec<u32>> = data
-        .items
-        .iter()
-        .map(|it| tokenizer.encode(&it.caption))
-        .collect::<Result<_, _>>()
-        .map_err(TrainError::Options)?;
-    let groups = balance_groups(&data, state.balance_by.as_deref());
-    if let Some(g) = &groups {
-        on_event(TrainEvent::Note(format!(
-            "sampling evenly over {} groups",
-            g.len()
-        )));
-    }
-    while state.unet_step < opts.steps {
-        let mut rng = step_rng(state.seed, 2, state.unet_step);
-        let idx: Vec<usize> = (0..opts.batch)
-            .map(|_| match &groups {
-                Some(g) => {
-                    let group = &g[rng.random_range(0..g.len())];
-                    group[rng.random_range(0..group.len())]
-                }
-                None => rng.random_range(0..data.items.len()),
-            })
-            .collect();
-        let rows = Tensor::from_vec(
-            idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-            idx.len(),
-            &device,
-        )?;
-        let x0 = latents.index_select(&rows, 0)?;
-        let mut ids = Vec::with_capacity(opts.batch * recipe.max_tokens);
-        for &i in &idx {
-            let drop = rng.random::<f64>() < opts.caption_dropout;
-            if drop {
-                ids.extend_from_slice(&empty_ids);
-            } else if state.tag_dropout > 0.0 {
-                let caption = drop_tags(&data.items[i].caption, state.tag_dropout, &mut rng);
-                ids.extend(tokenizer.encode(&caption).map_err(TrainError::Options)?);
-            } else {
-                ids.extend_from_slice(&caption_ids[i]);
+    /// Stage 2: the UNet and the text encoder together, with EMA weights.
+    fn unet_stage(
+        &mut self,
+        state: &mut State,
+        recipe: &Recipe,
+        latents: &Tensor,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<Ema, TrainError> {
+        let (opts, models, data, device) = (self.opts, &self.models, &self.data, &self.opts.device);
+        let tokenizer = &self.tokenizer;
+        let mut params = named_vars(&models.unet_vm, "unet.");
+        params.extend(named_vars(&models.text_vm, "text."));
+        let mut opt = AdamW::new(params.clone(), opts.lr, 1e-2)?;
+        let mut ema = Ema::new(&params, 0.999)?;
+        let optim_path = self.ckpt.join("optim_unet.safetensors");
+        let ema_path = self.ckpt.join("ema.safetensors");
+        if state.unet_step > 0 {
+            if optim_path.is_file() {
+                let st = candle_core::safetensors::load(&optim_path, device)?;
+                opt.load_state(&st, state.unet_step)?;
+            }
+            if ema_path.is_file() {
+                ema.shadow = candle_core::safetensors::load(&ema_path, device)?;
             }
         }
-        let ids = Tensor::from_vec(ids, (opts.batch, recipe.max_tokens), &device)?;
-        let context = models.text.encode(&ids, tokenizer.eos_id)?.last_normed;
-        let ts: Vec<usize> = (0..opts.batch)
-            .map(|_| rng.random_range(0..schedule.len()))
-            .collect();
-        let a: Vec<f32> = ts.iter().map(|&t| schedule[t].sqrt() as f32).collect();
-        let s: Vec<f32> = ts
-            .iter()
-            .map(|&t| (1.0 - schedule[t]).sqrt() as f32)
-            .collect();
-        let w: Vec<f32> = ts
-            .iter()
-            .map(|&t| loss_weight(recipe.objective, schedule[t]) as f32)
-            .collect();
-        let col = |v: Vec<f32>| Tensor::from_vec(v, (opts.batch, 1, 1, 1), &device);
-        let mut noise_rng = NoiseRng::new(rng.random());
-        let noise = noise_rng.randn_like(&x0)?;
-        let (a, s) = (col(a)?, col(s)?);
-        let xt = (x0.broadcast_mul(&a)? + noise.broadcast_mul(&s)?)?;
-        let target = match recipe.objective {
-            Objective::Epsilon => noise,
-            // v = alpha * noise - sigma * x0
-            Objective::VZeroSnr => (noise.broadcast_mul(&a)? - x0.broadcast_mul(&s)?)?,
-        };
-        let t = Tensor::from_vec(
-            ts.iter().map(|&t| t as f32).collect::<Vec<_>>(),
-            opts.batch,
-            &device,
-        )?;
-        let pred = models.unet.forward_t(&xt, &t, &context, None)?;
-        let per_sample = (pred - target)?
-            .sqr()?
-            .mean(D::Minus1)?
-            .mean(D::Minus1)?
-            .mean(D::Minus1)?;
-        let loss = (per_sample * Tensor::from_vec(w, opts.batch, &device)?)?.mean_all()?;
-        let loss_value = loss.to_scalar::<f32>()? as f64;
-        let grads = loss.backward()?;
-        opt.lr = unet_lr(opts, state.unet_step);
-        opt.step(&grads)?;
-        ema.update(&params, state.unet_step)?;
-        state.unet_step += 1;
-        summary.unet_steps += 1;
-        summary.last_unet_loss = Some(loss_value);
-        log_loss(&loss_log, "unet", state.unet_step, loss_value);
-        on_event(TrainEvent::Step {
+        let schedule = train_schedule(recipe)?;
+        on_event(TrainEvent::Stage {
             stage: Stage::Unet,
-            step: state.unet_step,
+            from: state.unet_step,
             of: opts.steps,
-            loss: loss_value,
         });
-        if state.unet_step % opts.checkpoint_every.max(1) == 0 || state.unet_step == opts.steps {
-            save_tensors(&opt.state(), &optim_path, DType::F32)?;
-            save_tensors(&ema.shadow, &ema_path, DType::F32)?;
-            checkpoint(&opts.out, &models, &state, Some(&ema))?;
-            on_event(TrainEvent::Checkpoint {
-                step: state.unet_step,
-                dir: ckpt.clone(),
-            });
+        let empty_ids = tokenizer.encode("").map_err(TrainError::Options)?;
+        let caption_ids: Vec<Vec<u32>> = data
+            .items
+            .iter()
+            .map(|it| tokenizer.encode(&it.caption))
+            .collect::<Result<_, _>>()
+            .map_err(TrainError::Options)?;
+        let groups = balance_groups(data, state.balance_by.as_deref());
+        if let Some(g) = &groups {
+            on_event(TrainEvent::Note(format!(
+                "sampling evenly over {} groups",
+                g.len()
+            )));
         }
+        while state.unet_step < opts.steps {
+            let mut rng = step_rng(state.seed, 2, state.unet_step);
+            let idx: Vec<usize> = (0..opts.batch)
+                .map(|_| match &groups {
+                    Some(g) => {
+                        let group = &g[rng.random_range(0..g.len())];
+                        group[rng.random_range(0..group.len())]
+                    }
+                    None => rng.random_range(0..data.items.len()),
+                })
+                .collect();
+            let rows = Tensor::from_vec(
+                idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                idx.len(),
+                device,
+            )?;
+            let x0 = latents.index_select(&rows, 0)?;
+            let mut ids = Vec::with_capacity(opts.batch * recipe.max_tokens);
+            for &i in &idx {
+                let drop = rng.random::<f64>() < opts.caption_dropout;
+                if drop {
+                    ids.extend_from_slice(&empty_ids);
+                } else if state.tag_dropout > 0.0 {
+                    let caption = drop_tags(&data.items[i].caption, state.tag_dropout, &mut rng);
+                    ids.extend(tokenizer.encode(&caption).map_err(TrainError::Options)?);
+                } else {
+                    ids.extend_from_slice(&caption_ids[i]);
+                }
+            }
+            let ids = Tensor::from_vec(ids, (opts.batch, recipe.max_tokens), device)?;
+            let context = models.text.encode(&ids, tokenizer.eos_id)?.last_normed;
+            let ts: Vec<usize> = (0..opts.batch)
+                .map(|_| rng.random_range(0..schedule.len()))
+                .collect();
+            let a: Vec<f32> = ts.iter().map(|&t| schedule[t].sqrt() as f32).collect();
+            let s: Vec<f32> = ts
+                .iter()
+                .map(|&t| (1.0 - schedule[t]).sqrt() as f32)
+                .collect();
+            let w: Vec<f32> = ts
+                .iter()
+                .map(|&t| loss_weight(recipe.objective, schedule[t]) as f32)
+                .collect();
+            let col = |v: Vec<f32>| Tensor::from_vec(v, (opts.batch, 1, 1, 1), device);
+            let mut noise_rng = NoiseRng::new(rng.random());
+            let noise = noise_rng.randn_like(&x0)?;
+            let (a, s) = (col(a)?, col(s)?);
+            let xt = (x0.broadcast_mul(&a)? + noise.broadcast_mul(&s)?)?;
+            let target = match recipe.objective {
+                Objective::Epsilon => noise,
+                // v = alpha * noise - sigma * x0
+                Objective::VZeroSnr => (noise.broadcast_mul(&a)? - x0.broadcast_mul(&s)?)?,
+            };
+            let t = Tensor::from_vec(
+                ts.iter().map(|&t| t as f32).collect::<Vec<_>>(),
+                opts.batch,
+                device,
+            )?;
+            let pred = models.unet.forward_t(&xt, &t, &context, None)?;
+            let per_sample = (pred - target)?
+                .sqr()?
+                .mean(D::Minus1)?
+                .mean(D::Minus1)?
+                .mean(D::Minus1)?;
+            let loss = (per_sample * Tensor::from_vec(w, opts.batch, device)?)?.mean_all()?;
+            let loss_value = loss.to_scalar::<f32>()? as f64;
+            let grads = loss.backward()?;
+            opt.lr = unet_lr(opts, state.unet_step);
+            opt.step(&grads)?;
+            ema.update(&params, state.unet_step)?;
+            state.unet_step += 1;
+            self.summary.unet_steps += 1;
+            self.summary.last_unet_loss = Some(loss_value);
+            log_loss(&self.loss_log, Stage::Unet, state.unet_step, loss_value);
+            on_event(TrainEvent::Step {
+                stage: Stage::Unet,
+                step: state.unet_step,
+                of: opts.steps,
+                loss: loss_value,
+            });
+            if state.unet_step.is_multiple_of(opts.checkpoint_every.max(1))
+                || state.unet_step == opts.steps
+            {
+                save_tensors(&opt.state(), &optim_path, DType::F32)?;
+                save_tensors(&ema.shadow, &ema_path, DType::F32)?;
+                checkpoint(&opts.out, models, state, Some(&ema))?;
+                on_event(TrainEvent::Checkpoint {
+                    step: state.unet_step,
+                    dir: self.ckpt.clone(),
+                });
+            }
+        }
+        Ok(ema)
     }
-    if state.unet_step >= opts.steps {
-        state.stage = Stage::Done;
-        checkpoint(&opts.out, &models, &state, Some(&ema))?;
-    }
-    Ok(summary)
 }
 
-/// The UNet stage's learning rate at `step` (0-based): a linear ramp over the first `warmup`
-/// steps, constant, then with `decay_from` a straight line down to zero at `steps`.
 fn unet_lr(opts: &TrainOptions, step: usize) -> f64 {
     let warm = if step < opts.warmup {
         (step + 1) as f64 / opts.warmup as f64
@@ -853,12 +967,11 @@ pub fn plot_losses(out: &Path) -> Result<(), TrainError> {
     let mut unet = Vec::new();
     for line in text.lines() {
         let parts: Vec<&str> = line.split(',').collect();
-        if let (Some(stage), Some(Ok(v))) = (parts.first(), parts.get(2).map(|v| v.parse::<f64>()))
-        {
-            match *stage {
-                "vae" => vae.push(v),
-                "unet" => unet.push(v),
-                _ => {}
+        let stage = parts.first().and_then(|s| Stage::from_log_name(s));
+        if let (Some(stage), Some(Ok(v))) = (stage, parts.get(2).map(|v| v.parse::<f64>())) {
+            match stage {
+                Stage::Vae => vae.push(v),
+                _ => unet.push(v),
             }
         }
     }
@@ -892,10 +1005,10 @@ fn truncate_loss_log(path: &Path, vae_step: usize, unet_step: usize) {
                 .next()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(usize::MAX);
-            match stage {
-                "vae" => step <= vae_step,
-                "unet" => step <= unet_step,
-                _ => false,
+            match Stage::from_log_name(stage) {
+                Some(Stage::Vae) => step <= vae_step,
+                Some(_) => step <= unet_step,
+                None => false,
             }
         })
         .map(|l| format!("{l}\n"))
@@ -903,14 +1016,14 @@ fn truncate_loss_log(path: &Path, vae_step: usize, unet_step: usize) {
     let _ = write_atomic(path, kept.as_bytes());
 }
 
-fn log_loss(path: &Path, stage: &str, step: usize, loss: f64) {
+fn log_loss(path: &Path, stage: Stage, step: usize, loss: f64) {
     use std::io::Write;
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
     {
-        let _ = writeln!(f, "{stage},{step},{loss:.6}");
+        let _ = writeln!(f, "{},{step},{loss:.6}", stage.name());
     }
 }
 
