@@ -219,7 +219,9 @@ impl LoadedModel {
     }
 
     /// Generates images `first..first + count` of `request` together, image `i` with seed
-    /// `request.seed + i` (the same pixels as generating it alone).
+    /// `request.seed + i` (the same pixels as generating it alone). The stages: the user's
+    /// images at the output size, the prompt conditioning, the starting latents, the
+    /// denoising loop, the decode.
     pub fn generate(
         &mut self,
         request: &GenerationRequest,
@@ -229,63 +231,58 @@ impl LoadedModel {
     ) -> Result<Vec<GeneratedImage>, DiffusionError> {
         let started = Instant::now();
         validate(request, self.vae.downscale as u32)?;
-        let count = count.max(1);
-        let seeds: Vec<u64> = (first..first + count)
+        let seeds: Vec<u64> = (first..first + count.max(1))
             .map(|i| request.seed.wrapping_add(i as u64))
             .collect();
-        let b = seeds.len();
-        let done = |images: Vec<image::RgbImage>| {
+        let finish = |images: Vec<image::RgbImage>| {
             let elapsed_secs = started.elapsed().as_secs_f32() / images.len().max(1) as f32;
             images
                 .into_iter()
                 .zip(&seeds)
                 .zip(first..)
-                .map(|((image, &seed), index)| {
-                    let mut own = request.clone();
-                    own.seed = seed;
-                    own.batch = 1;
-                    GeneratedImage {
-                        image: std::sync::Arc::new(image),
-                        request: own,
-                        index,
-                        elapsed_secs,
-                    }
+                .map(|((image, &seed), index)| GeneratedImage {
+                    image: std::sync::Arc::new(image),
+                    request: GenerationRequest {
+                        seed,
+                        batch: 1,
+                        ..request.clone()
+                    },
+                    index,
+                    elapsed_secs,
                 })
                 .collect::<Vec<_>>()
         };
-
-        let (w, h) = (request.width as usize, request.height as usize);
-        let init_rgb = request
-            .init_image
-            .as_ref()
-            .map(|img| resize_rgb(img, request.width, request.height));
-        let mask = request.mask.as_ref().map(|m| {
-            image::imageops::resize(
-                m.as_ref(),
-                request.width,
-                request.height,
-                image::imageops::FilterType::Triangle,
-            )
-        });
-
-        let n = request.steps;
-        let mut sampler = sampler::build(request.sampler, &self.schedule, n);
-        let start = match &init_rgb {
-            Some(_) => {
-                let strength = request.strength_0_to_1.clamp(0.0, 1.0) as f64;
-                let init_steps = ((n as f64 * strength) as usize).min(n);
-                n - init_steps
-            }
-            None => 0,
-        };
-        if start >= n {
+        let inputs = UserImages::at_output_size(request);
+        let mut sampler = sampler::build(request.sampler, &self.schedule, request.steps);
+        let start = first_step(request, inputs.init.is_some());
+        if start >= request.steps {
             // Strength 0: nothing to denoise; the init image is the answer.
-            if let Some(init) = init_rgb {
-                return Ok(done(vec![init; b]));
+            if let Some(init) = inputs.init {
+                return Ok(finish(vec![init; seeds.len()]));
             }
         }
-
         control.check_cancelled()?;
+        let conditioning = self.conditioning(request, seeds.len())?;
+        let mut begin = self.starting_latents(request, &seeds, &inputs, sampler.as_ref(), start)?;
+        let latents = self.denoise(
+            request,
+            &conditioning,
+            &mut begin,
+            sampler.as_mut(),
+            first,
+            control,
+        )?;
+        control.check_cancelled()?;
+        Ok(finish(self.decode(&latents, &inputs)?))
+    }
+
+    /// The prompt's conditioning for every row the UNet sees: `[uncond x b, cond x b]` with
+    /// guidance, `[cond x b]` without; SDXL's pooled embedding and size/crop `time_ids`.
+    fn conditioning(
+        &mut self,
+        request: &GenerationRequest,
+        b: usize,
+    ) -> Result<Conditioning, DiffusionError> {
         let cfg = request.guidance > 1.0;
         let cond = self.encode_prompt(&request.prompt)?;
         let uncond = if !cfg {
@@ -307,7 +304,6 @@ impl LoadedModel {
                 side.encoder = None;
             }
         }
-        // Rows: [uncond x b, cond x b] with guidance, [cond x b] without.
         let rep = |t: &Tensor| t.repeat((b, 1, 1));
         let rep2 = |t: &Tensor| t.repeat((b, 1));
         let (context, pooled) = match &uncond {
@@ -329,7 +325,8 @@ impl LoadedModel {
         let rows = if cfg { 2 * b } else { b };
         let time_ids = match self.configs.family {
             Family::Sdxl => {
-                let ids = [h as f32, w as f32, 0.0, 0.0, h as f32, w as f32];
+                let (h, w) = (request.height as f32, request.width as f32);
+                let ids = [h, w, 0.0, 0.0, h, w];
                 Some(
                     Tensor::new(&ids, &self.device)?
                         .unsqueeze(0)?
@@ -338,18 +335,39 @@ impl LoadedModel {
             }
             _ => None,
         };
+        Ok(Conditioning {
+            guidance: cfg.then_some(request.guidance),
+            batch: b,
+            context,
+            pooled,
+            time_ids,
+        })
+    }
 
+    /// The noise, the init image's latents, the mask in latent space, the inpainting UNet's
+    /// extra input, and the latents the loop starts from.
+    fn starting_latents(
+        &self,
+        request: &GenerationRequest,
+        seeds: &[u64],
+        inputs: &UserImages,
+        sampler: &(dyn sampler::Sampler + Send),
+        start: usize,
+    ) -> Result<Start, DiffusionError> {
+        let b = seeds.len();
         let down = self.vae.downscale;
-        let (lh, lw) = (h / down, w / down);
+        let (lh, lw) = (
+            request.height as usize / down,
+            request.width as usize / down,
+        );
         let lc = self.vae.latent_channels;
-        let mut rng = NoiseRng::batch(&seeds);
+        let mut rng = NoiseRng::batch(seeds);
         let noise = match &request.noise_file {
             Some(path) => load_noise_file(path, lc, lh, lw, &self.device)?.repeat((b, 1, 1, 1))?,
             None => rng.randn((b, lc, lh, lw), DType::F32, &self.device)?,
         };
         let noise = noise.to_dtype(self.dtype)?;
-
-        let init_latents = match &init_rgb {
+        let init_latents = match &inputs.init {
             Some(img) => Some(
                 self.vae
                     .encode(&rgb_to_tensor(img, &self.device, self.dtype)?)?
@@ -357,14 +375,14 @@ impl LoadedModel {
             ),
             None => None,
         };
-        let latent_mask = match &mask {
+        let latent_mask = match &inputs.mask {
             Some(m) => Some(mask_to_latent(m, lw, lh, &self.device, self.dtype)?),
             None => None,
         };
         let inpaint_unet = self.configs.unet.in_channels == 9;
         // The 9-channel UNet's extra input: the mask and the latents of the image with the
         // masked area blanked.
-        let inpaint_extra = match (inpaint_unet, &init_rgb, &mask, &latent_mask) {
+        let inpaint_extra = match (inpaint_unet, &inputs.init, &inputs.mask, &latent_mask) {
             (true, Some(img), Some(m), Some(lm)) => {
                 let masked = rgb_to_tensor(img, &self.device, self.dtype)?;
                 let keep = mask_to_tensor(m, &self.device, self.dtype)?
@@ -381,46 +399,74 @@ impl LoadedModel {
             }
             _ => None,
         };
-
-        let mut latents = match (&init_latents, inpaint_unet) {
+        let latents = match (&init_latents, inpaint_unet) {
             (Some(init), false) => sampler.add_noise(init, &noise, start)?,
             (Some(init), true) if start > 0 => sampler.add_noise(init, &noise, start)?,
             _ => noise.affine(sampler.init_noise_sigma(), 0.0)?,
         };
+        // Latent blending keeps the unmasked area on the init image's trajectory (ordinary
+        // UNets only; an inpainting UNet sees the mask itself).
+        let blend = match (init_latents, latent_mask, inpaint_unet) {
+            (Some(init), Some(mask), false) => Some((init, mask)),
+            _ => None,
+        };
+        Ok(Start {
+            step: start,
+            latents,
+            noise,
+            rng,
+            blend,
+            inpaint_extra,
+        })
+    }
 
+    /// The denoising loop from the start's step: the UNet with guidance, the sampler's step,
+    /// latent blending for inpainting, a preview every few steps (reported for image
+    /// `first`), cancel checked each step.
+    fn denoise(
+        &self,
+        request: &GenerationRequest,
+        cond: &Conditioning,
+        begin: &mut Start,
+        sampler: &mut (dyn sampler::Sampler + Send),
+        first: u32,
+        control: &mut JobControl<'_>,
+    ) -> Result<Tensor, DiffusionError> {
+        let (n, start) = (request.steps, begin.step);
+        let b = cond.batch;
         let total = n - start;
+        let mut latents = begin.latents.clone();
         for step in start..n {
             control.check_cancelled()?;
             let t = sampler.timesteps()[step];
             let x_in = sampler.scale_model_input(&latents, step)?;
-            let x_in = match &inpaint_extra {
+            let x_in = match &begin.inpaint_extra {
                 Some(extra) => Tensor::cat(&[&x_in, extra], 1)?,
                 None => x_in,
             };
-            let x_in = if cfg {
-                Tensor::cat(&[&x_in, &x_in], 0)?
-            } else {
-                x_in
+            let x_in = match cond.guidance {
+                Some(_) => Tensor::cat(&[&x_in, &x_in], 0)?,
+                None => x_in,
             };
-            let added = match (&pooled, &time_ids) {
+            let added = match (&cond.pooled, &cond.time_ids) {
                 (Some(p), Some(ids)) => Some(AddedCond {
                     text_embeds: p,
                     time_ids: ids,
                 }),
                 _ => None,
             };
-            let out = self.unet.forward(&x_in, t, &context, added)?;
-            let out = if cfg {
-                let (u, c) = (out.i(0..b)?, out.i(b..2 * b)?);
-                (&u + ((c - &u)? * request.guidance as f64)?)?
-            } else {
-                out
+            let out = self.unet.forward(&x_in, t, &cond.context, added)?;
+            let out = match cond.guidance {
+                Some(scale) => {
+                    let (u, c) = (out.i(0..b)?, out.i(b..2 * b)?);
+                    (&u + ((c - &u)? * scale as f64)?)?
+                }
+                None => out,
             };
-            latents = sampler.step(&out, step, &latents, &mut rng)?;
-            if let (Some(init), Some(lm), false) = (&init_latents, &latent_mask, inpaint_unet) {
-                // Keep the unmasked area on the init image's trajectory.
+            latents = sampler.step(&out, step, &latents, &mut begin.rng)?;
+            if let Some((init, lm)) = &begin.blend {
                 let known = if step + 1 < n {
-                    sampler.add_noise(init, &noise, step + 1)?
+                    sampler.add_noise(init, &begin.noise, step + 1)?
                 } else {
                     init.clone()
                 };
@@ -434,28 +480,96 @@ impl LoadedModel {
             };
             (control.on_step)(first, done_steps, total, preview);
         }
-        control.check_cancelled()?;
+        Ok(latents)
+    }
+
+    /// The latents as pictures (the unmasked area of an inpainting exactly the init image's).
+    fn decode(
+        &self,
+        latents: &Tensor,
+        inputs: &UserImages,
+    ) -> Result<Vec<image::RgbImage>, DiffusionError> {
         ensure_finite(
-            &latents,
+            latents,
             &self.configs.dir.join("unet"),
             "the denoised latents",
         )?;
-        let pixels = self.vae.decode(&latents)?;
+        let pixels = self.vae.decode(latents)?;
         ensure_finite(
             &pixels,
             &self.configs.dir.join("vae"),
             "the decoded picture",
         )?;
+        let b = pixels.dim(0)?;
         let mut images = Vec::with_capacity(b);
         for i in 0..b {
             let mut image = tensor_to_rgb(&pixels.i(i..i + 1)?)?;
-            if let (Some(init), Some(m)) = (&init_rgb, &mask) {
+            if let (Some(init), Some(m)) = (&inputs.init, &inputs.mask) {
                 overlay_unmasked(&mut image, init, m);
             }
             images.push(image);
         }
-        Ok(done(images))
+        Ok(images)
     }
+}
+
+/// The user's init image and mask at the output size.
+struct UserImages {
+    init: Option<image::RgbImage>,
+    mask: Option<image::GrayImage>,
+}
+
+impl UserImages {
+    fn at_output_size(request: &GenerationRequest) -> Self {
+        Self {
+            init: request
+                .init_image
+                .as_ref()
+                .map(|img| resize_rgb(img, request.width, request.height)),
+            mask: request.mask.as_ref().map(|m| {
+                image::imageops::resize(
+                    m.as_ref(),
+                    request.width,
+                    request.height,
+                    image::imageops::FilterType::Triangle,
+                )
+            }),
+        }
+    }
+}
+
+/// The step the loop starts at: 0, or later for image-to-image by the strength.
+fn first_step(request: &GenerationRequest, has_init: bool) -> usize {
+    let n = request.steps;
+    if !has_init {
+        return 0;
+    }
+    let strength = request.strength_0_to_1.clamp(0.0, 1.0) as f64;
+    n - ((n as f64 * strength) as usize).min(n)
+}
+
+/// What the UNet is conditioned on, for every row of the batch.
+struct Conditioning {
+    /// The guidance scale, when classifier-free guidance runs (rows doubled).
+    guidance: Option<f32>,
+    /// Pictures in the batch.
+    batch: usize,
+    context: Tensor,
+    pooled: Option<Tensor>,
+    time_ids: Option<Tensor>,
+}
+
+/// Where the loop starts: its latents, the noise they were made from (latent blending adds it
+/// again), the ancestral samplers' noise stream, the init latents and latent mask to blend
+/// with, and the inpainting UNet's extra input.
+struct Start {
+    /// The first step to run.
+    step: usize,
+    latents: Tensor,
+    noise: Tensor,
+    rng: NoiseRng,
+    blend: Option<(Tensor, Tensor)>,
+    inpaint_extra: Option<Tensor>,
 }
 
 /// A NaN or infinity in `t` (weights with NaN/Inf in them, an fp16 overflow) is an error
