@@ -467,7 +467,10 @@ fn adjust_results_carry_the_inputs_settings_or_strip_them() {
         ("a private prompt", Some(11))
     );
     assert_eq!(back.parent.as_deref(), Some("0123abcd"));
-    assert_eq!(back.lineage.as_deref(), Some("adjust"));
+    assert_eq!(
+        back.lineage,
+        Some(atelier::gallery::metadata::Lineage::Adjust)
+    );
     assert!(
         back.adjustments.is_none(),
         "applied, not stored to apply again"

@@ -529,7 +529,10 @@ fn results_are_saved_to_the_library_and_can_be_rated_trashed_and_restored() {
         Duration::from_secs(30),
         |h| catalog(h).jobs().unwrap().is_empty(),
     );
-    assert_eq!(child.meta.lineage.as_deref(), Some("img2img"));
+    assert_eq!(
+        child.meta.lineage,
+        Some(atelier::gallery::metadata::Lineage::Img2Img)
+    );
     harness.get_by_label("Library").click();
     harness.run_ok();
     // Searching narrows the grid.

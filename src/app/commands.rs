@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::files::{self, LoadedImage};
 use super::tasks::Task;
 use super::StudioApp;
+use crate::gallery::metadata::ImageRef;
 use crate::sketch::SketchDoc;
 use crate::ui::prompt::{snap_size, MAX_SEED};
 use crate::ui::queue::JobState;
@@ -145,14 +146,14 @@ impl StudioApp {
                 .init_image
                 .as_ref()
                 .map(|_| match &self.rt.sketch_parent {
-                    Some(uid) => format!("gallery:{uid}"),
-                    None => "sketch".to_owned(),
+                    Some(uid) => ImageRef::Gallery(uid.clone()),
+                    None => ImageRef::Sketch,
                 }),
             parent: request
                 .init_image
                 .as_ref()
                 .and(self.rt.sketch_parent.clone()),
-            mask_image: request.mask.as_ref().map(|_| "sketch mask".to_owned()),
+            mask_image: request.mask.as_ref().map(|_| ImageRef::SketchMask),
             ..Default::default()
         };
         self.queue_job(request, template);

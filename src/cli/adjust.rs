@@ -151,7 +151,7 @@ pub(crate) fn write_adjusted(
         Some(mut meta) => {
             meta.parent = Some(std::mem::take(&mut meta.uid)).filter(|u| !u.is_empty());
             meta.uid = atelier::gallery::new_uid();
-            meta.lineage = Some("adjust".into());
+            meta.lineage = Some(atelier::gallery::metadata::Lineage::Adjust);
             meta.created = atelier::gallery::now();
             // The pixels have it applied: a stack stored too would be applied twice.
             meta.adjustments = None;

@@ -218,22 +218,24 @@ impl Recorder {
     }
 }
 
-/// How an init image is referred to, and the gallery picture it is (if it is one).
-pub fn lineage_of(init: &Path, recorder: Option<&Recorder>) -> (String, Option<String>) {
+/// How an init image is referred to: the gallery picture it is (by the uid it carries), or
+/// the file by name.
+pub fn lineage_of(init: &Path, recorder: Option<&Recorder>) -> gallery::metadata::ImageRef {
+    use gallery::metadata::ImageRef;
     let name = init
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let Ok(meta) = gallery::read_meta_of_file(init) else {
-        return (name, None);
+        return ImageRef::File(name);
     };
     let known = recorder
         .and_then(|r| r.gallery().catalog().by_uid(&meta.uid).ok().flatten())
         .is_some();
     if known {
-        (format!("gallery:{}", meta.uid), Some(meta.uid))
+        ImageRef::Gallery(meta.uid)
     } else {
-        (name, None)
+        ImageRef::File(name)
     }
 }
 
@@ -406,7 +408,7 @@ pub fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
                     "made from #{} ({}) by {}",
                     p.id,
                     one_line(&p.meta.prompt, 60),
-                    m.lineage.as_deref().unwrap_or("?")
+                    m.lineage.as_ref().map_or("?", |l| l.as_str())
                 ),
                 None if m.parent.is_some() => println!(
                     "made from {} (no longer in the gallery)",

@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use atelier::engine::{Engine, EngineEvent, JobId};
+use atelier::gallery::metadata::ImageRef;
 use atelier::gallery::ImageMeta;
 use atelier::generation::{GenerationRequest, SamplerKind};
 use atelier::models::{ModelInfo, ModelSource};
@@ -144,13 +145,14 @@ pub(crate) fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
     } else {
         Some(gallery::Recorder::open(args.out.is_none())?)
     };
-    let (init_ref, parent) = match args.init_image.as_deref() {
-        Some(p) => {
-            let (init_ref, parent) = gallery::lineage_of(p, recorder.as_ref());
-            (Some(init_ref), parent)
-        }
-        None => (None, None),
-    };
+    let init_ref = args
+        .init_image
+        .as_deref()
+        .map(|p| gallery::lineage_of(p, recorder.as_ref()));
+    let parent = init_ref
+        .as_ref()
+        .and_then(|r| r.gallery_uid())
+        .map(str::to_owned);
     let template = ImageMeta {
         model_name: Some(info.name.clone()),
         model_hash: atelier::gallery::model_fingerprint(&model),
@@ -160,7 +162,7 @@ pub(crate) fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
             .mask
             .as_ref()
             .and_then(|m| m.file_name())
-            .map(|n| n.to_string_lossy().into_owned()),
+            .map(|n| ImageRef::File(n.to_string_lossy().into_owned())),
         ..Default::default()
     };
     eprintln!("model {} ({}), seed {seed}", info.name, info.family_label());

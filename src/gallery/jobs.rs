@@ -180,7 +180,7 @@ mod tests {
             ..Default::default()
         };
         let meta = ImageMeta {
-            lineage: Some("inpaint".into()),
+            lineage: Some(super::super::metadata::Lineage::Inpaint),
             ..Default::default()
         };
         let job = g.add_job(&request, &meta).unwrap();

@@ -695,9 +695,9 @@ pub fn meta_from_generation(
         model_hash: None,
         strength: has_init.then_some(r.strength_0_to_1),
         lineage: if r.mask.is_some() {
-            Some("inpaint".into())
+            Some(metadata::Lineage::Inpaint)
         } else if has_init {
-            Some("img2img".into())
+            Some(metadata::Lineage::Img2Img)
         } else {
             None
         },

@@ -24,7 +24,7 @@ pub mod stack;
 pub use cpu::{apply_stack, apply_to_rgb8, auto_colour, histogram, Histogram};
 pub use stack::{
     Contrast, CurvePoint, Curves, Denoise, Exposure, HighlightsShadows, HueShift, Levels,
-    LevelsChannel, Op, OpEntry, Saturation, Stack, UnsharpMask, Vignette, WhiteBalance,
+    LevelsChannel, Op, OpEntry, OpKind, Saturation, Stack, UnsharpMask, Vignette, WhiteBalance,
     STACK_FORMAT_VERSION,
 };
 

@@ -459,64 +459,137 @@ pub enum Op {
     },
 }
 
-impl Op {
-    /// The stored names of every op this build knows, in [`Op::all_identity`] order.
-    pub const KNOWN_NAMES: [&'static str; 11] = [
-        "exposure",
-        "contrast",
-        "highlights_shadows",
-        "white_balance",
-        "saturation",
-        "hue_shift",
-        "levels",
-        "curves",
-        "unsharp_mask",
-        "denoise",
-        "vignette",
+/// The kinds of adjustment this build knows. Each carries its stored name, its title and its
+/// identity here, in one place each (the compiler checks every match), so a new op is one
+/// variant, one parameter struct and these arms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    Exposure,
+    Contrast,
+    HighlightsShadows,
+    WhiteBalance,
+    Saturation,
+    HueShift,
+    Levels,
+    Curves,
+    UnsharpMask,
+    Denoise,
+    Vignette,
+}
+
+impl OpKind {
+    /// Every kind, in the order the panel shows them and a stack applies them by default.
+    pub const ALL: [OpKind; 11] = [
+        OpKind::Exposure,
+        OpKind::Contrast,
+        OpKind::HighlightsShadows,
+        OpKind::WhiteBalance,
+        OpKind::Saturation,
+        OpKind::HueShift,
+        OpKind::Levels,
+        OpKind::Curves,
+        OpKind::UnsharpMask,
+        OpKind::Denoise,
+        OpKind::Vignette,
     ];
 
-    /// Every known op at its identity parameters (for "add adjustment" menus and tests).
+    /// The stored name (the `"op"` tag; also the shader file's and entry point's name).
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Exposure => "exposure",
+            OpKind::Contrast => "contrast",
+            OpKind::HighlightsShadows => "highlights_shadows",
+            OpKind::WhiteBalance => "white_balance",
+            OpKind::Saturation => "saturation",
+            OpKind::HueShift => "hue_shift",
+            OpKind::Levels => "levels",
+            OpKind::Curves => "curves",
+            OpKind::UnsharpMask => "unsharp_mask",
+            OpKind::Denoise => "denoise",
+            OpKind::Vignette => "vignette",
+        }
+    }
+
+    /// The title the Adjustments panel shows.
+    pub fn title(self) -> &'static str {
+        match self {
+            OpKind::Exposure => "Exposure",
+            OpKind::Contrast => "Contrast",
+            OpKind::HighlightsShadows => "Highlights / shadows",
+            OpKind::WhiteBalance => "White balance",
+            OpKind::Saturation => "Saturation",
+            OpKind::HueShift => "Hue shift",
+            OpKind::Levels => "Levels",
+            OpKind::Curves => "Curves",
+            OpKind::UnsharpMask => "Sharpen (unsharp mask)",
+            OpKind::Denoise => "Denoise",
+            OpKind::Vignette => "Vignette",
+        }
+    }
+
+    /// This kind of op at its identity parameters.
+    pub fn identity(self) -> Op {
+        match self {
+            OpKind::Exposure => Op::Exposure(Exposure::IDENTITY),
+            OpKind::Contrast => Op::Contrast(Contrast::IDENTITY),
+            OpKind::HighlightsShadows => Op::HighlightsShadows(HighlightsShadows::IDENTITY),
+            OpKind::WhiteBalance => Op::WhiteBalance(WhiteBalance::IDENTITY),
+            OpKind::Saturation => Op::Saturation(Saturation::IDENTITY),
+            OpKind::HueShift => Op::HueShift(HueShift::IDENTITY),
+            OpKind::Levels => Op::Levels(Levels::IDENTITY),
+            OpKind::Curves => Op::Curves(Curves::identity()),
+            OpKind::UnsharpMask => Op::UnsharpMask(UnsharpMask::IDENTITY),
+            OpKind::Denoise => Op::Denoise(Denoise::IDENTITY),
+            OpKind::Vignette => Op::Vignette(Vignette::IDENTITY),
+        }
+    }
+
+    /// The kind stored under `name`, if this build knows it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl Op {
+    /// Every known op at its identity parameters, in [`OpKind::ALL`] order (for menus and
+    /// tests).
     pub fn all_identity() -> Vec<Op> {
-        vec![
-            Op::Exposure(Exposure::IDENTITY),
-            Op::Contrast(Contrast::IDENTITY),
-            Op::HighlightsShadows(HighlightsShadows::IDENTITY),
-            Op::WhiteBalance(WhiteBalance::IDENTITY),
-            Op::Saturation(Saturation::IDENTITY),
-            Op::HueShift(HueShift::IDENTITY),
-            Op::Levels(Levels::IDENTITY),
-            Op::Curves(Curves::identity()),
-            Op::UnsharpMask(UnsharpMask::IDENTITY),
-            Op::Denoise(Denoise::IDENTITY),
-            Op::Vignette(Vignette::IDENTITY),
-        ]
+        OpKind::ALL.into_iter().map(OpKind::identity).collect()
+    }
+
+    /// Its kind; `None` for an op from a newer Atelier.
+    pub fn kind(&self) -> Option<OpKind> {
+        Some(match self {
+            Op::Exposure(_) => OpKind::Exposure,
+            Op::Contrast(_) => OpKind::Contrast,
+            Op::HighlightsShadows(_) => OpKind::HighlightsShadows,
+            Op::WhiteBalance(_) => OpKind::WhiteBalance,
+            Op::Saturation(_) => OpKind::Saturation,
+            Op::HueShift(_) => OpKind::HueShift,
+            Op::Levels(_) => OpKind::Levels,
+            Op::Curves(_) => OpKind::Curves,
+            Op::UnsharpMask(_) => OpKind::UnsharpMask,
+            Op::Denoise(_) => OpKind::Denoise,
+            Op::Vignette(_) => OpKind::Vignette,
+            Op::Unknown { .. } => return None,
+        })
     }
 
     /// The stored name (`"exposure"`, ...; an unknown op's own name).
     pub fn name(&self) -> &str {
-        match self {
-            Op::Exposure(_) => "exposure",
-            Op::Contrast(_) => "contrast",
-            Op::HighlightsShadows(_) => "highlights_shadows",
-            Op::WhiteBalance(_) => "white_balance",
-            Op::Saturation(_) => "saturation",
-            Op::HueShift(_) => "hue_shift",
-            Op::Levels(_) => "levels",
-            Op::Curves(_) => "curves",
-            Op::UnsharpMask(_) => "unsharp_mask",
-            Op::Denoise(_) => "denoise",
-            Op::Vignette(_) => "vignette",
-            Op::Unknown { name, .. } => name,
+        match (self.kind(), self) {
+            (Some(kind), _) => kind.name(),
+            (None, Op::Unknown { name, .. }) => name,
+            (None, _) => unreachable!("only unknown ops have no kind"),
         }
     }
 
     /// This op at its identity parameters (an unknown op stays as it is).
     pub fn to_identity(&self) -> Op {
-        let name = self.name();
-        Op::all_identity()
-            .into_iter()
-            .find(|op| op.name() == name)
-            .unwrap_or_else(|| self.clone())
+        match self.kind() {
+            Some(kind) => kind.identity(),
+            None => self.clone(),
+        }
     }
 
     /// True when applying this op changes nothing (unknown ops are never applied, so they
@@ -631,7 +704,7 @@ impl<'de> Deserialize<'de> for OpEntry {
             }
             None => return Err(D::Error::custom("an adjustment has no \"op\" name")),
         };
-        let op = if Op::KNOWN_NAMES.contains(&name.as_str()) {
+        let op = if OpKind::from_name(&name).is_some() {
             serde_json::from_value::<Op>(Value::Object(map))
                 .map_err(|e| D::Error::custom(format!("adjustment \"{name}\": {e}")))?
         } else {
@@ -760,14 +833,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn known_names_match_the_serialised_tags() {
+    fn kinds_match_the_serialised_tags_and_round_trip() {
         let all = Op::all_identity();
-        assert_eq!(all.len(), Op::KNOWN_NAMES.len());
-        for (op, name) in all.iter().zip(Op::KNOWN_NAMES) {
+        assert_eq!(all.len(), OpKind::ALL.len());
+        for (op, kind) in all.iter().zip(OpKind::ALL) {
             let value = serde_json::to_value(OpEntry::new(op.clone())).expect("serialise");
-            assert_eq!(value["op"], Value::String(name.to_owned()));
-            assert_eq!(op.name(), name);
-            assert!(op.is_identity(), "{name}");
+            assert_eq!(value["op"], Value::String(kind.name().to_owned()));
+            assert_eq!(op.name(), kind.name());
+            assert_eq!(op.kind(), Some(kind));
+            assert_eq!(OpKind::from_name(kind.name()), Some(kind));
+            assert!(!kind.title().is_empty());
+            assert!(op.is_identity(), "{}", kind.name());
             assert_eq!(&op.to_identity(), op);
         }
     }

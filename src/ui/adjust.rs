@@ -16,7 +16,7 @@ use crate::postfx::stack::{
     Contrast, CurvePoint, Curves, Denoise, Exposure, HighlightsShadows, HueShift, Levels,
     LevelsChannel, Op, OpEntry, Saturation, Stack, UnsharpMask, Vignette, WhiteBalance,
 };
-use crate::postfx::Histogram;
+use crate::postfx::{Histogram, OpKind};
 
 /// What the panel edits itself: the stack it shows and its own display settings.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -223,8 +223,8 @@ fn controls_ui(
     presets_ui(ui, edit, view, commands);
     ui.separator();
     ui.add_enabled_ui(view.editable, |ui| {
-        for identity in Op::all_identity() {
-            op_group_ui(ui, &mut edit.stack, identity, commands);
+        for kind in OpKind::ALL {
+            op_group_ui(ui, &mut edit.stack, kind, commands);
         }
     });
 }
@@ -310,46 +310,31 @@ fn histogram_ui(ui: &mut egui::Ui, h: &Histogram) {
     }
 }
 
-/// The op's title in the panel.
-pub fn op_title(name: &str) -> &'static str {
-    match name {
-        "exposure" => "Exposure",
-        "contrast" => "Contrast",
-        "highlights_shadows" => "Highlights / shadows",
-        "white_balance" => "White balance",
-        "saturation" => "Saturation",
-        "hue_shift" => "Hue shift",
-        "levels" => "Levels",
-        "curves" => "Curves",
-        "unsharp_mask" => "Sharpen (unsharp mask)",
-        "denoise" => "Denoise",
-        "vignette" => "Vignette",
-        _ => "Unknown",
-    }
-}
-
 /// Replaces the first entry with `entry`'s op name, or inserts it where
-/// [`Op::all_identity`]'s order puts it among the known ops.
+/// [`OpKind::ALL`]'s order puts it among the known ops.
 pub fn upsert_op(stack: &mut Stack, entry: OpEntry) {
     let name = entry.op.name().to_owned();
     if let Some(existing) = stack.ops.iter_mut().find(|e| e.op.name() == name) {
         *existing = entry;
         return;
     }
-    let rank = |n: &str| Op::KNOWN_NAMES.iter().position(|k| *k == n);
-    let mine = rank(&name).unwrap_or(usize::MAX);
+    let rank = |op: &Op| {
+        op.kind()
+            .and_then(|k| OpKind::ALL.iter().position(|x| *x == k))
+    };
+    let mine = rank(&entry.op).unwrap_or(usize::MAX);
     let at = stack
         .ops
         .iter()
-        .position(|e| rank(e.op.name()).is_some_and(|r| r > mine))
+        .position(|e| rank(&e.op).is_some_and(|r| r > mine))
         .unwrap_or(stack.ops.len());
     stack.ops.insert(at, entry);
 }
 
-fn op_group_ui(ui: &mut egui::Ui, stack: &mut Stack, identity: Op, commands: &mut Commands) {
-    let name = identity.name().to_owned();
-    let title = op_title(&name);
-    let current = stack.ops.iter().find(|e| e.op.name() == name);
+fn op_group_ui(ui: &mut egui::Ui, stack: &mut Stack, kind: OpKind, commands: &mut Commands) {
+    let identity = kind.identity();
+    let title = kind.title();
+    let current = stack.ops.iter().find(|e| e.op.kind() == Some(kind));
     let (mut op, mut enabled) = current
         .map(|e| (e.op.clone(), e.enabled))
         .unwrap_or((identity.clone(), true));
@@ -375,7 +360,7 @@ fn op_group_ui(ui: &mut egui::Ui, stack: &mut Stack, identity: Op, commands: &mu
         }
     });
     ui.add_enabled_ui(enabled, |ui| {
-        ui.indent(("adjust_op", &name), |ui| {
+        ui.indent(("adjust_op", kind.name()), |ui| {
             op_controls_ui(ui, &mut op, &mut out)
         });
     });

@@ -16,6 +16,7 @@
 
 mod a1111;
 mod exif;
+mod lineage;
 mod png_text;
 mod tools;
 mod xmp;
@@ -27,6 +28,7 @@ use serde_json::Value;
 
 pub use a1111::*;
 pub use exif::*;
+pub use lineage::{ImageRef, Lineage};
 pub use png_text::*;
 pub use tools::*;
 pub use xmp::*;
@@ -59,14 +61,14 @@ pub struct ImageMeta {
     pub model_hash: Option<String>,
     /// Image-to-image strength, when an init image was used.
     pub strength: Option<f32>,
-    /// The init image: `gallery:<uid>` for a gallery image, else a file name.
-    pub init_image: Option<String>,
-    pub mask_image: Option<String>,
+    /// The init image: a gallery picture, the sketch, or a file by name.
+    pub init_image: Option<ImageRef>,
+    pub mask_image: Option<ImageRef>,
     /// The adjustment stack as stored JSON (see `postfx::Stack`).
     pub adjustments: Option<Value>,
-    /// The image this one was made from (`uid`), and how: `img2img`, `inpaint`, `adjust`...
+    /// The image this one was made from (`uid`), and how.
     pub parent: Option<String>,
-    pub lineage: Option<String>,
+    pub lineage: Option<Lineage>,
     /// The program that made the file ("Atelier 0.1.0", "AUTOMATIC1111", "ComfyUI"...).
     pub generator: Option<String>,
     /// Seconds since the Unix epoch.
