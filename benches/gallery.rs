@@ -395,7 +395,7 @@ fn studio_saving(root: &Path) -> Duration {
         }
         frames.push(t.elapsed());
         let app = harness.state().as_ref().expect("studio");
-        if rated == 100 && app.unsaved_results() == 0 && app.gallery_len() == 100 {
+        if rated == 100 && app.unsaved_results() == 0 && app.results_len() == 100 {
             break;
         }
         assert!(

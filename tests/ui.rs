@@ -218,7 +218,7 @@ fn quick_settings(harness: &mut StudioHarness, steps: usize) {
 /// Waits until the first job has left the running states, and says how it ended.
 fn wait_for_gallery(harness: &mut StudioHarness) {
     step_until(harness, "the finished image", JOB_TIMEOUT, |h| {
-        app(h).gallery_len() > 0 || has_label_containing(h, "failed:")
+        app(h).results_len() > 0 || has_label_containing(h, "failed:")
     });
     let failures = labels_containing(harness, "failed:");
     assert!(failures.is_empty(), "the job failed: {failures:?}");
@@ -252,7 +252,7 @@ fn cancel_button_cancels_the_job() {
     });
     let cancelled: Vec<String> = labels_containing(&harness, "cancelled");
     assert_eq!(cancelled, vec!["cancelled".to_owned()], "queue rows");
-    assert_eq!(app(&harness).gallery_len(), 0);
+    assert_eq!(app(&harness).results_len(), 0);
     // Nothing left to cancel.
     assert!(!has_label_containing(&harness, "Cancel #1"));
 }
@@ -517,7 +517,7 @@ fn results_are_saved_to_the_library_and_can_be_rated_trashed_and_restored() {
         &mut harness,
         "the image-to-image result",
         JOB_TIMEOUT,
-        |h| app(h).gallery_len() == 2 || has_label_containing(h, "failed:"),
+        |h| app(h).results_len() == 2 || has_label_containing(h, "failed:"),
     );
     let child = record(&harness, 2);
     assert_eq!(child.meta.parent.as_deref(), Some(rated.meta.uid.as_str()));
@@ -1075,7 +1075,7 @@ fn results_are_saved_while_the_window_is_hidden() {
         settings.height = 64;
     }
     studio.queue_generation();
-    logic_until(&mut studio, "the saved result", &|s| s.gallery_len() == 1);
+    logic_until(&mut studio, "the saved result", &|s| s.results_len() == 1);
     let catalog = atelier::gallery::Catalog::open_read_only(&gallery.join("catalog.db")).unwrap();
     let records = catalog
         .records(&atelier::gallery::Query::default(), 0, 10)
@@ -1217,7 +1217,7 @@ fn unfinished_jobs_from_a_crash_are_offered_and_resume_only_what_is_missing() {
     ));
     harness.get_by_label("Resume all").click();
     step_until(&mut harness, "the resumed picture", JOB_TIMEOUT, |h| {
-        app(h).gallery_len() == 1 || has_label_containing(h, "failed:")
+        app(h).results_len() == 1 || has_label_containing(h, "failed:")
     });
     assert!(!has_label_containing(&harness, "from the last session"));
     // Only the missing picture was made: seed 501, and the job is gone from the catalog.

@@ -253,7 +253,7 @@ impl StudioApp {
         let from_result = self
             .rt
             .selected_image
-            .and_then(|id| self.rt.gallery.iter().find(|i| i.id == id))
+            .and_then(|id| self.rt.results.iter().find(|i| i.id == id))
             .and_then(|i| i.record.as_ref().map(|r| r.id));
         let from_library = self.rt.pictures.single_selected();
         let pick = if self.rt.view == CentralView::Result {

@@ -4,11 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::files::{self, LoadedImage};
+use super::state::{snap_size, MAX_SEED};
 use super::tasks::Task;
 use super::StudioApp;
 use crate::gallery::metadata::ImageRef;
 use crate::sketch::SketchDoc;
-use crate::ui::prompt::{snap_size, MAX_SEED};
 use crate::ui::queue::JobState;
 use crate::ui::{CentralView, Command, SketchCommand};
 
@@ -38,24 +38,24 @@ impl StudioApp {
             Command::RescanModels => {
                 let dirs = self.rt.options.extra_model_dirs.clone();
                 let embedded = !self.rt.options.without_embedded_models;
-                self.rt.library.start_scan(&self.rt.ctx, dirs, embedded);
+                self.rt.models.start_scan(&self.rt.ctx, dirs, embedded);
             }
             Command::Sketch(command) => self.apply_sketch(command),
             Command::SelectImage(id) => {
-                if self.rt.gallery.iter().any(|i| i.id == id) {
+                if self.rt.results.iter().any(|i| i.id == id) {
                     self.rt.selected_image = Some(id);
                     self.rt.view = CentralView::Result;
                 }
             }
             Command::ReuseSettings(id) => {
-                let Some(item) = self.rt.gallery.iter().find(|i| i.id == id) else {
+                let Some(item) = self.rt.results.iter().find(|i| i.id == id) else {
                     return;
                 };
                 self.state.prompt.reuse(&item.request);
                 let model_dir = item.request.model_dir.clone();
                 let text = format!("Settings of image {id} are in the prompt panel.");
                 if self.state.selected_model.as_ref() != Some(&model_dir)
-                    && self.rt.library.find(&model_dir).is_some()
+                    && self.rt.models.find(&model_dir).is_some()
                 {
                     // Same model as the image, without resetting the copied settings.
                     self.state.selected_model = Some(model_dir);
@@ -63,7 +63,7 @@ impl StudioApp {
                 self.show_info(text);
             }
             Command::SaveImage(id) => {
-                let Some(item) = self.rt.gallery.iter().find(|i| i.id == id) else {
+                let Some(item) = self.rt.results.iter().find(|i| i.id == id) else {
                     return;
                 };
                 let image = Arc::clone(&item.image);
@@ -103,7 +103,7 @@ impl StudioApp {
 
     /// Uses the model in `dir` and fills steps, guidance, sampler and size from it.
     pub(super) fn select_model(&mut self, dir: &Path) {
-        let Some(model) = self.rt.library.find(dir) else {
+        let Some(model) = self.rt.models.find(dir) else {
             self.show_error(format!("{} is no longer available", dir.display()));
             return;
         };
@@ -112,7 +112,7 @@ impl StudioApp {
     }
 
     fn generate(&mut self) {
-        if self.rt.library.scanning() && self.rt.library.models.is_empty() {
+        if self.rt.models.scanning() && self.rt.models.models.is_empty() {
             self.show_error("Still looking for models.".to_owned());
             return;
         }

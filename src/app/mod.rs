@@ -8,10 +8,10 @@ mod commands;
 mod engine_events;
 mod files;
 mod jobs;
-mod library;
+mod models;
 mod pictures;
 mod session;
-mod state;
+pub mod state;
 mod tasks;
 mod textures;
 
@@ -21,15 +21,15 @@ use std::sync::Arc;
 use crate::engine::Engine;
 use crate::sketch::SketchDoc;
 use crate::ui::canvas::{CanvasView, StrokeInProgress, MASK_TINT_RGBA};
-use crate::ui::gallery::GalleryItem;
-use crate::ui::prompt::{PromptPanelView, PromptSettings};
+use crate::ui::prompt::PromptPanelView;
 use crate::ui::queue::JobEntry;
-use crate::ui::{CentralView, Command, Commands, ImageId};
+use crate::ui::results::ResultItem;
+use crate::ui::{CentralView, Command, Commands, ResultId};
 
-pub use state::PersistedState;
+pub use state::{CanvasSettings, ExportSettings, PersistedState, PromptSettings};
 
 use files::{LoadOutcome, SaveOutcome};
-use library::ModelLibrary;
+use models::ModelList;
 use tasks::{Poll, Task};
 
 /// How the studio is started.
@@ -89,16 +89,16 @@ struct Runtime {
     ctx: egui::Context,
     options: StudioOptions,
     engine: Engine,
-    library: ModelLibrary,
+    models: ModelList,
     jobs: Vec<JobEntry>,
     /// The queue's record in the gallery, and what an earlier session left unfinished.
     jobs_book: jobs::JobBook,
     /// This session's results (the strip); each is also in the gallery unless saving failed.
-    gallery: Vec<GalleryItem>,
+    results: Vec<ResultItem>,
     /// The gallery of every picture: catalog, library view state.
     pictures: pictures::Pictures,
-    next_image_id: ImageId,
-    selected_image: Option<ImageId>,
+    next_image_id: ResultId,
+    selected_image: Option<ResultId>,
     view: CentralView,
     sketch: SketchDoc,
     /// The gallery picture (uid) the sketch's background came from, for lineage.
@@ -154,8 +154,8 @@ impl StudioApp {
         render_state: Option<egui_wgpu::RenderState>,
     ) -> Self {
         let engine = spawn_engine(ctx);
-        let mut library = ModelLibrary::default();
-        library.start_scan(
+        let mut models = ModelList::default();
+        models.start_scan(
             ctx,
             options.extra_model_dirs.clone(),
             !options.without_embedded_models,
@@ -189,10 +189,10 @@ impl StudioApp {
                 ctx: ctx.clone(),
                 options,
                 engine,
-                library,
+                models,
                 jobs: Vec::new(),
                 jobs_book: jobs::JobBook::default(),
-                gallery: Vec::new(),
+                results: Vec::new(),
                 pictures,
                 next_image_id: 1,
                 selected_image: None,
@@ -233,12 +233,12 @@ impl StudioApp {
 
     /// True while the first model scan (or a rescan) is running.
     pub fn is_scanning_models(&self) -> bool {
-        self.rt.library.scanning()
+        self.rt.models.scanning()
     }
 
     /// Models found by the last scan.
     pub fn model_count(&self) -> usize {
-        self.rt.library.models.len()
+        self.rt.models.models.len()
     }
 
     /// The sketch canvas document.
@@ -252,8 +252,8 @@ impl StudioApp {
     }
 
     /// Results of this session so far.
-    pub fn gallery_len(&self) -> usize {
-        self.rt.gallery.len()
+    pub fn results_len(&self) -> usize {
+        self.rt.results.len()
     }
 
     /// Pictures the library view lists (after its filter).
@@ -362,7 +362,7 @@ impl StudioApp {
 
     fn selected_model(&self) -> Option<&crate::models::ModelInfo> {
         let dir = self.state.selected_model.as_deref()?;
-        self.rt.library.find(dir)
+        self.rt.models.find(dir)
     }
 
     fn panels_ui(&mut self, ui: &mut egui::Ui, commands: &mut Commands) {
@@ -390,10 +390,10 @@ impl StudioApp {
                     .id_salt("prompt_scroll")
                     .show(ui, |ui| {
                         let view = PromptPanelView {
-                            models: &rt.library.models,
-                            rejected: &rt.library.rejected,
+                            models: &rt.models.models,
+                            rejected: &rt.models.rejected,
                             selected_model: selected_model.as_ref(),
-                            scanning: rt.library.scanning(),
+                            scanning: rt.models.scanning(),
                             models_dir: &models_dir,
                             active_jobs,
                             sketch_in_use: state.canvas.use_sketch && !rt.sketch.is_empty(),
@@ -415,7 +415,7 @@ impl StudioApp {
             .min_size(60.0)
             .resizable(true)
             .show(ui, |ui| {
-                crate::ui::gallery::gallery_strip_ui(ui, &rt.gallery, rt.selected_image, commands);
+                crate::ui::results::results_strip_ui(ui, &rt.results, rt.selected_image, commands);
             });
 
         egui::CentralPanel::default().show(ui, |ui| {
@@ -452,8 +452,8 @@ impl StudioApp {
                 CentralView::Result => {
                     let item = rt
                         .selected_image
-                        .and_then(|id| rt.gallery.iter().find(|i| i.id == id));
-                    crate::ui::gallery::image_viewer_ui(ui, item, commands);
+                        .and_then(|id| rt.results.iter().find(|i| i.id == id));
+                    crate::ui::results::image_viewer_ui(ui, item, commands);
                 }
                 CentralView::Library => {
                     let p = &mut rt.pictures;
@@ -489,7 +489,7 @@ impl StudioApp {
 
     /// Takes in finished background tasks: model scans, background images, saves.
     fn poll_tasks(&mut self) {
-        if self.rt.library.poll() {
+        if self.rt.models.poll() {
             self.after_model_scan();
         }
         if let Some(task) = &self.rt.background_task {
@@ -534,22 +534,20 @@ impl StudioApp {
     /// Picks a model after a scan: the first one from `--model-dir` on the first scan, else
     /// the one chosen last time, else the first found.
     fn after_model_scan(&mut self) {
-        let library = &self.rt.library;
-        let from_options = (library.scans_done == 1
-            && !self.rt.options.extra_model_dirs.is_empty())
-        .then(|| {
-            library
-                .models
-                .iter()
-                .find(|m| m.source == crate::models::ModelSource::Given)
-        })
-        .flatten();
+        let list = &self.rt.models;
+        let from_options = (list.scans_done == 1 && !self.rt.options.extra_model_dirs.is_empty())
+            .then(|| {
+                list.models
+                    .iter()
+                    .find(|m| m.source == crate::models::ModelSource::Given)
+            })
+            .flatten();
         let kept = self
             .state
             .selected_model
             .as_deref()
-            .and_then(|dir| library.find(dir));
-        let choice = from_options.or(kept).or(library.models.first());
+            .and_then(|dir| list.find(dir));
+        let choice = from_options.or(kept).or(list.models.first());
         let Some(choice) = choice else {
             return;
         };

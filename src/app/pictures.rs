@@ -17,8 +17,8 @@ use crate::gallery::export::export_records;
 use crate::gallery::worker::{GalleryEvent, GalleryOp, GalleryWorker, Ticket};
 use crate::gallery::{Catalog, ImageMeta, ImageRecord, Query};
 use crate::generation::GeneratedImage;
-use crate::ui::gallery::GalleryItem;
 use crate::ui::library::{LibraryFilter, SelectMode, Thumb};
+use crate::ui::results::ResultItem;
 use crate::ui::CentralView;
 
 /// Thumbnails kept as textures at most (older ones are dropped and remade on demand).
@@ -761,7 +761,7 @@ impl StudioApp {
             .map(|(r, _)| r.clone());
         from_detail.or_else(|| {
             self.rt
-                .gallery
+                .results
                 .iter()
                 .filter_map(|i| i.record.as_ref())
                 .find(|r| r.id == id)
@@ -800,7 +800,7 @@ impl StudioApp {
         let m = &record.meta;
         let model = m.model_name.as_deref().and_then(|name| {
             self.rt
-                .library
+                .models
                 .models
                 .iter()
                 .find(|x| x.name == name || x.display_name() == name)
@@ -963,9 +963,9 @@ impl StudioApp {
         self.rt.next_image_id += 1;
         // Follow along: select the new image if the newest one was selected (or none).
         let following = self.rt.selected_image.is_none()
-            || self.rt.selected_image == self.rt.gallery.last().map(|i| i.id);
+            || self.rt.selected_image == self.rt.results.last().map(|i| i.id);
         let texture = super::textures::load(&self.rt.ctx, format!("result-{id}"), &image.image);
-        self.rt.gallery.push(GalleryItem {
+        self.rt.results.push(ResultItem {
             id,
             job,
             image: image.image,

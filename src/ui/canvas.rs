@@ -2,46 +2,9 @@
 //! clear, background image, "use sketch") and the drawing surface. Strokes are collected here
 //! while the pointer is down and handed to the app as a command when it is released.
 
-use serde::{Deserialize, Serialize};
-
 use super::{labelled, Command, Commands, SketchCommand};
+use crate::app::state::CanvasSettings;
 use crate::sketch::{Layer, SketchDoc, Stroke};
-
-/// The canvas tools. Persisted between sessions.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct CanvasSettings {
-    pub brush_size_px: f32,
-    /// Straight sRGBA.
-    pub color_rgba: [u8; 4],
-    pub eraser: bool,
-    /// Paint the inpainting mask instead of the picture.
-    pub mask_mode: bool,
-    /// Send the canvas as the init image (and the mask, if any) with each generation.
-    pub use_sketch: bool,
-}
-
-impl Default for CanvasSettings {
-    fn default() -> Self {
-        Self {
-            brush_size_px: 16.0,
-            color_rgba: [32, 32, 32, 255],
-            eraser: false,
-            mask_mode: false,
-            use_sketch: false,
-        }
-    }
-}
-
-impl CanvasSettings {
-    pub fn layer(&self) -> Layer {
-        if self.mask_mode {
-            Layer::Mask
-        } else {
-            Layer::Paint
-        }
-    }
-}
 
 /// The tint the mask is shown in on the canvas.
 pub const MASK_TINT_RGBA: [u8; 4] = [255, 40, 90, 140];

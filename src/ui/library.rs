@@ -8,10 +8,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde::{Deserialize, Serialize};
-
 use super::{one_line, Command, Commands};
-use crate::gallery::export::{ExportFormat, ExportOptions};
+use crate::app::state::ExportSettings;
+use crate::gallery::export::ExportFormat;
 use crate::gallery::{ImageRecord, Sort};
 
 /// A thumbnail's state in the studio's cache.
@@ -33,19 +32,6 @@ pub struct LibraryFilter {
     /// Only pictures made in the last this many days.
     pub within_days: Option<u32>,
     pub size: Option<(u32, u32)>,
-}
-
-/// The Export window: whether it is open, and the choices it edits. The choices persist
-/// between sessions; they are the same [`ExportOptions`] the CLI builds from its flags and
-/// the result viewer's "Save as…" uses.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ExportSettings {
-    #[serde(skip)]
-    pub open: bool,
-    pub options: ExportOptions,
-    /// Where exports go; empty: ask for a folder on every export.
-    pub folder: String,
 }
 
 /// What the view may edit besides the filter.

@@ -5,17 +5,17 @@
 
 pub mod adjust;
 pub mod canvas;
-pub mod gallery;
 pub mod library;
 pub mod prompt;
 pub mod queue;
+pub mod results;
 
 use std::path::PathBuf;
 
 use crate::engine::JobId;
 use crate::sketch::{Layer, Stroke};
 
-pub use gallery::ImageId;
+pub use results::ResultId;
 
 /// Something a view asks the app to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,12 +39,12 @@ pub enum Command {
     RescanModels,
     Sketch(SketchCommand),
     /// Show this result large in the central view.
-    SelectImage(ImageId),
+    SelectImage(ResultId),
     /// Copy this result's settings into the prompt panel.
-    ReuseSettings(ImageId),
+    ReuseSettings(ResultId),
     /// Ask where to save this result (PNG, JPEG or WebP by the name's extension), with its
     /// settings unless the export choices strip them.
-    SaveImage(ImageId),
+    SaveImage(ResultId),
     ShowView(CentralView),
     DismissMessage,
     // ---- the library (all pictures, `ui::library`) ----

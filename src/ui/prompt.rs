@@ -1,130 +1,15 @@
 //! The prompt panel: model picker, prompt and negative prompt, seed, steps, guidance, size,
-//! sampler, strength and batch, and the Generate / Cancel buttons. Owns [`PromptSettings`],
-//! the persisted plain data behind it.
+//! sampler, strength and batch, and the Generate / Cancel buttons. It edits the persisted
+//! [`PromptSettings`] (in `app::state`) in place.
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::{labelled, Command, Commands};
+use crate::app::state::{snap_size, PromptSettings, MAX_SEED};
 use crate::generation::{
-    GenerationRequest, SamplerKind, MAX_BATCH, MAX_GUIDANCE, MAX_SIDE_PX, MAX_STEPS, MIN_SIDE_PX,
-    SIDE_MULTIPLE_PX,
+    SamplerKind, MAX_BATCH, MAX_GUIDANCE, MAX_SIDE_PX, MAX_STEPS, MIN_SIDE_PX,
 };
 use crate::models::ModelInfo;
-
-/// Largest seed the panel shows exactly (DragValue works in f64).
-pub const MAX_SEED: u64 = (1 << 53) - 1;
-
-/// Everything the prompt panel edits. Persisted between sessions.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PromptSettings {
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub seed: u64,
-    /// Roll a new seed for every generation (the seed used is written back into `seed`).
-    pub random_seed: bool,
-    pub steps: usize,
-    pub guidance: f32,
-    pub width: u32,
-    pub height: u32,
-    pub sampler: SamplerKind,
-    pub strength_0_to_1: f32,
-    pub batch: u32,
-}
-
-impl Default for PromptSettings {
-    fn default() -> Self {
-        let request = GenerationRequest::default();
-        Self {
-            prompt: String::new(),
-            negative_prompt: String::new(),
-            seed: 42,
-            random_seed: true,
-            steps: request.steps,
-            guidance: request.guidance,
-            width: request.width,
-            height: request.height,
-            sampler: request.sampler,
-            strength_0_to_1: request.strength_0_to_1,
-            batch: 1,
-        }
-    }
-}
-
-impl PromptSettings {
-    /// Steps, guidance, sampler and size suited to `model` (see [`ModelInfo::recommended`]);
-    /// the size is the model's native one.
-    pub fn apply_model_defaults(&mut self, model: &ModelInfo) {
-        let r = model.recommended();
-        self.steps = r.steps;
-        self.guidance = r.guidance;
-        self.sampler = r.sampler;
-        let size = snap_size(model.native_size);
-        self.width = size;
-        self.height = size;
-    }
-
-    /// Copies the settings that made `request` (prompt, seed, sampling, size); the seed is kept
-    /// fixed so the same picture can be made again.
-    pub fn reuse(&mut self, request: &GenerationRequest) {
-        self.prompt = request.prompt.clone();
-        self.negative_prompt = request.negative_prompt.clone();
-        self.seed = request.seed;
-        self.random_seed = false;
-        self.steps = request.steps.clamp(1, MAX_STEPS);
-        self.guidance = request.guidance;
-        self.width = snap_size(request.width);
-        self.height = snap_size(request.height);
-        self.sampler = request.sampler;
-        self.strength_0_to_1 = request.strength_0_to_1;
-    }
-
-    /// Keeps every value inside what the panel offers (e.g. after loading old settings).
-    pub fn sanitize(&mut self) {
-        self.seed = self.seed.min(MAX_SEED);
-        self.steps = self.steps.clamp(1, MAX_STEPS);
-        self.guidance = if self.guidance.is_finite() {
-            self.guidance.clamp(0.0, MAX_GUIDANCE)
-        } else {
-            7.5
-        };
-        self.width = snap_size(self.width);
-        self.height = snap_size(self.height);
-        self.strength_0_to_1 = if self.strength_0_to_1.is_finite() {
-            self.strength_0_to_1.clamp(0.0, 1.0)
-        } else {
-            0.75
-        };
-        self.batch = self.batch.clamp(1, MAX_BATCH);
-    }
-
-    /// The request these settings describe, for `model_dir`, with the current seed.
-    pub fn to_request(&self, model_dir: &Path) -> GenerationRequest {
-        GenerationRequest {
-            model_dir: model_dir.to_path_buf(),
-            prompt: self.prompt.clone(),
-            negative_prompt: self.negative_prompt.clone(),
-            seed: self.seed,
-            steps: self.steps.clamp(1, MAX_STEPS),
-            guidance: self.guidance,
-            width: snap_size(self.width),
-            height: snap_size(self.height),
-            sampler: self.sampler,
-            strength_0_to_1: self.strength_0_to_1.clamp(0.0, 1.0),
-            batch: self.batch.clamp(1, MAX_BATCH),
-            ..GenerationRequest::default()
-        }
-    }
-}
-
-/// Clamps to the request's side limits and rounds to the nearest allowed multiple.
-pub fn snap_size(px: u32) -> u32 {
-    let m = SIDE_MULTIPLE_PX;
-    let clamped = px.clamp(MIN_SIDE_PX, MAX_SIDE_PX);
-    ((clamped + m / 2) / m * m).clamp(MIN_SIDE_PX, MAX_SIDE_PX)
-}
 
 /// What the prompt panel shows besides its own settings.
 pub struct PromptPanelView<'a> {
@@ -432,68 +317,4 @@ fn rejected_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>) {
             ui.colored_label(ui.visuals().warn_fg_color, why);
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_snap_to_multiples_of_eight_in_range() {
-        assert_eq!(snap_size(0), MIN_SIDE_PX);
-        assert_eq!(snap_size(513), 512);
-        assert_eq!(snap_size(517), 520);
-        assert_eq!(snap_size(5000), MAX_SIDE_PX);
-        // Whatever the panel snaps to, the request accepts.
-        for px in [0, 1, 7, 9, 517, 4095, 5000] {
-            let request = GenerationRequest {
-                width: snap_size(px),
-                height: snap_size(px),
-                ..GenerationRequest::default()
-            };
-            assert_eq!(request.validate(), Ok(()), "{px}");
-        }
-    }
-
-    #[test]
-    fn reuse_copies_the_request_and_fixes_the_seed() {
-        let mut settings = PromptSettings::default();
-        let request = GenerationRequest {
-            prompt: "a fox".into(),
-            negative_prompt: "blur".into(),
-            seed: 1234,
-            steps: 7,
-            guidance: 3.0,
-            width: 640,
-            height: 384,
-            sampler: SamplerKind::UniPc,
-            ..GenerationRequest::default()
-        };
-        settings.reuse(&request);
-        assert_eq!(settings.prompt, "a fox");
-        assert_eq!(settings.seed, 1234);
-        assert!(!settings.random_seed);
-        let again = settings.to_request(Path::new("/m"));
-        assert_eq!(again.prompt, request.prompt);
-        assert_eq!(again.seed, request.seed);
-        assert_eq!((again.width, again.height), (640, 384));
-        assert_eq!(again.sampler, SamplerKind::UniPc);
-    }
-
-    #[test]
-    fn sanitize_clamps_loaded_values() {
-        let mut settings = PromptSettings {
-            steps: 0,
-            guidance: f32::NAN,
-            width: 9999,
-            batch: 0,
-            ..PromptSettings::default()
-        };
-        settings.sanitize();
-        assert_eq!(settings.steps, 1);
-        assert_eq!(settings.guidance, 7.5);
-        assert_eq!(settings.width, MAX_SIDE_PX);
-        assert_eq!(settings.batch, 1);
-        assert_eq!(settings.to_request(Path::new("/m")).validate(), Ok(()));
-    }
 }

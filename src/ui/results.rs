@@ -9,11 +9,11 @@ use crate::gallery::{ImageMeta, ImageRecord};
 use crate::generation::GenerationRequest;
 
 /// Identifies one result in this session's gallery.
-pub type ImageId = u64;
+pub type ResultId = u64;
 
 /// One finished picture, ready to show.
-pub struct GalleryItem {
-    pub id: ImageId,
+pub struct ResultItem {
+    pub id: ResultId,
     pub job: JobId,
     pub image: Arc<image::RgbImage>,
     /// The exact settings that made it (its own seed, batch 1).
@@ -26,7 +26,7 @@ pub struct GalleryItem {
     pub record: Option<ImageRecord>,
 }
 
-impl GalleryItem {
+impl ResultItem {
     /// What screen readers and tests call the thumbnail: "Image 3: seed 42".
     pub fn thumbnail_label(&self) -> String {
         format!("Image {}: seed {}", self.id, self.request.seed)
@@ -59,10 +59,10 @@ impl GalleryItem {
 const THUMB_PX: f32 = 96.0;
 
 /// The strip of thumbnails, newest first. Clicking one selects it.
-pub fn gallery_strip_ui(
+pub fn results_strip_ui(
     ui: &mut egui::Ui,
-    items: &[GalleryItem],
-    selected: Option<ImageId>,
+    items: &[ResultItem],
+    selected: Option<ResultId>,
     commands: &mut Commands,
 ) {
     ui.horizontal(|ui| {
@@ -94,7 +94,7 @@ pub fn gallery_strip_ui(
 }
 
 /// The selected result, large, with its settings and actions.
-pub fn image_viewer_ui(ui: &mut egui::Ui, item: Option<&GalleryItem>, commands: &mut Commands) {
+pub fn image_viewer_ui(ui: &mut egui::Ui, item: Option<&ResultItem>, commands: &mut Commands) {
     let Some(item) = item else {
         ui.centered_and_justified(|ui| {
             ui.weak("Pick an image in the gallery below to see it here.");

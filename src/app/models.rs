@@ -13,7 +13,7 @@ pub struct ScanResult {
 }
 
 #[derive(Default)]
-pub struct ModelLibrary {
+pub struct ModelList {
     pub models: Vec<ModelInfo>,
     pub rejected: Vec<(PathBuf, String)>,
     scan: Option<Task<ScanResult>>,
@@ -21,7 +21,7 @@ pub struct ModelLibrary {
     pub scans_done: u32,
 }
 
-impl ModelLibrary {
+impl ModelList {
     /// Starts looking for models in `given` folders and the usual places, unless already looking.
     pub fn start_scan(&mut self, ctx: &egui::Context, given: Vec<PathBuf>, embedded: bool) {
         if self.scan.is_some() {
