@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
-use super::tasks::{Poll, Task};
+use super::tasks::{take_finished, Poll, Task};
 use super::StudioApp;
 use crate::postfx::gpu::{GpuRunner, PreviewTarget};
 use crate::postfx::stack::Op;
@@ -400,16 +400,14 @@ impl StudioApp {
 
     /// Takes in finished preset tasks (listing, reading, saving).
     fn poll_presets(&mut self) {
-        let mut finished = Vec::new();
-        self.rt.adjust.preset_tasks.retain(|t| match t.poll() {
-            Poll::Pending => true,
-            Poll::Ready(v) => {
-                finished.push(v);
-                false
-            }
-            Poll::Lost => false,
-        });
-        for outcome in finished {
+        for finished in take_finished(&mut self.rt.adjust.preset_tasks) {
+            let outcome = match finished {
+                Ok(outcome) => outcome,
+                Err(why) => {
+                    self.show_error(format!("Presets: {why}."));
+                    continue;
+                }
+            };
             match outcome {
                 PresetOutcome::Listed(names) => {
                     let a = &mut self.rt.adjust;
@@ -486,12 +484,12 @@ impl StudioApp {
         self.poll_presets();
         let ctx = self.rt.ctx.clone();
         let a = &mut self.rt.adjust;
-        if let Some(task) = &a.loading {
+        if let Some(task) = &mut a.loading {
             match task.poll() {
                 Poll::Pending => {}
-                Poll::Lost => {
+                Poll::Lost(why) => {
                     a.loading = None;
-                    self.show_error("Loading the picture stopped unexpectedly.".into());
+                    self.show_error(format!("Loading the picture stopped: {why}."));
                     return;
                 }
                 Poll::Ready((id, result)) => {

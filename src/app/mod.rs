@@ -492,7 +492,7 @@ impl StudioApp {
         if self.rt.models.poll() {
             self.after_model_scan();
         }
-        if let Some(task) = &self.rt.background_task {
+        if let Some(task) = &mut self.rt.background_task {
             match task.poll() {
                 Poll::Pending => {}
                 Poll::Ready(outcome) => {
@@ -504,26 +504,14 @@ impl StudioApp {
                         Err(error) => self.show_error(error),
                     }
                 }
-                Poll::Lost => {
+                Poll::Lost(why) => {
                     self.rt.background_task = None;
-                    self.show_error("opening the image stopped unexpectedly".to_owned());
+                    self.show_error(format!("Opening the image stopped: {why}."));
                 }
             }
         }
-        let mut finished = Vec::new();
-        self.rt.save_tasks.retain(|task| match task.poll() {
-            Poll::Pending => true,
-            Poll::Ready(outcome) => {
-                finished.push(outcome);
-                false
-            }
-            Poll::Lost => {
-                finished.push(Err("saving stopped unexpectedly".to_owned()));
-                false
-            }
-        });
-        for outcome in finished {
-            match outcome {
+        for outcome in tasks::take_finished(&mut self.rt.save_tasks) {
+            match outcome.and_then(|saved| saved) {
                 Ok(Some(path)) => self.show_info(format!("Saved {}", path.display())),
                 Ok(None) => self.show_info("Not saved: no file chosen.".to_owned()),
                 Err(error) => self.show_error(error),

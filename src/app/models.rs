@@ -46,7 +46,7 @@ impl ModelList {
 
     /// Takes in a finished scan; true if one finished now.
     pub fn poll(&mut self) -> bool {
-        let Some(task) = &self.scan else {
+        let Some(task) = &mut self.scan else {
             return false;
         };
         match task.poll() {
@@ -58,10 +58,10 @@ impl ModelList {
                 self.scans_done += 1;
                 true
             }
-            Poll::Lost => {
+            Poll::Lost(why) => {
                 self.rejected = vec![(
                     PathBuf::new(),
-                    format!("the {} task stopped unexpectedly", task.name()),
+                    format!("the {} task stopped: {why}", task.name()),
                 )];
                 self.scan = None;
                 self.scans_done += 1;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
-use super::tasks::{Poll, Task};
+use super::tasks::{take_finished, Task};
 use super::StudioApp;
 use crate::gallery::export::export_records;
 use crate::gallery::worker::{GalleryEvent, GalleryOp, GalleryWorker, Ticket};
@@ -368,17 +368,11 @@ impl StudioApp {
             }
         }
         self.rt.pictures.poll_thumbnails(&ctx);
-        let mut finished = Vec::new();
-        self.rt.pictures.tasks.retain(|t| match t.poll() {
-            Poll::Pending => true,
-            Poll::Ready(v) => {
-                finished.push(v);
-                false
+        for finished in take_finished(&mut self.rt.pictures.tasks) {
+            match finished {
+                Ok(outcome) => self.on_pictures_outcome(outcome),
+                Err(why) => self.show_error(format!("The library: {why}.")),
             }
-            Poll::Lost => false,
-        });
-        for outcome in finished {
-            self.on_pictures_outcome(outcome);
         }
         self.rt.pictures.refresh();
     }

@@ -122,7 +122,7 @@ impl SessionKeeper {
         sketch: &SketchDoc,
     ) -> Option<String> {
         let mut failure = None;
-        if let Some(task) = &self.writing {
+        if let Some(task) = &mut self.writing {
             match task.poll() {
                 Poll::Pending => return None,
                 Poll::Ready(result) => {
@@ -138,7 +138,11 @@ impl SessionKeeper {
                         self.error = None;
                     }
                 }
-                Poll::Lost => self.writing = None,
+                Poll::Lost(why) => {
+                    self.writing = None;
+                    self.saved = None;
+                    failure = Some(why);
+                }
             }
         }
         let current = (state, sketch.revision());
