@@ -42,8 +42,8 @@ fn generate_writes_a_png_and_is_reproducible() {
     );
     let b = atelier(&[&base[..], &["--out", &out("b.png")]].concat(), tmp.path());
     assert!(b.status.success(), "{}", stderr(&b));
-    let ia = image::open(out("a.png")).unwrap().to_rgb8();
-    let ib = image::open(out("b.png")).unwrap().to_rgb8();
+    let ia = common::open_image(out("a.png")).to_rgb8();
+    let ib = common::open_image(out("b.png")).to_rgb8();
     assert_eq!(ia.dimensions(), (64, 64));
     assert_eq!(ia.as_raw(), ib.as_raw());
 
@@ -312,7 +312,7 @@ fn adjust_applies_a_stack_on_the_cpu_and_the_gpu_alike() {
     );
     assert!(cpu.status.success(), "{}", stderr(&cpu));
     assert!(String::from_utf8_lossy(&cpu.stdout).contains("(CPU)"));
-    let cpu_out = image::open(path("cpu.png")).unwrap().to_rgb8();
+    let cpu_out = common::open_image(path("cpu.png")).to_rgb8();
     assert_eq!(cpu_out, atelier::postfx::apply_to_rgb8(&input, &stack));
 
     let gpu = atelier(
@@ -334,7 +334,7 @@ fn adjust_applies_a_stack_on_the_cpu_and_the_gpu_alike() {
         "the GPU path was not used (CI installs lavapipe):\n{stdout}\n{}",
         stderr(&gpu)
     );
-    let gpu_out = image::open(path("gpu.png")).unwrap().to_rgb8();
+    let gpu_out = common::open_image(path("gpu.png")).to_rgb8();
     assert_eq!(gpu_out.dimensions(), cpu_out.dimensions());
     let worst = gpu_out
         .as_raw()
@@ -366,17 +366,11 @@ fn adjust_writes_several_inputs_into_a_folder_and_never_over_an_input() {
     let ok = run(&[&path("a.png"), &path("b/b.png"), "--out", &path("out")]);
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert_eq!(
-        image::open(path("out/a.png"))
-            .unwrap()
-            .to_rgb8()
-            .dimensions(),
+        common::open_image(path("out/a.png")).to_rgb8().dimensions(),
         (20, 16)
     );
     assert_eq!(
-        image::open(path("out/b.png"))
-            .unwrap()
-            .to_rgb8()
-            .dimensions(),
+        common::open_image(path("out/b.png")).to_rgb8().dimensions(),
         (9, 7)
     );
 
@@ -543,10 +537,7 @@ fn gallery_pictures(home: &Path) -> std::collections::BTreeMap<(String, u64), Ve
         .unwrap()
         .into_iter()
         .map(|r| {
-            let pixels = image::open(home.join(&r.file))
-                .unwrap()
-                .to_rgb8()
-                .into_raw();
+            let pixels = common::open_image(home.join(&r.file)).to_rgb8().into_raw();
             ((r.meta.prompt.clone(), r.meta.seed.unwrap()), pixels)
         })
         .collect()

@@ -53,7 +53,8 @@ fn assert_consistent(home: &Path) -> Gallery {
     for f in &disk {
         let bytes = std::fs::read(home.join(f)).unwrap();
         assert!(!bytes.is_empty(), "{f} is empty");
-        image::load_from_memory(&bytes).unwrap_or_else(|e| panic!("{f} is not whole: {e}"));
+        atelier::imageio::load_image_bytes(&bytes, std::path::Path::new("bytes"))
+            .unwrap_or_else(|e| panic!("{f} is not whole: {e}"));
         let meta = read_embedded(&bytes).meta().expect("embedded settings");
         assert!(!meta.prompt.is_empty());
     }
@@ -637,8 +638,10 @@ fn cli_generate_search_show_and_export_with_lineage_and_adjustments() {
     let meta = read_embedded(&bytes).meta().unwrap();
     assert_eq!(meta.prompt, "a blue whale");
     assert_eq!(meta.seed, Some(9));
-    let original = image::open(&first).unwrap().to_rgb8();
-    let adjusted = image::load_from_memory(&bytes).unwrap().to_rgb8();
+    let original = common::open_image(&first).to_rgb8();
+    let adjusted = atelier::imageio::load_image_bytes(&bytes, std::path::Path::new("bytes"))
+        .unwrap()
+        .to_rgb8();
     let mean = |i: &image::RgbImage| {
         i.pixels()
             .map(|p| p[0] as f64 + p[1] as f64 + p[2] as f64)

@@ -30,9 +30,12 @@ fn within<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
+    std::thread::Builder::new()
+        .name(what.to_owned())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .expect("a thread for the case");
     rx.recv_timeout(limit)
         .unwrap_or_else(|_| panic!("{what} took longer than {limit:?} (or panicked)"))
 }

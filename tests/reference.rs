@@ -89,9 +89,8 @@ fn more_samplers_and_families_match_diffusers() {
         let text = |k: &str| case[k].as_str().unwrap_or("").to_owned();
         let mut req = case_request(case, fixtures().join(text("model_dir")));
         if let Some(i2i) = case["img2img"].as_object() {
-            let init = image::open(fixtures().join(i2i["init_image"].as_str().unwrap()))
-                .unwrap()
-                .to_rgb8();
+            let init =
+                common::open_image(fixtures().join(i2i["init_image"].as_str().unwrap())).to_rgb8();
             req.init_image = Some(std::sync::Arc::new(init));
             req.strength_0_to_1 = i2i["strength"].as_f64().unwrap() as f32;
         }
@@ -159,7 +158,7 @@ fn case_request(case: &serde_json::Value, model_dir: PathBuf) -> GenerationReque
 /// Mean absolute difference (0..255) between what `req` generates and the fixture `expected`;
 /// `name` labels a failure to generate.
 fn case_difference(name: &str, req: &GenerationRequest, expected: &str) -> f64 {
-    let want = image::open(fixtures().join(expected)).unwrap().to_rgb8();
+    let want = common::open_image(fixtures().join(expected)).to_rgb8();
     let got = run(req)
         .unwrap_or_else(|e| panic!("{name}: {e}"))
         .0

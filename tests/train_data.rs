@@ -591,7 +591,8 @@ fn emoji_recipe_on_a_miniature_layout() {
     );
 
     // The PNGs are copied as they are (RGBA), and the loader reads the folders back.
-    let copied = image::open(out.join("eval/1f44d-1f3ff.png")).expect("copied png");
+    let copied =
+        atelier::imageio::load_image_file(&out.join("eval/1f44d-1f3ff.png")).expect("copied png");
     assert_eq!(copied.color(), image::ColorType::Rgba8);
     let data = open(&out.join("eval"), 8);
     assert_eq!(data.len(), 5);

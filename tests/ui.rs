@@ -966,7 +966,7 @@ fn export_window_format_and_jpeg_quality_are_what_is_written() {
     }
     let original = gradient(64, 48, 140);
     let error = |f: &PathBuf| {
-        let img = image::open(f).unwrap().to_rgb8();
+        let img = common::open_image(f).to_rgb8();
         img.as_raw()
             .iter()
             .zip(original.as_raw())
@@ -1012,7 +1012,7 @@ fn export_window_apply_adjustments_switch_decides_the_pixels() {
     open_export_window(&mut harness, 1);
     set_export_folder(&mut harness, &dir);
     let mean = |f: &PathBuf| {
-        let img = image::open(f).unwrap().to_rgb8();
+        let img = common::open_image(f).to_rgb8();
         img.as_raw().iter().map(|&v| f64::from(v)).sum::<f64>() / img.as_raw().len() as f64
     };
     let adjusted = export_one(&mut harness, &dir);
@@ -1021,7 +1021,7 @@ fn export_window_apply_adjustments_switch_decides_the_pixels() {
     assert!(!app(&harness).state().export.options.apply_adjustments);
     let original = export_one(&mut harness, &dir);
     assert_eq!(
-        image::open(&original).unwrap().to_rgb8(),
+        common::open_image(&original).to_rgb8(),
         gradient(64, 48, 40),
         "without adjustments: the pixels as made"
     );

@@ -154,7 +154,12 @@ mod tests {
             (back.prompt.as_str(), back.seed),
             ("a secret lighthouse", Some(7))
         );
-        assert_eq!(image::load_from_memory(&bytes).unwrap().to_rgb8(), image);
+        assert_eq!(
+            crate::imageio::load_image_bytes(&bytes, std::path::Path::new("bytes"))
+                .unwrap()
+                .to_rgb8(),
+            image
+        );
 
         let stripped = ExportOptions {
             strip_metadata: true,

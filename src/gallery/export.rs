@@ -411,7 +411,8 @@ mod tests {
                 ..Default::default()
             };
             let bytes = encode(&img, &meta, &opts).unwrap();
-            let decoded = image::load_from_memory(&bytes).unwrap();
+            let decoded =
+                crate::imageio::load_image_bytes(&bytes, std::path::Path::new("bytes")).unwrap();
             assert_eq!(decoded.width(), 9);
             let e = metadata::read_embedded(&bytes);
             let back = e.meta().unwrap_or_else(|| panic!("{format:?}: {e:?}"));

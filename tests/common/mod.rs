@@ -171,14 +171,19 @@ pub fn atelier(args: &[&str], home: &Path) -> Output {
         .expect("running atelier");
     // Read the pipes while waiting, so a talkative run cannot block on a full pipe.
     let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut out, &mut v).map(|_| v)
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut err, &mut v).map(|_| v)
-    });
+    let reader = |name: &str| std::thread::Builder::new().name(name.to_owned());
+    let out_reader = reader("stdout")
+        .spawn(move || {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut out, &mut v).map(|_| v)
+        })
+        .expect("a reader thread");
+    let err_reader = reader("stderr")
+        .spawn(move || {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut err, &mut v).map(|_| v)
+        })
+        .expect("a reader thread");
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("waiting for atelier") {
@@ -209,4 +214,10 @@ pub fn output_text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// Decodes a picture a test wrote (through the same bounded loader as user images).
+pub fn open_image(path: impl AsRef<Path>) -> image::DynamicImage {
+    let path = path.as_ref();
+    atelier::imageio::load_image_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -245,7 +245,9 @@ mod tests {
         assert_eq!(t.meta().unwrap(), m);
         assert!(t.get("XML:com.adobe.xmp").unwrap().contains(IPTC_AI_SOURCE));
         assert_eq!(parse_a1111(t.get("parameters").unwrap()).prompt, m.prompt);
-        let back = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        let back = crate::imageio::load_image_bytes(&bytes, std::path::Path::new("bytes"))
+            .unwrap()
+            .to_rgb8();
         assert_eq!(back, img);
     }
 
@@ -262,7 +264,12 @@ mod tests {
         let t = read_png_text(&second).unwrap();
         assert_eq!(t.meta().unwrap(), m);
         assert_eq!(t.chunks.len(), 3, "old chunks dropped: {:?}", t.chunks);
-        assert_eq!(image::load_from_memory(&second).unwrap().to_rgb8(), img);
+        assert_eq!(
+            crate::imageio::load_image_bytes(&second, std::path::Path::new("bytes"))
+                .unwrap()
+                .to_rgb8(),
+            img
+        );
         assert!(replace_png_text(b"not a png", &[]).is_none());
         assert!(replace_png_text(&first[..first.len() - 20], &[]).is_none());
     }
