@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the Debian packages the GPU/UI tests need
-# (a software Vulkan driver, Xvfb) when they are missing, checks formatting and clippy
-# (warnings are errors), then runs every test in one build profile (debug, with optimised
-# dependencies; see Cargo.toml).
+# (a software Vulkan driver, Xvfb, the desktop-file and AppStream validators) when they are
+# missing, checks formatting and clippy (warnings are errors), runs every test in one build
+# profile (debug, with optimised dependencies; see Cargo.toml), then packages that build as a
+# .deb and installs, uses and removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in mesa-vulkan-drivers libvulkan1 xvfb xauth; do
+for pkg in mesa-vulkan-drivers libvulkan1 xvfb xauth desktop-file-utils appstream; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -24,4 +25,11 @@ cargo clippy --locked --all-targets -- -D warnings
 # Headless: wgpu finds lavapipe (Vulkan on the CPU); Mesa's device-select layer stays out of the way.
 export NODEVICE_SELECT=1
 unset DISPLAY WAYLAND_DISPLAY
-exec cargo test --locked "$@"
+cargo test --locked "$@"
+
+# The whole suite also builds the Debian package from the test build and installs, uses and
+# removes it (a filtered run, with arguments, skips this).
+if [ $# -eq 0 ]; then
+  scripts/package.sh --profile dev --no-build
+  scripts/package-test.sh
+fi

@@ -665,3 +665,40 @@ fn queue_discard_forgets_a_job_and_bad_ids_are_errors() {
     assert!(o.stdout.is_empty());
     assert!(stderr(&o).contains("no unfinished jobs"));
 }
+
+#[test]
+fn version_names_the_backends_and_the_man_page_and_completions_come_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = atelier(&["--version"], tmp.path());
+    let version = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        version.starts_with(&format!("atelier {} (cpu", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    let out = tmp.path().join("share");
+    let o = atelier(
+        &["dev", "man-page", "--out", out.to_str().unwrap()],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let man = std::fs::read_to_string(out.join("atelier.1")).unwrap();
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH atelier"),
+        "{man:.200}"
+    );
+    // Every subcommand is in the page, as the CLI defines it.
+    for sub in ["generate", "queue", "gallery", "adjust"] {
+        assert!(man.contains(sub), "{sub} missing from the man page");
+    }
+    let o = atelier(
+        &["dev", "completions", "--out", out.to_str().unwrap()],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bash = std::fs::read_to_string(out.join("atelier.bash")).unwrap();
+    assert!(
+        bash.contains("--negative") && bash.contains("queue"),
+        "{bash:.200}"
+    );
+    assert!(out.join("_atelier").is_file() && out.join("atelier.fish").is_file());
+}

@@ -58,7 +58,7 @@ pub fn run_studio(options: StudioOptions) -> anyhow::Result<()> {
     let native_options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Atelier")
-            .with_app_id("atelier")
+            .with_app_id("io.github.atelierstudio.Atelier")
             .with_inner_size([1280.0, 800.0])
             .with_min_inner_size([800.0, 520.0])
             .with_drag_and_drop(true),

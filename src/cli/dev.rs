@@ -19,6 +19,16 @@ pub(crate) enum DevCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write the man page (atelier.1) made from this command line's own definition.
+    ManPage {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write shell completions (bash, zsh, fish) made from this command line's definition.
+    Completions {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Redraw a training run's loss.png from its loss.csv.
     PlotLoss {
         /// The training run's --out folder.
@@ -69,6 +79,28 @@ pub(crate) fn run(cmd: DevCommand) -> anyhow::Result<()> {
                 _ => atelier::diffusion::tiny::TinyKind::Sd15,
             };
             atelier::diffusion::tiny::write_tiny_model(&out, kind)
+        }
+        DevCommand::ManPage { out } => {
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("{}: cannot create the folder", out.display()))?;
+            let path = out.join("atelier.1");
+            let mut page = Vec::new();
+            clap_mangen::Man::new(super::command()).render(&mut page)?;
+            atelier::fsio::write_file(&path, &page, atelier::fsio::Durability::Atomic)?;
+            eprintln!("wrote {}", path.display());
+            Ok(())
+        }
+        DevCommand::Completions { out } => {
+            use clap_complete::Shell;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("{}: cannot create the folder", out.display()))?;
+            for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+                let path =
+                    clap_complete::generate_to(shell, &mut super::command(), "atelier", &out)
+                        .with_context(|| format!("{}: cannot write completions", out.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+            Ok(())
         }
         DevCommand::PlotLoss { run } => atelier::train::trainer::plot_losses(&run)
             .map(|()| eprintln!("wrote {}", run.join("loss.png").display()))

@@ -27,10 +27,18 @@ use generate::GenerateArgs;
 use queue::QueueCommand;
 use train::{DatasetCommand, TrainArgs, TrainJudgeArgs};
 
+/// `0.1.0 (cpu, cuda)`: the version and the compute backends this build has.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("ATELIER_BUILD_FEATURES"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "atelier",
-    version,
+    version = VERSION,
     about = "Atelier: an AI image-generation studio"
 )]
 pub(crate) struct Cli {
@@ -87,6 +95,11 @@ pub(crate) fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
         let names: Vec<_> = SamplerKind::ALL.iter().map(|k| k.cli_name()).collect();
         format!("unknown sampler {s:?}; one of {}", names.join(", "))
     })
+}
+
+/// The command line's definition (for the man page and shell completions).
+pub(crate) fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Parses the command line and runs it; no subcommand opens the studio.
