@@ -18,6 +18,8 @@ pub const MAX_STEPS: usize = 1000;
 pub const MAX_BATCH: u32 = 64;
 /// Classifier-free guidance scale.
 pub const MAX_GUIDANCE: f32 = 30.0;
+/// Clip skip: 1 conditions on the text encoder's last layer (A1111's "Clip skip" setting).
+pub const MAX_CLIP_SKIP: u32 = 12;
 /// Longest prompt or negative prompt, in bytes (what the text encoder cannot see is dropped
 /// anyway; this only keeps a pasted novel out of the catalog and the file's metadata).
 pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
@@ -96,6 +98,10 @@ pub struct GenerationRequest {
     pub strength_0_to_1: f32,
     /// How many images this job makes; image `i` uses seed `seed + i`.
     pub batch: u32,
+    /// A1111's "Clip skip": 1 is the text encoder's last layer, 2 the one before (SD 1.x and
+    /// 2.x; SDXL ignores it, as A1111 does).
+    #[serde(default = "one")]
+    pub clip_skip: u32,
     /// Init image for image-to-image / inpainting (RGB, any size; resized to width x height).
     #[serde(skip)]
     pub init_image: Option<Arc<image::RgbImage>>,
@@ -105,6 +111,10 @@ pub struct GenerationRequest {
     /// Initial latent noise `[1, C, H/8, W/8]` from a safetensors file (tensor `noise`),
     /// for reproducing another tool's output exactly.
     pub noise_file: Option<PathBuf>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl GenerationRequest {
@@ -129,6 +139,12 @@ impl GenerationRequest {
             return bad(format!(
                 "guidance {}: must be 0 to {MAX_GUIDANCE}",
                 self.guidance
+            ));
+        }
+        if !(1..=MAX_CLIP_SKIP).contains(&self.clip_skip) {
+            return bad(format!(
+                "clip skip {}: must be 1 to {MAX_CLIP_SKIP}",
+                self.clip_skip
             ));
         }
         if !self.strength_0_to_1.is_finite() || !(0.0..=1.0).contains(&self.strength_0_to_1) {
@@ -166,6 +182,7 @@ impl Default for GenerationRequest {
             sampler: SamplerKind::default(),
             strength_0_to_1: 0.75,
             batch: 1,
+            clip_skip: 1,
             init_image: None,
             mask: None,
             noise_file: None,

@@ -526,7 +526,7 @@ fn other_tools_pngs_import_with_their_settings() {
     assert_eq!(r.meta.seed, Some(12345));
     assert_eq!(r.meta.guidance, Some(6.5));
     assert_eq!(r.meta.model_name.as_deref(), Some("dreamshaper_8"));
-    assert_eq!(r.meta.extra.get("Clip skip").map(String::as_str), Some("2"));
+    assert_eq!(r.meta.clip_skip, Some(2));
     let r = g.import_file(&paths[1]).unwrap();
     assert_eq!(
         (r.meta.prompt.as_str(), r.meta.seed),

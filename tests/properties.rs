@@ -146,9 +146,40 @@ proptest! {
         prop_assert_eq!(ids[0], t.bos_id);
         prop_assert!(ids.contains(&t.eos_id));
         // Everything between BOS and the first EOS is the prompt's, cut at what fits.
-        let (capacity, total) = t.count(&text);
-        prop_assert_eq!(capacity, t.max_length - 2);
+        let total = t.body_ids(&text).unwrap().len();
+        let capacity = t.max_length - 2;
         let body = ids[1..].iter().position(|&id| id == t.eos_id).unwrap();
         prop_assert_eq!(body, total.min(capacity));
+    }
+
+    /// Any prompt, brackets and all, is laid out in framed chunks that hold every one of its
+    /// tokens (never truncated), with finite weights or a clear error.
+    #[test]
+    fn any_prompt_is_chunked_whole_and_framed(text in "[a-z ,:.()\\[\\]0-9\\\\]{0,300}|\\PC{0,200}") {
+        use atelier::diffusion::prompt::{chunks, parse_attention, token_count, Piece};
+        let t = tokenizer();
+        let framing = t.framing();
+        let pieces = parse_attention(&text);
+        match chunks(&pieces, framing, &mut |s| t.body_ids(s), t.comma_id()) {
+            Ok(c) => {
+                prop_assert!(!c.is_empty());
+                for chunk in &c {
+                    prop_assert_eq!(chunk.ids.len(), framing.body + 2);
+                    prop_assert_eq!(chunk.weights.len(), framing.body + 2);
+                    prop_assert_eq!(chunk.ids[0], framing.bos);
+                    prop_assert!(chunk.ids[1..].contains(&framing.eos));
+                    prop_assert!(chunk.weights.iter().all(|w| w.is_finite()));
+                }
+                let all: usize = pieces
+                    .iter()
+                    .map(|p| match p {
+                        Piece::Text(s, _) => t.body_ids(s).unwrap().len(),
+                        Piece::Break => 0,
+                    })
+                    .sum();
+                prop_assert_eq!(token_count(&c, framing).0, all);
+            }
+            Err(e) => prop_assert!(e.contains("weight"), "{}", e),
+        }
     }
 }

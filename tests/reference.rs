@@ -138,6 +138,56 @@ fn zero_terminal_snr_schedules_match_diffusers() {
     assert_eq!(checked, ["dpmpp2m", "ddim"]);
 }
 
+/// A1111 prompt semantics (`cases_prompts.json`, from `make_reference_prompts.py`: the rules
+/// implemented in Python and fed to diffusers as embeddings): attention weights, chunks of 75
+/// with comma backtracking and BREAK, a prompt longer than its negative (two UNet passes),
+/// clip skip 2, and SDXL's two encoders with the pooled embedding of the first chunk. Within
+/// 1/255; and each fixture is far from what the prompt gives read literally (or without clip
+/// skip), so the test can tell.
+#[test]
+fn a1111_prompts_and_clip_skip_match_diffusers() {
+    let cases: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("cases_prompts.json")).unwrap(),
+    )
+    .unwrap();
+    let mut checked = Vec::new();
+    for case in cases["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let text = |k: &str| case[k].as_str().unwrap_or("").to_owned();
+        let mut req = case_request(case, fixtures().join(text("model_dir")));
+        req.clip_skip = case["clip_skip"].as_u64().unwrap() as u32;
+        let mad = case_difference(name, &req, &text("expected"));
+        eprintln!("prompts {name}: mean abs diff {mad:.4} / 255");
+        assert!(mad <= 1.0, "{name}: mean absolute difference {mad:.3}/255");
+        // The same without the feature under test must not pass.
+        let literal = GenerationRequest {
+            prompt: req
+                .prompt
+                .replace(['(', ')', '[', ']'], "")
+                .replace("BREAK", ","),
+            negative_prompt: req.negative_prompt.replace(['(', ')', '[', ']'], ""),
+            clip_skip: 1,
+            ..req.clone()
+        };
+        let off = case_difference(name, &literal, &text("expected"));
+        assert!(
+            off > 2.0,
+            "{name}: the fixture does not tell ({off:.3}/255 read literally)"
+        );
+        checked.push(name.to_owned());
+    }
+    assert_eq!(
+        checked,
+        [
+            "weighted",
+            "long",
+            "clip_skip2",
+            "weighted_clip_skip2",
+            "sdxl_long"
+        ]
+    );
+}
+
 /// The request a `cases_*.json` case describes, on `model_dir`.
 fn case_request(case: &serde_json::Value, model_dir: PathBuf) -> GenerationRequest {
     let text = |k: &str| case[k].as_str().unwrap_or("").to_owned();

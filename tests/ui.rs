@@ -1317,3 +1317,46 @@ fn the_prompt_and_the_sketch_survive_a_crash() {
         Some("kept through a crash")
     );
 }
+
+/// The prompt box counts tokens as the model will see them: chunks of 75, BREAK opening a new
+/// one, attention brackets not counted, a long prompt never cut.
+#[test]
+fn prompt_token_counter_follows_chunks() {
+    let mut harness = ready_studio();
+    let count = |h: &StudioHarness| -> Option<(usize, usize)> {
+        labels_containing(h, " / ").iter().find_map(|l| {
+            let (a, b) = l.split_once(" / ")?;
+            Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+        })
+    };
+    app_mut(&mut harness).prompt_settings_mut().prompt = "a red cat".into();
+    step_until(
+        &mut harness,
+        "the token count",
+        Duration::from_secs(30),
+        |h| count(h).is_some_and(|(_, room)| room == 75),
+    );
+    let (plain, _) = count(&harness).unwrap();
+    assert!(plain > 0);
+    // Brackets and weights are syntax, not tokens.
+    app_mut(&mut harness).prompt_settings_mut().prompt = "a ((red:1.3)) [cat]".into();
+    step_until(
+        &mut harness,
+        "the weighted count",
+        Duration::from_secs(10),
+        |h| count(h) == Some((plain, 75)),
+    );
+    // BREAK opens a second chunk.
+    app_mut(&mut harness).prompt_settings_mut().prompt = "a red cat BREAK a red cat".into();
+    step_until(&mut harness, "two chunks", Duration::from_secs(10), |h| {
+        count(h) == Some((2 * plain, 150))
+    });
+    // A prompt of many chunks is counted whole.
+    app_mut(&mut harness).prompt_settings_mut().prompt = "a red cat, ".repeat(60);
+    step_until(
+        &mut harness,
+        "a long prompt",
+        Duration::from_secs(10),
+        |h| count(h).is_some_and(|(used, room)| used > 150 && room >= 225),
+    );
+}

@@ -14,6 +14,7 @@ mod session;
 pub mod state;
 mod tasks;
 mod textures;
+mod tokens;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -113,6 +114,8 @@ struct Runtime {
     adjust: adjust::Adjust,
     /// Keeps the prompt panel, canvas settings and sketch on disk as they change.
     session: session::SessionKeeper,
+    /// The prompt box's token counts for the selected model.
+    tokens: tokens::PromptTokens,
 }
 
 /// The studio: an [`eframe::App`], and testable headless through [`StudioApp::studio_ui`].
@@ -206,6 +209,7 @@ impl StudioApp {
                 message,
                 adjust: adjust::Adjust::new(render_state),
                 session: keeper,
+                tokens: tokens::PromptTokens::default(),
             },
         }
     }
@@ -334,6 +338,13 @@ impl StudioApp {
         self.pull_engine_events();
         self.poll_tasks();
         self.poll_pictures();
+        let prompt = &self.state.prompt;
+        self.rt.tokens.tick(
+            &self.rt.ctx,
+            self.state.selected_model.as_deref(),
+            &prompt.prompt,
+            &prompt.negative_prompt,
+        );
         let (ctx, state, sketch) = (&self.rt.ctx, &self.state, &self.rt.sketch);
         if let Some(e) = self.rt.session.tick(ctx, state, sketch) {
             self.show_error(format!(
@@ -397,6 +408,7 @@ impl StudioApp {
                             models_dir: &models_dir,
                             active_jobs,
                             sketch_in_use: state.canvas.use_sketch && !rt.sketch.is_empty(),
+                            tokens: rt.tokens.counts(),
                         };
                         crate::ui::prompt::prompt_panel_ui(ui, &mut state.prompt, &view, commands);
                     });

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::gallery::export::ExportOptions;
 use crate::generation::{
-    GenerationRequest, SamplerKind, MAX_BATCH, MAX_GUIDANCE, MAX_SIDE_PX, MAX_STEPS, MIN_SIDE_PX,
-    SIDE_MULTIPLE_PX,
+    GenerationRequest, SamplerKind, MAX_BATCH, MAX_CLIP_SKIP, MAX_GUIDANCE, MAX_SIDE_PX, MAX_STEPS,
+    MIN_SIDE_PX, SIDE_MULTIPLE_PX,
 };
 use crate::models::ModelInfo;
 use crate::sketch::Layer;
@@ -63,6 +63,8 @@ pub struct PromptSettings {
     pub sampler: SamplerKind,
     pub strength_0_to_1: f32,
     pub batch: u32,
+    /// A1111's "Clip skip" (1: the text encoder's last layer).
+    pub clip_skip: u32,
 }
 
 impl Default for PromptSettings {
@@ -80,6 +82,7 @@ impl Default for PromptSettings {
             sampler: request.sampler,
             strength_0_to_1: request.strength_0_to_1,
             batch: 1,
+            clip_skip: 1,
         }
     }
 }
@@ -110,6 +113,7 @@ impl PromptSettings {
         self.height = snap_size(request.height);
         self.sampler = request.sampler;
         self.strength_0_to_1 = request.strength_0_to_1;
+        self.clip_skip = request.clip_skip.clamp(1, MAX_CLIP_SKIP);
     }
 
     /// Keeps every value inside what the panel offers (e.g. after loading old settings).
@@ -129,6 +133,7 @@ impl PromptSettings {
             0.75
         };
         self.batch = self.batch.clamp(1, MAX_BATCH);
+        self.clip_skip = self.clip_skip.clamp(1, MAX_CLIP_SKIP);
     }
 
     /// The request these settings describe, for `model_dir`, with the current seed.
@@ -145,6 +150,7 @@ impl PromptSettings {
             sampler: self.sampler,
             strength_0_to_1: self.strength_0_to_1.clamp(0.0, 1.0),
             batch: self.batch.clamp(1, MAX_BATCH),
+            clip_skip: self.clip_skip.clamp(1, MAX_CLIP_SKIP),
             ..GenerationRequest::default()
         }
     }

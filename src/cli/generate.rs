@@ -56,6 +56,10 @@ pub(crate) struct GenerateArgs {
     noise: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     batch: u32,
+    /// A1111's "Clip skip": 1 uses the text encoder's last layer, 2 the one before
+    /// (SD 1.x/2.x; SDXL ignores it, as A1111 does).
+    #[arg(long, default_value_t = 1)]
+    clip_skip: u32,
     /// Free the text encoders after encoding the prompt (less memory while denoising).
     #[arg(long)]
     low_memory: bool,
@@ -124,6 +128,7 @@ pub(crate) fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
         sampler: args.sampler.unwrap_or(recommended.sampler),
         strength_0_to_1: args.strength,
         batch: args.batch,
+        clip_skip: args.clip_skip,
         init_image: init_image.map(Arc::new),
         mask: mask.map(Arc::new),
         noise_file: args.noise.clone(),

@@ -145,6 +145,11 @@ impl ClipTextEncoder {
         })
     }
 
+    /// The final layer norm, for conditioning on an earlier layer (clip skip).
+    pub fn final_norm(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.final_ln.forward(hidden)
+    }
+
     /// Encodes one batch of token ids `[B, N]`; `eos_id` locates the pooled token.
     pub fn encode(&self, ids: &Tensor, eos_id: u32) -> Result<TextEncoding> {
         let (b, n) = ids.dims2()?;

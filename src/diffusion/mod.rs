@@ -7,7 +7,9 @@ pub mod device;
 pub mod fused;
 pub mod noise;
 pub mod pipeline;
+pub mod prompt;
 pub mod sampler;
+mod text;
 pub mod tiny;
 pub mod tokenizer;
 pub mod unet;
@@ -18,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::generation::{GeneratedImage, GenerationRequest};
 use crate::models::ModelError;
 pub use pipeline::{LoadedModel, ModelSlot};
+pub use text::TokenCounter;
 
 /// What can go wrong while generating. `Cancelled` is not a failure.
 #[derive(Debug, thiserror::Error)]

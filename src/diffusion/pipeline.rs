@@ -5,18 +5,18 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, IndexOp, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 
 use super::clip::ClipTextEncoder;
 use super::noise::{load_noise_file, NoiseRng};
 use super::sampler::{self, NoiseSchedule};
-use super::tokenizer::ClipTokenizer;
+use super::text::{Cond, TextEncoders};
 use super::unet::{AddedCond, Unet};
 use super::vae::Vae;
 use super::{DiffusionError, JobControl};
 use crate::generation::{GeneratedImage, GenerationRequest};
-use crate::models::config::{ModelConfigs, TextEncoderConfig};
+use crate::models::config::ModelConfigs;
 use crate::models::{Family, ModelError};
 
 /// Memory-maps a component's safetensors files, turning a broken file into a clear error.
@@ -79,31 +79,18 @@ fn built<T>(
     })
 }
 
-struct TextSide {
-    tokenizer: ClipTokenizer,
-    config: TextEncoderConfig,
-    encoder: Option<ClipTextEncoder>,
-    component: &'static str,
-}
-
 /// A model ready to generate. Weights are memory-mapped, so loading the same folder again
 /// shares pages with the first load.
 pub struct LoadedModel {
     pub configs: ModelConfigs,
     pub device: Device,
     pub dtype: DType,
-    text: Vec<TextSide>,
+    text: TextEncoders,
     unet: Unet,
     vae: Vae,
     schedule: NoiseSchedule,
     /// Drop the text encoders after each encoding (they are reloaded lazily from the mmap).
     pub drop_text_encoders: bool,
-}
-
-/// Conditioning for one guidance side: `[1, 77, D]` context and, for SDXL, the pooled embedding.
-struct Cond {
-    context: Tensor,
-    pooled: Option<Tensor>,
 }
 
 impl LoadedModel {
@@ -125,20 +112,7 @@ impl LoadedModel {
             }
         })?;
         on_loading("tokenizer");
-        let mut text = vec![TextSide {
-            tokenizer: ClipTokenizer::load(&configs.tokenizer)?,
-            config: configs.text_encoder.clone(),
-            encoder: None,
-            component: "text_encoder",
-        }];
-        if let (Some(cfg), Some(tok)) = (&configs.text_encoder_2, &configs.tokenizer_2) {
-            text.push(TextSide {
-                tokenizer: ClipTokenizer::load(tok)?,
-                config: cfg.clone(),
-                encoder: None,
-                component: "text_encoder_2",
-            });
-        }
+        let text = TextEncoders::load(&configs)?;
         on_loading("UNet");
         let unet = built(
             Unet::new(var_builder(&configs, "unet", dtype, device)?, &configs.unet),
@@ -171,7 +145,7 @@ impl LoadedModel {
     }
 
     fn ensure_text_encoders(&mut self) -> Result<(), ModelError> {
-        for side in &mut self.text {
+        for side in &mut self.text.sides {
             if side.encoder.is_none() {
                 let vb = var_builder(&self.configs, side.component, self.dtype, &self.device)?;
                 side.encoder = Some(built(
@@ -184,38 +158,22 @@ impl LoadedModel {
         Ok(())
     }
 
-    fn encode_prompt(&mut self, prompt: &str) -> Result<Cond, DiffusionError> {
+    fn encode_prompt(&mut self, prompt: &str, clip_skip: u32) -> Result<Cond, DiffusionError> {
         self.ensure_text_encoders()?;
-        let family = self.configs.family;
-        let mut contexts = Vec::new();
-        let mut pooled = None;
-        for side in &self.text {
-            let ids = side
-                .tokenizer
-                .encode(prompt)
-                .map_err(DiffusionError::InvalidRequest)?;
-            let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
-            let encoder = side.encoder.as_ref().expect("loaded just above");
-            let out = encoder.encode(&ids, side.tokenizer.eos_id)?;
-            if family == Family::Sdxl {
-                let n = out.hidden_states.len();
-                contexts.push(out.hidden_states[n.saturating_sub(2)].clone());
-                if out.pooled_projected.is_some() {
-                    pooled = out.pooled_projected;
-                }
-            } else {
-                contexts.push(out.last_normed);
-            }
-        }
-        let context = Tensor::cat(&contexts, D::Minus1)?;
-        if family == Family::Sdxl && pooled.is_none() {
+        let cond = self.text.encode(prompt, clip_skip, &self.device)?;
+        if self.configs.family == Family::Sdxl && cond.pooled.is_none() {
             return Err(ModelError::BadWeights {
                 path: self.configs.dir.join("text_encoder_2"),
                 reason: "SDXL needs text_projection in the second text encoder".into(),
             }
             .into());
         }
-        Ok(Cond { context, pooled })
+        Ok(cond)
+    }
+
+    /// Prompt tokens used and the room its chunks give (`83 / 150`).
+    pub fn token_count(&self, prompt: &str) -> Result<(usize, usize), DiffusionError> {
+        self.text.token_count(prompt)
     }
 
     /// Generates images `first..first + count` of `request` together, image `i` with seed
@@ -277,14 +235,16 @@ impl LoadedModel {
     }
 
     /// The prompt's conditioning for every row the UNet sees: `[uncond x b, cond x b]` with
-    /// guidance, `[cond x b]` without; SDXL's pooled embedding and size/crop `time_ids`.
+    /// guidance, `[cond x b]` without; SDXL's pooled embedding and size/crop `time_ids`. A
+    /// prompt and negative prompt of different lengths (in chunks) run as two UNet passes,
+    /// as in A1111, rather than padding one of them.
     fn conditioning(
         &mut self,
         request: &GenerationRequest,
         b: usize,
     ) -> Result<Conditioning, DiffusionError> {
         let cfg = request.guidance > 1.0;
-        let cond = self.encode_prompt(&request.prompt)?;
+        let cond = self.encode_prompt(&request.prompt, request.clip_skip)?;
         let uncond = if !cfg {
             None
         } else if self.configs.family == Family::Sdxl && request.negative_prompt.trim().is_empty() {
@@ -297,50 +257,50 @@ impl LoadedModel {
                 },
             })
         } else {
-            Some(self.encode_prompt(&request.negative_prompt)?)
+            Some(self.encode_prompt(&request.negative_prompt, request.clip_skip)?)
         };
         if self.drop_text_encoders {
-            for side in &mut self.text {
-                side.encoder = None;
-            }
+            self.text.drop_encoders();
         }
-        let rep = |t: &Tensor| t.repeat((b, 1, 1));
-        let rep2 = |t: &Tensor| t.repeat((b, 1));
-        let (context, pooled) = match &uncond {
-            Some(u) => (
-                Tensor::cat(&[rep(&u.context)?, rep(&cond.context)?], 0)?,
-                match (&u.pooled, &cond.pooled) {
-                    (Some(x), Some(y)) => Some(Tensor::cat(&[rep2(x)?, rep2(y)?], 0)?),
-                    _ => None,
-                },
-            ),
-            None => (
-                rep(&cond.context)?,
-                match &cond.pooled {
-                    Some(p) => Some(rep2(p)?),
-                    None => None,
-                },
-            ),
+        let sides: Vec<&Cond> = uncond.iter().chain([&cond]).collect();
+        let same_length = sides
+            .iter()
+            .all(|c| c.context.dims().get(1) == cond.context.dims().get(1));
+        let groups: Vec<Vec<&Cond>> = if same_length {
+            vec![sides]
+        } else {
+            sides.into_iter().map(|side| vec![side]).collect()
         };
-        let rows = if cfg { 2 * b } else { b };
         let time_ids = match self.configs.family {
             Family::Sdxl => {
                 let (h, w) = (request.height as f32, request.width as f32);
-                let ids = [h, w, 0.0, 0.0, h, w];
-                Some(
-                    Tensor::new(&ids, &self.device)?
-                        .unsqueeze(0)?
-                        .repeat((rows, 1))?,
-                )
+                Some(Tensor::new(&[h, w, 0.0, 0.0, h, w], &self.device)?.unsqueeze(0)?)
             }
             _ => None,
         };
+        let mut passes = Vec::with_capacity(groups.len());
+        for group in groups {
+            let contexts = group
+                .iter()
+                .map(|c| c.context.repeat((b, 1, 1)))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let pooled = group
+                .iter()
+                .map(|c| c.pooled.as_ref().map(|p| p.repeat((b, 1))).transpose())
+                .collect::<candle_core::Result<Option<Vec<_>>>>()?;
+            passes.push(Pass {
+                context: Tensor::cat(&contexts, 0)?,
+                pooled: pooled.map(|p| Tensor::cat(&p, 0)).transpose()?,
+                time_ids: time_ids
+                    .as_ref()
+                    .map(|t| t.repeat((group.len() * b, 1)))
+                    .transpose()?,
+            });
+        }
         Ok(Conditioning {
             guidance: cfg.then_some(request.guidance),
             batch: b,
-            context,
-            pooled,
-            time_ids,
+            passes,
         })
     }
 
@@ -444,18 +404,7 @@ impl LoadedModel {
                 Some(extra) => Tensor::cat(&[&x_in, extra], 1)?,
                 None => x_in,
             };
-            let x_in = match cond.guidance {
-                Some(_) => Tensor::cat(&[&x_in, &x_in], 0)?,
-                None => x_in,
-            };
-            let added = match (&cond.pooled, &cond.time_ids) {
-                (Some(p), Some(ids)) => Some(AddedCond {
-                    text_embeds: p,
-                    time_ids: ids,
-                }),
-                _ => None,
-            };
-            let out = self.unet.forward(&x_in, t, &cond.context, added)?;
+            let out = self.unet_passes(&x_in, t, cond)?;
             let out = match cond.guidance {
                 Some(scale) => {
                     let (u, c) = (out.i(0..b)?, out.i(b..2 * b)?);
@@ -481,6 +430,35 @@ impl LoadedModel {
             (control.on_step)(first, done_steps, total, preview);
         }
         Ok(latents)
+    }
+
+    /// The UNet's prediction for every row of the conditioning, one forward per pass.
+    fn unet_passes(
+        &self,
+        x_in: &Tensor,
+        t: f64,
+        cond: &Conditioning,
+    ) -> Result<Tensor, DiffusionError> {
+        let mut outs = Vec::with_capacity(cond.passes.len());
+        for pass in &cond.passes {
+            let copies = pass.context.dim(0)? / cond.batch.max(1);
+            let x = match copies {
+                1 => x_in.clone(),
+                k => Tensor::cat(&vec![x_in; k], 0)?,
+            };
+            let added = match (&pass.pooled, &pass.time_ids) {
+                (Some(p), Some(ids)) => Some(AddedCond {
+                    text_embeds: p,
+                    time_ids: ids,
+                }),
+                _ => None,
+            };
+            outs.push(self.unet.forward(&x, t, &pass.context, added)?);
+        }
+        Ok(match outs.len() {
+            1 => outs.remove(0),
+            _ => Tensor::cat(&outs, 0)?,
+        })
     }
 
     /// The latents as pictures (the unmasked area of an inpainting exactly the init image's).
@@ -554,6 +532,12 @@ struct Conditioning {
     guidance: Option<f32>,
     /// Pictures in the batch.
     batch: usize,
+    /// The UNet's forward passes per step, their rows in order `[uncond x b, cond x b]`.
+    passes: Vec<Pass>,
+}
+
+/// The rows of one UNet forward: their context, pooled embeddings and SDXL `time_ids`.
+struct Pass {
     context: Tensor,
     pooled: Option<Tensor>,
     time_ids: Option<Tensor>,

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_json::json;
 use tokenizers::Tokenizer;
 
+use super::prompt::Framing;
 use crate::models::config::TokenizerFiles;
 use crate::models::ModelError;
 
@@ -73,14 +74,27 @@ impl ClipTokenizer {
         Ok(ids)
     }
 
-    /// How many prompt tokens fit (without BOS/EOS) and how many the text has.
-    pub fn count(&self, text: &str) -> (usize, usize) {
-        let n = self
-            .inner
+    /// The prompt's tokens alone, without start, end or padding, never truncated.
+    pub fn body_ids(&self, text: &str) -> Result<Vec<u32>, String> {
+        self.inner
             .encode(text, false)
-            .map(|e| e.get_ids().len())
-            .unwrap_or(0);
-        (self.max_length.saturating_sub(2), n)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| format!("cannot tokenize the prompt: {e}"))
+    }
+
+    /// The special tokens and length of one encoder pass, for [`super::prompt::chunks`].
+    pub fn framing(&self) -> Framing {
+        Framing {
+            bos: self.bos_id,
+            eos: self.eos_id,
+            pad: self.pad_id,
+            body: self.max_length.saturating_sub(2).max(1),
+        }
+    }
+
+    /// The `,` word token, where A1111 prefers to break a long prompt.
+    pub fn comma_id(&self) -> Option<u32> {
+        self.inner.token_to_id(",</w>")
     }
 }
 

@@ -8,8 +8,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use super::metadata::ImageMeta;
 
-/// 1: images; 2: the `job` column of images and the `jobs` table (unfinished queue jobs).
-pub const SCHEMA_VERSION: i64 = 2;
+/// 1: images; 2: the `job` column of images and the `jobs` table (unfinished queue jobs);
+/// 3: the `clip_skip` column.
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS images (
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS images (
     generator   TEXT,
     extra       TEXT NOT NULL DEFAULT '{}',
     trashed     INTEGER,
-    job         TEXT
+    job         TEXT,
+    clip_skip   INTEGER
 );
 CREATE INDEX IF NOT EXISTS images_created ON images(created);
 CREATE INDEX IF NOT EXISTS images_job ON images(job);
@@ -166,6 +168,7 @@ fn record_from_row(row: &Row) -> rusqlite::Result<ImageRecord> {
             steps: row.get::<_, Option<i64>>("steps")?.map(|s| s as u32),
             sampler: row.get("sampler")?,
             guidance: row.get::<_, Option<f64>>("guidance")?.map(|g| g as f32),
+            clip_skip: row.get("clip_skip")?,
             width: row.get::<_, i64>("width")? as u32,
             height: row.get::<_, i64>("height")? as u32,
             model_name: row.get("model_name")?,
@@ -223,9 +226,12 @@ impl Catalog {
                 )),
             ));
         }
-        if version == 1 {
-            // Schema 1 had no job column; the table itself is kept as it is.
+        // Older tables are kept as they are and gain the columns they lack.
+        if (1..2).contains(&version) {
             conn.execute_batch("ALTER TABLE images ADD COLUMN job TEXT;")?;
+        }
+        if (1..3).contains(&version) {
+            conn.execute_batch("ALTER TABLE images ADD COLUMN clip_skip INTEGER;")?;
         }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -557,9 +563,10 @@ fn insert_row(conn: &Connection, file: &str, m: &ImageMeta) -> rusqlite::Result<
     conn.execute(
         "INSERT INTO images (uid, file, created, modified, prompt, negative, seed, steps, sampler,
             guidance, width, height, model_name, model_hash, strength, init_ref, mask_ref,
-            adjustments, tags, parent_uid, lineage, generator, extra, rating, favourite, job)
+            adjustments, tags, parent_uid, lineage, generator, extra, rating, favourite, job,
+            clip_skip)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
         params![
             m.uid,
             file,
@@ -587,6 +594,7 @@ fn insert_row(conn: &Connection, file: &str, m: &ImageMeta) -> rusqlite::Result<
             m.rating.min(5),
             m.favourite as i64,
             m.job,
+            m.clip_skip,
         ],
     )?;
     Ok(conn.last_insert_rowid())

@@ -684,6 +684,7 @@ pub fn meta_from_generation(
         steps: Some(r.steps as u32),
         sampler: Some(metadata::a1111_sampler_label(r.sampler).to_string()),
         guidance: Some(r.guidance),
+        clip_skip: (r.clip_skip > 1).then_some(r.clip_skip),
         width: image.image.width(),
         height: image.image.height(),
         model_name: model_name.or_else(|| {

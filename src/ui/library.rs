@@ -541,6 +541,10 @@ fn details_ui(
                         m.guidance.map(|g| format!("{g:.1}")).unwrap_or_default(),
                     );
                     row("Sampler:", m.sampler.clone().unwrap_or_default());
+                    row(
+                        "Clip skip:",
+                        m.clip_skip.map(|n| n.to_string()).unwrap_or_default(),
+                    );
                     row("Size:", format!("{} × {}", m.width, m.height));
                     row("Model:", m.model_name.clone().unwrap_or_default());
                     row(

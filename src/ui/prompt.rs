@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{labelled, Command, Commands};
 use crate::app::state::{snap_size, PromptSettings, MAX_SEED};
 use crate::generation::{
-    SamplerKind, MAX_BATCH, MAX_GUIDANCE, MAX_SIDE_PX, MAX_STEPS, MIN_SIDE_PX,
+    SamplerKind, MAX_BATCH, MAX_CLIP_SKIP, MAX_GUIDANCE, MAX_SIDE_PX, MAX_STEPS, MIN_SIDE_PX,
 };
 use crate::models::ModelInfo;
 
@@ -25,6 +25,29 @@ pub struct PromptPanelView<'a> {
     pub active_jobs: usize,
     /// The sketch will be sent as the init image.
     pub sketch_in_use: bool,
+    /// The prompts' token counts, once the model's tokenizer is read.
+    pub tokens: TokenCounts,
+}
+
+/// Tokens used and the room the chunks give (`(83, 150)`: two chunks of 75), for the prompt
+/// and the negative prompt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenCounts {
+    pub prompt: Option<(usize, usize)>,
+    pub negative: Option<(usize, usize)>,
+}
+
+/// `83 / 150` at the right of a prompt's label; explained on hover.
+fn token_count_ui(ui: &mut egui::Ui, count: Option<(usize, usize)>) {
+    let Some((used, room)) = count else {
+        return;
+    };
+    ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+        ui.weak(format!("{used} / {room}")).on_hover_text(
+            "Tokens used / room in the chunks so far. Longer prompts are encoded in chunks, \
+             never cut; BREAK starts a new chunk.",
+        );
+    });
 }
 
 impl PromptPanelView<'_> {
@@ -50,7 +73,13 @@ pub fn prompt_panel_ui(
         .and_then(|m| m.card.as_ref())
         .and_then(|c| c.example_prompt.as_deref())
         .unwrap_or("a lighthouse at dusk, oil painting");
-    let prompt_label = ui.label("Prompt");
+    let prompt_label = ui
+        .horizontal(|ui| {
+            let label = ui.label("Prompt");
+            token_count_ui(ui, view.tokens.prompt);
+            label
+        })
+        .inner;
     ui.add(
         egui::TextEdit::multiline(&mut settings.prompt)
             .id_salt("prompt")
@@ -60,7 +89,13 @@ pub fn prompt_panel_ui(
     )
     .labelled_by(prompt_label.id);
 
-    let negative_label = ui.label("Negative prompt");
+    let negative_label = ui
+        .horizontal(|ui| {
+            let label = ui.label("Negative prompt");
+            token_count_ui(ui, view.tokens.negative);
+            label
+        })
+        .inner;
     ui.add(
         egui::TextEdit::multiline(&mut settings.negative_prompt)
             .id_salt("negative_prompt")
@@ -182,6 +217,15 @@ fn settings_grid_ui(ui: &mut egui::Ui, settings: &mut PromptSettings, commands: 
         ui.add(egui::DragValue::new(&mut settings.batch).range(1..=MAX_BATCH))
     })
     .on_hover_text("How many images one job makes (seed, seed+1, …)");
+    ui.end_row();
+
+    labelled(ui, "Clip skip", |ui| {
+        ui.add(egui::DragValue::new(&mut settings.clip_skip).range(1..=MAX_CLIP_SKIP))
+    })
+    .on_hover_text(
+        "1 uses the text encoder's last layer; 2 the one before, as many anime-style \
+         SD 1.5 models expect (SDXL ignores it)",
+    );
     ui.end_row();
 }
 

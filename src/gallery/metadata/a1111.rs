@@ -46,6 +46,9 @@ pub fn to_a1111(meta: &ImageMeta) -> String {
     if let Some(s) = meta.strength {
         fields.push(("Denoising strength".into(), fmt_num(s)));
     }
+    if let Some(n) = meta.clip_skip.filter(|&n| n > 1) {
+        fields.push(("Clip skip".into(), n.to_string()));
+    }
     for (k, v) in &meta.extra {
         if !k.contains([',', ':', '\n']) && !fields.iter().any(|(f, _)| f == k) {
             fields.push((k.clone(), v.clone()));
@@ -170,6 +173,7 @@ pub fn parse_a1111(text: &str) -> ImageMeta {
                 "Model hash" => meta.model_hash = Some(v),
                 "Model" => meta.model_name = Some(v),
                 "Denoising strength" => meta.strength = v.parse().ok(),
+                "Clip skip" => meta.clip_skip = v.parse().ok(),
                 "Version" => {
                     meta.extra.insert(k, v.clone());
                     if v.starts_with("Atelier") {

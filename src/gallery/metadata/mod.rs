@@ -55,6 +55,9 @@ pub struct ImageMeta {
     /// The sampler's A1111-style label ("DPM++ 2M Karras", "Euler a", ...).
     pub sampler: Option<String>,
     pub guidance: Option<f32>,
+    /// A1111's "Clip skip", when above 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_skip: Option<u32>,
     pub width: u32,
     pub height: u32,
     pub model_name: Option<String>,
