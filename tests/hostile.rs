@@ -406,6 +406,69 @@ fn hostile_model_files_fail_with_a_clear_error() {
         "zip-bomb.ckpt",
         "a zip bomb",
     ));
+    // Single checkpoint files (the A1111 / ComfyUI form).
+    let ckpt =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/tiny-sd2v-ldm.ckpt");
+    let bytes = std::fs::read(&ckpt).unwrap();
+    let truncated = root.join("truncated-model.ckpt");
+    std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    cases.push((truncated, "truncated-model.ckpt", "a truncated .ckpt"));
+    let single = root.join("lying-offsets.safetensors");
+    atelier::models::export::write_single_file(
+        &common::tiny_model(TinyKind::Sd15),
+        &single,
+        Default::default(),
+    )
+    .unwrap();
+    let (mut h, data) = read_safetensors(&single);
+    let name = first_tensor(&h);
+    h[&name]["data_offsets"][1] = serde_json::json!(data.len() as u64 * 1000);
+    write_safetensors(&single, &h, &data);
+    cases.push((
+        single,
+        "lying-offsets.safetensors",
+        "a single file whose offsets lie",
+    ));
+    let small = |name: &str, keys: &[&str]| -> PathBuf {
+        let path = root.join(name);
+        let tensors: std::collections::HashMap<String, candle_core::Tensor> = keys
+            .iter()
+            .map(|k| {
+                let t = candle_core::Tensor::zeros(
+                    (4, 4),
+                    candle_core::DType::F32,
+                    &candle_core::Device::Cpu,
+                );
+                (k.to_string(), t.unwrap())
+            })
+            .collect();
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        path
+    };
+    cases.push((
+        small(
+            "style-lora.safetensors",
+            &[
+                "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight",
+                "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight",
+            ],
+        ),
+        "is a LoRA, not a model checkpoint",
+        "a LoRA given as the model",
+    ));
+    cases.push((
+        small(
+            "sd3.safetensors",
+            &["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"],
+        ),
+        "Stable Diffusion 3",
+        "an SD3 checkpoint",
+    ));
+    cases.push((
+        small("flux.safetensors", &["double_blocks.0.img_attn.qkv.weight"]),
+        "Flux",
+        "a Flux checkpoint",
+    ));
     let _ = std::fs::remove_file("/tmp/atelier-pwned-marker");
     for (model, needle, what) in cases {
         let out = root.join("out.png");

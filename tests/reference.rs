@@ -215,3 +215,282 @@ fn case_difference(name: &str, req: &GenerationRequest, expected: &str) -> f64 {
         .remove(0);
     mean_abs_diff(&got.image, &want)
 }
+
+/// The tiny models written as single checkpoints in the original (LDM) layout, as AUTOMATIC1111
+/// and ComfyUI users have them, and read back through the LDM key map: the same reference
+/// cases (SD 1.5 with DPM++ 2M Karras and img2img, SD 2 v-prediction with its OpenCLIP text
+/// encoder's fused q/k/v, SDXL with both text encoders) against the diffusers fixtures, in
+/// f32 and in f16 (how most checkpoints are shared; read back to f32 on the CPU).
+#[test]
+fn single_file_checkpoints_match_diffusers() {
+    use atelier::models::export::{write_single_file, ExportOptions};
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("cases_more.json")).unwrap())
+            .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failed = Vec::new();
+    let mut checked = Vec::new();
+    for (model, half) in [
+        ("tiny-sd15", false),
+        ("tiny-sd15", true),
+        ("tiny-sd2v", false),
+        ("tiny-sdxl", true),
+    ] {
+        let file = tmp.path().join(format!(
+            "{model}{}.safetensors",
+            if half { "-f16" } else { "" }
+        ));
+        write_single_file(
+            &fixtures().join(model),
+            &file,
+            ExportOptions {
+                half,
+                no_configs: false,
+            },
+        )
+        .unwrap();
+        // The file really is in the LDM layout, not the folder's names.
+        let names = atelier::models::checkpoint::WeightFile::open(&file).unwrap();
+        assert!(names
+            .tensors
+            .keys()
+            .all(|k| k.starts_with("model.diffusion_model.")
+                || k.starts_with("first_stage_model.")
+                || k.starts_with("cond_stage_model.")
+                || k.starts_with("conditioner.embedders.")));
+        for case in cases["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            if case["model_dir"] != model || name == "sdxl_emptyneg" {
+                continue;
+            }
+            let mut req = case_request(case, file.clone());
+            if let Some(i2i) = case["img2img"].as_object() {
+                let init = common::open_image(fixtures().join(i2i["init_image"].as_str().unwrap()))
+                    .to_rgb8();
+                req.init_image = Some(std::sync::Arc::new(init));
+                req.strength_0_to_1 = i2i["strength"].as_f64().unwrap() as f32;
+            }
+            let expected = case["expected"].as_str().unwrap();
+            let mad = case_difference(name, &req, expected);
+            eprintln!("single file {model} (f16 {half}) {name}: mean abs diff {mad:.4} / 255");
+            if mad > 2.0 {
+                failed.push(format!(
+                    "{model} f16={half} {name}: {mad:.3}/255 exceeds 2/255"
+                ));
+            }
+            if !half {
+                // Full precision: the very pixels the diffusers folder gives.
+                let mut from_folder = req.clone();
+                from_folder.model_dir = fixtures().join(model);
+                let a = run(&req).unwrap().0.remove(0);
+                let b = run(&from_folder).unwrap().0.remove(0);
+                if a.image.as_raw() != b.image.as_raw() {
+                    failed.push(format!("{model} {name}: the file and the folder differ"));
+                }
+            }
+            checked.push(format!("{model}/{name}/{half}"));
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert!(checked.len() >= 10, "{checked:?}");
+}
+
+/// A `.ckpt` as `torch.save` writes a training checkpoint (`state_dict` wrapper, `global_step`,
+/// EMA copies, f16), made by `make_reference_single_file.py` from the tiny SD 2 v-prediction
+/// model, read by the pickle reader that runs no code: the SD 2 case against diffusers.
+#[test]
+fn pytorch_ckpt_checkpoints_are_read_as_data() {
+    use atelier::models::checkpoint::{FileFormat, WeightFile};
+    let ckpt = fixtures().join("tiny-sd2v-ldm.ckpt");
+    let file = WeightFile::open(&ckpt).unwrap();
+    assert_eq!(file.format, FileFormat::Pickle);
+    assert_eq!(file.global_step, Some(123456));
+    assert!(file.tensors.keys().any(|k| k.starts_with("model_ema.")));
+    assert!(file.metadata.contains_key("atelier.configs"));
+    // The fixture stores one weight column-major and two as views into one shared storage:
+    // each reads as the same values the f16 export of the folder holds.
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = tmp.path().join("sd2v-f16.safetensors");
+    atelier::models::export::write_single_file(
+        &fixtures().join("tiny-sd2v"),
+        &reference,
+        atelier::models::export::ExportOptions {
+            half: true,
+            no_configs: true,
+        },
+    )
+    .unwrap();
+    let reference = WeightFile::open(&reference).unwrap();
+    assert!(file.tensors.values().any(|t| t.fortran_order));
+    for key in [
+        "model.diffusion_model.input_blocks.1.0.emb_layers.1.weight",
+        "model.diffusion_model.input_blocks.1.1.proj_in.weight",
+        "model.diffusion_model.input_blocks.1.1.proj_out.weight",
+        "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight",
+    ] {
+        assert_eq!(file.read_f32(key), reference.read_f32(key), "{key}");
+        assert!(file.read_f32(key).is_some(), "{key}");
+    }
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("cases_more.json")).unwrap())
+            .unwrap();
+    let case = cases["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "sd2v")
+        .unwrap();
+    let req = case_request(case, ckpt);
+    let mad = case_difference("sd2v.ckpt", &req, case["expected"].as_str().unwrap());
+    eprintln!("tiny-sd2v-ldm.ckpt sd2v: mean abs diff {mad:.4} / 255");
+    assert!(mad <= 2.0, "{mad:.3}/255 exceeds 2/255");
+}
+
+/// The names and shapes of real SD 1.5, SD 2.1 and SDXL base checkpoints (made without
+/// downloading any by `make_ldm_key_lists.py`, from diffusers' standard models and its own
+/// diffusers -> original scripts): each is told apart, gets its family's standard configs, and
+/// every tensor the diffusers models need is found in the file with the shape they need.
+#[test]
+fn real_checkpoint_layouts_are_recognised_and_fully_mapped() {
+    use atelier::models::checkpoint::{FileFormat, TensorEntry, WeightFile};
+    use atelier::models::config::{TextEncoderConfig, UnetConfig, WeightSource};
+    use atelier::models::ldm::{classify, configs_for, FileKind, Hints, Transform};
+    use atelier::models::Family;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ldm_keys");
+    for (name, family) in [
+        ("sd15", Family::Sd1),
+        ("sd21", Family::Sd2),
+        ("sdxl", Family::Sdxl),
+    ] {
+        let doc: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        let tensors = doc["ldm"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, shape)| {
+                let shape: Vec<usize> = serde_json::from_value(shape.clone()).unwrap();
+                let entry = TensorEntry {
+                    dtype: candle_core::DType::F16,
+                    shape,
+                    start: 0,
+                    fortran_order: false,
+                };
+                (k.clone(), entry)
+            })
+            .collect();
+        let file = WeightFile {
+            path: dir.join(format!("{name}.safetensors")),
+            format: FileFormat::Safetensors,
+            tensors,
+            metadata: Default::default(),
+            global_step: None,
+            file_len: u64::MAX / 2,
+        };
+        assert_eq!(
+            classify(&file),
+            FileKind::Checkpoint {
+                family,
+                inpainting: false
+            },
+            "{name}"
+        );
+        let configs =
+            configs_for(file, &Hints::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The standard configs, as diffusers' own.
+        let want: UnetConfig = serde_json::from_value(doc["configs"]["unet"].clone()).unwrap();
+        let got = &configs.unet;
+        assert_eq!(got.block_out_channels, want.block_out_channels, "{name}");
+        assert_eq!(got.down_block_types, want.down_block_types, "{name}");
+        assert_eq!(got.up_block_types, want.up_block_types, "{name}");
+        assert_eq!(got.layers_per_block, want.layers_per_block, "{name}");
+        assert_eq!(
+            got.use_linear_projection, want.use_linear_projection,
+            "{name}"
+        );
+        assert_eq!(got.addition_embed_type, want.addition_embed_type, "{name}");
+        assert_eq!(
+            got.projection_class_embeddings_input_dim, want.projection_class_embeddings_input_dim,
+            "{name}"
+        );
+        for b in 0..want.block_out_channels.len() {
+            assert_eq!(got.heads(b), want.heads(b), "{name} heads of block {b}");
+            assert_eq!(
+                got.transformer_layers(b),
+                want.transformer_layers(b),
+                "{name} transformer layers of block {b}"
+            );
+            assert_eq!(
+                got.cross_attention_dim.get(b),
+                want.cross_attention_dim.get(b)
+            );
+        }
+        for (component, got) in [
+            ("text_encoder", Some(&configs.text_encoder)),
+            ("text_encoder_2", configs.text_encoder_2.as_ref()),
+        ] {
+            let want = &doc["configs"][component];
+            if want.is_null() {
+                assert!(got.is_none(), "{name} {component}");
+                continue;
+            }
+            let mut want = want.clone();
+            // Built in memory, the configs name no architecture.
+            want["architectures"] = serde_json::json!(["CLIPTextModel"]);
+            let want: TextEncoderConfig = serde_json::from_value(want).unwrap();
+            let got = got.unwrap();
+            assert_eq!(
+                (
+                    got.hidden_size,
+                    got.intermediate_size,
+                    got.num_hidden_layers
+                ),
+                (
+                    want.hidden_size,
+                    want.intermediate_size,
+                    want.num_hidden_layers
+                ),
+                "{name} {component}"
+            );
+            assert_eq!(got.num_attention_heads, want.num_attention_heads, "{name}");
+            assert_eq!(got.hidden_act, want.hidden_act, "{name} {component}");
+            assert_eq!(
+                got.projection_dim.is_some(),
+                want.projection_dim.is_some() && component == "text_encoder_2"
+            );
+        }
+        // Every diffusers tensor has a source of the right shape.
+        let WeightSource::SingleFile(single) = &configs.weights else {
+            panic!("{name}: not a single file")
+        };
+        let mut missing = Vec::new();
+        for (key, shape) in doc["diffusers"].as_object().unwrap() {
+            let want: Vec<usize> = serde_json::from_value(shape.clone()).unwrap();
+            let (component, tensor) = key.split_once('/').unwrap();
+            let Some(src) = single.source(component, tensor) else {
+                missing.push(key.clone());
+                continue;
+            };
+            let stored = single.file.shape(&src.key).unwrap().to_vec();
+            let got: Vec<usize> = match src.transform {
+                Transform::Plain => stored,
+                Transform::Squeeze => stored[..2].to_vec(),
+                Transform::Rows { of, .. } => {
+                    let mut s = stored;
+                    s[0] /= of;
+                    s
+                }
+                Transform::Transpose => stored.into_iter().rev().collect(),
+            };
+            assert_eq!(got, want, "{name}: {key} from {}", src.key);
+        }
+        assert!(
+            missing.is_empty(),
+            "{name}: {} unmapped, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(8)]
+        );
+    }
+}

@@ -19,6 +19,21 @@ pub(crate) enum DevCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a diffusers folder as one checkpoint in the original (LDM) layout, the form
+    /// AUTOMATIC1111 and ComfyUI use (with Atelier's configs in its metadata).
+    SingleFile {
+        #[arg(long)]
+        model: PathBuf,
+        /// The .safetensors file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Store the weights as f16.
+        #[arg(long)]
+        half: bool,
+        /// Leave Atelier's configs out (the file then reads with the family's standard ones).
+        #[arg(long)]
+        no_configs: bool,
+    },
     /// Write the man page (atelier.1) made from this command line's own definition.
     ManPage {
         #[arg(long)]
@@ -79,6 +94,20 @@ pub(crate) fn run(cmd: DevCommand) -> anyhow::Result<()> {
                 _ => atelier::diffusion::tiny::TinyKind::Sd15,
             };
             atelier::diffusion::tiny::write_tiny_model(&out, kind)
+        }
+        DevCommand::SingleFile {
+            model,
+            out,
+            half,
+            no_configs,
+        } => {
+            atelier::models::export::write_single_file(
+                &model,
+                &out,
+                atelier::models::export::ExportOptions { half, no_configs },
+            )?;
+            println!("{}", out.display());
+            Ok(())
         }
         DevCommand::ManPage { out } => {
             std::fs::create_dir_all(&out)

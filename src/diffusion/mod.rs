@@ -14,6 +14,7 @@ pub mod tiny;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
+pub mod weights;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

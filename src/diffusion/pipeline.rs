@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_nn::VarBuilder;
 
 use super::clip::ClipTextEncoder;
 use super::noise::{load_noise_file, NoiseRng};
@@ -14,58 +13,11 @@ use super::sampler::{self, NoiseSchedule};
 use super::text::{Cond, TextEncoders};
 use super::unet::{AddedCond, Unet};
 use super::vae::Vae;
+use super::weights::var_builder;
 use super::{DiffusionError, JobControl};
 use crate::generation::{GeneratedImage, GenerationRequest};
 use crate::models::config::ModelConfigs;
 use crate::models::{Family, ModelError};
-
-/// Memory-maps a component's safetensors files, turning a broken file into a clear error.
-fn var_builder(
-    configs: &ModelConfigs,
-    component: &str,
-    dtype: DType,
-    device: &Device,
-) -> Result<VarBuilder<'static>, ModelError> {
-    let files = configs.weights(component)?;
-    for f in &files {
-        check_safetensors(f)?;
-    }
-    // SAFETY: the files are memory-mapped read-only; like every safetensors loader we rely on
-    // them not being truncated while mapped (their headers were checked just above).
-    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(|e| {
-        ModelError::BadWeights {
-            path: configs.dir.join(component),
-            reason: super::error_text(&e),
-        }
-    })
-}
-
-/// Validates the header and that every tensor's bytes lie inside the file.
-pub fn check_safetensors(path: &Path) -> Result<(), ModelError> {
-    let bad = |reason: String| ModelError::BadWeights {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
-    // SAFETY: read-only map, dropped before returning.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(e.to_string()))?;
-    let tensors = safetensors::SafeTensors::deserialize(&mmap).map_err(|e| bad(e.to_string()))?;
-    // Weights are floating point; anything else is another kind of file (or an attack on a
-    // loader that would convert it blindly).
-    for (name, view) in tensors.tensors() {
-        use safetensors::Dtype;
-        if !matches!(
-            view.dtype(),
-            Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64
-        ) {
-            return Err(bad(format!(
-                "tensor {name} is {:?}; model weights are floating point",
-                view.dtype()
-            )));
-        }
-    }
-    Ok(())
-}
 
 /// Where a component failed to build: a missing or misshapen tensor names the component.
 fn built<T>(
@@ -74,7 +26,7 @@ fn built<T>(
     component: &str,
 ) -> Result<T, ModelError> {
     r.map_err(|e| ModelError::BadWeights {
-        path: configs.dir.join(component),
+        path: configs.component_path(component),
         reason: super::error_text(&e),
     })
 }
@@ -107,7 +59,7 @@ impl LoadedModel {
         };
         let schedule = NoiseSchedule::from_config(&configs.scheduler).map_err(|reason| {
             ModelError::BadConfig {
-                path: dir.join("scheduler").join("scheduler_config.json"),
+                path: configs.component_path("scheduler"),
                 reason,
             }
         })?;
@@ -163,7 +115,7 @@ impl LoadedModel {
         let cond = self.text.encode(prompt, clip_skip, &self.device)?;
         if self.configs.family == Family::Sdxl && cond.pooled.is_none() {
             return Err(ModelError::BadWeights {
-                path: self.configs.dir.join("text_encoder_2"),
+                path: self.configs.component_path("text_encoder_2"),
                 reason: "SDXL needs text_projection in the second text encoder".into(),
             }
             .into());
@@ -469,13 +421,13 @@ impl LoadedModel {
     ) -> Result<Vec<image::RgbImage>, DiffusionError> {
         ensure_finite(
             latents,
-            &self.configs.dir.join("unet"),
+            &self.configs.component_path("unet"),
             "the denoised latents",
         )?;
         let pixels = self.vae.decode(latents)?;
         ensure_finite(
             &pixels,
-            &self.configs.dir.join("vae"),
+            &self.configs.component_path("vae"),
             "the decoded picture",
         )?;
         let b = pixels.dim(0)?;

@@ -29,10 +29,17 @@ impl ClipTokenizer {
     pub fn load(files: &TokenizerFiles) -> Result<Self, ModelError> {
         let dir = &files.dir;
         let json_path = dir.join("tokenizer.json");
-        let inner = if json_path.is_file() {
+        let inner = if let Some((vocab, merges)) = &files.inline {
+            let bytes = clip_tokenizer_json(dir, vocab, merges)?;
+            Tokenizer::from_bytes(bytes).map_err(|e| bad(dir, e))?
+        } else if json_path.is_file() {
             Tokenizer::from_file(&json_path).map_err(|e| bad(&json_path, e))?
         } else {
-            let bytes = clip_tokenizer_json(dir)?;
+            let vocab_path = dir.join("vocab.json");
+            let vocab = std::fs::read_to_string(&vocab_path).map_err(|e| bad(&vocab_path, e))?;
+            let merges_path = dir.join("merges.txt");
+            let merges = std::fs::read_to_string(&merges_path).map_err(|e| bad(&merges_path, e))?;
+            let bytes = clip_tokenizer_json(dir, &vocab, &merges)?;
             Tokenizer::from_bytes(bytes).map_err(|e| bad(dir, e))?
         };
         let id = |token: &str| {
@@ -105,14 +112,14 @@ fn bad(path: &Path, e: impl std::fmt::Display) -> ModelError {
     }
 }
 
-/// Builds the fast-tokenizer JSON for CLIP from `vocab.json` + `merges.txt`.
-fn clip_tokenizer_json(dir: &Path) -> Result<Vec<u8>, ModelError> {
-    let vocab_path = dir.join("vocab.json");
-    let vocab_text = std::fs::read_to_string(&vocab_path).map_err(|e| bad(&vocab_path, e))?;
+/// Builds the fast-tokenizer JSON for CLIP from `vocab.json` + `merges.txt` text.
+fn clip_tokenizer_json(
+    dir: &Path,
+    vocab_text: &str,
+    merges_text: &str,
+) -> Result<Vec<u8>, ModelError> {
     let vocab: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&vocab_text).map_err(|e| bad(&vocab_path, e))?;
-    let merges_path = dir.join("merges.txt");
-    let merges_text = std::fs::read_to_string(&merges_path).map_err(|e| bad(&merges_path, e))?;
+        serde_json::from_str(vocab_text).map_err(|e| bad(&dir.join("vocab.json"), e))?;
     let merges: Vec<&str> = merges_text
         .lines()
         .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())

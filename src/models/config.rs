@@ -4,6 +4,7 @@
 //! settings and sizes all come from these files.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -27,8 +28,10 @@ pub enum ModelError {
         "{path}: unsupported pipeline {class:?} (Atelier runs Stable Diffusion 1.x, 2.x and SDXL)"
     )]
     UnsupportedPipeline { path: PathBuf, class: String },
-    #[error("{path}: not a usable safetensors file: {reason}")]
+    #[error("{path}: not a usable weight file: {reason}")]
     BadWeights { path: PathBuf, reason: String },
+    #[error("{path}: this is {what}, not a model checkpoint")]
+    NotACheckpoint { path: PathBuf, what: String },
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
@@ -161,7 +164,7 @@ impl UnetConfig {
             .is_some_and(|t| t.starts_with("CrossAttn"))
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ModelError> {
+    pub(super) fn validate(&self, path: &Path) -> Result<(), ModelError> {
         let bad = |reason: String| ModelError::BadConfig {
             path: path.to_path_buf(),
             reason,
@@ -318,19 +321,32 @@ struct ModelIndex {
     text_encoder_2: Option<serde_json::Value>,
 }
 
-/// How to tokenize: a `tokenizer.json`, or the slow-tokenizer pair `vocab.json` + `merges.txt`.
+/// How to tokenize: a `tokenizer.json`, or the slow-tokenizer pair `vocab.json` + `merges.txt`
+/// (in `dir`, or given inline: a single checkpoint uses CLIP's vocabulary, compiled in).
 #[derive(Clone, Debug)]
 pub struct TokenizerFiles {
     pub dir: PathBuf,
+    /// `vocab.json` and `merges.txt` text, instead of files in `dir`.
+    pub inline: Option<(Arc<str>, Arc<str>)>,
     /// The padding token named in `special_tokens_map.json` / `tokenizer_config.json`
     /// (SD 2.x pads with `!`, SD 1.x with `<|endoftext|>`).
     pub pad_token: Option<String>,
     pub max_length: usize,
 }
 
-/// All of a folder's configs, read and checked together.
+/// Where a model's weights are: a diffusers folder's component files, or one checkpoint file
+/// in the original layout (see [`super::ldm`]).
+#[derive(Clone, Debug)]
+pub enum WeightSource {
+    Folder,
+    SingleFile(Arc<super::ldm::SingleFile>),
+}
+
+/// All of a model's configs, read and checked together: a diffusers folder's own files, or a
+/// single checkpoint's (see [`super::ldm`]).
 #[derive(Clone, Debug)]
 pub struct ModelConfigs {
+    /// The model folder, or the single checkpoint file.
     pub dir: PathBuf,
     pub pipeline_class: String,
     pub family: Family,
@@ -341,10 +357,21 @@ pub struct ModelConfigs {
     pub tokenizer: TokenizerFiles,
     pub tokenizer_2: Option<TokenizerFiles>,
     pub scheduler: SchedulerFileConfig,
+    pub weights: WeightSource,
 }
 
 impl ModelConfigs {
+    /// A diffusers folder's configs, or a single checkpoint file's.
     pub fn read(dir: &Path) -> Result<Self, ModelError> {
+        Self::read_with(dir, &super::ldm::Hints::default())
+    }
+
+    /// Like [`ModelConfigs::read`], with what the user says about a single file.
+    pub fn read_with(dir: &Path, hints: &super::ldm::Hints) -> Result<Self, ModelError> {
+        if dir.is_file() {
+            let file = super::checkpoint::WeightFile::open(dir)?;
+            return super::ldm::configs_for(file, hints);
+        }
         if !dir.is_dir() {
             return Err(ModelError::NotFound {
                 path: dir.to_path_buf(),
@@ -419,18 +446,19 @@ impl ModelConfigs {
             tokenizer,
             tokenizer_2,
             scheduler,
+            weights: WeightSource::Folder,
         };
         configs.validate()?;
         Ok(configs)
     }
 
-    fn validate(&self) -> Result<(), ModelError> {
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
         let context_dim = self.text_encoder.hidden_size
             + self.text_encoder_2.as_ref().map_or(0, |t| t.hidden_size);
         let cross = self.unet.cross_attention_dim.get(0);
         if cross != context_dim {
             return Err(ModelError::BadConfig {
-                path: self.dir.join("unet").join("config.json"),
+                path: self.component_path("unet"),
                 reason: format!(
                     "cross_attention_dim {cross} does not match the text encoders' width {context_dim}"
                 ),
@@ -440,7 +468,7 @@ impl ModelConfigs {
             && self.unet.addition_embed_type.as_deref() != Some("text_time")
         {
             return Err(ModelError::BadConfig {
-                path: self.dir.join("unet").join("config.json"),
+                path: self.component_path("unet"),
                 reason: "an SDXL UNet needs addition_embed_type \"text_time\"".into(),
             });
         }
@@ -451,6 +479,14 @@ impl ModelConfigs {
     pub fn is_turbo(&self, name: &str) -> bool {
         name.to_lowercase().contains("turbo")
             || self.dir.to_string_lossy().to_lowercase().contains("turbo")
+    }
+
+    /// Where a component's problems are reported: its folder, or the single file.
+    pub fn component_path(&self, component: &str) -> PathBuf {
+        match self.weights {
+            WeightSource::Folder => self.dir.join(component),
+            WeightSource::SingleFile(_) => self.dir.clone(),
+        }
     }
 
     /// The safetensors file(s) of a component, preferring full precision where both exist.
@@ -542,6 +578,7 @@ impl TokenizerFiles {
         }
         Ok(Self {
             dir: dir.to_path_buf(),
+            inline: None,
             pad_token,
             max_length,
         })

@@ -1,8 +1,11 @@
 //! The model library: finding diffusers-layout model folders, reading their configs,
 //! telling their family, and validating them with clear, typed errors.
 
+pub mod checkpoint;
 pub mod config;
 pub mod discover;
+pub mod export;
+pub mod ldm;
 
 use std::path::{Path, PathBuf};
 
@@ -66,8 +69,13 @@ pub struct RecommendedSettings {
 impl ModelCard {
     /// The folder's card: `Ok(None)` when it has none; a card that cannot be read is an
     /// `Err` with the reason (the model works without it, and the reason is shown).
+    /// A single checkpoint file's card sits beside it (`model.atelier.json`).
     pub fn read(dir: &Path) -> Result<Option<Self>, String> {
-        let path = dir.join("atelier.json");
+        let path = if dir.is_file() {
+            dir.with_extension("atelier.json")
+        } else {
+            dir.join("atelier.json")
+        };
         let text = match std::fs::read(&path) {
             Ok(bytes) if bytes.len() > 1 << 20 => {
                 return Err(format!(
@@ -127,10 +135,13 @@ impl ModelInfo {
     /// Reads and validates the folder's configs (not the weights).
     pub fn from_dir(dir: &Path, source: ModelSource) -> Result<Self, ModelError> {
         let configs = ModelConfigs::read(dir)?;
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| dir.display().to_string());
+        let name = if dir.is_file() {
+            dir.file_stem()
+        } else {
+            dir.file_name()
+        }
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string());
         Ok(Self::from_configs(name, dir, &configs, source))
     }
 

@@ -4,10 +4,6 @@
 
 use serde_json::{json, Value};
 
-/// CLIP's BPE vocabulary (OpenAI, MIT), in the vocab.json + merges.txt layout.
-pub const CLIP_VOCAB_JSON: &str = include_str!("../../assets/clip/vocab.json");
-pub const CLIP_MERGES_TXT: &str = include_str!("../../assets/clip/merges.txt");
-
 /// Sizes that decide the model; serialised into the checkpoint so a resume uses the same ones.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Recipe {

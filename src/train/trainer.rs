@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{open_dataset, DataError, DataOptions, Dataset};
 use super::optim::{AdamW, Ema};
-use super::recipe::{Objective, Recipe, CLIP_MERGES_TXT, CLIP_VOCAB_JSON};
+use super::recipe::{Objective, Recipe};
 use crate::diffusion::clip::ClipTextEncoder;
 use crate::diffusion::noise::NoiseRng;
 use crate::diffusion::sampler::NoiseSchedule;
@@ -25,6 +25,7 @@ use crate::diffusion::vae::Vae;
 use crate::models::config::{
     SchedulerFileConfig, TextEncoderConfig, TokenizerFiles, UnetConfig, VaeConfig,
 };
+use crate::models::ldm::{CLIP_MERGES_TXT, CLIP_VOCAB_JSON};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -508,6 +509,7 @@ pub fn train(
     // Loaded now, so a tokenizer problem shows before the VAE stage's work.
     let tokenizer = ClipTokenizer::load(&TokenizerFiles {
         dir: tokenizer_dir(&opts.out),
+        inline: None,
         pad_token: Some("<|endoftext|>".into()),
         max_length: recipe.max_tokens,
     })

@@ -1,0 +1,200 @@
+//! Where the blocks' tensors come from: a diffusers folder's safetensors files, or one
+//! checkpoint in the original layout (`.safetensors` or a PyTorch `.ckpt`), memory-mapped and
+//! read in place through the map [`crate::models::ldm`] built for it (a tensor taken as is,
+//! squeezed, a third of a fused projection, or transposed), converted to the model's dtype.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+use crate::models::checkpoint::TensorEntry;
+use crate::models::config::{ModelConfigs, WeightSource};
+use crate::models::ldm::{SingleFile, Transform};
+use crate::models::ModelError;
+
+/// A component's var builder, turning a broken file into a clear error.
+pub fn var_builder(
+    configs: &ModelConfigs,
+    component: &str,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>, ModelError> {
+    match &configs.weights {
+        WeightSource::Folder => folder_var_builder(configs, component, dtype, device),
+        WeightSource::SingleFile(single) => {
+            let backend = SingleFileBackend::map(single.clone(), component)?;
+            Ok(VarBuilder::from_backend(
+                Box::new(backend),
+                dtype,
+                device.clone(),
+            ))
+        }
+    }
+}
+
+/// Memory-maps a folder component's safetensors files.
+fn folder_var_builder(
+    configs: &ModelConfigs,
+    component: &str,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>, ModelError> {
+    let files = configs.weights(component)?;
+    for f in &files {
+        check_safetensors(f)?;
+    }
+    // SAFETY: the files are memory-mapped read-only; like every safetensors loader we rely on
+    // them not being truncated while mapped (their headers were checked just above).
+    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(|e| {
+        ModelError::BadWeights {
+            path: configs.component_path(component),
+            reason: super::error_text(&e),
+        }
+    })
+}
+
+/// Validates the header and that every tensor's bytes lie inside the file.
+pub fn check_safetensors(path: &Path) -> Result<(), ModelError> {
+    let bad = |reason: String| ModelError::BadWeights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    // SAFETY: read-only map, dropped before returning.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(e.to_string()))?;
+    let tensors = safetensors::SafeTensors::deserialize(&mmap).map_err(|e| bad(e.to_string()))?;
+    // Weights are floating point; anything else is another kind of file (or an attack on a
+    // loader that would convert it blindly).
+    for (name, view) in tensors.tensors() {
+        use safetensors::Dtype;
+        if !matches!(
+            view.dtype(),
+            Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64
+        ) {
+            return Err(bad(format!(
+                "tensor {name} is {:?}; model weights are floating point",
+                view.dtype()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One component of a single checkpoint, read from a memory map of the whole file.
+struct SingleFileBackend {
+    single: Arc<SingleFile>,
+    component: String,
+    mmap: Arc<memmap2::Mmap>,
+}
+
+impl SingleFileBackend {
+    fn map(single: Arc<SingleFile>, component: &str) -> Result<Self, ModelError> {
+        let path = &single.file.path;
+        let bad = |reason: String| ModelError::BadWeights {
+            path: path.clone(),
+            reason,
+        };
+        let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+        if len != single.file.file_len {
+            return Err(bad(format!(
+                "the file changed since it was read ({} bytes, now {len}); choose the model again",
+                single.file.file_len
+            )));
+        }
+        // SAFETY: read-only map of a file whose tensors were all checked to lie inside its
+        // length (WeightFile::open) and whose length is unchanged; as with every mmap loader,
+        // we rely on it not being truncated while mapped.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            single,
+            component: component.to_owned(),
+            mmap: Arc::new(mmap),
+        })
+    }
+
+    fn read(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let missing = || candle_core::Error::CannotFindTensor {
+            path: format!("{}/{name}", self.component),
+        };
+        let src = self
+            .single
+            .source(&self.component, name)
+            .ok_or_else(missing)?;
+        let entry = self.single.file.get(&src.key).ok_or_else(missing)?;
+        let t =
+            raw_tensor(&self.mmap, entry).map_err(|e| e.context(format!("reading {}", src.key)))?;
+        let t = match src.transform {
+            Transform::Plain => t,
+            Transform::Squeeze => {
+                let d = t.dims().to_vec();
+                if d.len() == 4 && d[2] == 1 && d[3] == 1 {
+                    t.reshape((d[0], d[1]))?
+                } else {
+                    t
+                }
+            }
+            Transform::Rows { part, of } => {
+                let n = t.dim(0)? / of;
+                t.narrow(0, part * n, n)?
+            }
+            Transform::Transpose => t.t()?,
+        };
+        t.to_dtype(dtype)?.contiguous()?.to_device(dev)
+    }
+}
+
+/// A tensor's bytes in the map as a CPU tensor of its stored dtype and shape.
+fn raw_tensor(mmap: &[u8], entry: &TensorEntry) -> candle_core::Result<Tensor> {
+    if !matches!(
+        entry.dtype,
+        DType::F16 | DType::BF16 | DType::F32 | DType::F64
+    ) {
+        candle_core::bail!("it is {:?}; model weights are floating point", entry.dtype);
+    }
+    let start = entry.start as usize;
+    let bytes = mmap
+        .get(start..start + entry.byte_len() as usize)
+        .ok_or_else(|| candle_core::Error::Msg("its bytes lie past the end of the file".into()))?;
+    if entry.fortran_order && entry.shape.len() > 1 {
+        let reversed: Vec<usize> = entry.shape.iter().rev().copied().collect();
+        let t = Tensor::from_raw_buffer(bytes, entry.dtype, &reversed, &Device::Cpu)?;
+        let dims: Vec<usize> = (0..reversed.len()).rev().collect();
+        t.permute(dims)
+    } else {
+        Tensor::from_raw_buffer(bytes, entry.dtype, &entry.shape, &Device::Cpu)
+    }
+}
+
+impl SimpleBackend for SingleFileBackend {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.read(name, dtype, dev)?;
+        if t.shape() != &s {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {}/{name}", self.component),
+                expected: s,
+                got: t.shape().clone(),
+            }
+            .bt());
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.read(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.single.source(&self.component, name).is_some()
+    }
+}
