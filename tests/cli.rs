@@ -249,6 +249,115 @@ fn models_lists_given_folders_user_folder_and_hf_cache_with_family() {
     );
 }
 
+/// Folders of other tools, given with `--model-dir`: an AUTOMATIC1111 install's
+/// `models/Stable-diffusion` (single checkpoint files, sorted into a subfolder, next to a LoRA
+/// and an SD3 file) and ComfyUI's `models/checkpoints`; the checkpoints are listed with their
+/// family, the LoRA is passed over, the SD3 file is reported with what it is; and a listed
+/// file generates.
+#[test]
+fn models_finds_checkpoints_in_a1111_and_comfyui_folders_and_they_generate() {
+    use atelier::models::export::{write_single_file, ExportOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let a1111 = tmp.path().join("stable-diffusion-webui");
+    let sd = a1111.join("models/Stable-diffusion/anime");
+    std::fs::create_dir_all(&sd).unwrap();
+    let opts = ExportOptions {
+        half: true,
+        no_configs: false,
+    };
+    write_single_file(
+        &tiny_model(TinyKind::Sd15),
+        &sd.join("dreamy-v2.safetensors"),
+        opts,
+    )
+    .unwrap();
+    let lora_dir = a1111.join("models/Lora");
+    std::fs::create_dir_all(&lora_dir).unwrap();
+    let zeros = |keys: &[&str], path: &std::path::Path| {
+        let t: std::collections::HashMap<String, candle_core::Tensor> = keys
+            .iter()
+            .map(|k| {
+                let z = candle_core::Tensor::zeros(
+                    (4, 4),
+                    candle_core::DType::F32,
+                    &candle_core::Device::Cpu,
+                );
+                (k.to_string(), z.unwrap())
+            })
+            .collect();
+        candle_core::safetensors::save(&t, path).unwrap();
+    };
+    // A LoRA dropped among the checkpoints (it happens) and an SD3 file.
+    zeros(
+        &["lora_unet_mid_block_attentions_0_proj_in.lora_down.weight"],
+        &sd.join("style.safetensors"),
+    );
+    zeros(
+        &["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"],
+        &a1111.join("models/Stable-diffusion/sd3.safetensors"),
+    );
+    let comfy = tmp.path().join("ComfyUI");
+    std::fs::create_dir_all(comfy.join("models/checkpoints")).unwrap();
+    write_single_file(
+        &tiny_model(TinyKind::Sdxl),
+        &comfy.join("models/checkpoints/xl-base.safetensors"),
+        opts,
+    )
+    .unwrap();
+    let o = atelier(
+        &[
+            "models",
+            "--model-dir",
+            a1111.to_str().unwrap(),
+            "--model-dir",
+            comfy.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("dreamy-v2\tSD 1.x")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("xl-base\tSDXL")),
+        "{text}"
+    );
+    assert!(!text.contains("style"), "a LoRA is not a model: {text}");
+    let err = stderr(&o);
+    assert!(
+        err.lines().any(|l| l.starts_with("skipped")
+            && l.contains("sd3.safetensors")
+            && l.contains("Stable Diffusion 3")),
+        "{err}"
+    );
+    // The listed file generates, like a folder.
+    let out = tmp.path().join("out.png");
+    let model = sd.join("dreamy-v2.safetensors");
+    let o = atelier(
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "a red cat",
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--no-gallery",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.is_file());
+}
+
 /// A small photo-like image: smooth ramps, a disc and some noise.
 fn adjust_input(w: u32, h: u32, seed: u32) -> image::RgbImage {
     let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);

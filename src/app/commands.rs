@@ -36,9 +36,26 @@ impl StudioApp {
             }
             Command::SelectModel(dir) => self.select_model(&dir),
             Command::RescanModels => {
-                let dirs = self.rt.options.extra_model_dirs.clone();
+                let dirs = super::model_dirs(&self.rt.options, &self.state);
                 let embedded = !self.rt.options.without_embedded_models;
                 self.rt.models.start_scan(&self.rt.ctx, dirs, embedded);
+            }
+            Command::AddModelFolder => {
+                if self.rt.folder_task.is_none() {
+                    self.rt.folder_task = Some(Task::spawn(
+                        "model-folder-dialog",
+                        &self.rt.ctx,
+                        || {
+                            rfd::FileDialog::new()
+                            .set_title("Add a folder of models (an AUTOMATIC1111 or ComfyUI install, or checkpoints)")
+                            .pick_folder()
+                        },
+                    ));
+                }
+            }
+            Command::RemoveModelFolder(dir) => {
+                self.state.model_folders.retain(|d| *d != dir);
+                self.apply(Command::RescanModels);
             }
             Command::Sketch(command) => self.apply_sketch(command),
             Command::SelectImage(id) => {

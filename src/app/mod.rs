@@ -109,6 +109,8 @@ struct Runtime {
     stroke: StrokeInProgress,
     background_task: Option<Task<LoadOutcome>>,
     save_tasks: Vec<Task<SaveOutcome>>,
+    /// The "Add model folder…" dialog, while open.
+    folder_task: Option<Task<Option<PathBuf>>>,
     message: Option<Message>,
     /// The Adjustments panel: picture, stack, preview (GPU or CPU).
     adjust: adjust::Adjust,
@@ -158,11 +160,6 @@ impl StudioApp {
     ) -> Self {
         let engine = spawn_engine(ctx);
         let mut models = ModelList::default();
-        models.start_scan(
-            ctx,
-            options.extra_model_dirs.clone(),
-            !options.without_embedded_models,
-        );
         let gallery_dir = options
             .gallery_dir
             .clone()
@@ -186,6 +183,11 @@ impl StudioApp {
             }
         };
         let pictures = pictures::Pictures::open(ctx, &gallery_dir);
+        models.start_scan(
+            ctx,
+            model_dirs(&options, &state),
+            !options.without_embedded_models,
+        );
         Self {
             state,
             rt: Runtime {
@@ -206,6 +208,7 @@ impl StudioApp {
                 stroke: StrokeInProgress::default(),
                 background_task: None,
                 save_tasks: Vec::new(),
+                folder_task: None,
                 message,
                 adjust: adjust::Adjust::new(render_state),
                 session: keeper,
@@ -406,6 +409,7 @@ impl StudioApp {
                             selected_model: selected_model.as_ref(),
                             scanning: rt.models.scanning(),
                             models_dir: &models_dir,
+                            model_folders: &state.model_folders,
                             active_jobs,
                             sketch_in_use: state.canvas.use_sketch && !rt.sketch.is_empty(),
                             tokens: rt.tokens.counts(),
@@ -522,6 +526,7 @@ impl StudioApp {
                 }
             }
         }
+        self.poll_folder_dialog();
         for outcome in tasks::take_finished(&mut self.rt.save_tasks) {
             match outcome.and_then(|saved| saved) {
                 Ok(Some(path)) => self.show_info(format!("Saved {}", path.display())),
@@ -554,6 +559,30 @@ impl StudioApp {
         if self.state.selected_model.as_deref() != Some(choice.dir.as_path()) {
             let dir = choice.dir.clone();
             self.select_model(&dir);
+        }
+    }
+
+    /// Takes in the folder chosen in "Add model folder…": remembered, then searched.
+    fn poll_folder_dialog(&mut self) {
+        let Some(task) = &mut self.rt.folder_task else {
+            return;
+        };
+        let outcome = match task.poll() {
+            tasks::Poll::Pending => return,
+            tasks::Poll::Ready(chosen) => Ok(chosen),
+            tasks::Poll::Lost(reason) => Err(reason),
+        };
+        self.rt.folder_task = None;
+        match outcome {
+            Ok(Some(dir)) => {
+                if !self.state.model_folders.contains(&dir) {
+                    self.state.model_folders.push(dir.clone());
+                }
+                self.show_info(format!("Looking for models in {}", dir.display()));
+                self.apply(Command::RescanModels);
+            }
+            Ok(None) => {}
+            Err(reason) => self.show_error(format!("The folder dialog failed: {reason}")),
         }
     }
 
@@ -782,4 +811,15 @@ fn spawn_engine(ctx: &egui::Context) -> Engine {
         Some(Arc::new(move || waker_ctx.request_repaint())),
         crate::diffusion::GeneratorOptions::from_env(),
     )
+}
+
+/// Folders searched for models: `--model-dir` ones, then those added in the studio.
+fn model_dirs(options: &StudioOptions, state: &PersistedState) -> Vec<PathBuf> {
+    let mut dirs = options.extra_model_dirs.clone();
+    for d in &state.model_folders {
+        if !dirs.contains(d) {
+            dirs.push(d.clone());
+        }
+    }
+    dirs
 }

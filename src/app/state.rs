@@ -27,6 +27,9 @@ pub struct PersistedState {
     pub selected_model: Option<PathBuf>,
     /// The Export window's choices, also used by "Save as…".
     pub export: ExportSettings,
+    /// Folders added with "Add model folder…" (an AUTOMATIC1111 or ComfyUI install, a folder
+    /// of checkpoints), searched on every scan.
+    pub model_folders: Vec<PathBuf>,
 }
 
 impl PersistedState {

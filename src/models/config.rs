@@ -32,6 +32,9 @@ pub enum ModelError {
     BadWeights { path: PathBuf, reason: String },
     #[error("{path}: this is {what}, not a model checkpoint")]
     NotACheckpoint { path: PathBuf, what: String },
+    /// A kind of model recognised and not supported yet (SD3, Flux...), with what it is.
+    #[error("{path}: {what}")]
+    UnsupportedFile { path: PathBuf, what: String },
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ModelError> {

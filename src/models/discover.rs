@@ -1,5 +1,7 @@
-//! Finding model folders: the user's models folder, folders named on the command line or in
-//! settings, and the Hugging Face hub cache (`models--ORG--NAME/snapshots/REV/`). No network.
+//! Finding models: diffusers folders and single checkpoint files (`.safetensors`, `.ckpt`) in
+//! the user's models folder, folders named on the command line or in settings (including an
+//! AUTOMATIC1111 install's `models/Stable-diffusion` and ComfyUI's `models/checkpoints`), and
+//! the Hugging Face hub cache (`models--ORG--NAME/snapshots/REV/`). No network.
 
 use std::path::{Path, PathBuf};
 
@@ -91,22 +93,94 @@ pub fn discover_with(given: &[PathBuf], embedded: bool) -> Discovery {
     found
 }
 
-/// A model folder itself, or a folder whose direct children are model folders.
+/// Where other tools keep checkpoints, under the folder a user gives: an AUTOMATIC1111 or
+/// Forge install (`models/Stable-diffusion`), ComfyUI (`models/checkpoints`), or those
+/// tools' `models` folder itself.
+const CHECKPOINT_FOLDERS: [&str; 4] = [
+    "models/Stable-diffusion",
+    "models/checkpoints",
+    "Stable-diffusion",
+    "checkpoints",
+];
+
+/// How deep a checkpoints folder's subfolders are searched (users sort them into folders).
+const MAX_DEPTH: usize = 3;
+
+/// Extensions of single weight files.
+pub const WEIGHT_EXTENSIONS: [&str; 4] = ["safetensors", "ckpt", "pt", "pth"];
+
+pub fn is_weight_file(path: &Path) -> bool {
+    path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| WEIGHT_EXTENSIONS.iter().any(|w| e.eq_ignore_ascii_case(w)))
+}
+
+/// A model folder or checkpoint file itself, or a folder of them (and the checkpoint folders
+/// of other tools' installs under it).
 fn scan_folder(dir: &Path, source: ModelSource, found: &mut Discovery) {
+    if dir.is_file() {
+        push_file(dir, source, found, true);
+        return;
+    }
     if dir.join("model_index.json").is_file() {
         push(dir, None, source, found);
         return;
     }
+    for sub in CHECKPOINT_FOLDERS {
+        let d = dir.join(sub);
+        if d.is_dir() {
+            scan_children(&d, source, found, MAX_DEPTH);
+        }
+    }
+    scan_children(dir, source, found, 1);
+}
+
+/// Model folders and checkpoint files among `dir`'s children (and subfolders, to `depth`).
+fn scan_children(dir: &Path, source: ModelSource, found: &mut Discovery, depth: usize) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let mut children: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("model_index.json").is_file())
-        .collect();
+    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     children.sort();
     for child in children {
-        push(&child, None, source, found);
+        if child.join("model_index.json").is_file() {
+            push(&child, None, source, found);
+        } else if is_weight_file(&child) {
+            push_file(&child, source, found, false);
+        } else if depth > 1 && child.is_dir() {
+            scan_children(&child, source, found, depth - 1);
+        }
+    }
+}
+
+/// A single weight file: listed when it is a checkpoint; LoRAs, VAEs and embeddings sharing
+/// the folder are not models and are passed over, unless the user named this very file.
+fn push_file(path: &Path, source: ModelSource, found: &mut Discovery, named: bool) {
+    use super::ldm::{classify, FileKind};
+    let kind = super::checkpoint::WeightFile::open(path).map(|f| classify(&f));
+    match kind {
+        Ok(FileKind::Checkpoint { .. }) => push(path, None, source, found),
+        Ok(FileKind::Lora | FileKind::Vae | FileKind::Embedding | FileKind::ControlNet)
+            if !named => {}
+        Ok(FileKind::Unsupported(what)) => found.rejected.push(Rejected {
+            dir: path.to_path_buf(),
+            error: ModelError::UnsupportedFile {
+                path: path.to_path_buf(),
+                what,
+            },
+        }),
+        Ok(other) => found.rejected.push(Rejected {
+            dir: path.to_path_buf(),
+            error: ModelError::NotACheckpoint {
+                path: path.to_path_buf(),
+                what: other.describe(),
+            },
+        }),
+        Err(error) => found.rejected.push(Rejected {
+            dir: path.to_path_buf(),
+            error,
+        }),
     }
 }
 

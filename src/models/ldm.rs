@@ -614,6 +614,12 @@ pub fn configs_for(file: WeightFile, hints: &Hints) -> Result<ModelConfigs, Mode
                 "not a Stable Diffusion checkpoint (no model.diffusion_model.* tensors)".into(),
             ))
         }
+        FileKind::Unsupported(what) => {
+            return Err(ModelError::UnsupportedFile {
+                path: path.clone(),
+                what,
+            })
+        }
         other => {
             return Err(ModelError::NotACheckpoint {
                 path: path.clone(),

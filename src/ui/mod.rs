@@ -37,6 +37,10 @@ pub enum Command {
     /// Use the model in this folder; fills steps, guidance and size from it.
     SelectModel(PathBuf),
     RescanModels,
+    /// Choose a folder of models (a dialog) and remember it.
+    AddModelFolder,
+    /// Forget a folder added with "Add model folder…".
+    RemoveModelFolder(std::path::PathBuf),
     Sketch(SketchCommand),
     /// Show this result large in the central view.
     SelectImage(ResultId),

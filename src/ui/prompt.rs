@@ -21,6 +21,8 @@ pub struct PromptPanelView<'a> {
     pub scanning: bool,
     /// Where users put model folders (shown in the empty state).
     pub models_dir: &'a Path,
+    /// Folders added with "Add model folder…".
+    pub model_folders: &'a [PathBuf],
     /// Jobs queued or running.
     pub active_jobs: usize,
     /// The sketch will be sent as the init image.
@@ -286,6 +288,7 @@ fn model_picker_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut
             commands.push(Command::RescanModels);
         }
     });
+    model_folders_ui(ui, view, commands);
     if let Some(card) = view.selected_model.and_then(|m| m.card.as_ref()) {
         if !card.description.is_empty() {
             ui.label(egui::RichText::new(&card.description).small().weak());
@@ -319,6 +322,38 @@ fn model_picker_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut
     rejected_ui(ui, view);
 }
 
+/// "Add model folder…" and the folders added, each with a button to forget it.
+fn model_folders_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut Commands) {
+    ui.horizontal_wrapped(|ui| {
+        if ui
+            .add_enabled(!view.scanning, egui::Button::new("Add model folder…"))
+            .on_hover_text(
+                "A folder of checkpoints (.safetensors, .ckpt) or diffusers models, or an \
+                 AUTOMATIC1111 / ComfyUI install: its models are found and the folder is remembered",
+            )
+            .clicked()
+        {
+            commands.push(Command::AddModelFolder);
+        }
+    });
+    for dir in view.model_folders {
+        ui.horizontal(|ui| {
+            ui.label(
+                egui::RichText::new(dir.display().to_string())
+                    .small()
+                    .weak(),
+            );
+            if ui
+                .small_button("✕")
+                .on_hover_text("Stop looking for models in this folder")
+                .clicked()
+            {
+                commands.push(Command::RemoveModelFolder(dir.clone()));
+            }
+        });
+    }
+}
+
 /// "name (SD 1.x)", or "Title (demo, SD 1.x)" for a model with a card.
 pub fn model_display_name(model: &ModelInfo) -> String {
     match &model.card {
@@ -330,8 +365,8 @@ pub fn model_display_name(model: &ModelInfo) -> String {
 fn empty_state_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut Commands) {
     egui::Frame::group(ui.style()).show(ui, |ui| {
         ui.label(egui::RichText::new("No model found").strong().size(16.0));
-        ui.label("Atelier needs a Stable Diffusion model in diffusers layout (a folder with model_index.json, unet/, vae/, text_encoder/, tokenizer/).");
-        ui.label("Put the model folder in:");
+        ui.label("Atelier needs a Stable Diffusion model: a checkpoint file (.safetensors or .ckpt, as AUTOMATIC1111, ComfyUI and Civitai have them) or a diffusers folder (model_index.json, unet/, vae/, ...).");
+        ui.label("Put it in:");
         ui.add(egui::Label::new(egui::RichText::new(view.models_dir.display().to_string()).monospace()).selectable(true));
         ui.label("or start Atelier with:");
         ui.add(egui::Label::new(egui::RichText::new("atelier --model-dir DIR").monospace()).selectable(true));
@@ -342,6 +377,7 @@ fn empty_state_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut 
         {
             commands.push(Command::RescanModels);
         }
+        model_folders_ui(ui, view, commands);
     });
     rejected_ui(ui, view);
 }
