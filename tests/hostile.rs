@@ -31,7 +31,8 @@ fn within<T: Send + 'static>(
 ) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
-        .name(what.to_owned())
+        // Not `what`: a hostile case's text may hold NUL, which no thread name can.
+        .name("hostile-case".to_owned())
         .spawn(move || {
             let _ = tx.send(f());
         })
