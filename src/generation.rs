@@ -29,39 +29,57 @@ pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
 #[error("{0}")]
 pub struct InvalidRequest(pub String);
 
-/// The denoising samplers a user can pick.
+/// The denoising samplers a user can pick. The serde names are stored in catalogs, sessions
+/// and queued jobs: never change one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SamplerKind {
     #[default]
     #[serde(rename = "ddim", alias = "Ddim")]
     Ddim,
+    #[serde(rename = "euler", alias = "Euler")]
+    Euler,
     #[serde(rename = "euler-a", alias = "EulerAncestral")]
     EulerAncestral,
+    #[serde(rename = "heun", alias = "Heun")]
+    Heun,
     #[serde(rename = "unipc", alias = "UniPc")]
     UniPc,
     #[serde(rename = "dpmpp-2m-karras", alias = "DpmPp2mKarras")]
     DpmPp2mKarras,
     #[serde(rename = "dpmpp-2m", alias = "DpmPp2m")]
     DpmPp2m,
+    #[serde(rename = "dpmpp-2m-sde-karras", alias = "DpmPp2mSdeKarras")]
+    DpmPp2mSdeKarras,
+    #[serde(rename = "lcm", alias = "Lcm")]
+    Lcm,
 }
 
 impl SamplerKind {
-    pub const ALL: [SamplerKind; 5] = [
+    /// In the order the studio and `--help` list them.
+    pub const ALL: [SamplerKind; 9] = [
         SamplerKind::Ddim,
+        SamplerKind::Euler,
         SamplerKind::EulerAncestral,
+        SamplerKind::Heun,
         SamplerKind::UniPc,
         SamplerKind::DpmPp2m,
         SamplerKind::DpmPp2mKarras,
+        SamplerKind::DpmPp2mSdeKarras,
+        SamplerKind::Lcm,
     ];
 
     /// The name used on the command line (`--sampler`).
     pub fn cli_name(self) -> &'static str {
         match self {
             SamplerKind::Ddim => "ddim",
+            SamplerKind::Euler => "euler",
             SamplerKind::EulerAncestral => "euler-a",
+            SamplerKind::Heun => "heun",
             SamplerKind::UniPc => "unipc",
             SamplerKind::DpmPp2mKarras => "dpmpp-2m-karras",
             SamplerKind::DpmPp2m => "dpmpp-2m",
+            SamplerKind::DpmPp2mSdeKarras => "dpmpp-2m-sde-karras",
+            SamplerKind::Lcm => "lcm",
         }
     }
 
@@ -69,10 +87,38 @@ impl SamplerKind {
     pub fn label(self) -> &'static str {
         match self {
             SamplerKind::Ddim => "DDIM",
+            SamplerKind::Euler => "Euler",
             SamplerKind::EulerAncestral => "Euler ancestral",
+            SamplerKind::Heun => "Heun",
             SamplerKind::UniPc => "UniPC",
             SamplerKind::DpmPp2mKarras => "DPM++ 2M Karras",
             SamplerKind::DpmPp2m => "DPM++ 2M",
+            SamplerKind::DpmPp2mSdeKarras => "DPM++ 2M SDE Karras",
+            SamplerKind::Lcm => "LCM",
+        }
+    }
+
+    /// One line on what the sampler is for (the studio's hover text, `--help`).
+    pub fn summary(self) -> &'static str {
+        match self {
+            SamplerKind::Ddim => "deterministic; the classic, 20-50 steps",
+            SamplerKind::Euler => "deterministic, first order; 20-30 steps",
+            SamplerKind::EulerAncestral => {
+                "adds seeded noise every step; 20-30 steps, or 1-4 on Turbo models"
+            }
+            SamplerKind::Heun => {
+                "second order: two UNet evaluations per step (about twice the time); 10-20 steps"
+            }
+            SamplerKind::UniPc => "multistep predictor-corrector; good in 10-20 steps",
+            SamplerKind::DpmPp2m => "multistep, uniform schedule; 20-30 steps",
+            SamplerKind::DpmPp2mKarras => "multistep, Karras sigmas; 20-30 steps",
+            SamplerKind::DpmPp2mSdeKarras => {
+                "stochastic DPM++ 2M: seeded noise every step, Karras sigmas; 20-30 steps"
+            }
+            SamplerKind::Lcm => {
+                "only for LCM models (or an LCM-LoRA merged in): 2-8 steps, guidance 1-2 \
+                 (or the model's own, for an LCM-distilled UNet)"
+            }
         }
     }
 
@@ -211,6 +257,33 @@ mod tests {
             height: 64,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn sampler_names_are_stable_and_unique() {
+        let stored = [
+            (SamplerKind::Ddim, "ddim"),
+            (SamplerKind::Euler, "euler"),
+            (SamplerKind::EulerAncestral, "euler-a"),
+            (SamplerKind::Heun, "heun"),
+            (SamplerKind::UniPc, "unipc"),
+            (SamplerKind::DpmPp2m, "dpmpp-2m"),
+            (SamplerKind::DpmPp2mKarras, "dpmpp-2m-karras"),
+            (SamplerKind::DpmPp2mSdeKarras, "dpmpp-2m-sde-karras"),
+            (SamplerKind::Lcm, "lcm"),
+        ];
+        assert_eq!(stored.len(), SamplerKind::ALL.len());
+        for (kind, name) in stored {
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{name}\""));
+            assert_eq!(kind.cli_name(), name);
+            assert_eq!(SamplerKind::from_cli_name(name), Some(kind));
+            // The variant name (older stores) still reads.
+            let variant = format!("\"{kind:?}\"");
+            assert_eq!(serde_json::from_str::<SamplerKind>(&variant).unwrap(), kind);
+        }
+        let labels: std::collections::HashSet<_> =
+            SamplerKind::ALL.iter().map(|k| k.label()).collect();
+        assert_eq!(labels.len(), SamplerKind::ALL.len());
     }
 
     #[test]

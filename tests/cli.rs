@@ -249,6 +249,72 @@ fn models_lists_given_folders_user_folder_and_hf_cache_with_family() {
     );
 }
 
+/// LCM models are recognised from their files (not only their names) and generate with their
+/// own defaults: the LCM sampler in 4 steps, with guidance 8 as the input of an LCM-distilled
+/// UNet (the reference fixtures' tiny one), and guidance 1 (no classifier-free guidance) for a
+/// model that only has LCMScheduler's file, as an LCM-LoRA merge does.
+#[test]
+fn lcm_models_are_recognised_and_generate_with_their_defaults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    let distilled = tmp.path().join("distilled");
+    common::copy_dir(&reference.join("tiny-sd15"), &distilled);
+    common::copy_dir(&reference.join("tiny-lcm"), &distilled);
+    let merged = tmp.path().join("merged");
+    common::copy_dir(&reference.join("tiny-sd15"), &merged);
+    common::copy_dir(
+        &reference.join("tiny-lcm/scheduler"),
+        &merged.join("scheduler"),
+    );
+    let plain = reference.join("tiny-sd15");
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+
+    let o = atelier(
+        &["models", &path(&distilled), &path(&merged), &path(&plain)],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for (name, label) in [
+        ("distilled", "SD 1.x LCM"),
+        ("merged", "SD 1.x LCM"),
+        ("tiny-sd15", "SD 1.x"),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{name}\t{label}\t"))),
+            "{name}: {text}"
+        );
+    }
+
+    for (model, guidance) in [(&distilled, 8.0), (&merged, 1.0)] {
+        let out = tmp.path().join("out.png");
+        let o = atelier(
+            &[
+                "generate",
+                "--model",
+                &path(model),
+                "--prompt",
+                "a red cat",
+                "--seed",
+                "3",
+                "--out",
+                &path(&out),
+                "--no-gallery",
+            ],
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{model:?}: {}", stderr(&o));
+        let bytes = std::fs::read(&out).unwrap();
+        let meta = atelier::gallery::metadata::read_embedded(&bytes)
+            .meta()
+            .unwrap();
+        assert_eq!(meta.sampler.as_deref(), Some("LCM"), "{model:?}");
+        assert_eq!(meta.steps, Some(4), "{model:?}");
+        assert_eq!(meta.guidance, Some(guidance), "{model:?}");
+    }
+}
+
 /// Folders of other tools, given with `--model-dir`: an AUTOMATIC1111 install's
 /// `models/Stable-diffusion` (single checkpoint files, sorted into a subfolder, next to a LoRA
 /// and an SD3 file) and ComfyUI's `models/checkpoints`; the checkpoints are listed with their

@@ -188,6 +188,212 @@ fn a1111_prompts_and_clip_skip_match_diffusers() {
     );
 }
 
+/// Euler, Heun (two UNet evaluations per step but the last; also from an image-to-image start
+/// and on a scheduler file without `timestep_spacing`, where diffusers' default "linspace" gives
+/// fractional timesteps), DPM++ 2M SDE Karras and LCM (one step, four steps, and four on an
+/// LCM-distilled UNet that takes the guidance scale as its input) against diffusers (`cases_samplers.json`, from `make_reference_samplers.py`), within 1/255. The
+/// stochastic cases match exactly because diffusers was fed the per-step noise Atelier's seeded
+/// stream draws ([`step_noise_fixture_is_what_the_seed_draws`]). Each case's evaluations must be
+/// the timesteps diffusers called the UNet with, in order; and each fixture must be far (over
+/// 2/255) from what a neighbouring sampler gives, and a stochastic one from another seed's
+/// noise, so the comparison can tell them apart.
+#[test]
+fn euler_heun_sde_and_lcm_match_diffusers() {
+    let cases: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("cases_samplers.json")).unwrap(),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut checked = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
+    for case in cases["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let text = |k: &str| case[k].as_str().unwrap_or("").to_owned();
+        let config = case.get("model_scheduler_config").filter(|c| !c.is_null());
+        let overlay = case["model_overlay"].as_str();
+        let model = if config.is_some() || overlay.is_some() {
+            // A copy of the model with the case's own scheduler file, or with the folders of
+            // `model_overlay` (tiny-lcm: an LCM-distilled UNet and LCMScheduler) laid over it.
+            let model = tmp.path().join(name);
+            common::copy_dir(&fixtures().join(text("model_dir")), &model);
+            if let Some(config) = config {
+                std::fs::write(
+                    model.join("scheduler/scheduler_config.json"),
+                    serde_json::to_string_pretty(config).unwrap(),
+                )
+                .unwrap();
+            }
+            if let Some(overlay) = overlay {
+                common::copy_dir(&fixtures().join(overlay), &model);
+            }
+            model
+        } else {
+            fixtures().join(text("model_dir"))
+        };
+        let mut req = case_request(case, model);
+        if let Some(i2i) = case["img2img"].as_object() {
+            let init =
+                common::open_image(fixtures().join(i2i["init_image"].as_str().unwrap())).to_rgb8();
+            req.init_image = Some(std::sync::Arc::new(init));
+            req.strength_0_to_1 = i2i["strength"].as_f64().unwrap() as f32;
+        }
+        if case["step_noise"].is_string() {
+            assert_eq!(text("step_noise"), STEP_NOISE_FILE, "{name}");
+            assert_eq!(
+                req.seed, STEP_NOISE_SEED,
+                "{name}: the step noise is this seed's"
+            );
+        }
+        let want: Vec<f64> = case["timesteps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_f64().unwrap())
+            .collect();
+        assert_eq!(
+            unet_timesteps(&req),
+            want,
+            "{name}: the UNet evaluations differ from diffusers'"
+        );
+        let mad = case_difference(name, &req, &text("expected"));
+        eprintln!("samplers {name}: mean abs diff {mad:.4} / 255");
+        if mad > 1.0 {
+            failed.push(format!(
+                "{name}: mean absolute difference {mad:.3}/255 exceeds 1/255"
+            ));
+        }
+        // What must not pass: the neighbouring sampler, and for the stochastic samplers (more
+        // than one step) the same sampler with another seed's step noise.
+        let neighbour = match req.sampler {
+            SamplerKind::Euler => SamplerKind::Heun,
+            SamplerKind::Heun => SamplerKind::Euler,
+            SamplerKind::DpmPp2mSdeKarras => SamplerKind::DpmPp2mKarras,
+            SamplerKind::Lcm => SamplerKind::Ddim,
+            other => panic!("{name}: no neighbour for {other:?}"),
+        };
+        let mut contrasts = vec![(
+            format!("{neighbour:?}"),
+            GenerationRequest {
+                sampler: neighbour,
+                ..req.clone()
+            },
+        )];
+        if overlay.is_some() {
+            // The LCM-distilled UNet's guidance is its input: another scale must show.
+            contrasts.push((
+                "guidance 2".into(),
+                GenerationRequest {
+                    guidance: 2.0,
+                    ..req.clone()
+                },
+            ));
+        }
+        if case["step_noise"].is_string() {
+            contrasts.push((
+                "another seed".into(),
+                GenerationRequest {
+                    seed: req.seed + 1,
+                    ..req.clone()
+                },
+            ));
+        }
+        for (what, other) in contrasts {
+            let off = case_difference(name, &other, &text("expected"));
+            eprintln!("samplers {name}: {what} instead: {off:.4} / 255");
+            if off <= 2.0 {
+                failed.push(format!(
+                    "{name}: the fixture does not tell it from {what} ({off:.3}/255)"
+                ));
+            }
+        }
+        checked.push(name.to_owned());
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(
+        checked,
+        [
+            "euler",
+            "heun",
+            "euler_sd2v",
+            "heun_sd2v",
+            "heun_img2img",
+            "euler_linspace",
+            "heun_linspace",
+            "lcm1",
+            "lcm4",
+            "lcm4_sd2v",
+            "lcm_embedded",
+            "dpmpp_2m_sde_karras",
+            "dpmpp_2m_sde_karras_sd2v",
+        ]
+    );
+}
+
+/// The seed whose per-step noise `noise_steps.safetensors` holds.
+const STEP_NOISE_SEED: u64 = 7;
+const STEP_NOISE_FILE: &str = "noise_steps.safetensors";
+
+/// What a stochastic sampler draws, step after step, on a 64x64 picture (latents `[1, 4, 8,
+/// 8]`) with seed [`STEP_NOISE_SEED`] and the initial noise from a file (so the stream's first
+/// draw is the first step's): 16 draws stacked, `[16, 1, 4, 8, 8]`.
+fn step_noise_draws() -> candle_core::Tensor {
+    let mut rng = atelier::diffusion::noise::NoiseRng::new(STEP_NOISE_SEED);
+    let draws: Vec<candle_core::Tensor> = (0..16)
+        .map(|_| {
+            rng.randn(
+                (1, 4, 8, 8),
+                candle_core::DType::F32,
+                &candle_core::Device::Cpu,
+            )
+            .unwrap()
+        })
+        .collect();
+    candle_core::Tensor::stack(&draws, 0).unwrap()
+}
+
+/// Writes `noise_steps.safetensors`, which `make_reference_samplers.py` feeds to diffusers'
+/// DPM++ SDE and LCM schedulers in place of their own `randn_tensor` draws:
+/// `cargo test --test reference -- --ignored write_step_noise_fixture`.
+#[test]
+#[ignore = "writes a fixture; run by hand before make_reference_samplers.py"]
+fn write_step_noise_fixture() {
+    let tensors = std::collections::HashMap::from([("noise".to_owned(), step_noise_draws())]);
+    candle_core::safetensors::save(&tensors, fixtures().join(STEP_NOISE_FILE)).unwrap();
+}
+
+/// The step noise diffusers was given is exactly what Atelier's sampler draws for the seed: if
+/// the noise stream ever changes, this says so (and the fixtures must be made again).
+#[test]
+fn step_noise_fixture_is_what_the_seed_draws() {
+    let file =
+        candle_core::safetensors::load(fixtures().join(STEP_NOISE_FILE), &candle_core::Device::Cpu)
+            .unwrap();
+    let stored: Vec<f32> = file["noise"].flatten_all().unwrap().to_vec1().unwrap();
+    let drawn: Vec<f32> = step_noise_draws().flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(file["noise"].dims(), [16, 1, 4, 8, 8]);
+    assert!(
+        stored == drawn,
+        "the seeded stream no longer draws the fixture's noise"
+    );
+}
+
+/// The timesteps the loop evaluates the UNet at for `req`, from its first step on (the sampler
+/// built as the pipeline builds it, on the model's own scheduler config).
+fn unet_timesteps(req: &GenerationRequest) -> Vec<f64> {
+    use atelier::diffusion::sampler::{build, NoiseSchedule};
+    let configs = atelier::models::ModelConfigs::read(&req.model_dir).unwrap();
+    let schedule = NoiseSchedule::from_config(&configs.scheduler).unwrap();
+    let sampler = build(req.sampler, &schedule, req.steps);
+    let start = match req.init_image {
+        Some(_) => req.steps - (req.steps as f64 * req.strength_0_to_1 as f64) as usize,
+        None => 0,
+    };
+    (start..req.steps)
+        .flat_map(|step| sampler.evaluations(step))
+        .map(|i| sampler.timesteps()[i])
+        .collect()
+}
+
 /// The request a `cases_*.json` case describes, on `model_dir`.
 fn case_request(case: &serde_json::Value, model_dir: PathBuf) -> GenerationRequest {
     let text = |k: &str| case[k].as_str().unwrap_or("").to_owned();
@@ -200,6 +406,7 @@ fn case_request(case: &serde_json::Value, model_dir: PathBuf) -> GenerationReque
         width: case["width"].as_u64().unwrap() as u32,
         height: case["height"].as_u64().unwrap() as u32,
         sampler: SamplerKind::from_cli_name(&text("sampler")).unwrap(),
+        seed: case["seed"].as_u64().unwrap_or(0),
         noise_file: Some(fixtures().join(text("noise"))),
         ..Default::default()
     }

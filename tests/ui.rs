@@ -723,8 +723,9 @@ fn adjustments_preview_store_paste_reset_and_undo() {
     ));
     harness.get_by_label("Paste stack").click();
     harness.run_ok();
+    // Picture 2 starts with one (unknown) op too: wait for the pasted one itself.
     let pasted = wait_for_stack(&mut harness, 2, "the paste", |s| {
-        s.is_some_and(|s| s.ops.len() == 1)
+        s.is_some_and(|s| s.ops.len() == 1 && matches!(s.ops[0].op, Op::Exposure(_)))
     })
     .expect("pasted and stored");
     assert_eq!(pasted.ops[0].op, Op::Exposure(Exposure { ev: 1.0 }));

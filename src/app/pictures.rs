@@ -813,11 +813,7 @@ impl StudioApp {
             } else {
                 current.height
             },
-            sampler: m
-                .sampler
-                .as_deref()
-                .and_then(crate::gallery::metadata::sampler_from_label)
-                .unwrap_or(current.sampler),
+            sampler: m.sampler_kind().unwrap_or(current.sampler),
             strength_0_to_1: m.strength.unwrap_or(current.strength_0_to_1),
             clip_skip: m.clip_skip.unwrap_or(1),
             ..current

@@ -67,7 +67,7 @@ pub(crate) enum DevCommand {
         #[arg(long)]
         guidance: Option<f32>,
         /// Overrides the model card's recommended sampler.
-        #[arg(long, value_parser = parse_sampler)]
+        #[arg(long, value_parser = parse_sampler())]
         sampler: Option<SamplerKind>,
         /// Seeds per prompt (columns), starting at --seed.
         #[arg(long, default_value_t = 4)]

@@ -39,7 +39,7 @@ pub(crate) struct EvalArgs {
     steps: Option<usize>,
     #[arg(long)]
     guidance: Option<f32>,
-    #[arg(long, value_parser = parse_sampler)]
+    #[arg(long, value_parser = parse_sampler())]
     sampler: Option<SamplerKind>,
     /// Write the generated images and a diversity grid here.
     #[arg(long)]

@@ -40,7 +40,7 @@ pub(crate) struct GenerateArgs {
     #[arg(long)]
     height: Option<u32>,
     /// Defaults to the model's recommended sampler.
-    #[arg(long, value_parser = parse_sampler)]
+    #[arg(long, value_parser = parse_sampler())]
     sampler: Option<SamplerKind>,
     /// Init image for image-to-image.
     #[arg(long)]

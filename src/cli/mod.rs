@@ -90,10 +90,15 @@ pub(crate) enum Command {
     Dev(DevCommand),
 }
 
-pub(crate) fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
-    SamplerKind::from_cli_name(s).ok_or_else(|| {
-        let names: Vec<_> = SamplerKind::ALL.iter().map(|k| k.cli_name()).collect();
-        format!("unknown sampler {s:?}; one of {}", names.join(", "))
+/// `--sampler`: one of the samplers' names, each listed with its summary in `--help`, the man
+/// page and the shell completions.
+pub(crate) fn parse_sampler() -> impl clap::builder::TypedValueParser<Value = SamplerKind> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(
+        SamplerKind::ALL.map(|kind| PossibleValue::new(kind.cli_name()).help(kind.summary())),
+    )
+    .try_map(|name| {
+        SamplerKind::from_cli_name(&name).ok_or_else(|| format!("unknown sampler {name:?}"))
     })
 }
 

@@ -693,22 +693,52 @@ pub fn timestep_features(
 /// diffusers `TimestepEmbedding`: linear, silu, linear.
 #[derive(Clone, Debug)]
 pub struct TimestepEmbedding {
+    /// LCM-distilled UNets (diffusers' `time_cond_proj_dim`): the projection of a condition
+    /// (the guidance-scale embedding) added to the input.
+    cond_proj: Option<Linear>,
     linear_1: Linear,
     linear_2: Linear,
 }
 
 impl TimestepEmbedding {
     pub fn new(vb: VarBuilder, cin: usize, dim: usize) -> Result<Self> {
+        Self::with_condition(vb, cin, dim, None)
+    }
+
+    /// With `cond_dim`, a `cond_proj` (no bias) from a condition of that width.
+    pub fn with_condition(
+        vb: VarBuilder,
+        cin: usize,
+        dim: usize,
+        cond_dim: Option<usize>,
+    ) -> Result<Self> {
         Ok(Self {
+            cond_proj: cond_dim
+                .map(|d| linear_no_bias(d, cin, vb.pp("cond_proj")))
+                .transpose()?,
             linear_1: linear(cin, dim, vb.pp("linear_1"))?,
             linear_2: linear(dim, dim, vb.pp("linear_2"))?,
         })
+    }
+
+    /// The embedding of `x`, with the condition where this embedding takes one (and only
+    /// there).
+    pub fn forward_with_condition(&self, x: &Tensor, condition: Option<&Tensor>) -> Result<Tensor> {
+        let x = match (&self.cond_proj, condition) {
+            (Some(proj), Some(c)) => (x + proj.forward(c)?)?,
+            (None, None) => x.clone(),
+            (Some(_), None) => candle_core::bail!(
+                "this UNet needs a guidance-scale embedding (an LCM-distilled UNet)"
+            ),
+            (None, Some(_)) => candle_core::bail!("this UNet takes no guidance-scale embedding"),
+        };
+        self.linear_2.forward(&silu(&self.linear_1.forward(&x)?)?)
     }
 }
 
 impl Module for TimestepEmbedding {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.linear_2.forward(&silu(&self.linear_1.forward(x)?)?)
+        self.forward_with_condition(x, None)
     }
 }
 

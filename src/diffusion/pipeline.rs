@@ -11,7 +11,7 @@ use super::clip::ClipTextEncoder;
 use super::noise::{load_noise_file, NoiseRng};
 use super::sampler::{self, NoiseSchedule};
 use super::text::{Cond, TextEncoders};
-use super::unet::{AddedCond, Unet};
+use super::unet::{guidance_scale_embedding, AddedCond, Unet};
 use super::vae::Vae;
 use super::weights::var_builder;
 use super::{DiffusionError, JobControl};
@@ -195,7 +195,10 @@ impl LoadedModel {
         request: &GenerationRequest,
         b: usize,
     ) -> Result<Conditioning, DiffusionError> {
-        let cfg = request.guidance > 1.0;
+        // An LCM-distilled UNet takes the guidance scale as an input (its embedding) and runs
+        // once per step: no classifier-free guidance, so no negative prompt, as in diffusers.
+        let embedded = self.unet.guidance_embedding_dim();
+        let cfg = request.guidance > 1.0 && embedded.is_none();
         let cond = self.encode_prompt(&request.prompt, request.clip_skip)?;
         let uncond = if !cfg {
             None
@@ -249,8 +252,16 @@ impl LoadedModel {
                     .transpose()?,
             });
         }
+        let guidance_embedding = match embedded {
+            Some(dim) => Some(
+                guidance_scale_embedding(request.guidance, b, dim, &self.device)?
+                    .to_dtype(self.dtype)?,
+            ),
+            None => None,
+        };
         Ok(Conditioning {
             guidance: cfg.then_some(request.guidance),
+            guidance_embedding,
             batch: b,
             passes,
         })
@@ -311,9 +322,11 @@ impl LoadedModel {
             }
             _ => None,
         };
+        // Image-to-image starts at the noise level of the first evaluation it runs.
+        let first_evaluation = sampler.evaluations(start).start;
         let latents = match (&init_latents, inpaint_unet) {
-            (Some(init), false) => sampler.add_noise(init, &noise, start)?,
-            (Some(init), true) if start > 0 => sampler.add_noise(init, &noise, start)?,
+            (Some(init), false) => sampler.add_noise(init, &noise, first_evaluation)?,
+            (Some(init), true) if start > 0 => sampler.add_noise(init, &noise, first_evaluation)?,
             _ => noise.affine(sampler.init_noise_sigma(), 0.0)?,
         };
         // Latent blending keeps the unmasked area on the init image's trajectory (ordinary
@@ -332,9 +345,11 @@ impl LoadedModel {
         })
     }
 
-    /// The denoising loop from the start's step: the UNet with guidance, the sampler's step,
-    /// latent blending for inpainting, a preview every few steps (reported for image
-    /// `first`), cancel checked each step.
+    /// The denoising loop from the start's step: for each of the step's evaluations (two for
+    /// Heun) the UNet with guidance, the sampler's update and latent blending for inpainting
+    /// (after every evaluation, as diffusers blends); then a preview every few steps (reported
+    /// for image `first`). Progress counts the user's steps; cancel is checked before each
+    /// evaluation.
     fn denoise(
         &self,
         request: &GenerationRequest,
@@ -347,31 +362,34 @@ impl LoadedModel {
         let (n, start) = (request.steps, begin.step);
         let b = cond.batch;
         let total = n - start;
+        let evaluations = sampler.timesteps().len();
         let mut latents = begin.latents.clone();
         for step in start..n {
-            control.check_cancelled()?;
-            let t = sampler.timesteps()[step];
-            let x_in = sampler.scale_model_input(&latents, step)?;
-            let x_in = match &begin.inpaint_extra {
-                Some(extra) => Tensor::cat(&[&x_in, extra], 1)?,
-                None => x_in,
-            };
-            let out = self.unet_passes(&x_in, t, cond)?;
-            let out = match cond.guidance {
-                Some(scale) => {
-                    let (u, c) = (out.i(0..b)?, out.i(b..2 * b)?);
-                    (&u + ((c - &u)? * scale as f64)?)?
-                }
-                None => out,
-            };
-            latents = sampler.step(&out, step, &latents, &mut begin.rng)?;
-            if let Some((init, lm)) = &begin.blend {
-                let known = if step + 1 < n {
-                    sampler.add_noise(init, &begin.noise, step + 1)?
-                } else {
-                    init.clone()
+            for i in sampler.evaluations(step) {
+                control.check_cancelled()?;
+                let t = sampler.timesteps()[i];
+                let x_in = sampler.scale_model_input(&latents, i)?;
+                let x_in = match &begin.inpaint_extra {
+                    Some(extra) => Tensor::cat(&[&x_in, extra], 1)?,
+                    None => x_in,
                 };
-                latents = (latents.broadcast_mul(lm)? + known.broadcast_mul(&(1.0 - lm)?)?)?;
+                let out = self.unet_passes(&x_in, t, cond)?;
+                let out = match cond.guidance {
+                    Some(scale) => {
+                        let (u, c) = (out.i(0..b)?, out.i(b..2 * b)?);
+                        (&u + ((c - &u)? * scale as f64)?)?
+                    }
+                    None => out,
+                };
+                latents = sampler.step(&out, i, &latents, &mut begin.rng)?;
+                if let Some((init, lm)) = &begin.blend {
+                    let known = if i + 1 < evaluations {
+                        sampler.add_noise(init, &begin.noise, i + 1)?
+                    } else {
+                        init.clone()
+                    };
+                    latents = (latents.broadcast_mul(lm)? + known.broadcast_mul(&(1.0 - lm)?)?)?;
+                }
             }
             let done_steps = step - start + 1;
             let preview = if done_steps % preview_every(total) == 0 && done_steps < total {
@@ -405,7 +423,13 @@ impl LoadedModel {
                 }),
                 _ => None,
             };
-            outs.push(self.unet.forward(&x, t, &pass.context, added)?);
+            outs.push(self.unet.forward(
+                &x,
+                t,
+                &pass.context,
+                added,
+                cond.guidance_embedding.as_ref(),
+            )?);
         }
         Ok(match outs.len() {
             1 => outs.remove(0),
@@ -482,6 +506,9 @@ fn first_step(request: &GenerationRequest, has_init: bool) -> usize {
 struct Conditioning {
     /// The guidance scale, when classifier-free guidance runs (rows doubled).
     guidance: Option<f32>,
+    /// An LCM-distilled UNet's guidance-scale embedding, one row per picture (there is no
+    /// classifier-free guidance then).
+    guidance_embedding: Option<Tensor>,
     /// Pictures in the batch.
     batch: usize,
     /// The UNet's forward passes per step, their rows in order `[uncond x b, cond x b]`.

@@ -1,7 +1,16 @@
-//! Samplers over one noise schedule read from `scheduler_config.json`: DDIM, Euler ancestral,
-//! UniPC (bh2, order 2) and DPM++ 2M with Karras sigmas. Each follows the matching diffusers
-//! scheduler's maths and timestep spacing, so seeds and outputs carry across tools.
-//! Ancestral noise comes from the job's seeded [`NoiseRng`], never a global RNG.
+//! Samplers over one noise schedule read from `scheduler_config.json`: DDIM, Euler, Euler
+//! ancestral, Heun, UniPC (bh2, order 2), DPM++ 2M (with or without Karras sigmas), DPM++ 2M SDE
+//! with Karras sigmas, and LCM. Each follows the matching diffusers scheduler's maths and
+//! timestep spacing as `from_config` of the model's own scheduler file would set it up, so seeds
+//! and outputs carry across tools.
+//!
+//! A sampler works in *evaluations* (UNet calls): most evaluate once per step, Heun twice per
+//! step but the last (a predictor and a corrector), so [`Sampler::evaluations`] maps the user's
+//! steps onto them; progress, image-to-image strength and inpainting count in the user's steps.
+//! The stochastic samplers (Euler ancestral, DPM++ 2M SDE, multi-step LCM) draw their fresh noise
+//! from the job's seeded [`NoiseRng`], never a global RNG, so one seed gives one picture.
+
+use std::ops::Range;
 
 use candle_core::{Result, Tensor};
 
@@ -31,8 +40,14 @@ pub struct NoiseSchedule {
     pub spacing: Option<Spacing>,
     pub steps_offset: usize,
     pub set_alpha_to_one: bool,
-    /// DDIM's x0 clipping range, when on.
-    pub clip_sample: Option<f64>,
+    /// x0 clipping as the file says (`None`: the key is absent, and each scheduler class has its
+    /// own default: on for DDIM, off for Heun and LCM).
+    pub clip_sample: Option<bool>,
+    pub clip_sample_range: f64,
+    /// LCM's distillation schedule length (`original_inference_steps`).
+    pub lcm_original_steps: usize,
+    /// LCM's boundary-condition timestep scale (`timestep_scaling`).
+    pub timestep_scaling: f64,
 }
 
 impl NoiseSchedule {
@@ -93,8 +108,18 @@ impl NoiseSchedule {
             spacing,
             steps_offset: c.steps_offset,
             set_alpha_to_one: c.set_alpha_to_one,
-            clip_sample: c.clip_sample.unwrap_or(true).then_some(c.clip_sample_range),
+            clip_sample: c.clip_sample,
+            clip_sample_range: c.clip_sample_range,
+            lcm_original_steps: c.original_inference_steps.unwrap_or(50),
+            timestep_scaling: c.timestep_scaling.unwrap_or(10.0),
         })
+    }
+
+    /// The x0 clipping range for a scheduler class whose own default is `default_on`.
+    fn clip_range(&self, default_on: bool) -> Option<f64> {
+        self.clip_sample
+            .unwrap_or(default_on)
+            .then_some(self.clip_sample_range)
     }
 
     fn train_steps(&self) -> usize {
@@ -231,27 +256,49 @@ fn alpha_sigma(sigma: f64) -> (f64, f64) {
     (alpha, sigma * alpha)
 }
 
+/// k-diffusion-space conversion of a model output to `x0`, for a sample `x = x0 + sigma * eps`
+/// that the UNet saw scaled by `1 / sqrt(sigma^2 + 1)` (diffusers' Euler and Heun schedulers).
+fn k_x0(pred: Prediction, out: &Tensor, x: &Tensor, sigma: f64) -> Result<Tensor> {
+    let s2 = sigma * sigma + 1.0;
+    match pred {
+        Prediction::Epsilon => lin(1.0, x, -sigma, out),
+        Prediction::V => lin(1.0 / s2, x, -sigma / s2.sqrt(), out),
+        Prediction::Sample => Ok(out.clone()),
+    }
+}
+
+/// One denoising algorithm set up for a number of steps. Indices `i` below count UNet
+/// evaluations (see [`Sampler::evaluations`]) and must be stepped in order.
 pub trait Sampler {
-    /// The UNet timestep at each step.
+    /// The UNet timestep of each evaluation.
     fn timesteps(&self) -> &[f64];
+    /// The evaluations that make up the user's step `step` (`0..steps`). One each, unless a
+    /// sampler calls the UNet more than once per step.
+    fn evaluations(&self, step: usize) -> Range<usize> {
+        step..step + 1
+    }
     /// Scale applied to unit Gaussian noise for the first latent.
     fn init_noise_sigma(&self) -> f64;
-    fn scale_model_input(&self, x: &Tensor, step: usize) -> Result<Tensor>;
-    /// Advances `x` from step `step` to the next, given the UNet output.
-    fn step(&mut self, out: &Tensor, step: usize, x: &Tensor, rng: &mut NoiseRng)
-        -> Result<Tensor>;
-    /// Noises a clean latent to the level of step `step` (image-to-image start, inpainting).
-    fn add_noise(&self, x0: &Tensor, noise: &Tensor, step: usize) -> Result<Tensor>;
+    fn scale_model_input(&self, x: &Tensor, i: usize) -> Result<Tensor>;
+    /// Advances `x` past evaluation `i`, given the UNet output for it.
+    fn step(&mut self, out: &Tensor, i: usize, x: &Tensor, rng: &mut NoiseRng) -> Result<Tensor>;
+    /// Noises a clean latent to the level the latents have before evaluation `i` (image-to-image
+    /// start, inpainting).
+    fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor>;
 }
 
 pub fn build(kind: SamplerKind, schedule: &NoiseSchedule, steps: usize) -> Box<dyn Sampler + Send> {
     let steps = steps.max(1);
     match kind {
         SamplerKind::Ddim => Box::new(Ddim::new(schedule, steps)),
+        SamplerKind::Euler => Box::new(Euler::new(schedule, steps)),
         SamplerKind::EulerAncestral => Box::new(EulerAncestral::new(schedule, steps)),
+        SamplerKind::Heun => Box::new(Heun::new(schedule, steps)),
         SamplerKind::UniPc => Box::new(UniPc::new(schedule, steps)),
         SamplerKind::DpmPp2m => Box::new(DpmPp2m::new(schedule, steps, false)),
         SamplerKind::DpmPp2mKarras => Box::new(DpmPp2m::new(schedule, steps, true)),
+        SamplerKind::DpmPp2mSdeKarras => Box::new(DpmPp2m::new(schedule, steps, true).sde()),
+        SamplerKind::Lcm => Box::new(Lcm::new(schedule, steps)),
     }
 }
 
@@ -299,7 +346,7 @@ impl Sampler for Ddim {
         let a_prev = self.acp(t - self.stride as i64);
         let (alpha, sigma) = (a.sqrt(), (1.0 - a).sqrt());
         let mut x0 = vp_x0(self.s.prediction, out, x, alpha, sigma)?;
-        if let Some(range) = self.s.clip_sample {
+        if let Some(range) = self.s.clip_range(true) {
             x0 = x0.clamp(-range, range)?;
         }
         // eps re-derived from x0 keeps every prediction type on one path.
@@ -314,15 +361,18 @@ impl Sampler for Ddim {
 
 // ---------------------------------------------------------------------------------------------
 
-pub struct EulerAncestral {
-    s: NoiseSchedule,
+/// The sigma-space schedule diffusers' Euler, Euler ancestral and Heun schedulers share: the
+/// timesteps of the config's spacing (fractional under "linspace", as diffusers leaves them),
+/// the sigma of each by linear interpolation over the training steps, a final 0, and the scale
+/// of the initial noise (`sqrt(sigma_max^2 + 1)` under "leading" spacing).
+struct SigmaSteps {
     ts: Vec<f64>,
     /// One per step plus a final 0.
     sigmas: Vec<f64>,
     init_sigma: f64,
 }
 
-impl EulerAncestral {
+impl SigmaSteps {
     fn new(s: &NoiseSchedule, n: usize) -> Self {
         let spacing = s.spacing.unwrap_or(Spacing::Linspace);
         let ts = s.timesteps(n, Spacing::Linspace, spacing != Spacing::Linspace);
@@ -334,43 +384,49 @@ impl EulerAncestral {
             Spacing::Leading => (max * max + 1.0).sqrt(),
         };
         Self {
-            s: s.clone(),
             ts,
             sigmas,
             init_sigma,
+        }
+    }
+
+    fn scale_model_input(&self, x: &Tensor, i: usize) -> Result<Tensor> {
+        let s = self.sigmas[i];
+        x.affine(1.0 / (s * s + 1.0).sqrt(), 0.0)
+    }
+
+    fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
+        lin(1.0, x0, self.sigmas[i], noise)
+    }
+}
+
+pub struct EulerAncestral {
+    s: NoiseSchedule,
+    k: SigmaSteps,
+}
+
+impl EulerAncestral {
+    fn new(s: &NoiseSchedule, n: usize) -> Self {
+        Self {
+            s: s.clone(),
+            k: SigmaSteps::new(s, n),
         }
     }
 }
 
 impl Sampler for EulerAncestral {
     fn timesteps(&self) -> &[f64] {
-        &self.ts
+        &self.k.ts
     }
     fn init_noise_sigma(&self) -> f64 {
-        self.init_sigma
+        self.k.init_sigma
     }
-    fn scale_model_input(&self, x: &Tensor, step: usize) -> Result<Tensor> {
-        let s = self.sigmas[step];
-        x.affine(1.0 / (s * s + 1.0).sqrt(), 0.0)
+    fn scale_model_input(&self, x: &Tensor, i: usize) -> Result<Tensor> {
+        self.k.scale_model_input(x, i)
     }
-    fn step(
-        &mut self,
-        out: &Tensor,
-        step: usize,
-        x: &Tensor,
-        rng: &mut NoiseRng,
-    ) -> Result<Tensor> {
-        let (from, to) = (self.sigmas[step], self.sigmas[step + 1]);
-        let x0 = match self.s.prediction {
-            Prediction::Epsilon => lin(1.0, x, -from, out)?,
-            Prediction::V => lin(
-                1.0 / (from * from + 1.0),
-                x,
-                -from / (from * from + 1.0).sqrt(),
-                out,
-            )?,
-            Prediction::Sample => out.clone(),
-        };
+    fn step(&mut self, out: &Tensor, i: usize, x: &Tensor, rng: &mut NoiseRng) -> Result<Tensor> {
+        let (from, to) = (self.k.sigmas[i], self.k.sigmas[i + 1]);
+        let x0 = k_x0(self.s.prediction, out, x, from)?;
         let up = (to * to * (from * from - to * to) / (from * from))
             .max(0.0)
             .sqrt();
@@ -385,8 +441,135 @@ impl Sampler for EulerAncestral {
             Ok(next)
         }
     }
-    fn add_noise(&self, x0: &Tensor, noise: &Tensor, step: usize) -> Result<Tensor> {
-        lin(1.0, x0, self.sigmas[step], noise)
+    fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
+        self.k.add_noise(x0, noise, i)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Euler's method on the probability-flow ODE (diffusers' EulerDiscreteScheduler with its
+/// defaults: no churn, so deterministic).
+pub struct Euler {
+    s: NoiseSchedule,
+    k: SigmaSteps,
+}
+
+impl Euler {
+    fn new(s: &NoiseSchedule, n: usize) -> Self {
+        Self {
+            s: s.clone(),
+            k: SigmaSteps::new(s, n),
+        }
+    }
+}
+
+impl Sampler for Euler {
+    fn timesteps(&self) -> &[f64] {
+        &self.k.ts
+    }
+    fn init_noise_sigma(&self) -> f64 {
+        self.k.init_sigma
+    }
+    fn scale_model_input(&self, x: &Tensor, i: usize) -> Result<Tensor> {
+        self.k.scale_model_input(x, i)
+    }
+    fn step(&mut self, out: &Tensor, i: usize, x: &Tensor, _: &mut NoiseRng) -> Result<Tensor> {
+        let (from, to) = (self.k.sigmas[i], self.k.sigmas[i + 1]);
+        let x0 = k_x0(self.s.prediction, out, x, from)?;
+        // The derivative (x - x0) / sigma times the sigma step.
+        lin(1.0, x, (to - from) / from, &(x - &x0)?)
+    }
+    fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
+        self.k.add_noise(x0, noise, i)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Heun's second-order method (diffusers' HeunDiscreteScheduler): each step is an Euler
+/// predictor to the next sigma and, there, a corrector that averages the two derivatives, so
+/// the UNet runs twice per step. The last step, to sigma 0, has no corrector (its derivative
+/// would divide by 0): `2 * steps - 1` evaluations. As in diffusers, every sigma but the first
+/// and the final 0 is listed twice, so evaluation `i` reads its own level at index `i`.
+pub struct Heun {
+    s: NoiseSchedule,
+    /// Per evaluation: `t0, t1, t1, ..., t(n-1), t(n-1)`.
+    ts: Vec<f64>,
+    /// Per evaluation plus a final 0: `s0, s1, s1, ..., s(n-1), s(n-1), 0`.
+    sigmas: Vec<f64>,
+    init_sigma: f64,
+    /// Between a predictor and its corrector: the step's starting sample, the predictor's
+    /// derivative and the sigma step.
+    pending: Option<(Tensor, Tensor, f64)>,
+}
+
+impl Heun {
+    fn new(s: &NoiseSchedule, n: usize) -> Self {
+        let k = SigmaSteps::new(s, n);
+        let twice = |v: &[f64]| -> Vec<f64> { v.iter().flat_map(|&x| [x, x]).collect() };
+        let mut ts = vec![k.ts[0]];
+        ts.extend(twice(&k.ts[1..]));
+        let mut sigmas = vec![k.sigmas[0]];
+        sigmas.extend(twice(&k.sigmas[1..n]));
+        sigmas.push(0.0);
+        Self {
+            s: s.clone(),
+            ts,
+            sigmas,
+            init_sigma: k.init_sigma,
+            pending: None,
+        }
+    }
+
+    fn x0(&self, out: &Tensor, x: &Tensor, sigma: f64) -> Result<Tensor> {
+        let x0 = k_x0(self.s.prediction, out, x, sigma)?;
+        match self.s.clip_range(false) {
+            Some(range) => x0.clamp(-range, range),
+            None => Ok(x0),
+        }
+    }
+}
+
+impl Sampler for Heun {
+    fn timesteps(&self) -> &[f64] {
+        &self.ts
+    }
+    fn evaluations(&self, step: usize) -> Range<usize> {
+        let first = 2 * step;
+        first..(first + 2).min(self.ts.len())
+    }
+    fn init_noise_sigma(&self) -> f64 {
+        self.init_sigma
+    }
+    fn scale_model_input(&self, x: &Tensor, i: usize) -> Result<Tensor> {
+        let s = self.sigmas[i];
+        x.affine(1.0 / (s * s + 1.0).sqrt(), 0.0)
+    }
+    fn step(&mut self, out: &Tensor, i: usize, x: &Tensor, _: &mut NoiseRng) -> Result<Tensor> {
+        match self.pending.take() {
+            // Predictor: an Euler step from sigma(i) to sigma(i + 1).
+            None => {
+                let (sigma, next) = (self.sigmas[i], self.sigmas[i + 1]);
+                let x0 = self.x0(out, x, sigma)?;
+                let d = ((x - &x0)? / sigma)?;
+                let dt = next - sigma;
+                let predicted = lin(1.0, x, dt, &d)?;
+                self.pending = Some((x.clone(), d, dt));
+                Ok(predicted)
+            }
+            // Corrector: the derivative at the predicted point (sigma(i)), averaged with the
+            // predictor's, applied from the step's start.
+            Some((start, d1, dt)) => {
+                let sigma = self.sigmas[i];
+                let x0 = self.x0(out, x, sigma)?;
+                let d2 = ((x - &x0)? / sigma)?;
+                lin(1.0, &start, dt, &lin(0.5, &d1, 0.5, &d2)?)
+            }
+        }
+    }
+    fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
+        lin(1.0, x0, self.sigmas[i], noise)
     }
 }
 
@@ -424,8 +607,14 @@ impl Multistep {
     }
 }
 
+/// DPM-Solver++(2M) in data prediction (diffusers' DPMSolverMultistepScheduler, solver order 2,
+/// midpoint, first order on the first step and on the last, which lands on sigma 0), as the
+/// ODE solver ("dpmsolver++") or, with [`DpmPp2m::sde`], the SDE one ("sde-dpmsolver++").
 pub struct DpmPp2m {
     m: Multistep,
+    /// The SDE variant: each step keeps only `exp(-h)` of the sample's noise direction and
+    /// replaces the rest with fresh noise of the target level.
+    sde: bool,
 }
 
 impl DpmPp2m {
@@ -464,7 +653,14 @@ impl DpmPp2m {
                 sigmas,
                 history: Vec::new(),
             },
+            sde: false,
         }
+    }
+
+    /// The stochastic variant, `algorithm_type = "sde-dpmsolver++"`.
+    fn sde(mut self) -> Self {
+        self.sde = true;
+        self
     }
 }
 
@@ -478,25 +674,47 @@ impl Sampler for DpmPp2m {
     fn scale_model_input(&self, x: &Tensor, _: usize) -> Result<Tensor> {
         Ok(x.clone())
     }
-    fn step(&mut self, out: &Tensor, step: usize, x: &Tensor, _: &mut NoiseRng) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        out: &Tensor,
+        step: usize,
+        x: &Tensor,
+        rng: &mut NoiseRng,
+    ) -> Result<Tensor> {
         let m0 = self.m.x0(out, x, step)?;
         let (s_from, s_to) = (self.m.sigmas[step], self.m.sigmas[step + 1]);
         let order = self.m.order(step);
         let next = if s_to == 0.0 {
+            // Both variants return the x0 prediction there (diffusers' SDE noise term has a
+            // factor sigma_t = 0).
             m0.clone()
         } else {
             let (a_t, sg_t) = alpha_sigma(s_to);
             let (_, sg_s) = alpha_sigma(s_from);
             let (l_t, l_s) = (Multistep::lambda(s_to), Multistep::lambda(s_from));
             let h = l_t - l_s;
-            let first = lin(sg_t / sg_s, x, -a_t * (-h).exp_m1(), &m0)?;
-            match (order, self.m.history.last()) {
+            // ODE: x_t = (sg_t / sg_s) x + a_t (1 - e^-h) D;
+            // SDE: x_t = (sg_t / sg_s) e^-h x + a_t (1 - e^-2h) D + sg_t sqrt(1 - e^-2h) z.
+            let (keep, gain) = if self.sde {
+                (sg_t / sg_s * (-h).exp(), -a_t * (-2.0 * h).exp_m1())
+            } else {
+                (sg_t / sg_s, -a_t * (-h).exp_m1())
+            };
+            let first = lin(keep, x, gain, &m0)?;
+            let deterministic = match (order, self.m.history.last()) {
                 (2, Some((l_prev, m1))) => {
                     let r0 = (l_s - l_prev) / h;
                     let d1 = lin(1.0 / r0, &m0, -1.0 / r0, m1)?;
-                    lin(1.0, &first, -0.5 * a_t * (-h).exp_m1(), &d1)?
+                    lin(1.0, &first, 0.5 * gain, &d1)?
                 }
                 _ => first,
+            };
+            if self.sde {
+                let noise = rng.randn_like(x)?;
+                let level = sg_t * (-(-2.0 * h).exp_m1()).max(0.0).sqrt();
+                lin(1.0, &deterministic, level, &noise)?
+            } else {
+                deterministic
             }
         };
         self.m.history.push((Multistep::lambda(s_from), m0));
@@ -507,6 +725,89 @@ impl Sampler for DpmPp2m {
     }
     fn add_noise(&self, x0: &Tensor, noise: &Tensor, step: usize) -> Result<Tensor> {
         self.m.add_noise(x0, noise, step)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Latent Consistency Model sampling (diffusers' LCMScheduler), for LCM-distilled models and
+/// models with an LCM-LoRA merged in. Each step maps the sample straight to a clean estimate
+/// through the consistency function's boundary condition,
+/// `c_skip(t) * x + c_out(t) * x0(x, t)` with `c_skip = 0.25 / ((10 t)^2 + 0.25)` and
+/// `c_out = 10 t / sqrt((10 t)^2 + 0.25)` (sigma_data 0.5, `timestep_scaling` 10), and, unless
+/// it is the last step, noises that estimate afresh to the next timestep's level. The fresh
+/// noise comes from the job's [`NoiseRng`]; one step is deterministic.
+pub struct Lcm {
+    s: NoiseSchedule,
+    ts: Vec<f64>,
+}
+
+impl Lcm {
+    /// The timesteps are `n` of the distillation schedule's `original_inference_steps` (50)
+    /// points `k - 1, 2k - 1, ..., 999` (`k = 1000 / 50`), picked evenly by index from the top:
+    /// 1 step is `[999]`, 4 steps `[999, 759, 499, 259]`. diffusers refuses more steps than
+    /// that schedule has; here `n` points are spread over the training steps instead, from the
+    /// top (`(n - j) * 1000 / n - 1`, rounded down), so any valid request runs.
+    fn new(s: &NoiseSchedule, n: usize) -> Self {
+        let t_max = s.train_steps();
+        let original = s.lcm_original_steps.clamp(1, t_max);
+        let ts = if n <= original {
+            let k = t_max / original;
+            // numpy's floor(linspace(0, original, n, endpoint=False)), in its float arithmetic.
+            let stride = original as f64 / n as f64;
+            (0..n)
+                .map(|j| {
+                    let index = ((j as f64 * stride).floor() as usize).min(original - 1);
+                    ((original - index) * k - 1) as f64
+                })
+                .collect()
+        } else {
+            (0..n)
+                .map(|j| ((n - j) as f64 * t_max as f64 / n as f64).floor() - 1.0)
+                .collect()
+        };
+        Self { s: s.clone(), ts }
+    }
+
+    fn acp(&self, t: f64) -> f64 {
+        self.s.alphas_cumprod[(t.max(0.0) as usize).min(self.s.train_steps() - 1)]
+    }
+}
+
+impl Sampler for Lcm {
+    fn timesteps(&self) -> &[f64] {
+        &self.ts
+    }
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+    fn scale_model_input(&self, x: &Tensor, _: usize) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+    fn step(&mut self, out: &Tensor, i: usize, x: &Tensor, rng: &mut NoiseRng) -> Result<Tensor> {
+        let t = self.ts[i];
+        let a = self.acp(t);
+        let mut x0 = vp_x0(self.s.prediction, out, x, a.sqrt(), (1.0 - a).sqrt())?;
+        if let Some(range) = self.s.clip_range(false) {
+            x0 = x0.clamp(-range, range)?;
+        }
+        let scaled = t * self.s.timestep_scaling;
+        let (sigma_data2, scaled2) = (0.25, scaled * scaled);
+        let c_skip = sigma_data2 / (scaled2 + sigma_data2);
+        let c_out = scaled / (scaled2 + sigma_data2).sqrt();
+        let denoised = lin(c_out, &x0, c_skip, x)?;
+        match self.ts.get(i + 1) {
+            Some(&next) => {
+                let a_next = self.acp(next);
+                let noise = rng.randn_like(x)?;
+                lin(a_next.sqrt(), &denoised, (1.0 - a_next).sqrt(), &noise)
+            }
+            None => Ok(denoised),
+        }
+    }
+    fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
+        let a = self.acp(self.ts[i]);
+        lin(a.sqrt(), x0, (1.0 - a).sqrt(), noise)
     }
 }
 
@@ -658,6 +959,188 @@ mod tests {
             build(SamplerKind::DpmPp2m, &trailing, 4).timesteps(),
             &[999.0, 749.0, 499.0, 249.0]
         );
+        // Euler on a "leading" config: DDIM's points, and the initial noise scaled by
+        // sqrt(sigma_max^2 + 1) (diffusers' init_noise_sigma 8.450066, sigma 8.390687 at 901).
+        // (A file without `timestep_spacing` gives them diffusers' default, "linspace".)
+        let leading = NoiseSchedule::from_config(&sd_config(
+            serde_json::json!({"timestep_spacing": "leading"}),
+        ))
+        .unwrap();
+        let euler = build(SamplerKind::Euler, &leading, 10);
+        assert_eq!(euler.timesteps(), want.as_slice());
+        assert!((euler.init_noise_sigma() - 8.450066).abs() < 1e-4);
+        // Heun evaluates every timestep but the first twice; the last step only once.
+        let heun = build(SamplerKind::Heun, &leading, 8);
+        let mut doubled = vec![876.0];
+        for t in [751.0, 626.0, 501.0, 376.0, 251.0, 126.0, 1.0] {
+            doubled.extend([t, t]);
+        }
+        assert_eq!(heun.timesteps(), doubled.as_slice());
+        assert_eq!(heun.evaluations(0), 0..2);
+        assert_eq!(heun.evaluations(3), 6..8);
+        assert_eq!(heun.evaluations(7), 14..15);
+        assert!((heun.init_noise_sigma() - 7.439363).abs() < 1e-4);
+        // LCM picks from its 50-point distillation schedule, whatever the spacing says.
+        for (n, first) in [
+            (1, vec![999.0]),
+            (4, vec![999.0, 759.0, 499.0, 259.0]),
+            (
+                8,
+                vec![999.0, 879.0, 759.0, 639.0, 499.0, 379.0, 259.0, 139.0],
+            ),
+        ] {
+            assert_eq!(build(SamplerKind::Lcm, &trailing, n).timesteps(), first);
+        }
+        let lcm50: Vec<f64> = (1..=50).rev().map(|i| (i * 20 - 1) as f64).collect();
+        assert_eq!(
+            build(SamplerKind::Lcm, &s, 50).timesteps(),
+            lcm50.as_slice()
+        );
+        // Beyond 50 steps (diffusers refuses) the steps spread over the whole training range:
+        // from the top, down to the bottom, distinct.
+        for n in [51, 60, 150, 600, crate::generation::MAX_STEPS] {
+            let lcm = build(SamplerKind::Lcm, &s, n);
+            let ts = lcm.timesteps();
+            assert_eq!(ts.len(), n);
+            assert_eq!(ts[0], 999.0, "{n}");
+            assert!(ts.windows(2).all(|w| w[0] > w[1]), "{n}");
+            assert!(
+                ts[n - 1] >= 0.0 && ts[n - 1] < 1000.0 / n as f64,
+                "{n}: {}",
+                ts[n - 1]
+            );
+        }
+        assert_eq!(
+            build(SamplerKind::Lcm, &s, crate::generation::MAX_STEPS).timesteps()[999],
+            0.0
+        );
+    }
+
+    /// Every step count a request may ask for, from every image-to-image start, runs through
+    /// without a panic, and the steps' evaluations tile the sampler's timesteps exactly.
+    #[test]
+    fn every_sampler_handles_every_step_count_and_start() {
+        let s = NoiseSchedule::from_config(&sd_config(
+            serde_json::json!({"prediction_type": "sample"}),
+        ))
+        .unwrap();
+        let x0 = Tensor::new(&[0.5f32, -1.0], &Device::Cpu).unwrap();
+        for kind in SamplerKind::ALL {
+            for n in [1, 2, 3, 7, 50, 51, crate::generation::MAX_STEPS] {
+                let sampler = build(kind, &s, n);
+                let tiled: Vec<usize> = (0..n).flat_map(|step| sampler.evaluations(step)).collect();
+                let all: Vec<usize> = (0..sampler.timesteps().len()).collect();
+                assert_eq!(tiled, all, "{kind:?} {n}");
+                for start in [0, n / 2, n - 1] {
+                    let mut sampler = build(kind, &s, n);
+                    let mut rng = NoiseRng::new(1);
+                    let noise = rng.randn_like(&x0).unwrap();
+                    let first = sampler.evaluations(start).start;
+                    let mut x = sampler.add_noise(&x0, &noise, first).unwrap();
+                    for i in first..sampler.timesteps().len() {
+                        let x_in = sampler.scale_model_input(&x, i).unwrap();
+                        assert_eq!(x_in.dims(), x.dims());
+                        x = sampler.step(&x0, i, &x, &mut rng).unwrap();
+                    }
+                    let v: Vec<f32> = x.to_vec1().unwrap();
+                    assert!(v.iter().all(|v| v.is_finite()), "{kind:?} {n} {start}");
+                }
+            }
+        }
+    }
+
+    /// The stochastic samplers draw from the job's stream: the same seed repeats, another seed
+    /// differs, and the deterministic ones draw nothing.
+    #[test]
+    fn stochastic_samplers_draw_from_the_seeded_stream() {
+        let s = NoiseSchedule::from_config(&sd_config(serde_json::json!({}))).unwrap();
+        let x = Tensor::new(&[0.5f32, -1.0, 0.25, 2.0], &Device::Cpu).unwrap();
+        let eps = Tensor::new(&[0.1f32, 0.2, -0.3, 0.4], &Device::Cpu).unwrap();
+        let run = |kind: SamplerKind, seed: u64| -> Vec<f32> {
+            let mut sampler = build(kind, &s, 4);
+            let mut rng = NoiseRng::new(seed);
+            let mut y = x.affine(sampler.init_noise_sigma(), 0.0).unwrap();
+            // Two steps: the SDE's first noise comes with its first step, LCM's after it.
+            for i in 0..2 {
+                y = sampler.step(&eps, i, &y, &mut rng).unwrap();
+            }
+            y.to_vec1().unwrap()
+        };
+        for kind in SamplerKind::ALL {
+            let stochastic = matches!(
+                kind,
+                SamplerKind::EulerAncestral | SamplerKind::DpmPp2mSdeKarras | SamplerKind::Lcm
+            );
+            assert_eq!(run(kind, 1), run(kind, 1), "{kind:?}");
+            assert_eq!(run(kind, 1) != run(kind, 2), stochastic, "{kind:?}");
+        }
+    }
+
+    /// With a perfect denoiser, multi-step LCM's intermediate latents are the clean sample
+    /// (through the boundary condition) noised afresh to the next timestep's level: the noise
+    /// in them is new, not the starting noise carried along.
+    #[test]
+    fn lcm_renoises_with_fresh_noise_between_steps() {
+        let s = NoiseSchedule::from_config(&sd_config(
+            serde_json::json!({"prediction_type": "sample"}),
+        ))
+        .unwrap();
+        let dev = Device::Cpu;
+        let x0 = Tensor::zeros(4096, DType::F32, &dev).unwrap();
+        let mut rng = NoiseRng::new(5);
+        let start = rng.randn_like(&x0).unwrap();
+        let mut lcm = build(SamplerKind::Lcm, &s, 4);
+        let x1 = lcm.step(&x0, 0, &start, &mut rng).unwrap();
+        // x0 = 0: denoised = c_skip(999) * start, then sqrt(a(759)) * that + sqrt(1 - a) * z.
+        let a = s.alphas_cumprod[759];
+        let c_skip = 0.25 / (9990.0f64.powi(2) + 0.25);
+        let z = ((&x1 - start.affine(a.sqrt() * c_skip, 0.0).unwrap()).unwrap())
+            .affine(1.0 / (1.0 - a).sqrt(), 0.0)
+            .unwrap();
+        let z: Vec<f32> = z.to_vec1().unwrap();
+        let start: Vec<f32> = start.to_vec1().unwrap();
+        let n = z.len() as f64;
+        let var = z.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / n;
+        let corr = z
+            .iter()
+            .zip(&start)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum::<f64>()
+            / n;
+        assert!(
+            (var - 1.0).abs() < 0.1,
+            "fresh noise has unit variance: {var}"
+        );
+        assert!(corr.abs() < 0.1, "and is independent of the start: {corr}");
+    }
+
+    /// Heun's step is the start plus the sigma step times the mean of the predictor's
+    /// derivative at sigma(i) and the corrector's at the predicted point, sigma(i + 1).
+    #[test]
+    fn heun_averages_the_predictor_and_corrector_derivatives() {
+        let s = NoiseSchedule::from_config(&sd_config(
+            serde_json::json!({"prediction_type": "sample"}),
+        ))
+        .unwrap();
+        let dev = Device::Cpu;
+        let mut heun = build(SamplerKind::Heun, &s, 3);
+        let mut rng = NoiseRng::new(0);
+        let (x, a, b) = (3.0f64, 0.5f64, -0.25f64);
+        let (s0, s1) = (
+            s.sigma_at(heun.timesteps()[0]),
+            s.sigma_at(heun.timesteps()[1]),
+        );
+        let one = |v: f64| Tensor::new(&[v as f32], &dev).unwrap();
+        let predicted = heun.step(&one(a), 0, &one(x), &mut rng).unwrap();
+        let corrected = heun.step(&one(b), 1, &predicted, &mut rng).unwrap();
+        let d1 = (x - a) / s0;
+        let x_pred = x + d1 * (s1 - s0);
+        let d2 = (x_pred - b) / s1;
+        let want = x + (s1 - s0) * (d1 + d2) / 2.0;
+        let got: Vec<f32> = corrected.to_vec1().unwrap();
+        assert!((got[0] as f64 - want).abs() < 1e-4, "{} vs {want}", got[0]);
+        let got: Vec<f32> = predicted.to_vec1().unwrap();
+        assert!((got[0] as f64 - x_pred).abs() < 1e-4);
     }
 
     #[test]

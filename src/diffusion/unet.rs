@@ -1,7 +1,8 @@
 //! `UNet2DConditionModel` assembled from the blocks in [`super::blocks`], configured from
 //! the folder's `unet/config.json` (per-block heads and transformer depth), plus what
-//! candle's own UNet lacks: SDXL's `text_time` micro-conditioning (`add_embedding`) and a
-//! timestep per batch row.
+//! candle's own UNet lacks: SDXL's `text_time` micro-conditioning (`add_embedding`), the
+//! guidance-scale embedding of LCM-distilled UNets (`time_cond_proj_dim`) and a timestep per
+//! batch row.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -139,6 +140,8 @@ pub struct Unet {
     /// (channels, flip_sin_to_cos, freq_shift) of the sinusoidal timestep features.
     time_proj: (usize, bool, f64),
     time_embedding: TimestepEmbedding,
+    /// LCM-distilled UNets: the width of the guidance-scale embedding they take.
+    guidance_embedding_dim: Option<usize>,
     /// SDXL: (time-id feature width, the add embedding).
     add: Option<(usize, TimestepEmbedding)>,
     down: Vec<DownBlock>,
@@ -157,7 +160,12 @@ impl Unet {
         let temb = ch0 * 4;
         let conv_in = Conv2d::same(vb.pp("conv_in"), c.in_channels, ch0)?;
         let time_proj = (ch0, c.flip_sin_to_cos, c.freq_shift);
-        let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), ch0, temb)?;
+        let time_embedding = TimestepEmbedding::with_condition(
+            vb.pp("time_embedding"),
+            ch0,
+            temb,
+            c.time_cond_proj_dim,
+        )?;
         let add = match c.addition_embed_type.as_deref() {
             Some("text_time") => {
                 let dim = c.addition_time_embed_dim.unwrap_or(256);
@@ -292,6 +300,7 @@ impl Unet {
             conv_in,
             time_proj,
             time_embedding,
+            guidance_embedding_dim: c.time_cond_proj_dim,
             add,
             down,
             mid,
@@ -302,17 +311,26 @@ impl Unet {
         })
     }
 
+    /// The width of the guidance-scale embedding an LCM-distilled UNet takes (see
+    /// [`guidance_scale_embedding`]); `None` for every other UNet.
+    pub fn guidance_embedding_dim(&self) -> Option<usize> {
+        self.guidance_embedding_dim
+    }
+
     /// Predicts noise (or v) for `xs` `[B, C, H, W]` at `timestep`, conditioned on `context`
-    /// `[B, 77, D]` and, for SDXL, `added`.
+    /// `[B, 77, D]`, for SDXL on `added`, and for an LCM-distilled UNet on `guidance`, the
+    /// guidance-scale embedding `[B, guidance_embedding_dim]` (required there, refused
+    /// elsewhere).
     pub fn forward(
         &self,
         xs: &Tensor,
         timestep: f64,
         context: &Tensor,
         added: Option<AddedCond<'_>>,
+        guidance: Option<&Tensor>,
     ) -> Result<Tensor> {
         let t = (Tensor::ones(xs.dim(0)?, xs.dtype(), xs.device())? * timestep)?;
-        self.forward_t(xs, &t, context, added)
+        self.forward_rows(xs, &t, context, added, guidance)
     }
 
     /// Like [`Unet::forward`] with one timestep per batch row (`[B]`), as training needs.
@@ -322,6 +340,17 @@ impl Unet {
         t: &Tensor,
         context: &Tensor,
         added: Option<AddedCond<'_>>,
+    ) -> Result<Tensor> {
+        self.forward_rows(xs, t, context, added, None)
+    }
+
+    fn forward_rows(
+        &self,
+        xs: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+        added: Option<AddedCond<'_>>,
+        guidance: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (b, _, h, w) = xs.dims4()?;
         let n = self.down.len();
@@ -334,9 +363,11 @@ impl Unet {
         };
         let t = t.to_dtype(xs.dtype())?;
         let (tdim, flip, shift) = self.time_proj;
-        let mut emb = self
-            .time_embedding
-            .forward(&timestep_features(&t, tdim, flip, shift)?)?;
+        let guidance = guidance.map(|g| g.to_dtype(xs.dtype())).transpose()?;
+        let mut emb = self.time_embedding.forward_with_condition(
+            &timestep_features(&t, tdim, flip, shift)?,
+            guidance.as_ref(),
+        )?;
         if let Some((dim, embed)) = &self.add {
             let added = added.ok_or_else(|| {
                 candle_core::Error::Msg("this UNet needs SDXL size conditioning".into())
@@ -369,6 +400,19 @@ impl Unet {
         let xs = silu(&self.norm_out.forward(&xs)?)?;
         self.conv_out.forward(&xs)
     }
+}
+
+/// The guidance-scale embedding an LCM-distilled UNet is conditioned on, one row per picture
+/// (diffusers' `get_guidance_scale_embedding` of `w = guidance - 1`): sinusoidal features of
+/// `1000 w`, sines first.
+pub fn guidance_scale_embedding(
+    guidance: f32,
+    rows: usize,
+    dim: usize,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let w = Tensor::full((guidance - 1.0) * 1000.0, rows, device)?;
+    timestep_features(&w, dim, false, 1.0)
 }
 
 #[cfg(test)]
@@ -409,6 +453,7 @@ mod tests {
                     text_embeds: &pooled,
                     time_ids,
                 }),
+                None,
             )
             .unwrap()
         };
@@ -434,7 +479,7 @@ mod tests {
             .unwrap();
         assert!(diff > 1e-3, "time_ids had no effect");
         assert_eq!(same, 0.0);
-        assert!(unet.forward(&xs, 500.0, &ctx, None).is_err());
+        assert!(unet.forward(&xs, 500.0, &ctx, None, None).is_err());
     }
 
     #[test]
@@ -446,7 +491,7 @@ mod tests {
         let unet = Unet::new(vb, &cfg).unwrap();
         let xs = Tensor::randn(0f32, 1.0, (1, 4, 7, 5), &Device::Cpu).unwrap();
         let ctx = Tensor::randn(0f32, 1.0, (1, 7, 16), &Device::Cpu).unwrap();
-        let out = unet.forward(&xs, 10.0, &ctx, None).unwrap();
+        let out = unet.forward(&xs, 10.0, &ctx, None, None).unwrap();
         assert_eq!(out.dims(), &[1, 4, 7, 5]);
     }
 }

@@ -142,6 +142,10 @@ pub struct UnetConfig {
     pub addition_time_embed_dim: Option<usize>,
     #[serde(default)]
     pub projection_class_embeddings_input_dim: Option<usize>,
+    /// LCM-distilled UNets: the width of the guidance-scale embedding they take as an input
+    /// (then there is no classifier-free guidance).
+    #[serde(default)]
+    pub time_cond_proj_dim: Option<usize>,
 }
 
 impl UnetConfig {
@@ -292,6 +296,13 @@ pub struct SchedulerFileConfig {
     /// comes from the prompt instead of from the seed's low frequencies. Meant for v-prediction.
     #[serde(default)]
     pub rescale_betas_zero_snr: bool,
+    /// LCM: the distillation schedule its few timesteps are picked from (LCMScheduler's
+    /// default 50 when absent, as `from_config` of another scheduler's file gives).
+    #[serde(default)]
+    pub original_inference_steps: Option<usize>,
+    /// LCM: the timestep scale of its boundary condition (LCMScheduler's default 10).
+    #[serde(default)]
+    pub timestep_scaling: Option<f64>,
 }
 
 fn default_train_steps() -> usize {
@@ -492,10 +503,26 @@ impl ModelConfigs {
         }
     }
 
+    /// Latent Consistency Models: LCMScheduler's file, an LCM-distilled UNet (it takes the
+    /// guidance scale as an input), or "lcm" as a word of the name ("LCM_Dreamshaper_v7",
+    /// "dreamshaper-8-lcm"; not "malcolm").
+    pub fn is_lcm(&self, name: &str) -> bool {
+        self.scheduler.class_name == "LCMScheduler"
+            || self.unet.time_cond_proj_dim.is_some()
+            || name_has_word(name, "lcm")
+    }
+
     /// The safetensors file(s) of a component, preferring full precision where both exist.
     pub fn weights(&self, component: &str) -> Result<Vec<PathBuf>, ModelError> {
         weight_files(&self.dir.join(component))
     }
+}
+
+/// Whether `word` is one of the name's words (split at anything but letters and digits),
+/// ignoring case.
+pub fn name_has_word(name: &str, word: &str) -> bool {
+    name.split(|c: char| !c.is_alphanumeric())
+        .any(|w| w.eq_ignore_ascii_case(word))
 }
 
 /// Finds a component's weights: `diffusion_pytorch_model[.fp16].safetensors`,

@@ -233,6 +233,7 @@ fn push(dir: &Path, name: Option<String>, source: ModelSource, found: &mut Disco
         Ok(mut info) => {
             if let Some(name) = name {
                 info.turbo |= name.to_lowercase().contains("turbo");
+                info.lcm |= crate::models::config::name_has_word(&name, "lcm");
                 info.name = name;
             }
             found.models.push(info);

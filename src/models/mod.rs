@@ -118,6 +118,15 @@ pub struct ModelInfo {
     pub family: Family,
     /// Distilled few-step model (SD-Turbo / SDXL-Turbo): defaults to 1-4 steps, no CFG.
     pub turbo: bool,
+    /// Latent Consistency Model: an LCM-distilled UNet, or a model with an LCM-LoRA merged in
+    /// (its scheduler file is LCMScheduler's, or "lcm" is in its name). Defaults to the LCM
+    /// sampler, 4 steps.
+    #[serde(default)]
+    pub lcm: bool,
+    /// The UNet takes the guidance scale as an input (LCM-distilled, `time_cond_proj_dim`):
+    /// it runs without classifier-free guidance, so the negative prompt has no effect.
+    #[serde(default)]
+    pub guidance_embedded: bool,
     /// 9-channel inpainting UNet.
     pub inpainting: bool,
     pub v_prediction: bool,
@@ -154,6 +163,8 @@ impl ModelInfo {
         let card = ModelCard::read(dir);
         Self {
             turbo: configs.is_turbo(&name),
+            lcm: configs.is_lcm(&name),
+            guidance_embedded: configs.unet.time_cond_proj_dim.is_some(),
             name,
             dir: dir.to_path_buf(),
             family: configs.family,
@@ -177,12 +188,21 @@ impl ModelInfo {
             .unwrap_or(&self.name)
     }
 
-    /// Steps, guidance and sampler to start from: the card's, else by kind of model
-    /// (Turbo: 2 steps without guidance; SDXL: guidance 5; others 25 steps, guidance 7.5).
+    /// Steps, guidance and sampler to start from: the card's, else by kind of model (LCM: the
+    /// LCM sampler, 4 steps, guidance 8 for a UNet that takes it as an input, else 1, which
+    /// is no classifier-free guidance, as LCM-LoRA wants; Turbo: 2 steps without guidance;
+    /// SDXL: guidance 5; others 25 steps, guidance 7.5).
     pub fn recommended(&self) -> RecommendedSettings {
         use crate::generation::SamplerKind;
         if let Some(d) = self.card.as_ref().and_then(|c| c.defaults) {
             return d;
+        }
+        if self.lcm {
+            return RecommendedSettings {
+                steps: 4,
+                guidance: if self.guidance_embedded { 8.0 } else { 1.0 },
+                sampler: SamplerKind::Lcm,
+            };
         }
         if self.turbo {
             return RecommendedSettings {
@@ -209,6 +229,9 @@ impl ModelInfo {
             (Family::Sd2, true) => "SD-Turbo".to_owned(),
             (f, _) => f.label().to_owned(),
         };
+        if self.lcm {
+            label.push_str(" LCM");
+        }
         if self.v_prediction {
             label.push_str(" v-pred");
         }

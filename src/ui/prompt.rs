@@ -106,6 +106,12 @@ pub fn prompt_panel_ui(
             .hint_text("What to avoid: blurry, low quality"),
     )
     .labelled_by(negative_label.id);
+    if view.selected_model.is_some_and(|m| m.guidance_embedded) {
+        ui.weak(
+            "This LCM model takes the guidance as an input and runs without \
+             classifier-free guidance: the negative prompt has no effect.",
+        );
+    }
     ui.add_space(4.0);
 
     egui::Grid::new("prompt_settings")
@@ -198,10 +204,12 @@ fn settings_grid_ui(ui: &mut egui::Ui, settings: &mut PromptSettings, commands: 
         .selected_text(settings.sampler.label())
         .show_ui(ui, |ui| {
             for kind in SamplerKind::ALL {
-                ui.selectable_value(&mut settings.sampler, kind, kind.label());
+                ui.selectable_value(&mut settings.sampler, kind, kind.label())
+                    .on_hover_text(kind.summary());
             }
         })
         .response
+        .on_hover_text(settings.sampler.summary())
         .labelled_by(sampler_label.id);
     ui.end_row();
 

@@ -52,7 +52,10 @@ pub struct ImageMeta {
     pub negative_prompt: String,
     pub seed: Option<u64>,
     pub steps: Option<u32>,
-    /// The sampler's A1111-style label ("DPM++ 2M Karras", "Euler a", ...).
+    /// The sampler as one label with its schedule, in the form A1111 wrote before 1.9 ("DPM++
+    /// 2M Karras", "Euler a"; a plain name means the uniform schedule). A1111's text carries
+    /// it as `Sampler` plus `Schedule type` (see [`a1111_sampler_fields`]); an imported
+    /// `Schedule type` that names no fixed schedule ("Automatic") stays in `extra`.
     pub sampler: Option<String>,
     pub guidance: Option<f32>,
     /// A1111's "Clip skip", when above 1.
@@ -92,29 +95,6 @@ pub struct ImageMeta {
 
 fn is_zero(v: &u8) -> bool {
     *v == 0
-}
-
-/// Maps Atelier's sampler names to the labels A1111 writes.
-pub fn a1111_sampler_label(sampler: crate::generation::SamplerKind) -> &'static str {
-    use crate::generation::SamplerKind::*;
-    match sampler {
-        Ddim => "DDIM",
-        EulerAncestral => "Euler a",
-        UniPc => "UniPC",
-        DpmPp2mKarras => "DPM++ 2M Karras",
-        DpmPp2m => "DPM++ 2M",
-    }
-}
-
-/// The sampler a label names, for "reuse settings" on imported files.
-pub fn sampler_from_label(label: &str) -> Option<crate::generation::SamplerKind> {
-    use crate::generation::SamplerKind;
-    let l = label.trim().to_ascii_lowercase();
-    SamplerKind::ALL.into_iter().find(|s| {
-        a1111_sampler_label(*s).to_ascii_lowercase() == l
-            || s.cli_name() == l
-            || s.label().to_ascii_lowercase() == l
-    })
 }
 
 /// Reads whatever settings a file of any supported format carries.
@@ -184,7 +164,7 @@ mod tests {
     fn a1111_text_round_trips() {
         let m = sample();
         let text = to_a1111(&m);
-        assert!(text.contains("Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 1234567890123, Size: 512x768"), "{text}");
+        assert!(text.contains("Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.5, Seed: 1234567890123, Size: 512x768"), "{text}");
         let back = parse_a1111(&text);
         assert_eq!(back.prompt, m.prompt);
         assert_eq!(back.negative_prompt, m.negative_prompt);
@@ -217,6 +197,179 @@ mod tests {
         );
         assert_eq!(m.extra.get("Version").map(String::as_str), Some("v1.10.1"));
         assert_eq!(m.generator.as_deref(), Some("AUTOMATIC1111"));
+        // Written back, "Automatic" stays next to its sampler.
+        assert!(
+            to_a1111(&m).contains("Sampler: Euler a, Schedule type: Automatic, CFG scale: 6"),
+            "{}",
+            to_a1111(&m)
+        );
+    }
+
+    /// Atelier's label for every sampler, the fields A1111 1.9+ reads it from (written so that
+    /// 1.9+'s "Automatic" cannot turn DPM++ 2M into DPM++ 2M Karras), and back.
+    #[test]
+    fn sampler_names_map_to_a1111_and_back() {
+        use crate::generation::SamplerKind::{self, *};
+        let written = [
+            (Ddim, "DDIM", "Sampler: DDIM, CFG"),
+            (Euler, "Euler", "Sampler: Euler, CFG"),
+            (EulerAncestral, "Euler a", "Sampler: Euler a, CFG"),
+            (Heun, "Heun", "Sampler: Heun, CFG"),
+            (UniPc, "UniPC", "Sampler: UniPC, CFG"),
+            (
+                DpmPp2m,
+                "DPM++ 2M",
+                "Sampler: DPM++ 2M, Schedule type: Uniform, CFG",
+            ),
+            (
+                DpmPp2mKarras,
+                "DPM++ 2M Karras",
+                "Sampler: DPM++ 2M, Schedule type: Karras, CFG",
+            ),
+            (
+                DpmPp2mSdeKarras,
+                "DPM++ 2M SDE Karras",
+                "Sampler: DPM++ 2M SDE, Schedule type: Karras, CFG",
+            ),
+            (Lcm, "LCM", "Sampler: LCM, CFG"),
+        ];
+        assert_eq!(written.len(), SamplerKind::ALL.len());
+        for (kind, label, fields) in written {
+            assert_eq!(a1111_sampler_label(kind), label);
+            // Atelier's own files (no schedule type), and the other names it knows.
+            assert_eq!(sampler_from_label(label), Some(kind), "{label}");
+            assert_eq!(sampler_from_label(kind.cli_name()), Some(kind));
+            assert_eq!(sampler_from_label(kind.label()), Some(kind));
+            // Through the text and back, to the same label.
+            let meta = ImageMeta {
+                steps: Some(20),
+                guidance: Some(7.0),
+                sampler: Some(label.into()),
+                ..Default::default()
+            };
+            let text = to_a1111(&meta);
+            assert!(text.contains(&format!("Steps: 20, {fields}")), "{text}");
+            let back = parse_a1111(&text);
+            assert_eq!(back.sampler.as_deref(), Some(label), "{text}");
+            assert!(!back.extra.contains_key("Schedule type"), "{text}");
+            assert_eq!(back.sampler_kind(), Some(kind));
+        }
+        assert_eq!(
+            sampler_from_label("dpm++ 2m sde karras"),
+            Some(DpmPp2mSdeKarras)
+        );
+        assert_eq!(sampler_from_label("LMS"), None);
+        assert_eq!(sampler_from_label(""), None);
+    }
+
+    #[test]
+    fn a1111_labels_split_and_combine_with_their_schedule() {
+        assert_eq!(
+            split_a1111_sampler("DPM++ 2M Karras"),
+            ("DPM++ 2M", Some("Karras"))
+        );
+        assert_eq!(split_a1111_sampler("Euler a"), ("Euler a", None));
+        assert_eq!(
+            split_a1111_sampler("DPM++ 2M SDE Heun"),
+            ("DPM++ 2M SDE Heun", None)
+        );
+        assert_eq!(
+            split_a1111_sampler("Euler SGM Uniform"),
+            ("Euler", Some("SGM Uniform"))
+        );
+        assert_eq!(split_a1111_sampler("Karras"), ("Karras", None));
+        assert_eq!(split_a1111_sampler("é Karras"), ("é", Some("Karras")));
+        let combine = |s: &str, st: &str| combine_a1111_sampler(s, st);
+        assert_eq!(
+            combine("DPM++ 2M", "Karras").as_deref(),
+            Some("DPM++ 2M Karras")
+        );
+        assert_eq!(
+            combine("DPM++ 2M", "karras").as_deref(),
+            Some("DPM++ 2M Karras")
+        );
+        assert_eq!(combine("DPM++ 2M", "Uniform").as_deref(), Some("DPM++ 2M"));
+        assert_eq!(
+            combine("Euler", "Exponential").as_deref(),
+            Some("Euler Exponential")
+        );
+        // The label's own schedule wins, as in A1111.
+        assert_eq!(
+            combine("DPM++ 2M Karras", "Uniform").as_deref(),
+            Some("DPM++ 2M Karras")
+        );
+        // Nothing fixed to fold in: the field stays as it is.
+        assert_eq!(combine("DPM++ 2M", "Automatic"), None);
+        assert_eq!(combine("DPM++ 2M", "Align Your Steps 32"), None);
+        // A split schedule type is read into the one label.
+        let m = parse_a1111("a cat\nSteps: 20, Sampler: DPM++ 2M SDE, Schedule type: Karras");
+        assert_eq!(m.sampler.as_deref(), Some("DPM++ 2M SDE Karras"));
+        assert!(m.extra.is_empty(), "{:?}", m.extra);
+    }
+
+    #[test]
+    fn a1111_split_schedule_types_pick_the_karras_kinds() {
+        use crate::generation::SamplerKind::*;
+        let read = |settings: &str| parse_a1111(&format!("a cat\n{settings}")).sampler_kind();
+        let cases = [
+            // A1111 1.9+: sampler and schedule apart.
+            (
+                "Sampler: DPM++ 2M SDE, Schedule type: Karras",
+                Some(DpmPp2mSdeKarras),
+            ),
+            (
+                "Sampler: DPM++ 2M, Schedule type: Karras",
+                Some(DpmPp2mKarras),
+            ),
+            // "Automatic" is the sampler's own default: Karras for DPM++ 2M, none for Euler.
+            (
+                "Sampler: DPM++ 2M, Schedule type: Automatic",
+                Some(DpmPp2mKarras),
+            ),
+            ("Sampler: Euler, Schedule type: Automatic", Some(Euler)),
+            (
+                "Sampler: Euler a, Schedule type: Automatic",
+                Some(EulerAncestral),
+            ),
+            ("Sampler: Heun, Schedule type: Automatic", Some(Heun)),
+            ("Sampler: LCM, Schedule type: Automatic", Some(Lcm)),
+            ("Sampler: DPM++ 2M, Schedule type: Uniform", Some(DpmPp2m)),
+            (
+                "Sampler: DPM++ 2M, Schedule type: Exponential",
+                Some(DpmPp2m),
+            ),
+            // Before 1.9 (and Atelier's own files): the label says it all.
+            ("Sampler: DPM++ 2M", Some(DpmPp2m)),
+            ("Sampler: DPM++ 2M Karras", Some(DpmPp2mKarras)),
+            ("Sampler: DPM++ 2M SDE Karras", Some(DpmPp2mSdeKarras)),
+            (
+                "Sampler: DPM++ 2M Karras, Schedule type: Automatic",
+                Some(DpmPp2mKarras),
+            ),
+            // Combinations Atelier lacks: the same sampler on the schedule it has.
+            ("Sampler: Euler, Schedule type: Karras", Some(Euler)),
+            ("Sampler: DPM++ 2M SDE", Some(DpmPp2mSdeKarras)),
+            (
+                "Sampler: DPM++ 2M SDE, Schedule type: Exponential",
+                Some(DpmPp2mSdeKarras),
+            ),
+            (
+                "Sampler: DPM++ 2M SDE, Schedule type: Automatic",
+                Some(DpmPp2mSdeKarras),
+            ),
+            ("Sampler: Euler a Karras", Some(EulerAncestral)),
+            (
+                "Sampler: DPM++ 2M, Schedule type: SGM Uniform",
+                Some(DpmPp2m),
+            ),
+            ("Sampler: DPM++ 2M, Schedule type: Turbo", Some(DpmPp2m)),
+            ("Sampler: DPM++ SDE, Schedule type: Karras", None),
+            ("Sampler: LMS", None),
+            ("Steps: 20", None),
+        ];
+        for (settings, want) in cases {
+            assert_eq!(read(&format!("Steps: 20, {settings}")), want, "{settings}");
+        }
     }
 
     #[test]
