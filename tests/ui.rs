@@ -878,9 +878,20 @@ fn set_export_folder(harness: &mut StudioHarness, dir: &std::path::Path) {
     harness.run_ok();
 }
 
+/// The finished files in `dir`: not the temporary files an export writes before renaming
+/// them into place (`.NAME.tmp-PID`), which a test under load could otherwise catch half
+/// written.
 fn files_in(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
+                .collect()
+        })
         .unwrap_or_default();
     files.sort();
     files
