@@ -351,20 +351,18 @@ fn step_noise_draws() -> candle_core::Tensor {
     candle_core::Tensor::stack(&draws, 0).unwrap()
 }
 
-/// Writes `noise_steps.safetensors`, which `make_reference_samplers.py` feeds to diffusers'
-/// DPM++ SDE and LCM schedulers in place of their own `randn_tensor` draws:
-/// `cargo test --test reference -- --ignored write_step_noise_fixture`.
-#[test]
-#[ignore = "writes a fixture; run by hand before make_reference_samplers.py"]
-fn write_step_noise_fixture() {
-    let tensors = std::collections::HashMap::from([("noise".to_owned(), step_noise_draws())]);
-    candle_core::safetensors::save(&tensors, fixtures().join(STEP_NOISE_FILE)).unwrap();
-}
-
 /// The step noise diffusers was given is exactly what Atelier's sampler draws for the seed: if
 /// the noise stream ever changes, this says so (and the fixtures must be made again).
+///
+/// `noise_steps.safetensors` is what `make_reference_samplers.py` feeds to diffusers' DPM++
+/// SDE and LCM schedulers in place of their own `randn_tensor` draws; to write it again, run
+/// `ATELIER_WRITE_FIXTURES=1 cargo test --test reference step_noise` before the script.
 #[test]
 fn step_noise_fixture_is_what_the_seed_draws() {
+    if std::env::var_os("ATELIER_WRITE_FIXTURES").is_some() {
+        let tensors = std::collections::HashMap::from([("noise".to_owned(), step_noise_draws())]);
+        candle_core::safetensors::save(&tensors, fixtures().join(STEP_NOISE_FILE)).unwrap();
+    }
     let file =
         candle_core::safetensors::load(fixtures().join(STEP_NOISE_FILE), &candle_core::Device::Cpu)
             .unwrap();

@@ -12,7 +12,7 @@ test writes that config into a copy of the model (`model_scheduler_config`).
 The stochastic samplers (multi-step LCM, DPM++ 2M SDE) draw fresh noise every step. To compare
 them exactly, diffusers' `randn_tensor` in those scheduler modules is replaced by the draws
 Atelier's seeded stream makes for seed 7 (`noise_steps.safetensors`, `[16, 1, 4, 8, 8]`,
-written by `cargo test --test reference -- --ignored write_step_noise_fixture`; the Rust test
+written by `ATELIER_WRITE_FIXTURES=1 cargo test --test reference step_noise`; the Rust test
 checks the file is still what the seed draws). diffusers' DPM++ SDE also draws on its last
 step, where the noise's factor is sigma = 0; Atelier skips that draw, so the n-th draw is
 always the n-th step's.
