@@ -15,7 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("imageio", &["fsio"]),
     ("sketch", &[]),
     ("postfx", &[]),
-    ("models", &["generation", "paths"]),
+    ("models", &["generation", "paths", "fsio"]),
     ("diffusion", &["generation", "models"]),
     ("engine", &["generation", "diffusion"]),
     (

@@ -391,6 +391,10 @@ fn models_finds_checkpoints_in_a1111_and_comfyui_folders_and_they_generate() {
         "{text}"
     );
     assert!(!text.contains("style"), "a LoRA is not a model: {text}");
+    // A single file's line ends with its size and AUTOMATIC1111 hash (sha256's first 10 hex).
+    let line = text.lines().find(|l| l.starts_with("dreamy-v2\t")).unwrap();
+    let sha = atelier::models::hash::sha256_file(&sd.join("dreamy-v2.safetensors")).unwrap();
+    assert!(line.ends_with(&format!("GB\t{}", &sha[..10])), "{line}");
     let err = stderr(&o);
     assert!(
         err.lines().any(|l| l.starts_with("skipped")
@@ -421,7 +425,12 @@ fn models_finds_checkpoints_in_a1111_and_comfyui_folders_and_they_generate() {
         tmp.path(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(out.is_file());
+    // Its "Model hash" is AUTOMATIC1111's, so other tools find the same checkpoint.
+    let meta = atelier::gallery::metadata::read_embedded(&std::fs::read(&out).unwrap())
+        .meta()
+        .unwrap();
+    assert_eq!(meta.model_hash.as_deref(), Some(&sha[..10]));
+    assert_eq!(meta.model_name.as_deref(), Some("dreamy-v2"));
 }
 
 /// A small photo-like image: smooth ramps, a disc and some noise.

@@ -159,6 +159,7 @@ impl StudioApp {
         }
         let template = crate::gallery::ImageMeta {
             model_name: Some(model.name.clone()),
+            model_hash: model.hash.clone(),
             init_image: request
                 .init_image
                 .as_ref()

@@ -505,7 +505,7 @@ impl StudioApp {
 
     /// Takes in finished background tasks: model scans, background images, saves.
     fn poll_tasks(&mut self) {
-        if self.rt.models.poll() {
+        if self.rt.models.poll(&self.rt.ctx) {
             self.after_model_scan();
         }
         if let Some(task) = &mut self.rt.background_task {

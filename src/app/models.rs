@@ -17,6 +17,9 @@ pub struct ModelList {
     pub models: Vec<ModelInfo>,
     pub rejected: Vec<(PathBuf, String)>,
     scan: Option<Task<ScanResult>>,
+    /// AUTOMATIC1111 hashes of the single files found without one cached (seconds per
+    /// gigabyte, so after the list is shown).
+    hashing: Option<Task<Vec<(PathBuf, String)>>>,
     /// Scans finished so far this session.
     pub scans_done: u32,
 }
@@ -45,7 +48,8 @@ impl ModelList {
     }
 
     /// Takes in a finished scan; true if one finished now.
-    pub fn poll(&mut self) -> bool {
+    pub fn poll(&mut self, task_ctx: &egui::Context) -> bool {
+        self.poll_hashing();
         let Some(task) = &mut self.scan else {
             return false;
         };
@@ -56,6 +60,7 @@ impl ModelList {
                 self.rejected = result.rejected;
                 self.scan = None;
                 self.scans_done += 1;
+                self.start_hashing(task_ctx);
                 true
             }
             Poll::Lost(why) => {
@@ -67,6 +72,47 @@ impl ModelList {
                 self.scans_done += 1;
                 true
             }
+        }
+    }
+
+    /// Hashes, on a task, the single files whose hash is not cached yet.
+    fn start_hashing(&mut self, ctx: &egui::Context) {
+        let files: Vec<PathBuf> = self
+            .models
+            .iter()
+            .filter(|m| m.file_size.is_some() && m.hash.is_none())
+            .map(|m| m.dir.clone())
+            .collect();
+        if files.is_empty() || self.hashing.is_some() {
+            return;
+        }
+        self.hashing = Some(Task::spawn("model-hashes", ctx, move || {
+            files
+                .into_iter()
+                .filter_map(|f| {
+                    let h = crate::models::hash::a1111_short_hash(&f).ok()?;
+                    Some((f, h))
+                })
+                .collect()
+        }));
+    }
+
+    fn poll_hashing(&mut self) {
+        let Some(task) = &mut self.hashing else {
+            return;
+        };
+        match task.poll() {
+            Poll::Pending => {}
+            Poll::Ready(hashes) => {
+                for (dir, h) in hashes {
+                    if let Some(m) = self.models.iter_mut().find(|m| m.dir == dir) {
+                        m.hash = Some(h);
+                    }
+                }
+                self.hashing = None;
+            }
+            // Only the metadata's "Model hash" goes without; the model works.
+            Poll::Lost(_) => self.hashing = None,
         }
     }
 

@@ -160,7 +160,13 @@ pub(crate) fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
         .map(str::to_owned);
     let template = ImageMeta {
         model_name: Some(info.name.clone()),
-        model_hash: atelier::gallery::model_fingerprint(&model),
+        // A single checkpoint carries AUTOMATIC1111's own hash (so other tools find the model);
+        // a folder, a fingerprint of its configs and weights.
+        model_hash: if model.is_file() {
+            atelier::models::hash::a1111_short_hash(&model).ok()
+        } else {
+            atelier::gallery::model_fingerprint(&model)
+        },
         init_image: init_ref,
         parent,
         mask_image: args

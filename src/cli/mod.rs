@@ -165,8 +165,17 @@ fn list_models(dirs: &[PathBuf]) -> anyhow::Result<()> {
             ModelSource::Given => "given",
             ModelSource::HuggingFaceCache => "hf cache",
         };
+        // Single files also get their size and AUTOMATIC1111 hash (computed once, cached).
+        let file = match m.file_size {
+            Some(size) => {
+                let hash = models::hash::a1111_short_hash(&m.dir)
+                    .unwrap_or_else(|e| format!("(no hash: {e})"));
+                format!("\t{:.2} GB\t{hash}", size as f64 / 1e9)
+            }
+            None => String::new(),
+        };
         println!(
-            "{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}{file}",
             m.name,
             m.family_label(),
             source,

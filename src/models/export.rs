@@ -94,10 +94,9 @@ pub fn write_single_file(dir: &Path, out: &Path, options: ExportOptions) -> Resu
         path: out.to_path_buf(),
         reason: e,
     };
-    let tmp = out.with_extension("safetensors.part");
-    safetensors::serialize_to_file(&tensors, Some(metadata), &tmp)
-        .map_err(|e| io(e.to_string()))?;
-    std::fs::rename(&tmp, out).map_err(|e| io(e.to_string()))
+    let bytes = safetensors::serialize(&tensors, Some(metadata)).map_err(|e| io(e.to_string()))?;
+    crate::fsio::write_file(out, &bytes, crate::fsio::Durability::Durable)
+        .map_err(|e| io(e.to_string()))
 }
 
 /// The folder's configs as the JSON document `atelier.configs` holds: each component's

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod discover;
 pub mod export;
+pub mod hash;
 pub mod ldm;
 
 use std::path::{Path, PathBuf};
@@ -138,6 +139,12 @@ pub struct ModelInfo {
     /// Why the folder's `atelier.json` was not used, when it could not be read.
     #[serde(default)]
     pub card_problem: Option<String>,
+    /// A single checkpoint file's size in bytes (`None` for a folder).
+    #[serde(default)]
+    pub file_size: Option<u64>,
+    /// A single file's AUTOMATIC1111 model hash, when it is already known (see [`hash`]).
+    #[serde(default)]
+    pub hash: Option<String>,
 }
 
 impl ModelInfo {
@@ -176,6 +183,14 @@ impl ModelInfo {
             source,
             card: card.as_ref().ok().cloned().flatten(),
             card_problem: card.err(),
+            file_size: dir
+                .is_file()
+                .then(|| std::fs::metadata(dir).map(|m| m.len()).ok())
+                .flatten(),
+            hash: dir
+                .is_file()
+                .then(|| hash::cached_short_hash(dir))
+                .flatten(),
         }
     }
 

@@ -278,7 +278,7 @@ fn model_picker_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut
                     let selected = view.selected_model.is_some_and(|m| m.dir == model.dir);
                     if ui
                         .selectable_label(selected, model_display_name(model))
-                        .on_hover_text(model.dir.display().to_string())
+                        .on_hover_text(model_hover_text(model))
                         .clicked()
                         && !selected
                     {
@@ -360,6 +360,19 @@ fn model_folders_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mu
             }
         });
     }
+}
+
+/// Where the model is; for a single file also its size and AUTOMATIC1111 hash.
+fn model_hover_text(model: &ModelInfo) -> String {
+    let mut text = model.dir.display().to_string();
+    if let Some(size) = model.file_size {
+        text += &format!("\n{:.2} GB", size as f64 / 1e9);
+        match &model.hash {
+            Some(h) => text += &format!(", model hash {h}"),
+            None => text += ", model hash being computed",
+        }
+    }
+    text
 }
 
 /// "name (SD 1.x)", or "Title (demo, SD 1.x)" for a model with a card.
