@@ -339,20 +339,7 @@ fn models_finds_checkpoints_in_a1111_and_comfyui_folders_and_they_generate() {
     .unwrap();
     let lora_dir = a1111.join("models/Lora");
     std::fs::create_dir_all(&lora_dir).unwrap();
-    let zeros = |keys: &[&str], path: &std::path::Path| {
-        let t: std::collections::HashMap<String, candle_core::Tensor> = keys
-            .iter()
-            .map(|k| {
-                let z = candle_core::Tensor::zeros(
-                    (4, 4),
-                    candle_core::DType::F32,
-                    &candle_core::Device::Cpu,
-                );
-                (k.to_string(), z.unwrap())
-            })
-            .collect();
-        candle_core::safetensors::save(&t, path).unwrap();
-    };
+    let zeros = |keys: &[&str], path: &std::path::Path| common::write_zero_tensors(path, keys);
     // A LoRA dropped among the checkpoints (it happens) and an SD3 file.
     zeros(
         &["lora_unet_mid_block_attentions_0_proj_in.lora_down.weight"],

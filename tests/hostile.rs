@@ -431,18 +431,7 @@ fn hostile_model_files_fail_with_a_clear_error() {
     ));
     let small = |name: &str, keys: &[&str]| -> PathBuf {
         let path = root.join(name);
-        let tensors: std::collections::HashMap<String, candle_core::Tensor> = keys
-            .iter()
-            .map(|k| {
-                let t = candle_core::Tensor::zeros(
-                    (4, 4),
-                    candle_core::DType::F32,
-                    &candle_core::Device::Cpu,
-                );
-                (k.to_string(), t.unwrap())
-            })
-            .collect();
-        candle_core::safetensors::save(&tensors, &path).unwrap();
+        common::write_zero_tensors(&path, keys);
         path
     };
     cases.push((

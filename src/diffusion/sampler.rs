@@ -291,8 +291,8 @@ pub fn build(kind: SamplerKind, schedule: &NoiseSchedule, steps: usize) -> Box<d
     let steps = steps.max(1);
     match kind {
         SamplerKind::Ddim => Box::new(Ddim::new(schedule, steps)),
-        SamplerKind::Euler => Box::new(Euler::new(schedule, steps)),
-        SamplerKind::EulerAncestral => Box::new(EulerAncestral::new(schedule, steps)),
+        SamplerKind::Euler => Box::new(Euler::new(schedule, steps, false)),
+        SamplerKind::EulerAncestral => Box::new(Euler::new(schedule, steps, true)),
         SamplerKind::Heun => Box::new(Heun::new(schedule, steps)),
         SamplerKind::UniPc => Box::new(UniPc::new(schedule, steps)),
         SamplerKind::DpmPp2m => Box::new(DpmPp2m::new(schedule, steps, false)),
@@ -400,66 +400,21 @@ impl SigmaSteps {
     }
 }
 
-pub struct EulerAncestral {
-    s: NoiseSchedule,
-    k: SigmaSteps,
-}
-
-impl EulerAncestral {
-    fn new(s: &NoiseSchedule, n: usize) -> Self {
-        Self {
-            s: s.clone(),
-            k: SigmaSteps::new(s, n),
-        }
-    }
-}
-
-impl Sampler for EulerAncestral {
-    fn timesteps(&self) -> &[f64] {
-        &self.k.ts
-    }
-    fn init_noise_sigma(&self) -> f64 {
-        self.k.init_sigma
-    }
-    fn scale_model_input(&self, x: &Tensor, i: usize) -> Result<Tensor> {
-        self.k.scale_model_input(x, i)
-    }
-    fn step(&mut self, out: &Tensor, i: usize, x: &Tensor, rng: &mut NoiseRng) -> Result<Tensor> {
-        let (from, to) = (self.k.sigmas[i], self.k.sigmas[i + 1]);
-        let x0 = k_x0(self.s.prediction, out, x, from)?;
-        let up = (to * to * (from * from - to * to) / (from * from))
-            .max(0.0)
-            .sqrt();
-        let down = (to * to - up * up).max(0.0).sqrt();
-        // x + (x - x0) / from * (down - from)  ==  x0 + (x - x0) * down / from
-        let d = (x - &x0)?;
-        let next = lin(1.0, &x0, down / from, &d)?;
-        if up > 0.0 {
-            let noise = rng.randn_like(x)?;
-            lin(1.0, &next, up, &noise)
-        } else {
-            Ok(next)
-        }
-    }
-    fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
-        self.k.add_noise(x0, noise, i)
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-
 /// Euler's method on the probability-flow ODE (diffusers' EulerDiscreteScheduler with its
-/// defaults: no churn, so deterministic).
+/// defaults: no churn, so deterministic), or Euler ancestral (EulerAncestralDiscreteScheduler).
 pub struct Euler {
     s: NoiseSchedule,
     k: SigmaSteps,
+    /// Euler a: each step goes down past the target sigma and adds fresh noise back up to it.
+    ancestral: bool,
 }
 
 impl Euler {
-    fn new(s: &NoiseSchedule, n: usize) -> Self {
+    fn new(s: &NoiseSchedule, n: usize, ancestral: bool) -> Self {
         Self {
             s: s.clone(),
             k: SigmaSteps::new(s, n),
+            ancestral,
         }
     }
 }
@@ -474,11 +429,26 @@ impl Sampler for Euler {
     fn scale_model_input(&self, x: &Tensor, i: usize) -> Result<Tensor> {
         self.k.scale_model_input(x, i)
     }
-    fn step(&mut self, out: &Tensor, i: usize, x: &Tensor, _: &mut NoiseRng) -> Result<Tensor> {
+    fn step(&mut self, out: &Tensor, i: usize, x: &Tensor, rng: &mut NoiseRng) -> Result<Tensor> {
         let (from, to) = (self.k.sigmas[i], self.k.sigmas[i + 1]);
         let x0 = k_x0(self.s.prediction, out, x, from)?;
-        // The derivative (x - x0) / sigma times the sigma step.
-        lin(1.0, x, (to - from) / from, &(x - &x0)?)
+        let d = (x - &x0)?;
+        if !self.ancestral {
+            // The derivative (x - x0) / sigma times the sigma step.
+            return lin(1.0, x, (to - from) / from, &d);
+        }
+        let up = (to * to * (from * from - to * to) / (from * from))
+            .max(0.0)
+            .sqrt();
+        let down = (to * to - up * up).max(0.0).sqrt();
+        // x + (x - x0) / from * (down - from)  ==  x0 + (x - x0) * down / from
+        let next = lin(1.0, &x0, down / from, &d)?;
+        if up > 0.0 {
+            let noise = rng.randn_like(x)?;
+            lin(1.0, &next, up, &noise)
+        } else {
+            Ok(next)
+        }
     }
     fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
         self.k.add_noise(x0, noise, i)

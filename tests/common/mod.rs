@@ -221,3 +221,14 @@ pub fn open_image(path: impl AsRef<Path>) -> image::DynamicImage {
     let path = path.as_ref();
     atelier::imageio::load_image_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// A safetensors file of 4x4 zero tensors under `keys`: enough for a loader to tell what kind
+/// of file the names say it is (a LoRA, an SD3 checkpoint...).
+pub fn write_zero_tensors(path: &Path, keys: &[&str]) {
+    let zero =
+        candle_core::Tensor::zeros((4, 4), candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap();
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> =
+        keys.iter().map(|k| (k.to_string(), zero.clone())).collect();
+    candle_core::safetensors::save(&tensors, path).unwrap();
+}
