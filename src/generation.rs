@@ -157,6 +157,116 @@ pub struct GenerationRequest {
     /// Initial latent noise `[1, C, H/8, W/8]` from a safetensors file (tensor `noise`),
     /// for reproducing another tool's output exactly.
     pub noise_file: Option<PathBuf>,
+    /// LoRAs merged into the model for this job, each with its weight.
+    #[serde(default)]
+    pub loras: Vec<LoraSpec>,
+}
+
+/// One LoRA file (kohya, LyCORIS LoHa/LoKr, diffusers/PEFT) and its weight: A1111's
+/// multiplier, 1 = as trained, 0 = off, negative = the opposite.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    pub path: PathBuf,
+    pub weight: f32,
+}
+
+/// Largest LoRA weight accepted either way (A1111 users go to about 2).
+pub const MAX_LORA_WEIGHT: f32 = 10.0;
+/// Most LoRAs one job may apply.
+pub const MAX_LORAS: usize = 32;
+
+/// A piece of a prompt: text, or an extra-network tag `<KIND:NAME[:WEIGHT...]>` (KIND `lora`,
+/// `lyco` or `hypernet`).
+enum Piece<'a> {
+    Text(&'a str),
+    Tag {
+        kind: &'a str,
+        name: &'a str,
+        weight: Option<&'a str>,
+        /// The whole tag, `<` to `>`.
+        raw: &'a str,
+    },
+}
+
+/// `prompt` cut into text and extra-network tags; anything else in `<...>` is text.
+fn pieces(prompt: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let rest = prompt;
+    let mut text_from = 0;
+    let mut at = 0;
+    while let Some(start) = rest[at..].find('<').map(|i| at + i) {
+        let Some(end) = rest[start..].find('>').map(|i| start + i) else {
+            break;
+        };
+        let inner = &rest[start + 1..end];
+        let mut parts = inner.split(':');
+        let kind = parts.next().unwrap_or("");
+        if matches!(kind, "lora" | "lyco" | "hypernet") && inner.contains(':') {
+            out.push(Piece::Text(&rest[text_from..start]));
+            out.push(Piece::Tag {
+                kind,
+                name: parts.next().unwrap_or("").trim(),
+                weight: parts.next(),
+                raw: &rest[start..=end],
+            });
+            text_from = end + 1;
+            at = end + 1;
+        } else {
+            at = start + 1;
+        }
+    }
+    out.push(Piece::Text(&rest[text_from..]));
+    out
+}
+
+/// `prompt` with the `<lora:NAME:..>` tags of `name` set to `weight` (`Some`) or removed
+/// (`None`); other text is kept as it is.
+pub fn edit_lora_tag(prompt: &str, name: &str, weight: Option<f32>) -> String {
+    let mut out = String::with_capacity(prompt.len());
+    for piece in pieces(prompt) {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Tag { kind, name: n, .. } if kind != "hypernet" && n == name => {
+                if let Some(w) = weight {
+                    out.push_str(&format!("<{kind}:{name}:{}>", format_weight(w)));
+                }
+            }
+            Piece::Tag { raw, .. } => out.push_str(raw),
+        }
+    }
+    out
+}
+
+/// A weight as people write it: `0.7`, `1`, `-0.25`.
+pub fn format_weight(w: f32) -> String {
+    let text = format!("{:.2}", w);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// AUTOMATIC1111's extra-network tags in a prompt: `<lora:NAME:WEIGHT>` (also `<lyco:...>`;
+/// the weight defaults to 1, and of `<lora:NAME:TE:UNET>` the first number is taken). Returns
+/// the prompt without any `<lora:..>`, `<lyco:..>` or `<hypernet:..>` tag (the text encoder
+/// never sees them) and the LoRAs named, in order.
+pub fn extract_lora_tags(prompt: &str) -> (String, Vec<(String, f32)>) {
+    let mut text = String::with_capacity(prompt.len());
+    let mut tags = Vec::new();
+    for piece in pieces(prompt) {
+        match piece {
+            Piece::Text(t) => text.push_str(t),
+            Piece::Tag {
+                kind, name, weight, ..
+            } => {
+                let weight = weight
+                    .and_then(|w| w.trim().parse::<f32>().ok())
+                    .filter(|w| w.is_finite())
+                    .unwrap_or(1.0);
+                if kind != "hypernet" && !name.is_empty() {
+                    tags.push((name.to_owned(), weight));
+                }
+            }
+        }
+    }
+    (text, tags)
 }
 
 fn one() -> u32 {
@@ -210,6 +320,21 @@ impl GenerationRequest {
         if self.mask.is_some() && self.init_image.is_none() {
             return bad("a mask needs an init image".into());
         }
+        if self.loras.len() > MAX_LORAS {
+            return bad(format!(
+                "{} LoRAs: at most {MAX_LORAS} at once",
+                self.loras.len()
+            ));
+        }
+        for l in &self.loras {
+            if !l.weight.is_finite() || l.weight.abs() > MAX_LORA_WEIGHT {
+                return bad(format!(
+                    "LoRA {} weight {}: must be -{MAX_LORA_WEIGHT} to {MAX_LORA_WEIGHT}",
+                    l.path.display(),
+                    l.weight
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -232,6 +357,7 @@ impl Default for GenerationRequest {
             init_image: None,
             mask: None,
             noise_file: None,
+            loras: Vec::new(),
         }
     }
 }
@@ -249,6 +375,51 @@ pub struct GeneratedImage {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn lora_tags_are_edited_in_place() {
+        let p = "a cat <lora:detail:0.7>, <lora:other:1> <b>";
+        assert_eq!(
+            edit_lora_tag(p, "detail", Some(1.25)),
+            "a cat <lora:detail:1.25>, <lora:other:1> <b>"
+        );
+        assert_eq!(
+            edit_lora_tag(p, "other", None),
+            "a cat <lora:detail:0.7>,  <b>"
+        );
+        assert_eq!(edit_lora_tag("x <lora:a", "a", None), "x <lora:a");
+        assert_eq!(
+            edit_lora_tag("<lora:x:0.5:0.8> <lora:y:1> <i>", "y", None),
+            "<lora:x:0.5:0.8>  <i>"
+        );
+        assert_eq!(format_weight(1.0), "1");
+        assert_eq!(format_weight(-0.25), "-0.25");
+        assert_eq!(format_weight(0.7), "0.7");
+    }
+
+    #[test]
+    fn lora_tags_are_taken_out_of_the_prompt_with_their_weights() {
+        let (text, tags) = extract_lora_tags(
+            "a cat, <lora:add_detail:0.7>, (masterpiece:1.2) <lyco:Style V2> <lora:x:0.5:0.8><hypernet:h:1> <b>",
+        );
+        assert_eq!(text, "a cat, , (masterpiece:1.2)   <b>");
+        assert_eq!(
+            tags,
+            vec![
+                ("add_detail".to_owned(), 0.7),
+                ("Style V2".to_owned(), 1.0),
+                ("x".to_owned(), 0.5)
+            ]
+        );
+        // Unclosed, empty or not a tag: kept as text.
+        assert_eq!(extract_lora_tags("a <lora:x").0, "a <lora:x");
+        assert_eq!(extract_lora_tags("1 < 2 > 0").0, "1 < 2 > 0");
+        assert_eq!(extract_lora_tags("<lora::1>"), (String::new(), vec![]));
+        assert_eq!(
+            extract_lora_tags("<lora:n:nan>").1,
+            vec![("n".to_owned(), 1.0)]
+        );
+    }
     use super::*;
 
     fn ok() -> GenerationRequest {

@@ -873,3 +873,130 @@ fn version_names_the_backends_and_the_man_page_and_completions_come_from_the_cli
     );
     assert!(out.join("_atelier").is_file() && out.join("atelier.fish").is_file());
 }
+
+/// LoRAs on the command line: `--lora FILE:WEIGHT` and A1111's `<lora:NAME:WEIGHT>` (found by
+/// name in a `--model-dir` folder's `models/Lora`) make the same picture; the picture carries
+/// A1111's `Lora hashes`; a LoRA for another family and a tag naming no file are clear errors.
+#[test]
+fn loras_from_flags_and_prompt_tags() {
+    use sha2::Digest;
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    let model = reference.join("tiny-sd15");
+    let lora = reference.join("lora/sd15-kohya.safetensors");
+    let webui = tmp.path().join("webui");
+    std::fs::create_dir_all(webui.join("models/Lora/styles")).unwrap();
+    std::fs::copy(
+        &lora,
+        webui.join("models/Lora/styles/sd15-kohya.safetensors"),
+    )
+    .unwrap();
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let gen = |extra: &[&str], prompt: &str, out: &Path| {
+        let mut args = vec![
+            "generate".to_owned(),
+            "--model".into(),
+            path(&model),
+            "--prompt".into(),
+            prompt.into(),
+            "--seed".into(),
+            "5".into(),
+            "--steps".into(),
+            "3".into(),
+            "--width".into(),
+            "64".into(),
+            "--height".into(),
+            "64".into(),
+            "--no-gallery".into(),
+            "--out".into(),
+            path(out),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        atelier(&args, tmp.path())
+    };
+    let by_flag = tmp.path().join("flag.png");
+    let o = gen(
+        &["--lora", &format!("{}:0.6", path(&lora))],
+        "a red cat",
+        &by_flag,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let by_tag = tmp.path().join("tag.png");
+    let o = gen(
+        &["--model-dir", &path(&webui)],
+        "a red cat <lora:sd15-kohya:0.6>",
+        &by_tag,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plain = tmp.path().join("plain.png");
+    let o = gen(&[], "a red cat", &plain);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pixels = |p: &Path| common::open_image(p).to_rgb8();
+    assert_eq!(pixels(&by_flag), pixels(&by_tag), "the tag is the flag");
+    assert!(common::mean_abs_diff(&pixels(&by_flag), &pixels(&plain)) > 2.0);
+    // A1111's LoRA hash: sha256 of the file after its safetensors header, 12 hex digits.
+    let bytes = std::fs::read(&lora).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let sha: String = sha2::Sha256::digest(&bytes[8 + header..])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let meta = atelier::gallery::metadata::read_embedded(&std::fs::read(&by_tag).unwrap())
+        .meta()
+        .unwrap();
+    assert_eq!(
+        meta.extra.get("Lora hashes").map(String::as_str),
+        Some(format!("sd15-kohya: {}", &sha[..12]).as_str())
+    );
+    assert_eq!(meta.prompt, "a red cat <lora:sd15-kohya:0.6>");
+    // Another family's LoRA, and a name no folder has.
+    let out = tmp.path().join("no.png");
+    let o = gen(
+        &[
+            "--lora",
+            &path(&reference.join("lora/sdxl-kohya.safetensors")),
+        ],
+        "x",
+        &out,
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("a LoRA for SDXL"), "{}", stderr(&o));
+    let o = gen(&[], "x <lora:nowhere:1>", &out);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no LoRA file named nowhere"),
+        "{}",
+        stderr(&o)
+    );
+    // A checkpoint given as a LoRA says what it is.
+    let o = gen(
+        &["--lora", &path(&reference.join("tiny-sd2v-ldm.ckpt"))],
+        "x",
+        &out,
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a LoRA"), "{}", stderr(&o));
+    assert!(!out.exists());
+    // Modules that match nothing are applied around and reported, by count and name.
+    let mut tensors = candle_core::safetensors::load(&lora, &candle_core::Device::Cpu).unwrap();
+    let z = candle_core::Tensor::zeros((4, 8), candle_core::DType::F32, &candle_core::Device::Cpu)
+        .unwrap();
+    tensors.insert(
+        "lora_unet_no_such_block_to_q.lora_down.weight".into(),
+        z.clone(),
+    );
+    tensors.insert(
+        "lora_unet_no_such_block_to_q.lora_up.weight".into(),
+        z.t().unwrap(),
+    );
+    let partial = tmp.path().join("partial.safetensors");
+    candle_core::safetensors::save(&tensors, &partial).unwrap();
+    let o = gen(&["--lora", &path(&partial)], "x", &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning: partial: 1 of") && err.contains("lora_unet_no_such_block_to_q"),
+        "{err}"
+    );
+}

@@ -699,3 +699,59 @@ fn real_checkpoint_layouts_are_recognised_and_fully_mapped() {
         );
     }
 }
+
+/// LoRAs against diffusers (`lora/cases_lora.json`, from `make_reference_lora.py`): kohya-ss
+/// (attention, LoCon convolutions, text encoder; alpha ≠ rank) at two weights, diffusers/PEFT,
+/// LyCORIS LoHa and LoKr, two LoRAs at once, and an SDXL kohya file in the LDM spelling with
+/// both text encoders. Every module of each file must find its weight (no warnings), and the
+/// pictures must agree within 2/255 (each LoRA moves them far more than that).
+#[test]
+fn loras_match_diffusers() {
+    use atelier::diffusion::Generator;
+    use atelier::generation::LoraSpec;
+    let dir = fixtures().join("lora");
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases_lora.json")).unwrap())
+            .unwrap();
+    let mut failed = Vec::new();
+    let mut checked = 0;
+    for case in cases["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let mut req = case_request(case, fixtures().join(case["model_dir"].as_str().unwrap()));
+        req.loras = case["loras"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| LoraSpec {
+                path: dir.join(l["file"].as_str().unwrap()),
+                weight: l["weight"].as_f64().unwrap() as f32,
+            })
+            .collect();
+        let mut generator = Generator::default();
+        let got = match generator.collect(&req, &std::sync::atomic::AtomicBool::new(false)) {
+            Ok((mut images, _)) => images.remove(0),
+            Err(e) => {
+                failed.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let warnings = generator.lora_warnings();
+        if !warnings.is_empty() {
+            failed.push(format!("{name}: {warnings:?}"));
+        }
+        let want = common::open_image(dir.join(case["expected"].as_str().unwrap())).to_rgb8();
+        let mad = mean_abs_diff(&got.image, &want);
+        eprintln!(
+            "{name}: mean abs diff {mad:.4} / 255 (the LoRA moves the picture {:.1} / 255)",
+            case["mean_abs_vs_no_lora"].as_f64().unwrap_or(0.0)
+        );
+        if mad > 2.0 {
+            failed.push(format!(
+                "{name}: mean absolute difference {mad:.3}/255 exceeds 2/255"
+            ));
+        }
+        checked += 1;
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert!(checked >= 7, "{checked}");
+}

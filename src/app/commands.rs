@@ -144,6 +144,22 @@ impl StudioApp {
             prompt.seed = random_seed();
         }
         let mut request = prompt.to_request(&model.dir);
+        // `<lora:NAME:W>` in the prompt: LoRA files the model scan found, by name.
+        for (name, weight) in crate::generation::extract_lora_tags(&request.prompt).1 {
+            match self.rt.models.lora_named(&name) {
+                Some(path) => request.loras.push(crate::generation::LoraSpec {
+                    path: path.clone(),
+                    weight,
+                }),
+                None => {
+                    self.show_error(format!(
+                        "Cannot generate: no LoRA named \"{name}\" was found. Put the file in a \
+                         model folder (or its Lora folder) and Rescan, or Add model folder…"
+                    ));
+                    return;
+                }
+            }
+        }
         let sketch = &self.rt.sketch;
         if self.state.canvas.use_sketch && !sketch.is_empty() {
             request.init_image = Some(Arc::new(sketch.rasterize(request.width, request.height)));

@@ -52,6 +52,7 @@ impl StudioApp {
                     job.state = JobState::Loading(what);
                 }
             }
+            EngineEvent::Warning { text, .. } => self.show_info(text),
             EngineEvent::Progress {
                 image_index,
                 step,

@@ -410,6 +410,7 @@ impl StudioApp {
                             scanning: rt.models.scanning(),
                             models_dir: &models_dir,
                             model_folders: &state.model_folders,
+                            loras: &rt.models.loras,
                             active_jobs,
                             sketch_in_use: state.canvas.use_sketch && !rt.sketch.is_empty(),
                             tokens: rt.tokens.counts(),

@@ -10,12 +10,15 @@ use crate::models::ModelInfo;
 pub struct ScanResult {
     pub models: Vec<ModelInfo>,
     pub rejected: Vec<(PathBuf, String)>,
+    pub loras: Vec<PathBuf>,
 }
 
 #[derive(Default)]
 pub struct ModelList {
     pub models: Vec<ModelInfo>,
     pub rejected: Vec<(PathBuf, String)>,
+    /// LoRA files found by the scan (named in prompts by their file stem).
+    pub loras: Vec<PathBuf>,
     scan: Option<Task<ScanResult>>,
     /// AUTOMATIC1111 hashes of the single files found without one cached (seconds per
     /// gigabyte, so after the list is shown).
@@ -33,6 +36,7 @@ impl ModelList {
         self.scan = Some(Task::spawn("model-scan", ctx, move || {
             let found = crate::models::discover::discover_with(&given, embedded);
             ScanResult {
+                loras: found.loras,
                 models: found.models,
                 rejected: found
                     .rejected
@@ -58,6 +62,7 @@ impl ModelList {
             Poll::Ready(result) => {
                 self.models = result.models;
                 self.rejected = result.rejected;
+                self.loras = result.loras;
                 self.scan = None;
                 self.scans_done += 1;
                 self.start_hashing(task_ctx);
@@ -114,6 +119,13 @@ impl ModelList {
             // Only the metadata's "Model hash" goes without; the model works.
             Poll::Lost(_) => self.hashing = None,
         }
+    }
+
+    /// The LoRA a prompt names (`<lora:NAME:W>`): a file found with that stem.
+    pub fn lora_named(&self, name: &str) -> Option<&PathBuf> {
+        self.loras
+            .iter()
+            .find(|p| p.file_stem().is_some_and(|s| s.to_string_lossy() == name))
     }
 
     pub fn find(&self, dir: &Path) -> Option<&ModelInfo> {

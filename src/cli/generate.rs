@@ -20,9 +20,15 @@ use super::{gallery, load_rgb, parse_sampler};
 
 #[derive(clap::Args)]
 pub(crate) struct GenerateArgs {
-    /// The diffusers model folder; defaults to the shipped Atelier Mini.
+    /// The model: a checkpoint file (.safetensors, .ckpt) or a diffusers folder; defaults to
+    /// the shipped Atelier Mini.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// A LoRA (kohya, LyCORIS LoHa/LoKr, diffusers/PEFT) merged into the model, with its
+    /// weight (default 1); repeat for several. `<lora:NAME:WEIGHT>` in the prompt does the
+    /// same with a LoRA found by name in the --model-dir folders (their Lora/loras folders).
+    #[arg(long = "lora", value_name = "FILE[:WEIGHT]", value_parser = parse_lora)]
+    loras: Vec<atelier::generation::LoraSpec>,
     /// The prompt; repeat it to queue one job per prompt (same settings), run in order.
     #[arg(long, required = true)]
     prompt: Vec<String>,
@@ -76,7 +82,51 @@ pub(crate) struct GenerateArgs {
     no_gallery: bool,
 }
 
-pub(crate) fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
+/// `FILE` or `FILE:WEIGHT` (the weight after the last `:`, when it is a number).
+fn parse_lora(text: &str) -> Result<atelier::generation::LoraSpec, String> {
+    let (path, weight) = match text.rsplit_once(':') {
+        Some((p, w)) if !p.is_empty() && w.trim().parse::<f32>().is_ok() => {
+            (p, w.trim().parse::<f32>().unwrap_or(1.0))
+        }
+        _ => (text, 1.0),
+    };
+    if !weight.is_finite() {
+        return Err(format!("{text}: the weight must be a number"));
+    }
+    Ok(atelier::generation::LoraSpec {
+        path: PathBuf::from(path),
+        weight,
+    })
+}
+
+/// The job's LoRAs: `--lora` ones, then those the prompt names with `<lora:NAME:W>`, found by
+/// name in `dirs` (an error names a tag whose file is not found).
+fn loras_for(
+    prompt: &str,
+    given: &[atelier::generation::LoraSpec],
+    dirs: &[PathBuf],
+) -> anyhow::Result<Vec<atelier::generation::LoraSpec>> {
+    let mut loras = given.to_vec();
+    for (name, weight) in atelier::generation::extract_lora_tags(prompt).1 {
+        let Some(path) = atelier::diffusion::lora::find_lora(&name, dirs) else {
+            bail!(
+                "<lora:{name}:{weight}>: no LoRA file named {name} in {} (give the folder with --model-dir, or the file with --lora)",
+                if dirs.is_empty() {
+                    "any folder".to_owned()
+                } else {
+                    dirs.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            );
+        };
+        loras.push(atelier::generation::LoraSpec { path, weight });
+    }
+    Ok(loras)
+}
+
+pub(crate) fn generate(mut args: GenerateArgs, model_dirs: &[PathBuf]) -> anyhow::Result<()> {
     let (model, source) = match args.model.take() {
         Some(dir) => (dir, ModelSource::Given),
         None => (atelier::models::default_model_dir(), ModelSource::Embedded),
@@ -132,15 +182,21 @@ pub(crate) fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
         init_image: init_image.map(Arc::new),
         mask: mask.map(Arc::new),
         noise_file: args.noise.clone(),
+        loras: Vec::new(),
     };
+    let mut lora_dirs = model_dirs.to_vec();
+    lora_dirs.push(atelier::paths::models_dir());
     let requests: Vec<GenerationRequest> = args
         .prompt
         .iter()
-        .map(|prompt| GenerationRequest {
-            prompt: prompt.clone(),
-            ..base.clone()
+        .map(|prompt| {
+            Ok(GenerationRequest {
+                prompt: prompt.clone(),
+                loras: loras_for(prompt, &args.loras, &lora_dirs)?,
+                ..base.clone()
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     for request in &requests {
         request.validate()?;
     }
@@ -180,6 +236,12 @@ pub(crate) fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
     let engine = spawn_engine(args.low_memory, args.device);
     let mut jobs = Vec::new();
     for request in requests {
+        let mut template = template.clone();
+        if !request.loras.is_empty() {
+            template
+                .extra
+                .insert("Lora hashes".into(), lora_hashes(&request.loras));
+        }
         // Recorded before it runs: a killed run leaves it for `atelier queue resume`.
         let uid = match recorder.as_mut() {
             Some(rec) => rec.add_job(&request, &template)?,
@@ -188,12 +250,33 @@ pub(crate) fn generate(mut args: GenerateArgs) -> anyhow::Result<()> {
         jobs.push(RunJob {
             id: engine.reserve(),
             uid,
-            template: template.clone(),
+            template,
             request,
             done: BTreeSet::new(),
         });
     }
     run_jobs(&engine, jobs, recorder.as_mut(), args.out.as_deref())
+}
+
+/// A1111's `Lora hashes` value: `name: hash12` per LoRA (the name without `:` or `,`).
+fn lora_hashes(loras: &[atelier::generation::LoraSpec]) -> String {
+    loras
+        .iter()
+        .map(|l| {
+            let name: String = l
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| *c != ':' && *c != ',')
+                .collect();
+            let hash = atelier::models::hash::lora_short_hash(&l.path)
+                .unwrap_or_else(|_| "unknown".into());
+            format!("{name}: {hash}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The engine the CLI runs jobs on.
@@ -266,6 +349,7 @@ pub(crate) fn run_jobs(
                 }
             }
             EngineEvent::Loading { what, .. } => bar.set_message(format!("loading {what}")),
+            EngineEvent::Warning { text, .. } => say(&bar, format!("warning: {text}")),
             EngineEvent::Progress {
                 image_index,
                 step,

@@ -115,7 +115,7 @@ pub fn run() -> ExitCode {
             extra_model_dirs: cli.model_dirs,
             ..Default::default()
         }),
-        Some(Command::Generate(args)) => generate::generate(args),
+        Some(Command::Generate(args)) => generate::generate(args, &cli.model_dirs),
         Some(Command::Adjust(args)) => adjust::adjust(args),
         Some(Command::Models { dirs }) => list_models(&[cli.model_dirs, dirs].concat()),
         Some(Command::Train(args)) => train::train(args),

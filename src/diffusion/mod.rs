@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod clip;
 pub mod device;
 pub mod fused;
+pub mod lora;
 pub mod noise;
 pub mod pipeline;
 pub mod prompt;
@@ -166,9 +167,12 @@ impl Generator {
             ));
         }
         let device = &self.device.as_ref().map_err(Clone::clone)?.device;
-        let model = self
-            .slot
-            .get(&request.model_dir, device, &mut *control.on_loading)?;
+        let model = self.slot.get(
+            &request.model_dir,
+            &request.loras,
+            device,
+            &mut *control.on_loading,
+        )?;
         model.drop_text_encoders = self.options.low_memory;
         // Images go through the UNet together, a few at a time (one pass per step for all).
         let per_pass = self.options.images_per_pass.max(1);
@@ -207,6 +211,11 @@ impl Generator {
         };
         self.run(request, &mut control)?;
         Ok((images, steps))
+    }
+
+    /// Warnings about the loaded model's LoRAs (modules that matched no weight...).
+    pub fn lora_warnings(&self) -> Vec<String> {
+        self.slot.lora_warnings()
     }
 
     /// Frees the loaded model (e.g. before loading a very large one elsewhere).

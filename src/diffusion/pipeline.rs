@@ -43,6 +43,28 @@ pub struct LoadedModel {
     schedule: NoiseSchedule,
     /// Drop the text encoders after each encoding (they are reloaded lazily from the mmap).
     pub drop_text_encoders: bool,
+    /// The LoRAs merged into the weights as they load (and again when the text encoders are
+    /// reloaded).
+    loras: Option<std::sync::Arc<super::lora::LoraSet>>,
+    /// What merging the LoRAs did: modules that matched nothing, modules that could not apply.
+    pub lora_report: super::lora::LoraReport,
+}
+
+/// A component's weights, with the LoRAs' changes for the UNet and text encoders.
+fn weights_for(
+    configs: &ModelConfigs,
+    component: &str,
+    dtype: DType,
+    device: &Device,
+    loras: Option<&std::sync::Arc<super::lora::LoraSet>>,
+) -> Result<candle_nn::VarBuilder<'static>, ModelError> {
+    let vb = var_builder(configs, component, dtype, device)?;
+    Ok(match loras {
+        Some(set) if component != "vae" => {
+            super::lora::with_loras(vb, component, set.clone(), dtype, device)
+        }
+        _ => vb,
+    })
 }
 
 impl LoadedModel {
@@ -51,7 +73,21 @@ impl LoadedModel {
         device: &Device,
         on_loading: &mut dyn FnMut(&str),
     ) -> Result<Self, ModelError> {
+        Self::load_with_loras(dir, &[], device, on_loading)
+    }
+
+    /// [`LoadedModel::load`] with LoRAs merged in.
+    pub fn load_with_loras(
+        dir: &Path,
+        lora_specs: &[crate::generation::LoraSpec],
+        device: &Device,
+        on_loading: &mut dyn FnMut(&str),
+    ) -> Result<Self, ModelError> {
         let configs = ModelConfigs::read(dir)?;
+        if !lora_specs.is_empty() {
+            on_loading("LoRA");
+        }
+        let loras = super::lora::LoraSet::open(lora_specs, &configs)?;
         let dtype = if device.is_cpu() {
             DType::F32
         } else {
@@ -67,7 +103,10 @@ impl LoadedModel {
         let text = TextEncoders::load(&configs)?;
         on_loading("UNet");
         let unet = built(
-            Unet::new(var_builder(&configs, "unet", dtype, device)?, &configs.unet),
+            Unet::new(
+                weights_for(&configs, "unet", dtype, device, loras.as_ref())?,
+                &configs.unet,
+            ),
             &configs,
             "unet",
         )?;
@@ -86,9 +125,14 @@ impl LoadedModel {
             vae,
             schedule,
             drop_text_encoders: false,
+            loras,
+            lora_report: Default::default(),
         };
         on_loading("text encoder");
         model.ensure_text_encoders()?;
+        if let Some(set) = &model.loras {
+            model.lora_report = set.report()?;
+        }
         Ok(model)
     }
 
@@ -99,7 +143,13 @@ impl LoadedModel {
     fn ensure_text_encoders(&mut self) -> Result<(), ModelError> {
         for side in &mut self.text.sides {
             if side.encoder.is_none() {
-                let vb = var_builder(&self.configs, side.component, self.dtype, &self.device)?;
+                let vb = weights_for(
+                    &self.configs,
+                    side.component,
+                    self.dtype,
+                    &self.device,
+                    self.loras.as_ref(),
+                )?;
                 side.encoder = Some(built(
                     ClipTextEncoder::new(vb, &side.config),
                     &self.configs,
@@ -112,7 +162,9 @@ impl LoadedModel {
 
     fn encode_prompt(&mut self, prompt: &str, clip_skip: u32) -> Result<Cond, DiffusionError> {
         self.ensure_text_encoders()?;
-        let cond = self.text.encode(prompt, clip_skip, &self.device)?;
+        // `<lora:..>` tags choose LoRAs (resolved into the request); CLIP never sees them.
+        let (prompt, _) = crate::generation::extract_lora_tags(prompt);
+        let cond = self.text.encode(&prompt, clip_skip, &self.device)?;
         if self.configs.family == Family::Sdxl && cond.pooled.is_none() {
             return Err(ModelError::BadWeights {
                 path: self.configs.component_path("text_encoder_2"),
@@ -125,7 +177,8 @@ impl LoadedModel {
 
     /// Prompt tokens used and the room its chunks give (`83 / 150`).
     pub fn token_count(&self, prompt: &str) -> Result<(usize, usize), DiffusionError> {
-        self.text.token_count(prompt)
+        self.text
+            .token_count(&crate::generation::extract_lora_tags(prompt).0)
     }
 
     /// Generates images `first..first + count` of `request` together, image `i` with seed
@@ -686,25 +739,33 @@ fn latent_preview(latents: &Tensor, family: Family) -> candle_core::Result<image
     Ok(img)
 }
 
-/// The model currently in memory, if any, keyed by its folder.
+/// Which model is loaded: its folder or file, and the LoRAs merged into it.
+type SlotKey = (PathBuf, Vec<crate::generation::LoraSpec>);
+
+/// The model currently in memory, if any, keyed by its folder and LoRAs.
 #[derive(Default)]
 pub struct ModelSlot {
-    loaded: Option<(PathBuf, LoadedModel)>,
+    loaded: Option<(SlotKey, LoadedModel)>,
 }
 
 impl ModelSlot {
-    /// The model for `dir`, loading it (and freeing any other) when needed.
+    /// The model for `dir` with `loras` merged in, loading it (and freeing any other) when
+    /// needed. Another LoRA or weight builds the weights again from the memory-mapped file.
     pub fn get(
         &mut self,
         dir: &Path,
+        loras: &[crate::generation::LoraSpec],
         device: &Device,
         on_loading: &mut dyn FnMut(&str),
     ) -> Result<&mut LoadedModel, ModelError> {
-        let key = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let key = (
+            std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+            loras.to_vec(),
+        );
         if self.loaded.as_ref().is_none_or(|(k, _)| *k != key) {
             // Free the old model before mapping the new one.
             self.loaded = None;
-            let model = LoadedModel::load(dir, device, on_loading)?;
+            let model = LoadedModel::load_with_loras(dir, loras, device, on_loading)?;
             self.loaded = Some((key, model));
         }
         Ok(&mut self.loaded.as_mut().expect("set above").1)
@@ -712,5 +773,12 @@ impl ModelSlot {
 
     pub fn unload(&mut self) {
         self.loaded = None;
+    }
+
+    pub fn lora_warnings(&self) -> Vec<String> {
+        self.loaded
+            .as_ref()
+            .map(|(_, m)| m.lora_report.warnings.clone())
+            .unwrap_or_default()
     }
 }

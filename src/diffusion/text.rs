@@ -190,7 +190,8 @@ impl TokenCounter {
     /// Prompt tokens used and the room its chunks give (`(83, 150)`: two chunks).
     pub fn count(&self, text: &str) -> Result<(usize, usize), String> {
         let tok = &self.tokenizer;
-        let pieces = prompt::parse_attention(text);
+        let text = crate::generation::extract_lora_tags(text).0;
+        let pieces = prompt::parse_attention(&text);
         let chunks = prompt::chunks(
             &pieces,
             tok.framing(),

@@ -148,7 +148,7 @@ impl SingleFileBackend {
 }
 
 /// A tensor's bytes in the map as a CPU tensor of its stored dtype and shape.
-fn raw_tensor(mmap: &[u8], entry: &TensorEntry) -> candle_core::Result<Tensor> {
+pub(super) fn raw_tensor(mmap: &[u8], entry: &TensorEntry) -> candle_core::Result<Tensor> {
     if !matches!(
         entry.dtype,
         DType::F16 | DType::BF16 | DType::F32 | DType::F64

@@ -16,6 +16,12 @@ pub enum EngineEvent {
         job: JobId,
         what: String,
     },
+    /// Something the user should know that does not stop the job (LoRA modules that match no
+    /// weight of the model...).
+    Warning {
+        job: JobId,
+        text: String,
+    },
     /// One denoising step of image `image_index` finished.
     Progress {
         job: JobId,
@@ -50,6 +56,7 @@ impl EngineEvent {
         match self {
             EngineEvent::Started { job }
             | EngineEvent::Loading { job, .. }
+            | EngineEvent::Warning { job, .. }
             | EngineEvent::Progress { job, .. }
             | EngineEvent::Image { job, .. }
             | EngineEvent::Done { job, .. }

@@ -357,6 +357,11 @@ fn run_job(
         on_image: &mut |image| sink.send(EngineEvent::Image { job, image }),
     };
     let result = generator.run_skipping(&request, &done, &mut control);
+    if result.is_ok() {
+        for text in generator.lora_warnings() {
+            sink.send(EngineEvent::Warning { job, text });
+        }
+    }
     let event = match result {
         Ok(()) => EngineEvent::Done {
             job,

@@ -709,7 +709,8 @@ pub fn meta_from_generation(
 
 /// The metadata a job's picture is saved with: its own settings ([`meta_from_generation`]),
 /// where the job came from (`template`: model name and hash, init image and mask references,
-/// parent picture) and, for a recorded job, which job and image it is.
+/// parent picture, values such as A1111's `Lora hashes` in `extra`) and, for a recorded job,
+/// which job and image it is.
 pub fn meta_of_result(
     image: &crate::generation::GeneratedImage,
     template: &ImageMeta,
@@ -724,6 +725,7 @@ pub fn meta_of_result(
     }
     meta.parent = template.parent.clone();
     meta.model_hash = template.model_hash.clone();
+    meta.extra.extend(template.extra.clone());
     meta.job = job_uid.map(|uid| job_ref(uid, image.index));
     meta
 }

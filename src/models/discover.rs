@@ -32,6 +32,9 @@ pub struct Rejected {
 pub struct Discovery {
     pub models: Vec<ModelInfo>,
     pub rejected: Vec<Rejected>,
+    /// LoRA files (kohya, LyCORIS, PEFT) found in the same places and in other tools'
+    /// `models/Lora`, `models/loras` and `models/LyCORIS` folders, by path.
+    pub loras: Vec<PathBuf>,
 }
 
 /// Looks in the embedded models, `given` folders (each a model folder or a folder of model
@@ -103,6 +106,16 @@ const CHECKPOINT_FOLDERS: [&str; 4] = [
     "checkpoints",
 ];
 
+/// Where other tools keep LoRAs, under the folder a user gives.
+const LORA_FOLDERS: [&str; 6] = [
+    "models/Lora",
+    "models/loras",
+    "models/LyCORIS",
+    "Lora",
+    "loras",
+    "LyCORIS",
+];
+
 /// How deep a checkpoints folder's subfolders are searched (users sort them into folders).
 const MAX_DEPTH: usize = 3;
 
@@ -127,7 +140,7 @@ fn scan_folder(dir: &Path, source: ModelSource, found: &mut Discovery) {
         push(dir, None, source, found);
         return;
     }
-    for sub in CHECKPOINT_FOLDERS {
+    for sub in CHECKPOINT_FOLDERS.iter().chain(&LORA_FOLDERS) {
         let d = dir.join(sub);
         if d.is_dir() {
             scan_children(&d, source, found, MAX_DEPTH);
@@ -161,8 +174,12 @@ fn push_file(path: &Path, source: ModelSource, found: &mut Discovery, named: boo
     let kind = super::checkpoint::WeightFile::open(path).map(|f| classify(&f));
     match kind {
         Ok(FileKind::Checkpoint { .. }) => push(path, None, source, found),
-        Ok(FileKind::Lora | FileKind::Vae | FileKind::Embedding | FileKind::ControlNet)
-            if !named => {}
+        Ok(FileKind::Lora) => {
+            if !found.loras.iter().any(|l| l == path) {
+                found.loras.push(path.to_path_buf());
+            }
+        }
+        Ok(FileKind::Vae | FileKind::Embedding | FileKind::ControlNet) if !named => {}
         Ok(FileKind::Unsupported(what)) => found.rejected.push(Rejected {
             dir: path.to_path_buf(),
             error: ModelError::UnsupportedFile {

@@ -39,7 +39,11 @@ fn stamp(path: &Path) -> std::io::Result<(u64, u128)> {
 
 /// The full SHA-256 of `path` in hex (reads it once, 1 MiB at a time).
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
+    sha256_rest(&mut std::fs::File::open(path)?)
+}
+
+/// The SHA-256 in hex of what is left to read in `f`, 1 MiB at a time.
+fn sha256_rest(f: &mut std::fs::File) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -101,6 +105,23 @@ pub fn cached_short_hash(path: &Path) -> Option<String> {
     let e = cache.get(key.to_string_lossy().as_ref())?;
     (e.size == size && e.mtime_ns == mtime_ns && e.sha256.len() >= 10)
         .then(|| e.sha256[..10].to_owned())
+}
+
+/// AUTOMATIC1111's LoRA hash ("Lora hashes"; kohya's addnet hash): SHA-256 of a
+/// `.safetensors` file after its header (so editing the metadata keeps the hash), of the
+/// whole file otherwise; 12 hex digits.
+pub fn lora_short_hash(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let is_safetensors = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    if is_safetensors {
+        use std::io::{Seek, SeekFrom};
+        let mut n = [0u8; 8];
+        f.read_exact(&mut n)?;
+        f.seek(SeekFrom::Start(8u64.saturating_add(u64::from_le_bytes(n))))?;
+    }
+    Ok(sha256_rest(&mut f)?[..12].to_owned())
 }
 
 /// [`a1111_short_hash_in`] with the user's data folder.

@@ -23,6 +23,8 @@ pub struct PromptPanelView<'a> {
     pub models_dir: &'a Path,
     /// Folders added with "Add model folder…".
     pub model_folders: &'a [PathBuf],
+    /// LoRA files found by the scan.
+    pub loras: &'a [PathBuf],
     /// Jobs queued or running.
     pub active_jobs: usize,
     /// The sketch will be sent as the init image.
@@ -112,6 +114,7 @@ pub fn prompt_panel_ui(
              classifier-free guidance: the negative prompt has no effect.",
         );
     }
+    lora_ui(ui, settings, view);
     ui.add_space(4.0);
 
     egui::Grid::new("prompt_settings")
@@ -328,6 +331,81 @@ fn model_picker_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut
         );
     }
     rejected_ui(ui, view);
+}
+
+/// The LoRAs in the prompt (`<lora:NAME:W>`), each with a weight to drag and a button to take
+/// it out, and the LoRAs found, a click adding one to the prompt (as A1111's cards do).
+fn lora_ui(ui: &mut egui::Ui, settings: &mut PromptSettings, view: &PromptPanelView<'_>) {
+    use crate::generation::{edit_lora_tag, extract_lora_tags};
+    let in_prompt = extract_lora_tags(&settings.prompt).1;
+    for (name, weight) in &in_prompt {
+        ui.horizontal(|ui| {
+            let label = ui.label(format!("LoRA {name}"));
+            let mut w = *weight;
+            let known = view.loras.iter().any(|p| {
+                p.file_stem()
+                    .is_some_and(|s| s.to_string_lossy() == name.as_str())
+            });
+            if ui
+                .add(
+                    egui::DragValue::new(&mut w)
+                        .speed(0.01)
+                        .range(
+                            -crate::generation::MAX_LORA_WEIGHT
+                                ..=crate::generation::MAX_LORA_WEIGHT,
+                        )
+                        .max_decimals(2),
+                )
+                .labelled_by(label.id)
+                .on_hover_text("The LoRA's weight: 1 as trained, 0 off, negative the opposite")
+                .changed()
+            {
+                settings.prompt = edit_lora_tag(&settings.prompt, name, Some(w));
+            }
+            if ui
+                .small_button("✕")
+                .on_hover_text("Take this LoRA out of the prompt")
+                .clicked()
+            {
+                settings.prompt = edit_lora_tag(&settings.prompt, name, None);
+            }
+            if !known {
+                ui.colored_label(ui.visuals().warn_fg_color, "not found");
+            }
+        });
+    }
+    if view.loras.is_empty() {
+        return;
+    }
+    egui::CollapsingHeader::new(format!("LoRAs ({})", view.loras.len()))
+        .id_salt("lora_list")
+        .show(ui, |ui| {
+            ui.horizontal_wrapped(|ui| {
+                for path in view.loras {
+                    let name = path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let used = in_prompt.iter().any(|(n, _)| *n == name);
+                    if ui
+                        .add_enabled(!used, egui::Button::new(&name).small())
+                        .on_hover_text(format!(
+                            "Add <lora:{name}:1> to the prompt\n{}",
+                            path.display()
+                        ))
+                        .clicked()
+                    {
+                        let sep = if settings.prompt.trim_end().is_empty() {
+                            ""
+                        } else {
+                            ", "
+                        };
+                        settings.prompt =
+                            format!("{}{sep}<lora:{name}:1>", settings.prompt.trim_end());
+                    }
+                }
+            });
+        });
 }
 
 /// "Add model folder…" and the folders added, each with a button to forget it.
