@@ -160,6 +160,9 @@ pub struct GenerationRequest {
     /// LoRAs merged into the model for this job, each with its weight.
     #[serde(default)]
     pub loras: Vec<LoraSpec>,
+    /// Another VAE than the model's own: a VAE file or a diffusers `vae/` folder.
+    #[serde(default)]
+    pub vae: Option<PathBuf>,
 }
 
 /// One LoRA file (kohya, LyCORIS LoHa/LoKr, diffusers/PEFT) and its weight: A1111's
@@ -358,6 +361,7 @@ impl Default for GenerationRequest {
             mask: None,
             noise_file: None,
             loras: Vec::new(),
+            vae: None,
         }
     }
 }

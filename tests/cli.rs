@@ -1000,3 +1000,88 @@ fn loras_from_flags_and_prompt_tags() {
         "{err}"
     );
 }
+
+/// `--vae`: a VAE file in the original names (as `vae-ft-mse-840000-ema-pruned.safetensors`
+/// ships), one in diffusers names (as `sdxl_vae.safetensors`), and a diffusers `vae/` folder
+/// replace the model's VAE; the same weights give the same pixels, other weights other pixels;
+/// the picture names the VAE; a LoRA given as the VAE is refused.
+#[test]
+fn a_vae_file_or_folder_replaces_the_models_vae() {
+    use candle_core::{Device, Tensor};
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(TinyKind::Sd15);
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    // The model's own VAE, in the original names without a prefix.
+    let single = tmp.path().join("model.safetensors");
+    atelier::models::export::write_single_file(&model, &single, Default::default()).unwrap();
+    let all = candle_core::safetensors::load(&single, &Device::Cpu).unwrap();
+    let ldm_vae: std::collections::HashMap<String, Tensor> = all
+        .into_iter()
+        .filter_map(|(k, t)| Some((k.strip_prefix("first_stage_model.")?.to_owned(), t)))
+        .collect();
+    let same_ldm = tmp.path().join("same-vae.safetensors");
+    candle_core::safetensors::save(&ldm_vae, &same_ldm).unwrap();
+    // Another VAE: the decoder's output shifted.
+    let mut other = ldm_vae.clone();
+    let bias = other["decoder.conv_out.bias"].clone();
+    other.insert("decoder.conv_out.bias".into(), (bias + 0.3).unwrap());
+    let other_vae = tmp.path().join("other-vae.safetensors");
+    candle_core::safetensors::save(&other, &other_vae).unwrap();
+    let diffusers_named = model.join("vae/diffusion_pytorch_model.safetensors");
+    let gen = |vae: Option<&Path>, out: &Path| {
+        let mut args = vec![
+            "generate".to_owned(),
+            "--model".into(),
+            path(&model),
+            "--prompt".into(),
+            "a red cat".into(),
+            "--seed".into(),
+            "2".into(),
+            "--steps".into(),
+            "2".into(),
+            "--width".into(),
+            "64".into(),
+            "--height".into(),
+            "64".into(),
+            "--no-gallery".into(),
+            "--out".into(),
+            path(out),
+        ];
+        if let Some(v) = vae {
+            args.push("--vae".into());
+            args.push(path(v));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        atelier(&args, tmp.path())
+    };
+    let pixels = |p: &Path| common::open_image(p).to_rgb8();
+    let own = tmp.path().join("own.png");
+    assert!(gen(None, &own).status.success());
+    for (vae, same) in [
+        (same_ldm.as_path(), true),
+        (diffusers_named.as_path(), true),
+        (model.join("vae").as_path(), true),
+        (other_vae.as_path(), false),
+    ] {
+        let out = tmp.path().join("with-vae.png");
+        let o = gen(Some(vae), &out);
+        assert!(o.status.success(), "{vae:?}: {}", stderr(&o));
+        let d = common::mean_abs_diff(&pixels(&out), &pixels(&own));
+        if same {
+            assert_eq!(d, 0.0, "{vae:?}");
+        } else {
+            assert!(d > 2.0, "{vae:?}: {d}");
+            let meta = atelier::gallery::metadata::read_embedded(&std::fs::read(&out).unwrap())
+                .meta()
+                .unwrap();
+            assert_eq!(meta.extra.get("VAE").map(String::as_str), Some("other-vae"));
+            assert_eq!(meta.extra.get("VAE hash").map(String::len), Some(10));
+        }
+    }
+    let lora = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference/lora/sd15-kohya.safetensors");
+    let out = tmp.path().join("no.png");
+    let o = gen(Some(&lora), &out);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a VAE"), "{}", stderr(&o));
+}

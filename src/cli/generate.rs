@@ -29,6 +29,10 @@ pub(crate) struct GenerateArgs {
     /// same with a LoRA found by name in the --model-dir folders (their Lora/loras folders).
     #[arg(long = "lora", value_name = "FILE[:WEIGHT]", value_parser = parse_lora)]
     loras: Vec<atelier::generation::LoraSpec>,
+    /// Another VAE than the model's own: a VAE file (`vae-ft-mse-840000-ema-pruned.safetensors`,
+    /// `sdxl_vae.safetensors`) or a diffusers `vae/` folder.
+    #[arg(long)]
+    vae: Option<PathBuf>,
     /// The prompt; repeat it to queue one job per prompt (same settings), run in order.
     #[arg(long, required = true)]
     prompt: Vec<String>,
@@ -183,6 +187,7 @@ pub(crate) fn generate(mut args: GenerateArgs, model_dirs: &[PathBuf]) -> anyhow
         mask: mask.map(Arc::new),
         noise_file: args.noise.clone(),
         loras: Vec::new(),
+        vae: args.vae.clone(),
     };
     let mut lora_dirs = model_dirs.to_vec();
     lora_dirs.push(atelier::paths::models_dir());
@@ -237,6 +242,19 @@ pub(crate) fn generate(mut args: GenerateArgs, model_dirs: &[PathBuf]) -> anyhow
     let mut jobs = Vec::new();
     for request in requests {
         let mut template = template.clone();
+        if let Some(vae) = &request.vae {
+            // As A1111 writes it: the VAE's name and, for a file, its short hash.
+            let name = vae
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            template.extra.insert("VAE".into(), name);
+            if vae.is_file() {
+                if let Ok(h) = atelier::models::hash::a1111_short_hash(vae) {
+                    template.extra.insert("VAE hash".into(), h);
+                }
+            }
+        }
         if !request.loras.is_empty() {
             template
                 .extra

@@ -84,9 +84,12 @@ impl LoraFile {
         }
         if modules.is_empty() {
             let what = crate::models::ldm::classify(&file).describe();
-            return Err(bad(format!(
-                "this is {what}, not a LoRA (no lora_down, lora_A, hada or lokr tensors)"
-            )));
+            return Err(ModelError::UnsupportedFile {
+                path: path.clone(),
+                what: format!(
+                    "this is {what}, not a LoRA (no lora_down, lora_A, hada or lokr tensors)"
+                ),
+            });
         }
         let f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
         // SAFETY: read-only map of a file whose tensors were all checked to lie inside it.

@@ -170,6 +170,7 @@ impl Generator {
         let model = self.slot.get(
             &request.model_dir,
             &request.loras,
+            request.vae.as_deref(),
             device,
             &mut *control.on_loading,
         )?;

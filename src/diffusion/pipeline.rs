@@ -73,13 +73,14 @@ impl LoadedModel {
         device: &Device,
         on_loading: &mut dyn FnMut(&str),
     ) -> Result<Self, ModelError> {
-        Self::load_with_loras(dir, &[], device, on_loading)
+        Self::load_with(dir, &[], None, device, on_loading)
     }
 
-    /// [`LoadedModel::load`] with LoRAs merged in.
-    pub fn load_with_loras(
+    /// [`LoadedModel::load`] with LoRAs merged in and, optionally, another VAE.
+    pub fn load_with(
         dir: &Path,
         lora_specs: &[crate::generation::LoraSpec],
+        vae: Option<&Path>,
         device: &Device,
         on_loading: &mut dyn FnMut(&str),
     ) -> Result<Self, ModelError> {
@@ -112,7 +113,13 @@ impl LoadedModel {
         )?;
         on_loading("VAE");
         let vae = built(
-            Vae::new(var_builder(&configs, "vae", dtype, device)?, &configs.vae),
+            Vae::new(
+                match vae {
+                    Some(path) => super::weights::vae_override(path, dtype, device)?,
+                    None => var_builder(&configs, "vae", dtype, device)?,
+                },
+                &configs.vae,
+            ),
             &configs,
             "vae",
         )?;
@@ -739,8 +746,8 @@ fn latent_preview(latents: &Tensor, family: Family) -> candle_core::Result<image
     Ok(img)
 }
 
-/// Which model is loaded: its folder or file, and the LoRAs merged into it.
-type SlotKey = (PathBuf, Vec<crate::generation::LoraSpec>);
+/// Which model is loaded: its folder or file, the LoRAs merged into it, its VAE.
+type SlotKey = (PathBuf, Vec<crate::generation::LoraSpec>, Option<PathBuf>);
 
 /// The model currently in memory, if any, keyed by its folder and LoRAs.
 #[derive(Default)]
@@ -755,17 +762,19 @@ impl ModelSlot {
         &mut self,
         dir: &Path,
         loras: &[crate::generation::LoraSpec],
+        vae: Option<&Path>,
         device: &Device,
         on_loading: &mut dyn FnMut(&str),
     ) -> Result<&mut LoadedModel, ModelError> {
         let key = (
             std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
             loras.to_vec(),
+            vae.map(Path::to_path_buf),
         );
         if self.loaded.as_ref().is_none_or(|(k, _)| *k != key) {
             // Free the old model before mapping the new one.
             self.loaded = None;
-            let model = LoadedModel::load_with_loras(dir, loras, device, on_loading)?;
+            let model = LoadedModel::load_with(dir, loras, vae, device, on_loading)?;
             self.loaded = Some((key, model));
         }
         Ok(&mut self.loaded.as_mut().expect("set above").1)

@@ -35,6 +35,47 @@ pub fn var_builder(
     }
 }
 
+/// The VAE's weights from somewhere else than the model (`--vae`, a model's VAE choice): a
+/// VAE file (original or diffusers names), a diffusers `vae/` folder, or a diffusers model
+/// folder (its `vae/`). The model's VAE config is kept (the architecture is the same).
+pub fn vae_override(
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>, ModelError> {
+    if path.is_file() {
+        let file = crate::models::checkpoint::WeightFile::open(path)?;
+        let single = Arc::new(crate::models::ldm::vae_single_file(file)?);
+        let backend = SingleFileBackend::map(single, "vae")?;
+        return Ok(VarBuilder::from_backend(
+            Box::new(backend),
+            dtype,
+            device.clone(),
+        ));
+    }
+    if !path.is_dir() {
+        return Err(ModelError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let dir = if path.join("vae").is_dir() {
+        path.join("vae")
+    } else {
+        path.to_path_buf()
+    };
+    let files = crate::models::config::weight_files(&dir)?;
+    for f in &files {
+        check_safetensors(f)?;
+    }
+    // SAFETY: as in `folder_var_builder`: read-only maps of checked files.
+    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(|e| {
+        ModelError::BadWeights {
+            path: dir.clone(),
+            reason: super::error_text(&e),
+        }
+    })
+}
+
 /// Memory-maps a folder component's safetensors files.
 fn folder_var_builder(
     configs: &ModelConfigs,

@@ -1158,6 +1158,54 @@ fn open_clip_back(name: &str) -> Option<(String, Transform)> {
     ))
 }
 
+/// A VAE file on its own (`vae-ft-mse-840000-ema-pruned.safetensors`, `sdxl_vae.safetensors`)
+/// as the `vae` component: original names (bare or under `first_stage_model.`) or diffusers
+/// names. A checkpoint's own VAE is taken too (A1111 allows it).
+pub fn vae_single_file(file: WeightFile) -> Result<SingleFile, ModelError> {
+    let path = file.path.clone();
+    let kind = classify(&file);
+    if !matches!(kind, FileKind::Vae | FileKind::Checkpoint { .. }) {
+        return Err(ModelError::UnsupportedFile {
+            path,
+            what: format!("this is {}, not a VAE", kind.describe()),
+        });
+    }
+    let diffusers_names = file
+        .tensors
+        .keys()
+        .any(|k| k.starts_with("decoder.up_blocks.") || k.starts_with("decoder.mid_block."));
+    let bare = |k: &str| k.strip_prefix(VAE).unwrap_or(k).to_owned();
+    let levels = vae_levels(file.tensors.keys().map(|k| bare(k)));
+    let mut map = HashMap::new();
+    for key in file.tensors.keys() {
+        let k = bare(key);
+        if !(k.starts_with("encoder.") || k.starts_with("decoder.") || k.contains("quant_conv.")) {
+            continue;
+        }
+        let found = if diffusers_names {
+            Some((k.clone(), Transform::Plain))
+        } else {
+            vae_key(&k, levels)
+        };
+        if let Some((name, transform)) = found {
+            map.insert(
+                format!("vae/{name}"),
+                Source {
+                    key: key.clone(),
+                    transform,
+                },
+            );
+        }
+    }
+    if map.is_empty() {
+        return Err(ModelError::BadWeights {
+            path,
+            reason: "no VAE tensors (encoder.*, decoder.*) in it".into(),
+        });
+    }
+    Ok(SingleFile { file, map })
+}
+
 /// A short description of what a file holds, for error messages about a file given in the
 /// wrong place (a LoRA as `--model`...).
 pub fn describe_file(path: &Path) -> Option<String> {
