@@ -163,6 +163,19 @@ pub struct GenerationRequest {
     /// Another VAE than the model's own: a VAE file or a diffusers `vae/` folder.
     #[serde(default)]
     pub vae: Option<PathBuf>,
+    /// What the model predicts, when its files say otherwise or nothing (an SD 2.x checkpoint
+    /// without its `.yaml`): `None` follows the model.
+    #[serde(default)]
+    pub prediction: Option<PredictionType>,
+}
+
+/// What a model's UNet predicts: the noise (SD 1.x, SD 2.x base) or v (SD 2.x 768-v).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PredictionType {
+    #[serde(rename = "eps")]
+    Epsilon,
+    #[serde(rename = "v")]
+    V,
 }
 
 /// One LoRA file (kohya, LyCORIS LoHa/LoKr, diffusers/PEFT) and its weight: A1111's
@@ -362,6 +375,7 @@ impl Default for GenerationRequest {
             noise_file: None,
             loras: Vec::new(),
             vae: None,
+            prediction: None,
         }
     }
 }

@@ -1085,3 +1085,56 @@ fn a_vae_file_or_folder_replaces_the_models_vae() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not a VAE"), "{}", stderr(&o));
 }
+
+/// `--prediction` overrides what the model predicts (for an SD 2.x checkpoint without its
+/// `.yaml`): `v` on a v-prediction model changes nothing, `eps` changes the picture; `atelier
+/// models` says, for a single file, what was decided and how.
+#[test]
+fn prediction_can_be_overridden_and_models_says_how_it_was_decided() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/tiny-sd2v-ldm.ckpt");
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let gen = |prediction: Option<&str>, out: &Path| {
+        let mut args: Vec<String> = [
+            "generate",
+            "--model",
+            &path(&ckpt),
+            "--prompt",
+            "a red cat",
+            "--seed",
+            "4",
+            "--steps",
+            "3",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--no-gallery",
+            "--out",
+            &path(out),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(p) = prediction {
+            args.extend(["--prediction".to_owned(), p.to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = atelier(&args, tmp.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+        common::open_image(out).to_rgb8()
+    };
+    let own = gen(None, &tmp.path().join("a.png"));
+    let v = gen(Some("v"), &tmp.path().join("b.png"));
+    let eps = gen(Some("eps"), &tmp.path().join("c.png"));
+    assert_eq!(own, v);
+    assert!(common::mean_abs_diff(&own, &eps) > 2.0);
+    let o = atelier(&["models", &path(&ckpt)], tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("tiny-sd2v-ldm: predicts v: from the file's own configs"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -33,6 +33,10 @@ pub(crate) struct GenerateArgs {
     /// `sdxl_vae.safetensors`) or a diffusers `vae/` folder.
     #[arg(long)]
     vae: Option<PathBuf>,
+    /// What the model predicts, when its files say otherwise or nothing (an SD 2.x checkpoint
+    /// without its .yaml): eps (noise) or v. `atelier models` says what was decided and how.
+    #[arg(long, value_parser = ["eps", "v"])]
+    prediction: Option<String>,
     /// The prompt; repeat it to queue one job per prompt (same settings), run in order.
     #[arg(long, required = true)]
     prompt: Vec<String>,
@@ -188,6 +192,10 @@ pub(crate) fn generate(mut args: GenerateArgs, model_dirs: &[PathBuf]) -> anyhow
         noise_file: args.noise.clone(),
         loras: Vec::new(),
         vae: args.vae.clone(),
+        prediction: args.prediction.map(|p| match p.as_str() {
+            "v" => atelier::generation::PredictionType::V,
+            _ => atelier::generation::PredictionType::Epsilon,
+        }),
     };
     let mut lora_dirs = model_dirs.to_vec();
     lora_dirs.push(atelier::paths::models_dir());

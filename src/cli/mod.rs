@@ -183,6 +183,16 @@ fn list_models(dirs: &[PathBuf]) -> anyhow::Result<()> {
         );
     }
     for m in &found.models {
+        if let Some(note) = m
+            .prediction_note
+            .as_ref()
+            .filter(|_| m.family != models::Family::Sd1)
+        {
+            eprintln!(
+                "{}: predicts {note} (override with generate --prediction eps|v)",
+                m.name
+            );
+        }
         if let Some(problem) = &m.card_problem {
             eprintln!("warning: {problem}; the card is ignored");
         }

@@ -223,7 +223,17 @@ impl LoadedModel {
                 .collect::<Vec<_>>()
         };
         let inputs = UserImages::at_output_size(request);
-        let mut sampler = sampler::build(request.sampler, &self.schedule, request.steps);
+        let mut schedule = self.schedule.clone();
+        match request.prediction {
+            Some(crate::generation::PredictionType::Epsilon) => {
+                schedule.prediction = sampler::Prediction::Epsilon
+            }
+            Some(crate::generation::PredictionType::V) => {
+                schedule.prediction = sampler::Prediction::V
+            }
+            None => {}
+        }
+        let mut sampler = sampler::build(request.sampler, &schedule, request.steps);
         let start = first_step(request, inputs.init.is_some());
         if start >= request.steps {
             // Strength 0: nothing to denoise; the init image is the answer.

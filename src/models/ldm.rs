@@ -67,6 +67,8 @@ pub struct Source {
 pub struct SingleFile {
     pub file: WeightFile,
     pub map: HashMap<String, Source>,
+    /// What the model predicts and how that was decided ("v: from model.yaml").
+    pub prediction_note: String,
 }
 
 impl SingleFile {
@@ -705,7 +707,8 @@ pub fn configs_for(file: WeightFile, hints: &Hints) -> Result<ModelConfigs, Mode
         None => standard_configs(family, r, &shape, &map)
             .map_err(|e| bad(format!("not a standard {} layout: {e}", family.label())))?,
     };
-    let (v, _why) = prediction(family, inpainting, &file, hints);
+    let (v, why) = prediction(family, inpainting, &file, hints);
+    let prediction_note = format!("{}: {why}", if v { "v" } else { "eps" });
     if v {
         configs.scheduler.prediction_type = "v_prediction".into();
     }
@@ -725,7 +728,11 @@ pub fn configs_for(file: WeightFile, hints: &Hints) -> Result<ModelConfigs, Mode
         }
         .into(),
         family,
-        weights: WeightSource::SingleFile(Arc::new(SingleFile { file, map })),
+        weights: WeightSource::SingleFile(Arc::new(SingleFile {
+            file,
+            map,
+            prediction_note,
+        })),
         ..configs
     };
     configs.unet.validate(&path)?;
@@ -1203,7 +1210,11 @@ pub fn vae_single_file(file: WeightFile) -> Result<SingleFile, ModelError> {
             reason: "no VAE tensors (encoder.*, decoder.*) in it".into(),
         });
     }
-    Ok(SingleFile { file, map })
+    Ok(SingleFile {
+        file,
+        map,
+        prediction_note: String::new(),
+    })
 }
 
 /// A short description of what a file holds, for error messages about a file given in the

@@ -145,6 +145,9 @@ pub struct ModelInfo {
     /// A single file's AUTOMATIC1111 model hash, when it is already known (see [`hash`]).
     #[serde(default)]
     pub hash: Option<String>,
+    /// For a single file: what it predicts and how that was decided ("v: from model.yaml").
+    #[serde(default)]
+    pub prediction_note: Option<String>,
 }
 
 impl ModelInfo {
@@ -191,6 +194,10 @@ impl ModelInfo {
                 .is_file()
                 .then(|| hash::cached_short_hash(dir))
                 .flatten(),
+            prediction_note: match &configs.weights {
+                config::WeightSource::SingleFile(s) => Some(s.prediction_note.clone()),
+                config::WeightSource::Folder => None,
+            },
         }
     }
 
