@@ -167,6 +167,9 @@ pub struct GenerationRequest {
     /// without its `.yaml`): `None` follows the model.
     #[serde(default)]
     pub prediction: Option<PredictionType>,
+    /// Textual-inversion embeddings the prompts may use, each by its file's stem as a word.
+    #[serde(default)]
+    pub embeddings: Vec<PathBuf>,
 }
 
 /// What a model's UNet predicts: the noise (SD 1.x, SD 2.x base) or v (SD 2.x 768-v).
@@ -376,6 +379,7 @@ impl Default for GenerationRequest {
             loras: Vec::new(),
             vae: None,
             prediction: None,
+            embeddings: Vec::new(),
         }
     }
 }

@@ -1138,3 +1138,77 @@ fn prediction_can_be_overridden_and_models_says_how_it_was_decided() {
         stderr(&o)
     );
 }
+
+/// Embeddings on the command line: found by the word a prompt uses in a `--model-dir`
+/// folder's `embeddings` (as A1111 keeps them), the same picture as `--embedding FILE`, and an
+/// embedding of the wrong width (made for another model) is a clear error.
+#[test]
+fn embeddings_are_found_by_name_and_a_wrong_width_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    let model = reference.join("tiny-sd15");
+    let emb = reference.join("embeddings/bad-hands.pt");
+    let webui = tmp.path().join("webui");
+    std::fs::create_dir_all(webui.join("embeddings/negatives")).unwrap();
+    std::fs::copy(&emb, webui.join("embeddings/negatives/bad-hands.pt")).unwrap();
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let gen = |extra: &[&str], negative: &str, out: &Path| {
+        let mut args: Vec<String> = [
+            "generate",
+            "--model",
+            &path(&model),
+            "--prompt",
+            "a red cat",
+            "--negative",
+            negative,
+            "--seed",
+            "6",
+            "--steps",
+            "3",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--no-gallery",
+            "--out",
+            &path(out),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        atelier(&args, tmp.path())
+    };
+    let found = tmp.path().join("found.png");
+    let o = gen(&["--model-dir", &path(&webui)], "blurry, bad-hands", &found);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let given = tmp.path().join("given.png");
+    let o = gen(&["--embedding", &path(&emb)], "blurry, bad-hands", &given);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plain = tmp.path().join("plain.png");
+    let o = gen(&[], "blurry, bad-hands", &plain);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let px = |p: &Path| common::open_image(p).to_rgb8();
+    assert_eq!(px(&found), px(&given));
+    assert!(common::mean_abs_diff(&px(&found), &px(&plain)) > 2.0);
+    // 768-wide vectors for this 32-wide text encoder.
+    let wrong = tmp.path().join("wrong-width.safetensors");
+    let t =
+        candle_core::Tensor::zeros((1, 768), candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("emb_params".to_owned(), t)]),
+        &wrong,
+    )
+    .unwrap();
+    let out = tmp.path().join("no.png");
+    let o = gen(&["--embedding", &path(&wrong)], "wrong-width", &out);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("wrong-width.safetensors") && err.contains("32-wide"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

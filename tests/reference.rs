@@ -755,3 +755,48 @@ fn loras_match_diffusers() {
     assert!(failed.is_empty(), "{failed:#?}");
     assert!(checked >= 7, "{checked}");
 }
+
+/// Textual-inversion embeddings against diffusers' `load_textual_inversion`
+/// (`embeddings/cases_embeddings.json`, from `make_reference_embeddings.py`): an A1111 `.pt`
+/// with two vectors in the prompt and in the negative prompt, a one-vector `emb_params`
+/// `.safetensors`, and an SDXL `clip_l` / `clip_g` file, each used by its name as a word.
+#[test]
+fn embeddings_match_diffusers() {
+    let dir = fixtures().join("embeddings");
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases_embeddings.json")).unwrap())
+            .unwrap();
+    let mut failed = Vec::new();
+    let mut checked = 0;
+    for case in cases["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let mut req = case_request(case, fixtures().join(case["model_dir"].as_str().unwrap()));
+        req.embeddings = case["embeddings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| dir.join(e.as_str().unwrap()))
+            .collect();
+        let want = common::open_image(dir.join(case["expected"].as_str().unwrap())).to_rgb8();
+        let got = match run(&req) {
+            Ok((mut images, _)) => images.remove(0),
+            Err(e) => {
+                failed.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let mad = mean_abs_diff(&got.image, &want);
+        eprintln!(
+            "{name}: mean abs diff {mad:.4} / 255 (the embedding moves the picture {:.1} / 255)",
+            case["mean_abs_vs_plain_word"].as_f64().unwrap_or(0.0)
+        );
+        if mad > 1.0 {
+            failed.push(format!(
+                "{name}: mean absolute difference {mad:.3}/255 exceeds 1/255"
+            ));
+        }
+        checked += 1;
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(checked, 4);
+}

@@ -160,6 +160,11 @@ impl StudioApp {
                 }
             }
         }
+        // Embeddings the scan found, used by their names as words in either prompt.
+        request.embeddings = crate::diffusion::embedding::used_in(
+            &[&request.prompt, &request.negative_prompt],
+            &self.rt.models.embeddings,
+        );
         let sketch = &self.rt.sketch;
         if self.state.canvas.use_sketch && !sketch.is_empty() {
             request.init_image = Some(Arc::new(sketch.rasterize(request.width, request.height)));

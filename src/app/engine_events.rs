@@ -72,7 +72,7 @@ impl StudioApp {
                 job.images_done += 1;
                 let job_id = job.id;
                 // Shown once the gallery thread has saved it (file durable, row committed).
-                self.save_result(job_id, image);
+                self.save_result(job_id, *image);
             }
             EngineEvent::Done {
                 elapsed_secs,

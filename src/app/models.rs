@@ -11,6 +11,7 @@ pub struct ScanResult {
     pub models: Vec<ModelInfo>,
     pub rejected: Vec<(PathBuf, String)>,
     pub loras: Vec<PathBuf>,
+    pub embeddings: Vec<PathBuf>,
 }
 
 #[derive(Default)]
@@ -19,6 +20,8 @@ pub struct ModelList {
     pub rejected: Vec<(PathBuf, String)>,
     /// LoRA files found by the scan (named in prompts by their file stem).
     pub loras: Vec<PathBuf>,
+    /// Textual-inversion embeddings found by the scan (used by their file stem as a word).
+    pub embeddings: Vec<PathBuf>,
     scan: Option<Task<ScanResult>>,
     /// AUTOMATIC1111 hashes of the single files found without one cached (seconds per
     /// gigabyte, so after the list is shown).
@@ -37,6 +40,7 @@ impl ModelList {
             let found = crate::models::discover::discover_with(&given, embedded);
             ScanResult {
                 loras: found.loras,
+                embeddings: found.embeddings,
                 models: found.models,
                 rejected: found
                     .rejected
@@ -63,6 +67,7 @@ impl ModelList {
                 self.models = result.models;
                 self.rejected = result.rejected;
                 self.loras = result.loras;
+                self.embeddings = result.embeddings;
                 self.scan = None;
                 self.scans_done += 1;
                 self.start_hashing(task_ctx);

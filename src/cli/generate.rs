@@ -33,6 +33,11 @@ pub(crate) struct GenerateArgs {
     /// `sdxl_vae.safetensors`) or a diffusers `vae/` folder.
     #[arg(long)]
     vae: Option<PathBuf>,
+    /// A textual-inversion embedding (A1111 .pt or .safetensors, SDXL clip_l/clip_g), used by
+    /// its file name as a word in the prompt or negative prompt; repeat for several. Those in
+    /// the --model-dir folders' embeddings folders are found by the names the prompts use.
+    #[arg(long = "embedding", value_name = "FILE")]
+    embeddings: Vec<PathBuf>,
     /// What the model predicts, when its files say otherwise or nothing (an SD 2.x checkpoint
     /// without its .yaml): eps (noise) or v. `atelier models` says what was decided and how.
     #[arg(long, value_parser = ["eps", "v"])]
@@ -192,6 +197,7 @@ pub(crate) fn generate(mut args: GenerateArgs, model_dirs: &[PathBuf]) -> anyhow
         noise_file: args.noise.clone(),
         loras: Vec::new(),
         vae: args.vae.clone(),
+        embeddings: Vec::new(),
         prediction: args.prediction.map(|p| match p.as_str() {
             "v" => atelier::generation::PredictionType::V,
             _ => atelier::generation::PredictionType::Epsilon,
@@ -203,9 +209,22 @@ pub(crate) fn generate(mut args: GenerateArgs, model_dirs: &[PathBuf]) -> anyhow
         .prompt
         .iter()
         .map(|prompt| {
+            let mut embeddings = args.embeddings.clone();
+            for found in atelier::diffusion::embedding::used_in(
+                &[prompt.as_str(), args.negative.as_str()],
+                &atelier::diffusion::embedding::embedding_files(&lora_dirs),
+            ) {
+                if !embeddings
+                    .iter()
+                    .any(|e| e.file_stem() == found.file_stem())
+                {
+                    embeddings.push(found);
+                }
+            }
             Ok(GenerationRequest {
                 prompt: prompt.clone(),
                 loras: loras_for(prompt, &args.loras, &lora_dirs)?,
+                embeddings,
                 ..base.clone()
             })
         })

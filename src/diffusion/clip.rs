@@ -150,12 +150,45 @@ impl ClipTextEncoder {
         self.final_ln.forward(hidden)
     }
 
-    /// Encodes one batch of token ids `[B, N]`; `eos_id` locates the pooled token.
-    pub fn encode(&self, ids: &Tensor, eos_id: u32) -> Result<TextEncoding> {
+    /// The input vectors of token ids `[B, N]`: ids past the vocabulary take rows of `extra`
+    /// (textual-inversion embeddings), id `vocab + k` row `k`.
+    fn embed(&self, ids: &Tensor, extra: Option<&Tensor>) -> Result<Tensor> {
+        let Some(extra) = extra else {
+            return self.token_embedding.forward(ids);
+        };
+        let table = self.token_embedding.embeddings();
+        let vocab = table.dim(0)? as u32;
+        let (b, n) = ids.dims2()?;
+        let flat: Vec<u32> = ids.flatten_all()?.to_vec1()?;
+        let device = ids.device();
+        let base: Vec<u32> = flat
+            .iter()
+            .map(|&i| if i < vocab { i } else { 0 })
+            .collect();
+        let rows: Vec<u32> = flat.iter().map(|&i| i.saturating_sub(vocab)).collect();
+        let mask: Vec<u8> = flat.iter().map(|&i| u8::from(i >= vocab)).collect();
+        let base = table.index_select(&Tensor::new(base, device)?, 0)?;
+        let rows = extra
+            .to_dtype(table.dtype())?
+            .index_select(&Tensor::new(rows, device)?, 0)?;
+        let mask = Tensor::new(mask, device)?
+            .unsqueeze(1)?
+            .broadcast_as(base.shape())?;
+        mask.where_cond(&rows, &base)?.reshape((b, n, ()))
+    }
+
+    /// Encodes one batch of token ids `[B, N]`; `eos_id` locates the pooled token; ids past
+    /// the vocabulary are rows of `extra` (see [`ClipTextEncoder::embed`]).
+    pub fn encode(
+        &self,
+        ids: &Tensor,
+        eos_id: u32,
+        extra: Option<&Tensor>,
+    ) -> Result<TextEncoding> {
         let (b, n) = ids.dims2()?;
         let device = ids.device();
         let pos = self.position_embedding.narrow(0, 0, n)?;
-        let mut xs = self.token_embedding.forward(ids)?.broadcast_add(&pos)?;
+        let mut xs = self.embed(ids, extra)?.broadcast_add(&pos)?;
         let mask = causal_mask(n, xs.dtype(), device)?;
         let mut hidden_states = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {

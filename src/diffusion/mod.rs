@@ -4,6 +4,7 @@
 pub mod blocks;
 pub mod clip;
 pub mod device;
+pub mod embedding;
 pub mod fused;
 pub mod lora;
 pub mod noise;

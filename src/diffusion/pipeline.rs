@@ -48,6 +48,8 @@ pub struct LoadedModel {
     loras: Option<std::sync::Arc<super::lora::LoraSet>>,
     /// What merging the LoRAs did: modules that matched nothing, modules that could not apply.
     pub lora_report: super::lora::LoraReport,
+    /// The textual-inversion embeddings of the current request.
+    embeddings: Vec<super::embedding::Embedding>,
 }
 
 /// A component's weights, with the LoRAs' changes for the UNet and text encoders.
@@ -134,6 +136,7 @@ impl LoadedModel {
             drop_text_encoders: false,
             loras,
             lora_report: Default::default(),
+            embeddings: Vec::new(),
         };
         on_loading("text encoder");
         model.ensure_text_encoders()?;
@@ -167,11 +170,26 @@ impl LoadedModel {
         Ok(())
     }
 
+    /// The request's textual-inversion embeddings (kept while the same ones are asked for).
+    fn load_embeddings(&mut self, paths: &[PathBuf]) -> Result<(), ModelError> {
+        let same = self.embeddings.len() == paths.len()
+            && self.embeddings.iter().zip(paths).all(|(e, p)| e.path == *p);
+        if !same {
+            self.embeddings = paths
+                .iter()
+                .map(|p| super::embedding::Embedding::load(p, &self.configs))
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(())
+    }
+
     fn encode_prompt(&mut self, prompt: &str, clip_skip: u32) -> Result<Cond, DiffusionError> {
         self.ensure_text_encoders()?;
         // `<lora:..>` tags choose LoRAs (resolved into the request); CLIP never sees them.
         let (prompt, _) = crate::generation::extract_lora_tags(prompt);
-        let cond = self.text.encode(&prompt, clip_skip, &self.device)?;
+        let cond = self
+            .text
+            .encode(&prompt, clip_skip, &self.device, &self.embeddings)?;
         if self.configs.family == Family::Sdxl && cond.pooled.is_none() {
             return Err(ModelError::BadWeights {
                 path: self.configs.component_path("text_encoder_2"),
@@ -269,6 +287,7 @@ impl LoadedModel {
         // once per step: no classifier-free guidance, so no negative prompt, as in diffusers.
         let embedded = self.unet.guidance_embedding_dim();
         let cfg = request.guidance > 1.0 && embedded.is_none();
+        self.load_embeddings(&request.embeddings)?;
         let cond = self.encode_prompt(&request.prompt, request.clip_skip)?;
         let uncond = if !cfg {
             None

@@ -8,11 +8,28 @@
 use candle_core::{DType, Device, IndexOp, Tensor, D};
 
 use super::clip::ClipTextEncoder;
+use super::embedding::{split_words, Embedding};
 use super::prompt::{self, Chunk};
 use super::tokenizer::ClipTokenizer;
 use super::DiffusionError;
 use crate::models::config::{ModelConfigs, TextEncoderConfig};
 use crate::models::{Family, ModelError};
+
+/// The embeddings' vectors for text side `side`, stacked in order (`None` without any).
+fn extra_vectors(
+    embeddings: &[Embedding],
+    side: usize,
+    device: &Device,
+) -> Result<Option<Tensor>, DiffusionError> {
+    let rows: Vec<&Tensor> = embeddings
+        .iter()
+        .filter_map(|e| e.per_side.get(side))
+        .collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Tensor::cat(&rows, 0)?.to_device(device)?))
+}
 
 /// One tokenizer and its text encoder (loaded lazily from the memory map).
 pub(super) struct TextSide {
@@ -64,16 +81,39 @@ impl TextEncoders {
         }
     }
 
-    /// The prompt's chunks for each side.
-    fn chunks(&self, pieces: &[prompt::Piece]) -> Result<Vec<Vec<Chunk>>, DiffusionError> {
+    /// The prompt's chunks for each side. An embedding's word becomes its vectors' places:
+    /// ids past the vocabulary, `vocab + k` for row `k` of [`extra_vectors`].
+    fn chunks(
+        &self,
+        pieces: &[prompt::Piece],
+        embeddings: &[Embedding],
+    ) -> Result<Vec<Vec<Chunk>>, DiffusionError> {
         self.sides
             .iter()
             .map(|side| {
                 let tok = &side.tokenizer;
+                let vocab = side.config.vocab_size as u32;
+                let mut offsets = Vec::with_capacity(embeddings.len());
+                let mut at = vocab;
+                for e in embeddings {
+                    offsets.push(at);
+                    at += e.len() as u32;
+                }
                 prompt::chunks(
                     pieces,
                     tok.framing(),
-                    &mut |text| tok.body_ids(text),
+                    &mut |text| {
+                        let mut ids = Vec::new();
+                        for part in split_words(text, embeddings) {
+                            match part {
+                                Ok(t) => ids.extend(tok.body_ids(t)?),
+                                Err(i) => ids.extend(
+                                    (0..embeddings[i].len() as u32).map(|k| offsets[i] + k),
+                                ),
+                            }
+                        }
+                        Ok(ids)
+                    },
                     tok.comma_id(),
                 )
                 .map_err(DiffusionError::InvalidRequest)
@@ -89,9 +129,10 @@ impl TextEncoders {
         text: &str,
         clip_skip: u32,
         device: &Device,
+        embeddings: &[Embedding],
     ) -> Result<Cond, DiffusionError> {
         let pieces = prompt::parse_attention(text);
-        let mut per_side = self.chunks(&pieces)?;
+        let mut per_side = self.chunks(&pieces, embeddings)?;
         // Both SDXL encoders tokenize alike; pad the shorter with empty chunks all the same.
         let most = per_side.iter().map(Vec::len).max().unwrap_or(1);
         for (side, chunks) in self.sides.iter().zip(&mut per_side) {
@@ -99,7 +140,8 @@ impl TextEncoders {
         }
         let mut contexts = Vec::new();
         let mut pooled = None;
-        for (side, chunks) in self.sides.iter().zip(&per_side) {
+        for (index, (side, chunks)) in self.sides.iter().zip(&per_side).enumerate() {
+            let extra = extra_vectors(embeddings, index, device)?;
             let encoder = side.encoder.as_ref().ok_or_else(|| {
                 DiffusionError::Candle(format!("{} is not loaded", side.component))
             })?;
@@ -107,7 +149,7 @@ impl TextEncoders {
             let body = chunks[0].ids.len();
             let ids: Vec<u32> = chunks.iter().flat_map(|c| c.ids.iter().copied()).collect();
             let ids = Tensor::from_vec(ids, (chunks.len(), body), device)?;
-            let out = encoder.encode(&ids, side.tokenizer.eos_id)?;
+            let out = encoder.encode(&ids, side.tokenizer.eos_id, extra.as_ref())?;
             let z = if self.family == Family::Sdxl {
                 out.hidden_states[layers.saturating_sub(2)].clone()
             } else if clip_skip <= 1 {
@@ -137,7 +179,7 @@ impl TextEncoders {
     pub fn token_count(&self, text: &str) -> Result<(usize, usize), DiffusionError> {
         let pieces = prompt::parse_attention(text);
         let tok = &self.sides[0].tokenizer;
-        let chunks = &self.chunks(&pieces)?[0];
+        let chunks = &self.chunks(&pieces, &[])?[0];
         Ok(prompt::token_count(chunks, tok.framing()))
     }
 }

@@ -35,7 +35,8 @@ pub enum EngineEvent {
     /// One image of the batch is done (sent as soon as it is decoded).
     Image {
         job: JobId,
-        image: GeneratedImage,
+        /// Boxed: the picture's request makes it by far the largest event.
+        image: Box<GeneratedImage>,
     },
     /// The whole job finished.
     Done {

@@ -354,7 +354,12 @@ fn run_job(
                 elapsed_secs: started.elapsed().as_secs_f32(),
             })
         },
-        on_image: &mut |image| sink.send(EngineEvent::Image { job, image }),
+        on_image: &mut |image| {
+            sink.send(EngineEvent::Image {
+                job,
+                image: Box::new(image),
+            })
+        },
     };
     let result = generator.run_skipping(&request, &done, &mut control);
     if result.is_ok() {

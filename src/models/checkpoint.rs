@@ -403,7 +403,22 @@ fn read_pickle_zip(path: &Path, file_len: u64) -> Result<WeightFile, ModelError>
             (_, v) => top.push((k, v)),
         }
     }
-    let pairs = state.unwrap_or(top);
+    // Nested dictionaries (a textual-inversion `.pt`'s `string_to_param`) are named
+    // `outer.inner`, one level deep.
+    let pairs: Vec<(Object, Object)> = state
+        .unwrap_or(top)
+        .into_iter()
+        .flat_map(|(k, v)| match (k, v) {
+            (Object::Unicode(outer), Object::Dict(inner)) => inner
+                .into_iter()
+                .filter_map(|(ik, iv)| match ik {
+                    Object::Unicode(ik) => Some((Object::Unicode(format!("{outer}.{ik}")), iv)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            (k, v) => vec![(k, v)],
+        })
+        .collect();
     // Where each stored entry's bytes begin in the file (entries must be stored, not deflated).
     let mut tensors = BTreeMap::new();
     // Storages live in `<archive>/data/<key>`.

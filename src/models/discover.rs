@@ -35,6 +35,8 @@ pub struct Discovery {
     /// LoRA files (kohya, LyCORIS, PEFT) found in the same places and in other tools'
     /// `models/Lora`, `models/loras` and `models/LyCORIS` folders, by path.
     pub loras: Vec<PathBuf>,
+    /// Textual-inversion embeddings found likewise (and in `embeddings` folders).
+    pub embeddings: Vec<PathBuf>,
 }
 
 /// Looks in the embedded models, `given` folders (each a model folder or a folder of model
@@ -107,13 +109,15 @@ const CHECKPOINT_FOLDERS: [&str; 4] = [
 ];
 
 /// Where other tools keep LoRAs, under the folder a user gives.
-const LORA_FOLDERS: [&str; 6] = [
+const LORA_FOLDERS: [&str; 8] = [
     "models/Lora",
     "models/loras",
     "models/LyCORIS",
     "Lora",
     "loras",
     "LyCORIS",
+    "embeddings",
+    "models/embeddings",
 ];
 
 /// How deep a checkpoints folder's subfolders are searched (users sort them into folders).
@@ -179,7 +183,12 @@ fn push_file(path: &Path, source: ModelSource, found: &mut Discovery, named: boo
                 found.loras.push(path.to_path_buf());
             }
         }
-        Ok(FileKind::Vae | FileKind::Embedding | FileKind::ControlNet) if !named => {}
+        Ok(FileKind::Embedding) => {
+            if !found.embeddings.iter().any(|l| l == path) {
+                found.embeddings.push(path.to_path_buf());
+            }
+        }
+        Ok(FileKind::Vae | FileKind::ControlNet) if !named => {}
         Ok(FileKind::Unsupported(what)) => found.rejected.push(Rejected {
             dir: path.to_path_buf(),
             error: ModelError::UnsupportedFile {

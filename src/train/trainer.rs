@@ -880,7 +880,10 @@ impl Run<'_> {
                 }
             }
             let ids = Tensor::from_vec(ids, (opts.batch, recipe.max_tokens), device)?;
-            let context = models.text.encode(&ids, tokenizer.eos_id)?.last_normed;
+            let context = models
+                .text
+                .encode(&ids, tokenizer.eos_id, None)?
+                .last_normed;
             let ts: Vec<usize> = (0..opts.batch)
                 .map(|_| rng.random_range(0..schedule.len()))
                 .collect();
@@ -1197,7 +1200,7 @@ mod tests {
             seeded_init(vm, 7).unwrap();
         }
         let ids = Tensor::from_vec((0u32..16).map(|i| i * 37 + 5).collect(), (2, 8), &dev).unwrap();
-        let context = m.text.encode(&ids, 49407).unwrap().last_normed;
+        let context = m.text.encode(&ids, 49407, None).unwrap().last_normed;
         let mut rng = NoiseRng::new(3);
         let x = rng.randn((2, 4, 4, 4), DType::F32, &dev).unwrap();
         let t = Tensor::new(&[10f32, 900.], &dev).unwrap();
