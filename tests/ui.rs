@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -1371,4 +1371,74 @@ fn prompt_token_counter_follows_chunks() {
         Duration::from_secs(10),
         |h| count(h).is_some_and(|(used, room)| used > 150 && room >= 225),
     );
+}
+
+/// An AUTOMATIC1111 install as the model folder: its single-file checkpoint is found and
+/// chosen; its LoRA is listed under the prompt, a click adds `<lora:NAME:1>`, the weight is
+/// dragged to 0.5 (the tag follows) and Remove takes it out again.
+#[test]
+fn a1111_folder_single_file_checkpoint_and_lora_picker() {
+    let root = tempfile::Builder::new()
+        .prefix("atelier-ui-webui-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("creating a temp dir")
+        .keep();
+    let sd = root.join("models/Stable-diffusion");
+    std::fs::create_dir_all(&sd).unwrap();
+    atelier::models::export::write_single_file(
+        &tiny_models_dir().join("tiny-sd15"),
+        &sd.join("dreamy.safetensors"),
+        Default::default(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("models/Lora")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/reference/lora/sd15-kohya.safetensors"),
+        root.join("models/Lora/sd15-kohya.safetensors"),
+    )
+    .unwrap();
+    let mut harness = studio_harness_with(StudioOptions {
+        extra_model_dirs: vec![root.clone()],
+        without_embedded_models: true,
+        ..Default::default()
+    });
+    step_until(
+        &mut harness,
+        "the model scan",
+        Duration::from_secs(30),
+        |h| {
+            let app = app(h);
+            !app.is_scanning_models() && app.state().selected_model.is_some()
+        },
+    );
+    assert_eq!(
+        app(&harness).state().selected_model.as_deref(),
+        Some(sd.join("dreamy.safetensors").as_path())
+    );
+    harness.get_by_label("LoRAs (1)").click();
+    harness.run_ok();
+    harness.get_by_label("sd15-kohya").click();
+    harness.run_ok();
+    assert!(
+        app(&harness)
+            .state()
+            .prompt
+            .prompt
+            .ends_with("<lora:sd15-kohya:1>"),
+        "{}",
+        app(&harness).state().prompt.prompt
+    );
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::SpinButton, "LoRA sd15-kohya")
+        .set_value_accesskit(0.5);
+    harness.run_ok();
+    assert!(app(&harness)
+        .state()
+        .prompt
+        .prompt
+        .ends_with("<lora:sd15-kohya:0.5>"));
+    harness.get_by_label("Remove").click();
+    harness.run_ok();
+    assert!(!app(&harness).state().prompt.prompt.contains("<lora:"));
 }

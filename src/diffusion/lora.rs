@@ -1,5 +1,6 @@
-//! LoRA and its LyCORIS relatives merged into a model's weights as they are loaded:
-//! W' = W + Σ weight × scale × ΔW over the LoRAs of the job.
+//! LoRA and its LyCORIS relatives merged into a loaded model's weights in place:
+//! W' = W + Σ weight × scale × ΔW over the LoRAs of the job. Changing a LoRA or its weight
+//! rewrites only the layers concerned, from base copies of them (see [`LoraState`]).
 //!
 //! Files: kohya-ss (`lora_unet_*`, `lora_te_*` / `lora_te1_*` / `lora_te2_*` modules with
 //! `lora_down` / `lora_up` / `alpha`, LoCon's convolutions and Tucker `lora_mid`), LyCORIS LoHa
@@ -376,10 +377,16 @@ impl LoraSet {
         }
     }
 
-    /// `base` with every LoRA's change for `component`'s `name` added.
-    fn apply(&self, component: &str, name: &str, base: Tensor) -> candle_core::Result<Tensor> {
+    /// The sum of every LoRA's weighted change for `component`'s weight `name` of `shape`,
+    /// or `None` when no LoRA changes it.
+    fn delta_for(
+        &self,
+        component: &str,
+        name: &str,
+        shape: &Shape,
+    ) -> candle_core::Result<Option<Tensor>> {
         let Some(path) = name.strip_suffix(".weight") else {
-            return Ok(base);
+            return Ok(None);
         };
         let aliases = self.aliases(component, path);
         let mut sum: Option<Tensor> = None;
@@ -390,7 +397,7 @@ impl LoraSet {
             if let Ok(mut m) = self.matched.lock() {
                 m[i].insert(module.clone());
             }
-            match lora.delta(module, base.shape()) {
+            match lora.delta(module, shape) {
                 Ok(d) => {
                     let d = (d * f64::from(lora.weight))?;
                     sum = Some(match sum {
@@ -405,13 +412,7 @@ impl LoraSet {
                 }
             }
         }
-        match sum {
-            Some(d) => {
-                let dtype = base.dtype();
-                (base.to_dtype(DType::F32)? + d.to_device(base.device())?)?.to_dtype(dtype)
-            }
-            None => Ok(base),
-        }
+        Ok(sum)
     }
 
     /// What was applied: an error when a LoRA changed nothing (wrong model or format), else
@@ -464,32 +465,171 @@ fn first_names<'a>(names: impl Iterator<Item = &'a String>, n: usize) -> String 
         .join(", ")
 }
 
-/// A component's var builder with the LoRAs' changes added to each weight it hands out.
-pub fn with_loras(
+/// The weights a model's UNet and text encoders were built with, as the tensors the blocks
+/// hold: a LoRA is applied by writing new values into them in place (no rebuild, nothing read
+/// from the checkpoint), from base copies kept of the layers a LoRA has touched.
+#[derive(Default)]
+pub struct LoraState {
+    /// `(component, name, tensor)` of every weight handed out.
+    params: Vec<(String, String, Tensor)>,
+    /// The original values of the weights a LoRA has changed.
+    bases: HashMap<(String, String), Tensor>,
+    applied: Vec<LoraSpec>,
+    pub report: LoraReport,
+}
+
+/// Where a [`recording`] var builder writes the weights it hands out.
+pub type Record = Arc<Mutex<Vec<(String, String, Tensor)>>>;
+
+impl LoraState {
+    /// Takes in the weights a build recorded (replacing those of the same components, as when
+    /// the text encoders are rebuilt) and puts the applied LoRAs on them.
+    pub fn adopt(&mut self, record: &Record, configs: &ModelConfigs) -> Result<(), ModelError> {
+        let new: Vec<(String, String, Tensor)> = record
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let components: HashSet<String> = new.iter().map(|(c, _, _)| c.clone()).collect();
+        self.params.retain(|(c, _, _)| !components.contains(c));
+        // Rebuilt from the file, those weights hold their base values again.
+        self.bases.retain(|(c, _), _| !components.contains(c));
+        let start = self.params.len();
+        self.params.extend(new);
+        if self.applied.is_empty() {
+            return Ok(());
+        }
+        let set = LoraSet::open(&self.applied, configs)?.expect("some LoRAs");
+        self.write(&set, start)?;
+        Ok(())
+    }
+
+    /// Applies `specs` (replacing what was applied): only the layers either set touches are
+    /// written. On an error the weights are back at their base values and nothing is applied.
+    pub fn set(&mut self, specs: &[LoraSpec], configs: &ModelConfigs) -> Result<(), ModelError> {
+        if specs == self.applied.as_slice() {
+            return Ok(());
+        }
+        let set = match LoraSet::open(specs, configs)? {
+            Some(set) => set,
+            None => {
+                self.restore();
+                self.applied.clear();
+                self.report = LoraReport::default();
+                return Ok(());
+            }
+        };
+        self.write(&set, 0).inspect_err(|_| self.restore())?;
+        match set.report() {
+            Ok(report) => {
+                self.report = report;
+                self.applied = specs.to_vec();
+                Ok(())
+            }
+            Err(e) => {
+                self.restore();
+                self.applied.clear();
+                self.report = LoraReport::default();
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes base + the set's change into every recorded weight from `start` that the set or
+    /// an earlier one touches.
+    fn write(&mut self, set: &LoraSet, start: usize) -> Result<(), ModelError> {
+        let bad = |e: candle_core::Error| ModelError::BadWeights {
+            path: set
+                .loras
+                .first()
+                .map(|l| l.path.clone())
+                .unwrap_or_default(),
+            reason: super::error_text(&e),
+        };
+        for (component, name, param) in &self.params[start..] {
+            let key = (component.clone(), name.clone());
+            let delta = set.delta_for(component, name, param.shape()).map_err(bad)?;
+            if delta.is_none() && !self.bases.contains_key(&key) {
+                continue;
+            }
+            let base = match self.bases.get(&key) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = param.copy().map_err(bad)?;
+                    self.bases.insert(key, b.clone());
+                    b
+                }
+            };
+            let value = match delta {
+                Some(d) => (base.to_dtype(DType::F32).map_err(bad)?
+                    + d.to_device(param.device()).map_err(bad)?)
+                .and_then(|v| v.to_dtype(param.dtype()))
+                .map_err(bad)?,
+                None => base,
+            };
+            param.slice_set(&value, 0, 0).map_err(bad)?;
+        }
+        Ok(())
+    }
+
+    /// Puts every changed weight back to its base value.
+    fn restore(&mut self) {
+        for (component, name, param) in &self.params {
+            if let Some(base) = self.bases.get(&(component.clone(), name.clone())) {
+                let _ = param.slice_set(base, 0, 0);
+            }
+        }
+    }
+
+    pub fn applied(&self) -> &[LoraSpec] {
+        &self.applied
+    }
+}
+
+/// A component's var builder that records every weight it hands out in `record` (the
+/// tensors the blocks keep), so LoRAs can later be written into them in place.
+pub fn recording(
     inner: VarBuilder<'static>,
     component: &str,
-    set: Arc<LoraSet>,
+    record: Record,
     dtype: DType,
     device: &Device,
 ) -> VarBuilder<'static> {
     VarBuilder::from_backend(
-        Box::new(LoraBackend {
+        Box::new(Recorder {
             inner,
             component: component.to_owned(),
-            set,
+            record,
         }),
         dtype,
         device.clone(),
     )
 }
 
-struct LoraBackend {
+struct Recorder {
     inner: VarBuilder<'static>,
     component: String,
-    set: Arc<LoraSet>,
+    record: Record,
 }
 
-impl SimpleBackend for LoraBackend {
+impl Recorder {
+    fn keep(&self, name: &str, t: Tensor) -> candle_core::Result<Tensor> {
+        // Only weights a LoRA can change; a fresh contiguous copy the blocks alone hold, so an
+        // in-place write reaches exactly them.
+        if !name.ends_with(".weight") {
+            return Ok(t);
+        }
+        let t = t.contiguous()?;
+        if let Ok(mut r) = self.record.lock() {
+            r.push((self.component.clone(), name.to_owned(), t.clone()));
+        }
+        Ok(t)
+    }
+}
+
+impl SimpleBackend for Recorder {
     fn get(
         &self,
         s: Shape,
@@ -499,7 +639,7 @@ impl SimpleBackend for LoraBackend {
         _dev: &Device,
     ) -> candle_core::Result<Tensor> {
         let t = self.inner.get_with_hints_dtype(s, name, h, dtype)?;
-        self.set.apply(&self.component, name, t)
+        self.keep(name, t)
     }
 
     fn get_unchecked(
@@ -509,7 +649,7 @@ impl SimpleBackend for LoraBackend {
         _dev: &Device,
     ) -> candle_core::Result<Tensor> {
         let t = self.inner.get_unchecked_dtype(name, dtype)?;
-        self.set.apply(&self.component, name, t)
+        self.keep(name, t)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

@@ -43,30 +43,31 @@ pub struct LoadedModel {
     schedule: NoiseSchedule,
     /// Drop the text encoders after each encoding (they are reloaded lazily from the mmap).
     pub drop_text_encoders: bool,
-    /// The LoRAs merged into the weights as they load (and again when the text encoders are
-    /// reloaded).
-    loras: Option<std::sync::Arc<super::lora::LoraSet>>,
-    /// What merging the LoRAs did: modules that matched nothing, modules that could not apply.
-    pub lora_report: super::lora::LoraReport,
+    /// The UNet's and text encoders' weights as the blocks hold them, and the LoRAs written
+    /// into them in place.
+    loras: super::lora::LoraState,
+    /// Where the var builders record the weights they hand out (taken in by `loras`).
+    record: super::lora::Record,
     /// The textual-inversion embeddings of the current request.
     embeddings: Vec<super::embedding::Embedding>,
 }
 
-/// A component's weights, with the LoRAs' changes for the UNet and text encoders.
+/// A component's weights, recorded (UNet and text encoders) so LoRAs can be written in.
 fn weights_for(
     configs: &ModelConfigs,
     component: &str,
     dtype: DType,
     device: &Device,
-    loras: Option<&std::sync::Arc<super::lora::LoraSet>>,
+    record: &super::lora::Record,
 ) -> Result<candle_nn::VarBuilder<'static>, ModelError> {
     let vb = var_builder(configs, component, dtype, device)?;
-    Ok(match loras {
-        Some(set) if component != "vae" => {
-            super::lora::with_loras(vb, component, set.clone(), dtype, device)
-        }
-        _ => vb,
-    })
+    Ok(super::lora::recording(
+        vb,
+        component,
+        record.clone(),
+        dtype,
+        device,
+    ))
 }
 
 impl LoadedModel {
@@ -87,10 +88,7 @@ impl LoadedModel {
         on_loading: &mut dyn FnMut(&str),
     ) -> Result<Self, ModelError> {
         let configs = ModelConfigs::read(dir)?;
-        if !lora_specs.is_empty() {
-            on_loading("LoRA");
-        }
-        let loras = super::lora::LoraSet::open(lora_specs, &configs)?;
+        let record = super::lora::Record::default();
         let dtype = if device.is_cpu() {
             DType::F32
         } else {
@@ -107,7 +105,7 @@ impl LoadedModel {
         on_loading("UNet");
         let unet = built(
             Unet::new(
-                weights_for(&configs, "unet", dtype, device, loras.as_ref())?,
+                weights_for(&configs, "unet", dtype, device, &record)?,
                 &configs.unet,
             ),
             &configs,
@@ -134,16 +132,28 @@ impl LoadedModel {
             vae,
             schedule,
             drop_text_encoders: false,
-            loras,
-            lora_report: Default::default(),
+            loras: Default::default(),
+            record,
             embeddings: Vec::new(),
         };
         on_loading("text encoder");
         model.ensure_text_encoders()?;
-        if let Some(set) = &model.loras {
-            model.lora_report = set.report()?;
+        if !lora_specs.is_empty() {
+            on_loading("LoRA");
         }
+        model.set_loras(lora_specs)?;
         Ok(model)
+    }
+
+    /// Applies `specs` in place of the LoRAs applied now (only the layers either touches are
+    /// rewritten; nothing is read from the checkpoint).
+    pub fn set_loras(&mut self, specs: &[crate::generation::LoraSpec]) -> Result<(), ModelError> {
+        self.loras.set(specs, &self.configs)
+    }
+
+    /// What applying the LoRAs did: modules that matched nothing, modules that could not apply.
+    pub fn lora_report(&self) -> &super::lora::LoraReport {
+        &self.loras.report
     }
 
     pub fn dir(&self) -> &Path {
@@ -158,7 +168,7 @@ impl LoadedModel {
                     side.component,
                     self.dtype,
                     &self.device,
-                    self.loras.as_ref(),
+                    &self.record,
                 )?;
                 side.encoder = Some(built(
                     ClipTextEncoder::new(vb, &side.config),
@@ -167,7 +177,9 @@ impl LoadedModel {
                 )?);
             }
         }
-        Ok(())
+        // The first build of the UNet's and the encoders' weights, or rebuilt encoders: taken
+        // in, with the applied LoRAs written into them.
+        self.loras.adopt(&self.record, &self.configs)
     }
 
     /// The request's textual-inversion embeddings (kept while the same ones are asked for).
@@ -775,10 +787,10 @@ fn latent_preview(latents: &Tensor, family: Family) -> candle_core::Result<image
     Ok(img)
 }
 
-/// Which model is loaded: its folder or file, the LoRAs merged into it, its VAE.
-type SlotKey = (PathBuf, Vec<crate::generation::LoraSpec>, Option<PathBuf>);
+/// Which model is loaded: its folder or file and its VAE (LoRAs are applied in place).
+type SlotKey = (PathBuf, Option<PathBuf>);
 
-/// The model currently in memory, if any, keyed by its folder and LoRAs.
+/// The model currently in memory, if any, keyed by its folder and VAE.
 #[derive(Default)]
 pub struct ModelSlot {
     loaded: Option<(SlotKey, LoadedModel)>,
@@ -797,7 +809,6 @@ impl ModelSlot {
     ) -> Result<&mut LoadedModel, ModelError> {
         let key = (
             std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
-            loras.to_vec(),
             vae.map(Path::to_path_buf),
         );
         if self.loaded.as_ref().is_none_or(|(k, _)| *k != key) {
@@ -805,6 +816,11 @@ impl ModelSlot {
             self.loaded = None;
             let model = LoadedModel::load_with(dir, loras, vae, device, on_loading)?;
             self.loaded = Some((key, model));
+        }
+        let model = &mut self.loaded.as_mut().expect("set above").1;
+        if model.loras.applied() != loras {
+            on_loading("LoRA");
+            model.set_loras(loras)?;
         }
         Ok(&mut self.loaded.as_mut().expect("set above").1)
     }
@@ -816,7 +832,7 @@ impl ModelSlot {
     pub fn lora_warnings(&self) -> Vec<String> {
         self.loaded
             .as_ref()
-            .map(|(_, m)| m.lora_report.warnings.clone())
+            .map(|(_, m)| m.lora_report().warnings.clone())
             .unwrap_or_default()
     }
 }

@@ -363,7 +363,7 @@ fn lora_ui(ui: &mut egui::Ui, settings: &mut PromptSettings, view: &PromptPanelV
                 settings.prompt = edit_lora_tag(&settings.prompt, name, Some(w));
             }
             if ui
-                .small_button("✕")
+                .small_button("Remove")
                 .on_hover_text("Take this LoRA out of the prompt")
                 .clicked()
             {
@@ -430,7 +430,7 @@ fn model_folders_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mu
                     .weak(),
             );
             if ui
-                .small_button("✕")
+                .small_button("Forget")
                 .on_hover_text("Stop looking for models in this folder")
                 .clicked()
             {
