@@ -34,6 +34,16 @@ pub(crate) enum DevCommand {
         #[arg(long)]
         no_configs: bool,
     },
+    /// Benchmark: load a model once, then apply a LoRA and change its weight RUNS times,
+    /// printing the load time and the median and slowest application (in this process).
+    LoraTiming {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        lora: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+    },
     /// Write the man page (atelier.1) made from this command line's own definition.
     ManPage {
         #[arg(long)]
@@ -109,6 +119,7 @@ pub(crate) fn run(cmd: DevCommand) -> anyhow::Result<()> {
             println!("{}", out.display());
             Ok(())
         }
+        DevCommand::LoraTiming { model, lora, runs } => lora_timing(&model, &lora, runs),
         DevCommand::ManPage { out } => {
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("{}: cannot create the folder", out.display()))?;
@@ -243,5 +254,43 @@ pub(crate) fn sample_grid(
     grid.save(out)
         .with_context(|| format!("{}: cannot write", out.display()))?;
     eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+/// `dev lora-timing`: the time to load `model`, then to apply `lora` at weights alternating
+/// 1.0 / 0.5 on the loaded model (the first application included), median and slowest.
+fn lora_timing(model: &std::path::Path, lora: &std::path::Path, runs: usize) -> anyhow::Result<()> {
+    use atelier::diffusion::LoadedModel;
+    use atelier::generation::LoraSpec;
+    use std::time::Instant;
+    let device =
+        atelier::diffusion::device::choose(atelier::diffusion::device::DevicePreference::Cpu)?
+            .device;
+    let start = Instant::now();
+    let mut loaded = LoadedModel::load(model, &device, &mut |_| {})?;
+    eprintln!("load: {:.2} s", start.elapsed().as_secs_f64());
+    let mut times = Vec::new();
+    for i in 0..runs.max(1) {
+        let weight = if i % 2 == 0 { 1.0 } else { 0.5 };
+        let spec = [LoraSpec {
+            path: lora.to_path_buf(),
+            weight,
+        }];
+        let t = Instant::now();
+        loaded.set_loras(&spec)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    for w in &loaded.lora_report().warnings {
+        eprintln!("warning: {w}");
+    }
+    let first = times[0];
+    times.sort_by(f64::total_cmp);
+    println!(
+        "apply LoRA: first {:.3} s, median {:.3} s, slowest {:.3} s over {} runs",
+        first,
+        times[times.len() / 2],
+        times[times.len() - 1],
+        times.len()
+    );
     Ok(())
 }
