@@ -133,7 +133,57 @@ impl ModelList {
             .find(|p| p.file_stem().is_some_and(|s| s.to_string_lossy() == name))
     }
 
+    /// The model a picture was made with: the checkpoint whose AUTOMATIC1111 hash it names
+    /// (the same file under any name), else the one of its model name.
+    pub fn for_picture(&self, hash: Option<&str>, name: Option<&str>) -> Option<&ModelInfo> {
+        let by_hash = hash.and_then(|hash| {
+            self.models.iter().find(|x| {
+                x.hash
+                    .as_deref()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(hash.trim()))
+            })
+        });
+        by_hash.or_else(|| {
+            let name = name?;
+            self.models
+                .iter()
+                .find(|x| x.name == name || x.display_name() == name)
+        })
+    }
+
     pub fn find(&self, dir: &Path) -> Option<&ModelInfo> {
         self.models.iter().find(|m| m.dir == dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(name: &str, hash: Option<&str>) -> ModelInfo {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "dir": format!("/m/{name}.safetensors"), "family": "Sd1",
+            "turbo": false, "inpainting": false, "v_prediction": false, "native_size": 512,
+            "source": "Given", "card": null, "hash": hash,
+        }))
+        .expect("a model info")
+    }
+
+    #[test]
+    fn a_picture_finds_its_checkpoint_by_hash_before_name() {
+        let list = ModelList {
+            models: vec![
+                model("dreamshaper_8", Some("879db523c3")),
+                model("renamed-copy", Some("6ce0161689")),
+            ],
+            ..Default::default()
+        };
+        // A1111 metadata naming the file differently, with its hash.
+        let m = list.for_picture(Some("6CE0161689"), Some("v1-5-pruned-emaonly"));
+        assert_eq!(m.map(|m| m.name.as_str()), Some("renamed-copy"));
+        // No hash, or one not installed: by name.
+        let m = list.for_picture(Some("0000000000"), Some("dreamshaper_8"));
+        assert_eq!(m.map(|m| m.name.as_str()), Some("dreamshaper_8"));
+        assert!(list.for_picture(None, Some("missing")).is_none());
     }
 }

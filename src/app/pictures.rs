@@ -792,14 +792,11 @@ impl StudioApp {
             return;
         };
         let m = &record.meta;
-        let model = m.model_name.as_deref().and_then(|name| {
-            self.rt
-                .models
-                .models
-                .iter()
-                .find(|x| x.name == name || x.display_name() == name)
-                .map(|x| x.dir.clone())
-        });
+        let model = self
+            .rt
+            .models
+            .for_picture(m.model_hash.as_deref(), m.model_name.as_deref())
+            .map(|x| x.dir.clone());
         let current = self.state.prompt.to_request(Path::new(""));
         let request = crate::generation::GenerationRequest {
             prompt: m.prompt.clone(),
