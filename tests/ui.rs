@@ -1441,4 +1441,29 @@ fn a1111_folder_single_file_checkpoint_and_lora_picker() {
     harness.get_by_label("Remove").click();
     harness.run_ok();
     assert!(!app(&harness).state().prompt.prompt.contains("<lora:"));
+    // Generated with the LoRA, the picture names it and its hash as A1111 does.
+    harness.get_by_label("sd15-kohya").click();
+    harness.run_ok();
+    step_until(&mut harness, "the hashes", Duration::from_secs(30), |h| {
+        !app(h).is_hashing_models()
+    });
+    quick_settings(&mut harness, 2);
+    app_mut(&mut harness).queue_generation();
+    wait_for_gallery(&mut harness);
+    assert!(!has_label_containing(&harness, "failed:"));
+    let meta = wait_for_record(&mut harness, 1, "the saved picture", |_| true).meta;
+    assert!(
+        meta.prompt.ends_with("<lora:sd15-kohya:1>"),
+        "{}",
+        meta.prompt
+    );
+    let hash =
+        atelier::models::hash::lora_short_hash(&root.join("models/Lora/sd15-kohya.safetensors"))
+            .unwrap();
+    assert_eq!(
+        meta.extra.get("Lora hashes").map(String::as_str),
+        Some(format!("sd15-kohya: {hash}").as_str())
+    );
+    assert_eq!(meta.model_name.as_deref(), Some("dreamy"));
+    assert_eq!(meta.model_hash.as_ref().map(String::len), Some(10));
 }

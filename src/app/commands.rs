@@ -195,6 +195,20 @@ impl StudioApp {
             mask_image: request.mask.as_ref().map(|_| ImageRef::SketchMask),
             ..Default::default()
         };
+        let mut template = template;
+        // A1111's `Lora hashes`, for the LoRAs whose hash the scan has computed.
+        let hashes = &self.rt.models.lora_hashes;
+        let known: Vec<(&Path, &str)> = request
+            .loras
+            .iter()
+            .filter_map(|l| Some((l.path.as_path(), hashes.get(&l.path)?.as_str())))
+            .collect();
+        if !known.is_empty() {
+            template.extra.insert(
+                "Lora hashes".into(),
+                crate::models::hash::lora_hashes_text(known.into_iter()),
+            );
+        }
         self.queue_job(request, template);
         if self.rt.message.as_ref().is_some_and(|m| m.is_error) {
             self.rt.message = None;

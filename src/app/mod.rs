@@ -238,6 +238,11 @@ impl StudioApp {
         &mut self.state.prompt
     }
 
+    /// True while the files a scan found are being hashed (A1111 model and LoRA hashes).
+    pub fn is_hashing_models(&self) -> bool {
+        self.rt.models.hashing()
+    }
+
     /// True while the first model scan (or a rescan) is running.
     pub fn is_scanning_models(&self) -> bool {
         self.rt.models.scanning()

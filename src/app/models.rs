@@ -26,6 +26,8 @@ pub struct ModelList {
     /// AUTOMATIC1111 hashes of the single files found without one cached (seconds per
     /// gigabyte, so after the list is shown).
     hashing: Option<Task<Vec<(PathBuf, String)>>>,
+    /// A1111 hashes of the LoRA files found (for the pictures' `Lora hashes`).
+    pub lora_hashes: std::collections::HashMap<PathBuf, String>,
     /// Scans finished so far this session.
     pub scans_done: u32,
 }
@@ -53,6 +55,11 @@ impl ModelList {
 
     pub fn scanning(&self) -> bool {
         self.scan.is_some()
+    }
+
+    /// The files found are still being hashed (after a scan).
+    pub fn hashing(&self) -> bool {
+        self.hashing.is_some()
     }
 
     /// Takes in a finished scan; true if one finished now.
@@ -85,7 +92,7 @@ impl ModelList {
         }
     }
 
-    /// Hashes, on a task, the single files whose hash is not cached yet.
+    /// Hashes, on a task, the single files whose hash is not cached yet and the LoRAs.
     fn start_hashing(&mut self, ctx: &egui::Context) {
         let files: Vec<PathBuf> = self
             .models
@@ -93,17 +100,25 @@ impl ModelList {
             .filter(|m| m.file_size.is_some() && m.hash.is_none())
             .map(|m| m.dir.clone())
             .collect();
-        if files.is_empty() || self.hashing.is_some() {
+        let loras: Vec<PathBuf> = self
+            .loras
+            .iter()
+            .filter(|l| !self.lora_hashes.contains_key(*l))
+            .cloned()
+            .collect();
+        if (files.is_empty() && loras.is_empty()) || self.hashing.is_some() {
             return;
         }
         self.hashing = Some(Task::spawn("model-hashes", ctx, move || {
-            files
-                .into_iter()
-                .filter_map(|f| {
-                    let h = crate::models::hash::a1111_short_hash(&f).ok()?;
-                    Some((f, h))
-                })
-                .collect()
+            let models = files.into_iter().filter_map(|f| {
+                let h = crate::models::hash::a1111_short_hash(&f).ok()?;
+                Some((f, h))
+            });
+            let loras = loras.into_iter().filter_map(|f| {
+                let h = crate::models::hash::lora_short_hash(&f).ok()?;
+                Some((f, h))
+            });
+            models.chain(loras).collect()
         }));
     }
 
@@ -114,9 +129,12 @@ impl ModelList {
         match task.poll() {
             Poll::Pending => {}
             Poll::Ready(hashes) => {
-                for (dir, h) in hashes {
-                    if let Some(m) = self.models.iter_mut().find(|m| m.dir == dir) {
-                        m.hash = Some(h);
+                for (path, h) in hashes {
+                    match self.models.iter_mut().find(|m| m.dir == path) {
+                        Some(m) => m.hash = Some(h),
+                        None => {
+                            self.lora_hashes.insert(path, h);
+                        }
                     }
                 }
                 self.hashing = None;

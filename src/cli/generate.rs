@@ -303,25 +303,17 @@ pub(crate) fn generate(mut args: GenerateArgs, model_dirs: &[PathBuf]) -> anyhow
     run_jobs(&engine, jobs, recorder.as_mut(), args.out.as_deref())
 }
 
-/// A1111's `Lora hashes` value: `name: hash12` per LoRA (the name without `:` or `,`).
+/// A1111's `Lora hashes` value for the job's LoRAs (hashed here: the CLI may block).
 fn lora_hashes(loras: &[atelier::generation::LoraSpec]) -> String {
-    loras
+    let hashes: Vec<(&Path, String)> = loras
         .iter()
         .map(|l| {
-            let name: String = l
-                .path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-                .chars()
-                .filter(|c| *c != ':' && *c != ',')
-                .collect();
             let hash = atelier::models::hash::lora_short_hash(&l.path)
                 .unwrap_or_else(|_| "unknown".into());
-            format!("{name}: {hash}")
+            (l.path.as_path(), hash)
         })
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    atelier::models::hash::lora_hashes_text(hashes.iter().map(|(p, h)| (*p, h.as_str())))
 }
 
 /// The engine the CLI runs jobs on.

@@ -124,6 +124,24 @@ pub fn lora_short_hash(path: &Path) -> std::io::Result<String> {
     Ok(sha256_rest(&mut f)?[..12].to_owned())
 }
 
+/// A1111's `Lora hashes` value for LoRA files and their hashes: `name: hash` each (the name
+/// is the file stem without `:` or `,`), joined by `, `.
+pub fn lora_hashes_text<'a>(entries: impl Iterator<Item = (&'a Path, &'a str)>) -> String {
+    entries
+        .map(|(path, hash)| {
+            let name: String = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| *c != ':' && *c != ',')
+                .collect();
+            format!("{name}: {hash}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// [`a1111_short_hash_in`] with the user's data folder.
 pub fn a1111_short_hash(path: &Path) -> std::io::Result<String> {
     a1111_short_hash_in(path, &crate::paths::data_dir())
