@@ -420,6 +420,47 @@ fn models_finds_checkpoints_in_a1111_and_comfyui_folders_and_they_generate() {
     assert_eq!(meta.model_name.as_deref(), Some("dreamy-v2"));
 }
 
+/// `atelier generate` of a 64 x 64 picture of `prompt` with `model`, `seed` and `steps`, into
+/// `out` only (no gallery), followed by `extra`.
+fn small_generate(
+    model: &Path,
+    prompt: &str,
+    negative: &str,
+    seed: u32,
+    steps: u32,
+    out: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "generate".into(),
+        "--model".into(),
+        model.to_string_lossy().into_owned(),
+        "--prompt".into(),
+        prompt.into(),
+        "--negative".into(),
+        negative.into(),
+        "--seed".into(),
+        seed.to_string(),
+        "--steps".into(),
+        steps.to_string(),
+        "--width".into(),
+        "64".into(),
+        "--height".into(),
+        "64".into(),
+        "--no-gallery".into(),
+        "--out".into(),
+        out.to_string_lossy().into_owned(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Runs `atelier` with owned arguments.
+fn atelier_owned(args: &[String], home: &Path) -> std::process::Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    atelier(&args, home)
+}
+
 /// A small photo-like image: smooth ramps, a disc and some noise.
 fn adjust_input(w: u32, h: u32, seed: u32) -> image::RgbImage {
     let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
@@ -893,27 +934,10 @@ fn loras_from_flags_and_prompt_tags() {
     .unwrap();
     let path = |p: &Path| p.to_string_lossy().into_owned();
     let gen = |extra: &[&str], prompt: &str, out: &Path| {
-        let mut args = vec![
-            "generate".to_owned(),
-            "--model".into(),
-            path(&model),
-            "--prompt".into(),
-            prompt.into(),
-            "--seed".into(),
-            "5".into(),
-            "--steps".into(),
-            "3".into(),
-            "--width".into(),
-            "64".into(),
-            "--height".into(),
-            "64".into(),
-            "--no-gallery".into(),
-            "--out".into(),
-            path(out),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        atelier(&args, tmp.path())
+        atelier_owned(
+            &small_generate(&model, prompt, "", 5, 3, out, extra),
+            tmp.path(),
+        )
     };
     let by_flag = tmp.path().join("flag.png");
     let o = gen(
@@ -1029,30 +1053,12 @@ fn a_vae_file_or_folder_replaces_the_models_vae() {
     candle_core::safetensors::save(&other, &other_vae).unwrap();
     let diffusers_named = model.join("vae/diffusion_pytorch_model.safetensors");
     let gen = |vae: Option<&Path>, out: &Path| {
-        let mut args = vec![
-            "generate".to_owned(),
-            "--model".into(),
-            path(&model),
-            "--prompt".into(),
-            "a red cat".into(),
-            "--seed".into(),
-            "2".into(),
-            "--steps".into(),
-            "2".into(),
-            "--width".into(),
-            "64".into(),
-            "--height".into(),
-            "64".into(),
-            "--no-gallery".into(),
-            "--out".into(),
-            path(out),
-        ];
-        if let Some(v) = vae {
-            args.push("--vae".into());
-            args.push(path(v));
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        atelier(&args, tmp.path())
+        let vae = vae.map(path);
+        let extra: Vec<&str> = vae.iter().flat_map(|v| ["--vae", v.as_str()]).collect();
+        atelier_owned(
+            &small_generate(&model, "a red cat", "", 2, 2, out, &extra),
+            tmp.path(),
+        )
     };
     let pixels = |p: &Path| common::open_image(p).to_rgb8();
     let own = tmp.path().join("own.png");
@@ -1096,32 +1102,11 @@ fn prediction_can_be_overridden_and_models_says_how_it_was_decided() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/tiny-sd2v-ldm.ckpt");
     let path = |p: &Path| p.to_string_lossy().into_owned();
     let gen = |prediction: Option<&str>, out: &Path| {
-        let mut args: Vec<String> = [
-            "generate",
-            "--model",
-            &path(&ckpt),
-            "--prompt",
-            "a red cat",
-            "--seed",
-            "4",
-            "--steps",
-            "3",
-            "--width",
-            "64",
-            "--height",
-            "64",
-            "--no-gallery",
-            "--out",
-            &path(out),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if let Some(p) = prediction {
-            args.extend(["--prediction".to_owned(), p.to_owned()]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = atelier(&args, tmp.path());
+        let extra: Vec<&str> = prediction
+            .map(|p| vec!["--prediction", p])
+            .unwrap_or_default();
+        let args = small_generate(&ckpt, "a red cat", "", 4, 3, out, &extra);
+        let o = atelier_owned(&args, tmp.path());
         assert!(o.status.success(), "{}", stderr(&o));
         common::open_image(out).to_rgb8()
     };
@@ -1153,32 +1138,10 @@ fn embeddings_are_found_by_name_and_a_wrong_width_is_refused() {
     std::fs::copy(&emb, webui.join("embeddings/negatives/bad-hands.pt")).unwrap();
     let path = |p: &Path| p.to_string_lossy().into_owned();
     let gen = |extra: &[&str], negative: &str, out: &Path| {
-        let mut args: Vec<String> = [
-            "generate",
-            "--model",
-            &path(&model),
-            "--prompt",
-            "a red cat",
-            "--negative",
-            negative,
-            "--seed",
-            "6",
-            "--steps",
-            "3",
-            "--width",
-            "64",
-            "--height",
-            "64",
-            "--no-gallery",
-            "--out",
-            &path(out),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        atelier(&args, tmp.path())
+        atelier_owned(
+            &small_generate(&model, "a red cat", negative, 6, 3, out, extra),
+            tmp.path(),
+        )
     };
     let found = tmp.path().join("found.png");
     let o = gen(&["--model-dir", &path(&webui)], "blurry, bad-hands", &found);
