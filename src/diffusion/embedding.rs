@@ -112,27 +112,14 @@ impl Embedding {
 /// Embedding files in `dirs` and their `embeddings` / `models/embeddings` folders (A1111,
 /// ComfyUI), subfolders to depth 2, by path.
 pub fn embedding_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
-    fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        entries.sort();
-        for p in entries {
-            if crate::models::discover::is_weight_file(&p) {
-                out.push(p);
-            } else if depth > 0 && p.is_dir() {
-                walk(&p, depth - 1, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for dir in dirs {
-        for sub in ["embeddings", "models/embeddings"] {
-            walk(&dir.join(sub), 2, &mut out);
-        }
-    }
-    out
+    use crate::models::discover::{weight_files_under, EMBEDDING_FOLDERS};
+    dirs.iter()
+        .flat_map(|dir| {
+            EMBEDDING_FOLDERS
+                .iter()
+                .flat_map(move |sub| weight_files_under(&dir.join(sub), 2))
+        })
+        .collect()
 }
 
 /// Of `files`, those whose stem stands as a word in one of `texts` (how a prompt uses an

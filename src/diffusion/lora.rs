@@ -14,7 +14,7 @@
 //! LoRA made for another family is refused with the reason.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Shape, Tensor};
@@ -322,10 +322,7 @@ pub struct LoraReport {
 
 impl LoraSet {
     /// Opens the LoRAs and checks each fits this model.
-    pub fn open(
-        specs: &[LoraSpec],
-        configs: &ModelConfigs,
-    ) -> Result<Option<Arc<Self>>, ModelError> {
+    pub fn open(specs: &[LoraSpec], configs: &ModelConfigs) -> Result<Option<Self>, ModelError> {
         if specs.is_empty() {
             return Ok(None);
         }
@@ -341,12 +338,12 @@ impl LoraSet {
             loras.push(lora);
         }
         let n = loras.len();
-        Ok(Some(Arc::new(Self {
+        Ok(Some(Self {
             loras,
             configs: configs.clone(),
             matched: Mutex::new(vec![HashSet::new(); n]),
             failures: Mutex::new(Vec::new()),
-        })))
+        }))
     }
 
     /// The names a LoRA module may have for `component`'s weight `name` (without `.weight`).
@@ -475,6 +472,8 @@ pub struct LoraState {
     /// The original values of the weights a LoRA has changed.
     bases: HashMap<(String, String), Tensor>,
     applied: Vec<LoraSpec>,
+    /// The applied LoRAs' files, open (rebuilt text encoders get them without reading again).
+    set: Option<LoraSet>,
     pub report: LoraReport,
 }
 
@@ -484,7 +483,7 @@ pub type Record = Arc<Mutex<Vec<(String, String, Tensor)>>>;
 impl LoraState {
     /// Takes in the weights a build recorded (replacing those of the same components, as when
     /// the text encoders are rebuilt) and puts the applied LoRAs on them.
-    pub fn adopt(&mut self, record: &Record, configs: &ModelConfigs) -> Result<(), ModelError> {
+    pub fn adopt(&mut self, record: &Record) -> Result<(), ModelError> {
         let new: Vec<(String, String, Tensor)> = record
             .lock()
             .map(|mut r| std::mem::take(&mut *r))
@@ -498,12 +497,12 @@ impl LoraState {
         self.bases.retain(|(c, _), _| !components.contains(c));
         let start = self.params.len();
         self.params.extend(new);
-        if self.applied.is_empty() {
+        let Some(set) = self.set.take() else {
             return Ok(());
-        }
-        let set = LoraSet::open(&self.applied, configs)?.expect("some LoRAs");
-        self.write(&set, start)?;
-        Ok(())
+        };
+        let written = self.write(&set, start);
+        self.set = Some(set);
+        written
     }
 
     /// Applies `specs` (replacing what was applied): only the layers either set touches are
@@ -517,6 +516,7 @@ impl LoraState {
             None => {
                 self.restore();
                 self.applied.clear();
+                self.set = None;
                 self.report = LoraReport::default();
                 return Ok(());
             }
@@ -526,11 +526,13 @@ impl LoraState {
             Ok(report) => {
                 self.report = report;
                 self.applied = specs.to_vec();
+                self.set = Some(set);
                 Ok(())
             }
             Err(e) => {
                 self.restore();
                 self.applied.clear();
+                self.set = None;
                 self.report = LoraReport::default();
                 Err(e)
             }
@@ -660,48 +662,15 @@ impl SimpleBackend for Recorder {
 /// The LoRA named `name` (a file stem, as in `<lora:NAME:W>`) in `dirs` and their `Lora` /
 /// `loras` / `LyCORIS` subfolders (A1111, ComfyUI), searched to depth 3.
 pub fn find_lora(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
-    fn walk(dir: &Path, name: &str, depth: usize) -> Option<PathBuf> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        entries.sort();
-        for p in &entries {
-            if crate::models::discover::is_weight_file(p)
-                && p.file_stem().is_some_and(|s| s.to_string_lossy() == name)
-            {
-                return Some(p.clone());
-            }
-        }
-        if depth == 0 {
-            return None;
-        }
-        entries
-            .iter()
-            .filter(|p| p.is_dir())
-            .find_map(|p| walk(p, name, depth - 1))
-    }
-    for dir in dirs {
-        for sub in [
-            "",
-            "Lora",
-            "loras",
-            "LyCORIS",
-            "models/Lora",
-            "models/loras",
-            "models/LyCORIS",
-        ] {
-            let d = if sub.is_empty() {
-                dir.clone()
-            } else {
-                dir.join(sub)
-            };
-            if d.is_dir() {
-                if let Some(p) = walk(&d, name, if sub.is_empty() { 0 } else { 3 }) {
-                    return Some(p);
-                }
-            }
-        }
-    }
-    None
+    use crate::models::discover::{weight_files_under, LORA_FOLDERS};
+    dirs.iter()
+        .flat_map(|dir| {
+            let here = weight_files_under(dir, 0);
+            here.into_iter().chain(
+                LORA_FOLDERS
+                    .iter()
+                    .flat_map(move |sub| weight_files_under(&dir.join(sub), 3)),
+            )
+        })
+        .find(|p| p.file_stem().is_some_and(|s| s.to_string_lossy() == name))
 }

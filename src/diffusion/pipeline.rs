@@ -179,7 +179,7 @@ impl LoadedModel {
         }
         // The first build of the UNet's and the encoders' weights, or rebuilt encoders: taken
         // in, with the applied LoRAs written into them.
-        self.loras.adopt(&self.record, &self.configs)
+        self.loras.adopt(&self.record)
     }
 
     /// The request's textual-inversion embeddings (kept while the same ones are asked for).

@@ -277,9 +277,15 @@ pub trait Sampler {
     fn evaluations(&self, step: usize) -> Range<usize> {
         step..step + 1
     }
-    /// Scale applied to unit Gaussian noise for the first latent.
-    fn init_noise_sigma(&self) -> f64;
-    fn scale_model_input(&self, x: &Tensor, i: usize) -> Result<Tensor>;
+    /// Scale applied to unit Gaussian noise for the first latent (1 for the variance-preserving
+    /// samplers: DDIM, DPM++, UniPC, LCM).
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+    /// The latents as the UNet takes them (as they are, for the variance-preserving samplers).
+    fn scale_model_input(&self, x: &Tensor, _i: usize) -> Result<Tensor> {
+        Ok(x.clone())
+    }
     /// Advances `x` past evaluation `i`, given the UNet output for it.
     fn step(&mut self, out: &Tensor, i: usize, x: &Tensor, rng: &mut NoiseRng) -> Result<Tensor>;
     /// Noises a clean latent to the level the latents have before evaluation `i` (image-to-image
@@ -333,12 +339,6 @@ impl Ddim {
 impl Sampler for Ddim {
     fn timesteps(&self) -> &[f64] {
         &self.ts
-    }
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-    fn scale_model_input(&self, x: &Tensor, _: usize) -> Result<Tensor> {
-        Ok(x.clone())
     }
     fn step(&mut self, out: &Tensor, step: usize, x: &Tensor, _: &mut NoiseRng) -> Result<Tensor> {
         let t = self.ts[step] as i64;
@@ -638,12 +638,6 @@ impl Sampler for DpmPp2m {
     fn timesteps(&self) -> &[f64] {
         &self.m.ts
     }
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-    fn scale_model_input(&self, x: &Tensor, _: usize) -> Result<Tensor> {
-        Ok(x.clone())
-    }
     fn step(
         &mut self,
         out: &Tensor,
@@ -748,12 +742,6 @@ impl Sampler for Lcm {
     fn timesteps(&self) -> &[f64] {
         &self.ts
     }
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-    fn scale_model_input(&self, x: &Tensor, _: usize) -> Result<Tensor> {
-        Ok(x.clone())
-    }
     fn step(&mut self, out: &Tensor, i: usize, x: &Tensor, rng: &mut NoiseRng) -> Result<Tensor> {
         let t = self.ts[i];
         let a = self.acp(t);
@@ -822,12 +810,6 @@ impl UniPc {
 impl Sampler for UniPc {
     fn timesteps(&self) -> &[f64] {
         &self.m.ts
-    }
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-    fn scale_model_input(&self, x: &Tensor, _: usize) -> Result<Tensor> {
-        Ok(x.clone())
     }
     fn step(&mut self, out: &Tensor, step: usize, x: &Tensor, _: &mut NoiseRng) -> Result<Tensor> {
         let m_t = self.m.x0(out, x, step)?;

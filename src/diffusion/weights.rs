@@ -64,16 +64,7 @@ pub fn vae_override(
         path.to_path_buf()
     };
     let files = crate::models::config::weight_files(&dir)?;
-    for f in &files {
-        check_safetensors(f)?;
-    }
-    // SAFETY: as in `folder_var_builder`: read-only maps of checked files.
-    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(|e| {
-        ModelError::BadWeights {
-            path: dir.clone(),
-            reason: super::error_text(&e),
-        }
-    })
+    map_safetensors(&files, dtype, device, &dir)
 }
 
 /// Memory-maps a folder component's safetensors files.
@@ -84,14 +75,24 @@ fn folder_var_builder(
     device: &Device,
 ) -> Result<VarBuilder<'static>, ModelError> {
     let files = configs.weights(component)?;
-    for f in &files {
+    map_safetensors(&files, dtype, device, &configs.component_path(component))
+}
+
+/// Checks and memory-maps safetensors files; `place` names them in an error.
+fn map_safetensors(
+    files: &[std::path::PathBuf],
+    dtype: DType,
+    device: &Device,
+    place: &Path,
+) -> Result<VarBuilder<'static>, ModelError> {
+    for f in files {
         check_safetensors(f)?;
     }
     // SAFETY: the files are memory-mapped read-only; like every safetensors loader we rely on
     // them not being truncated while mapped (their headers were checked just above).
-    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(|e| {
+    unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }.map_err(|e| {
         ModelError::BadWeights {
-            path: configs.component_path(component),
+            path: place.to_path_buf(),
             reason: super::error_text(&e),
         }
     })

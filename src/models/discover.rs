@@ -109,16 +109,17 @@ const CHECKPOINT_FOLDERS: [&str; 4] = [
 ];
 
 /// Where other tools keep LoRAs, under the folder a user gives.
-const LORA_FOLDERS: [&str; 8] = [
+pub const LORA_FOLDERS: [&str; 6] = [
     "models/Lora",
     "models/loras",
     "models/LyCORIS",
     "Lora",
     "loras",
     "LyCORIS",
-    "embeddings",
-    "models/embeddings",
 ];
+
+/// Where other tools keep textual-inversion embeddings, under the folder a user gives.
+pub const EMBEDDING_FOLDERS: [&str; 2] = ["embeddings", "models/embeddings"];
 
 /// How deep a checkpoints folder's subfolders are searched (users sort them into folders).
 const MAX_DEPTH: usize = 3;
@@ -133,6 +134,26 @@ pub fn is_weight_file(path: &Path) -> bool {
             .is_some_and(|e| WEIGHT_EXTENSIONS.iter().any(|w| e.eq_ignore_ascii_case(w)))
 }
 
+/// The weight files in `dir`, sorted, then those of its subfolders to `depth` levels.
+pub fn weight_files_under(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    let mut out: Vec<PathBuf> = entries
+        .iter()
+        .filter(|p| is_weight_file(p))
+        .cloned()
+        .collect();
+    if depth > 0 {
+        for sub in entries.iter().filter(|p| p.is_dir()) {
+            out.extend(weight_files_under(sub, depth - 1));
+        }
+    }
+    out
+}
+
 /// A model folder or checkpoint file itself, or a folder of them (and the checkpoint folders
 /// of other tools' installs under it).
 fn scan_folder(dir: &Path, source: ModelSource, found: &mut Discovery) {
@@ -144,7 +165,11 @@ fn scan_folder(dir: &Path, source: ModelSource, found: &mut Discovery) {
         push(dir, None, source, found);
         return;
     }
-    for sub in CHECKPOINT_FOLDERS.iter().chain(&LORA_FOLDERS) {
+    for sub in CHECKPOINT_FOLDERS
+        .iter()
+        .chain(&LORA_FOLDERS)
+        .chain(&EMBEDDING_FOLDERS)
+    {
         let d = dir.join(sub);
         if d.is_dir() {
             scan_children(&d, source, found, MAX_DEPTH);

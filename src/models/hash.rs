@@ -60,28 +60,38 @@ fn sha256_rest(f: &mut std::fs::File) -> std::io::Result<String> {
         .collect())
 }
 
+/// The hash cache in `data_dir` (empty when missing or unreadable).
+fn read_cache(data_dir: &Path) -> BTreeMap<String, Entry> {
+    std::fs::read(cache_file(data_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// The cached short hash of the file at canonical path `key`, if it was hashed as it is now.
+fn cached(cache: &BTreeMap<String, Entry>, key: &Path) -> std::io::Result<Option<String>> {
+    let (size, mtime_ns) = stamp(key)?;
+    Ok(cache
+        .get(key.to_string_lossy().as_ref())
+        .filter(|e| e.size == size && e.mtime_ns == mtime_ns && e.sha256.len() >= 10)
+        .map(|e| e.sha256[..10].to_owned()))
+}
+
 /// A1111's short hash of `path` (10 hex digits), from the cache in `data_dir` when the file is
 /// unchanged, else computed and cached. A cache that cannot be read or written only costs a
 /// recomputation.
 pub fn a1111_short_hash_in(path: &Path, data_dir: &Path) -> std::io::Result<String> {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let key = std::fs::canonicalize(path)?;
-    let (size, mtime_ns) = stamp(&key)?;
-    let file = cache_file(data_dir);
-    let mut cache: BTreeMap<String, Entry> = std::fs::read(&file)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let name = key.to_string_lossy().into_owned();
-    if let Some(e) = cache.get(&name) {
-        if e.size == size && e.mtime_ns == mtime_ns && e.sha256.len() >= 10 {
-            return Ok(e.sha256[..10].to_owned());
-        }
+    let mut cache = read_cache(data_dir);
+    if let Some(short) = cached(&cache, &key)? {
+        return Ok(short);
     }
+    let (size, mtime_ns) = stamp(&key)?;
     let sha256 = sha256_file(&key)?;
     let short = sha256[..10].to_owned();
     cache.insert(
-        name,
+        key.to_string_lossy().into_owned(),
         Entry {
             size,
             mtime_ns,
@@ -90,7 +100,11 @@ pub fn a1111_short_hash_in(path: &Path, data_dir: &Path) -> std::io::Result<Stri
     );
     if let Ok(text) = serde_json::to_vec_pretty(&cache) {
         let _ = std::fs::create_dir_all(data_dir);
-        let _ = crate::fsio::write_file(&file, &text, crate::fsio::Durability::Atomic);
+        let _ = crate::fsio::write_file(
+            &cache_file(data_dir),
+            &text,
+            crate::fsio::Durability::Atomic,
+        );
     }
     Ok(short)
 }
@@ -99,12 +113,9 @@ pub fn a1111_short_hash_in(path: &Path, data_dir: &Path) -> std::io::Result<Stri
 /// file as it is now (never reads the file itself).
 pub fn cached_short_hash(path: &Path) -> Option<String> {
     let key = std::fs::canonicalize(path).ok()?;
-    let (size, mtime_ns) = stamp(&key).ok()?;
-    let cache: BTreeMap<String, Entry> =
-        serde_json::from_slice(&std::fs::read(cache_file(&crate::paths::data_dir())).ok()?).ok()?;
-    let e = cache.get(key.to_string_lossy().as_ref())?;
-    (e.size == size && e.mtime_ns == mtime_ns && e.sha256.len() >= 10)
-        .then(|| e.sha256[..10].to_owned())
+    cached(&read_cache(&crate::paths::data_dir()), &key)
+        .ok()
+        .flatten()
 }
 
 /// AUTOMATIC1111's LoRA hash ("Lora hashes"; kohya's addnet hash): SHA-256 of a
