@@ -168,8 +168,9 @@ impl LoraFile {
         None
     }
 
-    /// ΔW of a module, scaled by alpha / rank, in the target's shape.
-    fn delta(&self, module: &str, target: &Shape) -> candle_core::Result<Tensor> {
+    /// ΔW of a module, scaled by `multiplier` × alpha / rank, in the target's shape. For the
+    /// common up·down form the scale goes into the small `up` factor, not the product.
+    fn delta(&self, module: &str, target: &Shape, multiplier: f64) -> candle_core::Result<Tensor> {
         let parts = &self.modules[module];
         let alpha = match self.part(parts, ".alpha")? {
             Some(a) => Some(
@@ -196,7 +197,7 @@ impl LoraFile {
         let (delta, scale) = if let (Some(down), Some(up)) = (down, up) {
             let rank = down.dim(0)?;
             let out = up.dim(0)?;
-            let up2 = up.reshape((out, rank))?;
+            let up2 = (up.reshape((out, rank))? * (multiplier * scale_for(Some(rank))))?;
             let d = match self.part(parts, ".lora_mid.weight")? {
                 // Tucker: ΔW[o,i,y,x] = Σ up[o,a] mid[a,b,y,x] down[b,i].
                 Some(mid) => {
@@ -210,7 +211,7 @@ impl LoraFile {
                 }
                 None => up2.matmul(&down.reshape((rank, ()))?)?,
             };
-            (d, scale_for(Some(rank)))
+            (d, 1.0)
         } else if let Some(w1a) = self.part(parts, ".hada_w1_a")? {
             let get = |p: &str| -> candle_core::Result<Tensor> {
                 self.part(parts, p)?
@@ -222,7 +223,7 @@ impl LoraFile {
                 (Some(t1), Some(t2)) => (tucker(&t1, &w1a, &w1b)? * tucker(&t2, &w2a, &w2b)?)?,
                 _ => (w1a.matmul(&w1b)? * w2a.matmul(&w2b)?)?,
             };
-            (d, scale_for(Some(rank)))
+            (d, multiplier * scale_for(Some(rank)))
         } else if parts.contains_key(".lokr_w1") || parts.contains_key(".lokr_w1_a") {
             let w1a = self.part(parts, ".lokr_w1_a")?;
             let w1b = self.part(parts, ".lokr_w1_b")?;
@@ -254,9 +255,9 @@ impl LoraFile {
                 .map(|t| t.dim(0))
                 .or(w2b.as_ref().map(|t| t.dim(0)))
                 .transpose()?;
-            (kron(&w1, &w2, target)?, scale_for(rank))
+            (kron(&w1, &w2, target)?, multiplier * scale_for(rank))
         } else if let Some(diff) = self.part(parts, ".diff")? {
-            (diff, 1.0)
+            (diff, multiplier)
         } else {
             candle_core::bail!(
                 "{module}: an unknown kind of module (parts {:?})",
@@ -270,7 +271,12 @@ impl LoraFile {
                 target.dims()
             );
         }
-        delta.reshape(target)? * scale
+        let delta = delta.reshape(target)?;
+        if scale == 1.0 {
+            Ok(delta)
+        } else {
+            delta * scale
+        }
     }
 }
 
@@ -374,6 +380,17 @@ impl LoraSet {
         }
     }
 
+    /// Some LoRA of the set changes `component`'s weight `name`.
+    fn touches(&self, component: &str, name: &str) -> bool {
+        let Some(path) = name.strip_suffix(".weight") else {
+            return false;
+        };
+        let aliases = self.aliases(component, path);
+        self.loras
+            .iter()
+            .any(|l| aliases.iter().any(|a| l.modules.contains_key(a)))
+    }
+
     /// The sum of every LoRA's weighted change for `component`'s weight `name` of `shape`,
     /// or `None` when no LoRA changes it.
     fn delta_for(
@@ -394,9 +411,8 @@ impl LoraSet {
             if let Ok(mut m) = self.matched.lock() {
                 m[i].insert(module.clone());
             }
-            match lora.delta(module, shape) {
+            match lora.delta(module, shape, f64::from(lora.weight)) {
                 Ok(d) => {
-                    let d = (d * f64::from(lora.weight))?;
                     sum = Some(match sum {
                         Some(s) => (s + d)?,
                         None => d,
@@ -417,6 +433,8 @@ impl LoraSet {
     pub fn report(&self) -> Result<LoraReport, ModelError> {
         let matched = self.matched.lock().map(|m| m.clone()).unwrap_or_default();
         let mut warnings = self.failures.lock().map(|f| f.clone()).unwrap_or_default();
+        // Layers are written in parallel: the same order every time.
+        warnings.sort();
         for (lora, hit) in self.loras.iter().zip(&matched) {
             if hit.is_empty() {
                 return Err(ModelError::BadWeights {
@@ -550,29 +568,49 @@ impl LoraState {
                 .unwrap_or_default(),
             reason: super::error_text(&e),
         };
-        for (component, name, param) in &self.params[start..] {
-            let key = (component.clone(), name.clone());
-            let delta = set.delta_for(component, name, param.shape()).map_err(bad)?;
-            if delta.is_none() && !self.bases.contains_key(&key) {
-                continue;
-            }
-            let base = match self.bases.get(&key) {
-                Some(b) => b.clone(),
-                None => {
-                    let b = param.copy().map_err(bad)?;
-                    self.bases.insert(key, b.clone());
-                    b
+        // Copies of the original values of the layers this set changes first, in parallel: the
+        // fresh memory's page faults are most of a first application's time.
+        let missing: Vec<(usize, (String, String))> = self.params[start..]
+            .iter()
+            .enumerate()
+            .map(|(i, (c, n, _))| (start + i, (c.clone(), n.clone())))
+            .filter(|(_, key)| !self.bases.contains_key(key) && set.touches(&key.0, &key.1))
+            .collect();
+        let copies: Vec<((String, String), Tensor)> = {
+            use rayon::prelude::*;
+            let params = &self.params;
+            missing
+                .into_par_iter()
+                .map(|(i, key)| params[i].2.copy().map(|b| (key, b)))
+                .collect::<candle_core::Result<_>>()
+                .map_err(bad)?
+        };
+        self.bases.extend(copies);
+        // Every layer with a base copy is written (this set's change, or back to its base),
+        // several at once.
+        use rayon::prelude::*;
+        let bases = &self.bases;
+        self.params[start..]
+            .par_iter()
+            .filter_map(|(c, n, p)| Some((c, n, p, bases.get(&(c.clone(), n.clone()))?)))
+            .try_for_each(|(component, name, param, base)| {
+                let Some(delta) = set.delta_for(component, name, param.shape())? else {
+                    return param.slice_set(base, 0, 0);
+                };
+                let delta = delta.to_device(param.device())?;
+                let fused = param.device().is_cpu()
+                    && param.dtype() == DType::F32
+                    && delta.dtype() == DType::F32
+                    && param.is_contiguous();
+                if fused {
+                    // One pass, no new tensor: param = base + ΔW.
+                    param.inplace_op3(base, &delta, &AddInto)
+                } else {
+                    let value = (base.to_dtype(DType::F32)? + delta)?.to_dtype(param.dtype())?;
+                    param.slice_set(&value, 0, 0)
                 }
-            };
-            let value = match delta {
-                Some(d) => (base.to_dtype(DType::F32).map_err(bad)?
-                    + d.to_device(param.device()).map_err(bad)?)
-                .and_then(|v| v.to_dtype(param.dtype()))
-                .map_err(bad)?,
-                None => base,
-            };
-            param.slice_set(&value, 0, 0).map_err(bad)?;
-        }
+            })
+            .map_err(bad)?;
         Ok(())
     }
 
@@ -587,6 +625,54 @@ impl LoraState {
 
     pub fn applied(&self) -> &[LoraSpec] {
         &self.applied
+    }
+}
+
+/// `dst = base + delta` in place, over contiguous f32 tensors of one size, in parallel.
+struct AddInto;
+
+impl candle_core::InplaceOp3 for AddInto {
+    fn name(&self) -> &'static str {
+        "lora-add-into"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut candle_core::CpuStorage,
+        dst_l: &candle_core::Layout,
+        base: &candle_core::CpuStorage,
+        base_l: &candle_core::Layout,
+        delta: &candle_core::CpuStorage,
+        delta_l: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        let base = super::fused::contiguous_f32(base, base_l)?;
+        let delta = super::fused::contiguous_f32(delta, delta_l)?;
+        let Some((a, b)) = dst_l.contiguous_offsets() else {
+            candle_core::bail!("lora-add-into needs a contiguous weight");
+        };
+        let candle_core::CpuStorage::F32(dst) = dst else {
+            candle_core::bail!("lora-add-into needs an f32 weight");
+        };
+        let dst = &mut dst[a..b];
+        if dst.len() != base.len() || dst.len() != delta.len() {
+            candle_core::bail!(
+                "lora-add-into: sizes {} / {} / {}",
+                dst.len(),
+                base.len(),
+                delta.len()
+            );
+        }
+        const CHUNK: usize = 1 << 16;
+        dst.par_chunks_mut(CHUNK)
+            .zip(base.par_chunks(CHUNK))
+            .zip(delta.par_chunks(CHUNK))
+            .for_each(|((d, b), e)| {
+                for ((d, b), e) in d.iter_mut().zip(b).zip(e) {
+                    *d = b + e;
+                }
+            });
+        Ok(())
     }
 }
 
