@@ -1385,11 +1385,13 @@ fn prompt_token_counter_follows_chunks() {
     );
 }
 
-/// An AUTOMATIC1111 install as the model folder: its single-file checkpoint is found and
-/// chosen; its LoRA is listed under the prompt, a click adds `<lora:NAME:1>`, the weight is
-/// dragged to 0.5 (the tag follows) and Remove takes it out again.
+/// An AUTOMATIC1111 install added with "Add model folder…" (the dialog answered by the test):
+/// the folder is remembered, its single-file checkpoint is found and chosen; its VAE is
+/// offered and picked for the model; its LoRA is listed under the prompt, a click adds
+/// `<lora:NAME:1>`, the weight is dragged to 0.5 (the tag follows) and Remove takes it out
+/// again. The picture made then names the LoRA, the VAE and their hashes as A1111 does.
 #[test]
-fn a1111_folder_single_file_checkpoint_and_lora_picker() {
+fn a1111_folder_single_file_checkpoint_vae_and_lora_picker() {
     let root = tempfile::Builder::new()
         .prefix("atelier-ui-webui-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -1410,11 +1412,27 @@ fn a1111_folder_single_file_checkpoint_and_lora_picker() {
         root.join("models/Lora/sd15-kohya.safetensors"),
     )
     .unwrap();
+    std::fs::create_dir_all(root.join("models/VAE")).unwrap();
+    std::fs::copy(
+        tiny_models_dir().join("tiny-sd15/vae/diffusion_pytorch_model.safetensors"),
+        root.join("models/VAE/crisp-vae.safetensors"),
+    )
+    .unwrap();
+    let answer = root.clone();
     let mut harness = studio_harness_with(StudioOptions {
-        extra_model_dirs: vec![root.clone()],
         without_embedded_models: true,
+        folder_picker: Some(atelier::app::FolderPicker(std::sync::Arc::new(move || {
+            Some(answer.clone())
+        }))),
         ..Default::default()
     });
+    step_until(
+        &mut harness,
+        "the empty state",
+        Duration::from_secs(30),
+        |h| !app(h).is_scanning_models() && has_label_containing(h, "No model found"),
+    );
+    harness.get_by_label("Add model folder…").click();
     step_until(
         &mut harness,
         "the model scan",
@@ -1424,9 +1442,24 @@ fn a1111_folder_single_file_checkpoint_and_lora_picker() {
             !app.is_scanning_models() && app.state().selected_model.is_some()
         },
     );
+    assert_eq!(app(&harness).state().model_folders, vec![root.clone()]);
     assert_eq!(
         app(&harness).state().selected_model.as_deref(),
         Some(sd.join("dreamy.safetensors").as_path())
+    );
+    // The VAE picker: the model's own until another is chosen, then that one for this model.
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::ComboBox, "VAE")
+        .click();
+    harness.run_ok();
+    harness.get_by_label("crisp-vae").click();
+    harness.run_ok();
+    assert_eq!(
+        app(&harness)
+            .state()
+            .model_vaes
+            .get(&sd.join("dreamy.safetensors")),
+        Some(&root.join("models/VAE/crisp-vae.safetensors"))
     );
     harness.get_by_label("LoRAs (1)").click();
     harness.run_ok();
@@ -1478,4 +1511,9 @@ fn a1111_folder_single_file_checkpoint_and_lora_picker() {
     );
     assert_eq!(meta.model_name.as_deref(), Some("dreamy"));
     assert_eq!(meta.model_hash.as_ref().map(String::len), Some(10));
+    assert_eq!(meta.extra.get("VAE").map(String::as_str), Some("crisp-vae"));
+    let vae_hash =
+        atelier::models::hash::a1111_short_hash(&root.join("models/VAE/crisp-vae.safetensors"))
+            .unwrap();
+    assert_eq!(meta.extra.get("VAE hash"), Some(&vae_hash));
 }

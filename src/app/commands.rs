@@ -42,15 +42,28 @@ impl StudioApp {
             }
             Command::AddModelFolder => {
                 if self.rt.folder_task.is_none() {
+                    let picker = self.rt.options.folder_picker.clone();
                     self.rt.folder_task = Some(Task::spawn(
                         "model-folder-dialog",
                         &self.rt.ctx,
-                        || {
-                            rfd::FileDialog::new()
-                            .set_title("Add a folder of models (an AUTOMATIC1111 or ComfyUI install, or checkpoints)")
-                            .pick_folder()
+                        move || match picker {
+                            Some(picker) => (picker.0)(),
+                            None => rfd::FileDialog::new()
+                                .set_title(
+                                    "Add a folder of models (an AUTOMATIC1111 or ComfyUI \
+                                     install, or checkpoints)",
+                                )
+                                .pick_folder(),
                         },
                     ));
+                }
+            }
+            Command::SetModelVae(vae) => {
+                if let Some(model) = self.state.selected_model.clone() {
+                    match vae {
+                        Some(vae) => self.state.model_vaes.insert(model, vae),
+                        None => self.state.model_vaes.remove(&model),
+                    };
                 }
             }
             Command::RemoveModelFolder(dir) => {
@@ -75,7 +88,12 @@ impl StudioApp {
                     && self.rt.models.find(&model_dir).is_some()
                 {
                     // Same model as the image, without resetting the copied settings.
-                    self.state.selected_model = Some(model_dir);
+                    self.state.selected_model = Some(model_dir.clone());
+                }
+                if let Some(vae) = item.request.vae.clone() {
+                    if self.rt.models.vaes.contains(&vae) {
+                        self.state.model_vaes.insert(model_dir, vae);
+                    }
                 }
                 self.show_info(text);
             }
@@ -160,6 +178,13 @@ impl StudioApp {
                 }
             }
         }
+        // The VAE chosen for this model, while the scan still finds it.
+        request.vae = self
+            .state
+            .model_vaes
+            .get(&model.dir)
+            .filter(|v| self.rt.models.vaes.contains(v))
+            .cloned();
         // Embeddings the scan found, used by their names as words in either prompt.
         request.embeddings = crate::diffusion::embedding::used_in(
             &[&request.prompt, &request.negative_prompt],
@@ -196,6 +221,16 @@ impl StudioApp {
             ..Default::default()
         };
         let mut template = template;
+        if let Some(vae) = &request.vae {
+            // As A1111 writes it: the VAE's name and, once the scan has hashed it, its hash.
+            let name = vae.file_stem().map(|s| s.to_string_lossy().into_owned());
+            template
+                .extra
+                .insert("VAE".into(), name.unwrap_or_default());
+            if let Some(h) = self.rt.models.vae_hashes.get(vae) {
+                template.extra.insert("VAE hash".into(), h.clone());
+            }
+        }
         // A1111's `Lora hashes`, for the LoRAs whose hash the scan has computed.
         let hashes = &self.rt.models.lora_hashes;
         let known: Vec<(&Path, &str)> = request

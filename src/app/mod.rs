@@ -43,6 +43,19 @@ pub struct StudioOptions {
     pub without_embedded_models: bool,
     /// The gallery's data directory; `None`: the user's (`ATELIER_HOME` or XDG).
     pub gallery_dir: Option<PathBuf>,
+    /// What "Add model folder…" asks; `None`: the system's folder dialog. Tests, which
+    /// cannot drive a system dialog, answer it here.
+    pub folder_picker: Option<FolderPicker>,
+}
+
+/// Asks the user for a folder (on a task thread): `None` when the dialog is cancelled.
+#[derive(Clone)]
+pub struct FolderPicker(pub Arc<dyn Fn() -> Option<PathBuf> + Send + Sync>);
+
+impl std::fmt::Debug for FolderPicker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FolderPicker")
+    }
 }
 
 /// Opens the studio window and runs it until it is closed.
@@ -416,6 +429,11 @@ impl StudioApp {
                             models_dir: &models_dir,
                             model_folders: &state.model_folders,
                             loras: &rt.models.loras,
+                            vaes: &rt.models.vaes,
+                            selected_vae: selected_model
+                                .as_ref()
+                                .and_then(|m| state.model_vaes.get(&m.dir))
+                                .map(PathBuf::as_path),
                             active_jobs,
                             sketch_in_use: state.canvas.use_sketch && !rt.sketch.is_empty(),
                             tokens: rt.tokens.counts(),

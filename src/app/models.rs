@@ -12,6 +12,7 @@ pub struct ScanResult {
     pub rejected: Vec<(PathBuf, String)>,
     pub loras: Vec<PathBuf>,
     pub embeddings: Vec<PathBuf>,
+    pub vaes: Vec<PathBuf>,
 }
 
 #[derive(Default)]
@@ -22,12 +23,16 @@ pub struct ModelList {
     pub loras: Vec<PathBuf>,
     /// Textual-inversion embeddings found by the scan (used by their file stem as a word).
     pub embeddings: Vec<PathBuf>,
+    /// VAE files found by the scan (offered per model in place of the model's own).
+    pub vaes: Vec<PathBuf>,
     scan: Option<Task<ScanResult>>,
     /// AUTOMATIC1111 hashes of the single files found without one cached (seconds per
     /// gigabyte, so after the list is shown).
     hashing: Option<Task<Vec<(PathBuf, String)>>>,
     /// A1111 hashes of the LoRA files found (for the pictures' `Lora hashes`).
     pub lora_hashes: std::collections::HashMap<PathBuf, String>,
+    /// A1111 short hashes of the VAE files found (for the pictures' `VAE hash`).
+    pub vae_hashes: std::collections::HashMap<PathBuf, String>,
     /// Scans finished so far this session.
     pub scans_done: u32,
 }
@@ -43,6 +48,7 @@ impl ModelList {
             ScanResult {
                 loras: found.loras,
                 embeddings: found.embeddings,
+                vaes: found.vaes,
                 models: found.models,
                 rejected: found
                     .rejected
@@ -75,6 +81,7 @@ impl ModelList {
                 self.rejected = result.rejected;
                 self.loras = result.loras;
                 self.embeddings = result.embeddings;
+                self.vaes = result.vaes;
                 self.scan = None;
                 self.scans_done += 1;
                 self.start_hashing(task_ctx);
@@ -92,13 +99,19 @@ impl ModelList {
         }
     }
 
-    /// Hashes, on a task, the single files whose hash is not cached yet and the LoRAs.
+    /// Hashes, on a task, the single files whose hash is not cached yet, the VAEs and the LoRAs.
     fn start_hashing(&mut self, ctx: &egui::Context) {
         let files: Vec<PathBuf> = self
             .models
             .iter()
             .filter(|m| m.file_size.is_some() && m.hash.is_none())
             .map(|m| m.dir.clone())
+            .chain(
+                self.vaes
+                    .iter()
+                    .filter(|v| !self.vae_hashes.contains_key(*v))
+                    .cloned(),
+            )
             .collect();
         let loras: Vec<PathBuf> = self
             .loras
@@ -130,11 +143,12 @@ impl ModelList {
             Poll::Pending => {}
             Poll::Ready(hashes) => {
                 for (path, h) in hashes {
-                    match self.models.iter_mut().find(|m| m.dir == path) {
-                        Some(m) => m.hash = Some(h),
-                        None => {
-                            self.lora_hashes.insert(path, h);
-                        }
+                    if let Some(m) = self.models.iter_mut().find(|m| m.dir == path) {
+                        m.hash = Some(h);
+                    } else if self.vaes.contains(&path) {
+                        self.vae_hashes.insert(path, h);
+                    } else {
+                        self.lora_hashes.insert(path, h);
                     }
                 }
                 self.hashing = None;
@@ -166,6 +180,23 @@ impl ModelList {
             self.models
                 .iter()
                 .find(|x| x.name == name || x.display_name() == name)
+        })
+    }
+
+    /// The VAE a picture names (AUTOMATIC1111's `VAE hash`, else `VAE`, a file stem).
+    pub fn vae_for_picture(&self, hash: Option<&str>, name: Option<&str>) -> Option<&PathBuf> {
+        let by_hash = hash.and_then(|hash| {
+            self.vaes.iter().find(|v| {
+                self.vae_hashes
+                    .get(*v)
+                    .is_some_and(|h| h.eq_ignore_ascii_case(hash.trim()))
+            })
+        });
+        by_hash.or_else(|| {
+            let name = name?;
+            self.vaes
+                .iter()
+                .find(|p| p.file_stem().is_some_and(|s| s.to_string_lossy() == name))
         })
     }
 

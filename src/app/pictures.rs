@@ -819,6 +819,14 @@ impl StudioApp {
         let note = match (&model, &m.model_name) {
             (Some(dir), _) => {
                 self.state.selected_model = Some(dir.clone());
+                // The VAE the picture names, when it is installed.
+                let vae = self.rt.models.vae_for_picture(
+                    m.extra.get("VAE hash").map(String::as_str),
+                    m.extra.get("VAE").map(String::as_str),
+                );
+                if let Some(vae) = vae {
+                    self.state.model_vaes.insert(dir.clone(), vae.clone());
+                }
                 String::new()
             }
             (None, Some(name)) => format!(" (its model “{name}” is not installed)"),

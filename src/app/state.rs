@@ -30,6 +30,8 @@ pub struct PersistedState {
     /// Folders added with "Add model folder…" (an AUTOMATIC1111 or ComfyUI install, a folder
     /// of checkpoints), searched on every scan.
     pub model_folders: Vec<PathBuf>,
+    /// The VAE chosen for a model (by the model's path) in place of its own.
+    pub model_vaes: std::collections::BTreeMap<PathBuf, PathBuf>,
 }
 
 impl PersistedState {

@@ -37,6 +37,8 @@ pub struct Discovery {
     pub loras: Vec<PathBuf>,
     /// Textual-inversion embeddings found likewise (and in `embeddings` folders).
     pub embeddings: Vec<PathBuf>,
+    /// VAE files found likewise (and in other tools' `models/VAE` and `models/vae` folders).
+    pub vaes: Vec<PathBuf>,
 }
 
 /// Looks in the embedded models, `given` folders (each a model folder or a folder of model
@@ -121,6 +123,10 @@ pub const LORA_FOLDERS: [&str; 6] = [
 /// Where other tools keep textual-inversion embeddings, under the folder a user gives.
 pub const EMBEDDING_FOLDERS: [&str; 2] = ["embeddings", "models/embeddings"];
 
+/// Where other tools keep VAE files, under the folder a user gives (AUTOMATIC1111's
+/// `models/VAE`, ComfyUI's `models/vae`).
+pub const VAE_FOLDERS: [&str; 4] = ["models/VAE", "models/vae", "VAE", "vae"];
+
 /// How deep a checkpoints folder's subfolders are searched (users sort them into folders).
 const MAX_DEPTH: usize = 3;
 
@@ -169,6 +175,7 @@ fn scan_folder(dir: &Path, source: ModelSource, found: &mut Discovery) {
         .iter()
         .chain(&LORA_FOLDERS)
         .chain(&EMBEDDING_FOLDERS)
+        .chain(&VAE_FOLDERS)
     {
         let d = dir.join(sub);
         if d.is_dir() {
@@ -213,7 +220,12 @@ fn push_file(path: &Path, source: ModelSource, found: &mut Discovery, named: boo
                 found.embeddings.push(path.to_path_buf());
             }
         }
-        Ok(FileKind::Vae | FileKind::ControlNet) if !named => {}
+        Ok(FileKind::Vae) => {
+            if !found.vaes.iter().any(|l| l == path) {
+                found.vaes.push(path.to_path_buf());
+            }
+        }
+        Ok(FileKind::ControlNet) if !named => {}
         Ok(FileKind::Unsupported(what)) => found.rejected.push(Rejected {
             dir: path.to_path_buf(),
             error: ModelError::UnsupportedFile {

@@ -41,6 +41,8 @@ pub enum Command {
     AddModelFolder,
     /// Forget a folder added with "Add model folder…".
     RemoveModelFolder(std::path::PathBuf),
+    /// Decode the selected model's pictures with this VAE file (`None`: the model's own).
+    SetModelVae(Option<PathBuf>),
     Sketch(SketchCommand),
     /// Show this result large in the central view.
     SelectImage(ResultId),

@@ -25,6 +25,10 @@ pub struct PromptPanelView<'a> {
     pub model_folders: &'a [PathBuf],
     /// LoRA files found by the scan.
     pub loras: &'a [PathBuf],
+    /// VAE files found by the scan.
+    pub vaes: &'a [PathBuf],
+    /// The VAE chosen for the selected model (`None`: its own).
+    pub selected_vae: Option<&'a Path>,
     /// Jobs queued or running.
     pub active_jobs: usize,
     /// The sketch will be sent as the init image.
@@ -299,6 +303,7 @@ fn model_picker_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut
             commands.push(Command::RescanModels);
         }
     });
+    vae_picker_ui(ui, view, commands);
     model_folders_ui(ui, view, commands);
     if let Some(card) = view.selected_model.and_then(|m| m.card.as_ref()) {
         if !card.description.is_empty() {
@@ -407,6 +412,57 @@ fn lora_ui(ui: &mut egui::Ui, settings: &mut PromptSettings, view: &PromptPanelV
             });
         });
 }
+
+/// The VAE for the selected model: its own, or one of the VAE files found (remembered per
+/// model). Shown only when the scan found VAE files.
+fn vae_picker_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut Commands) {
+    if view.vaes.is_empty() || view.selected_model.is_none() {
+        return;
+    }
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    ui.horizontal(|ui| {
+        let label = ui.label("VAE");
+        let selected_text = view
+            .selected_vae
+            .map(stem)
+            .unwrap_or_else(|| MODEL_OWN_VAE.to_owned());
+        egui::ComboBox::from_id_salt("model_vae")
+            .selected_text(selected_text)
+            .width((ui.available_width() - 8.0).max(120.0))
+            .truncate()
+            .show_ui(ui, |ui| {
+                if ui
+                    .selectable_label(view.selected_vae.is_none(), MODEL_OWN_VAE)
+                    .on_hover_text("Decode with the VAE inside the model")
+                    .clicked()
+                    && view.selected_vae.is_some()
+                {
+                    commands.push(Command::SetModelVae(None));
+                }
+                for vae in view.vaes {
+                    let selected = view.selected_vae == Some(vae.as_path());
+                    if ui
+                        .selectable_label(selected, stem(vae))
+                        .on_hover_text(vae.display().to_string())
+                        .clicked()
+                        && !selected
+                    {
+                        commands.push(Command::SetModelVae(Some(vae.clone())));
+                    }
+                }
+            })
+            .response
+            .labelled_by(label.id)
+            .on_hover_text("The VAE that turns latents into pixels, remembered for this model");
+    });
+}
+
+/// The VAE picker's entry for the model's own VAE.
+const MODEL_OWN_VAE: &str = "Model's own";
 
 /// "Add model folder…" and the folders added, each with a button to forget it.
 fn model_folders_ui(ui: &mut egui::Ui, view: &PromptPanelView<'_>, commands: &mut Commands) {
