@@ -170,7 +170,59 @@ pub struct GenerationRequest {
     /// Textual-inversion embeddings the prompts may use, each by its file's stem as a word.
     #[serde(default)]
     pub embeddings: Vec<PathBuf>,
+    /// ControlNets steering the composition, each with its control image; their residuals
+    /// are summed.
+    #[serde(default)]
+    pub controlnets: Vec<ControlSpec>,
 }
+
+/// One ControlNet of a job: its folder, the control image (white strokes or edges on black
+/// for scribble/Canny/line-art ControlNets), how strongly and over which part of the steps it
+/// steers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControlSpec {
+    pub path: PathBuf,
+    /// The control image; resized to the output size when it differs.
+    #[serde(skip)]
+    pub image: Option<Arc<image::RgbImage>>,
+    /// diffusers' `controlnet_conditioning_scale` (0 = off, 1 = as trained).
+    pub scale: f32,
+    /// The fraction of the steps at which the control starts and ends (0..1; f64 so that
+    /// `0.7` compares with step fractions as it does in diffusers).
+    pub start: f64,
+    pub end: f64,
+    pub mode: ControlMode,
+}
+
+impl ControlSpec {
+    pub fn new(path: PathBuf, image: Arc<image::RgbImage>) -> Self {
+        Self {
+            path,
+            image: Some(image),
+            scale: 1.0,
+            start: 0.0,
+            end: 1.0,
+            mode: ControlMode::Balanced,
+        }
+    }
+}
+
+/// How a ControlNet is weighed against the prompt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlMode {
+    /// Both halves of the guidance batch get the control (diffusers' default).
+    #[default]
+    Balanced,
+    /// "ControlNet is more important": only the prompt's half gets the control, its residuals
+    /// ramped from 0.1 (first skip connection) to 1 (mid block), as diffusers' `guess_mode`.
+    Control,
+}
+
+/// Most ControlNets one job may use.
+pub const MAX_CONTROLNETS: usize = 4;
+/// Largest ControlNet scale accepted.
+pub const MAX_CONTROL_SCALE: f32 = 5.0;
 
 /// What a model's UNet predicts: the noise (SD 1.x, SD 2.x base) or v (SD 2.x 768-v).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -354,6 +406,31 @@ impl GenerationRequest {
                 ));
             }
         }
+        if self.controlnets.len() > MAX_CONTROLNETS {
+            return bad(format!(
+                "{} ControlNets: at most {MAX_CONTROLNETS} at once",
+                self.controlnets.len()
+            ));
+        }
+        for c in &self.controlnets {
+            let name = c.path.display();
+            if c.image.is_none() {
+                return bad(format!("ControlNet {name}: no control image"));
+            }
+            if !c.scale.is_finite() || !(0.0..=MAX_CONTROL_SCALE).contains(&c.scale) {
+                return bad(format!(
+                    "ControlNet {name} scale {}: must be 0 to {MAX_CONTROL_SCALE}",
+                    c.scale
+                ));
+            }
+            let fraction = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
+            if !fraction(c.start) || !fraction(c.end) || c.start >= c.end {
+                return bad(format!(
+                    "ControlNet {name} start {} and end {}: fractions of the steps, 0 <= start < end <= 1",
+                    c.start, c.end
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -380,6 +457,7 @@ impl Default for GenerationRequest {
             vae: None,
             prediction: None,
             embeddings: Vec::new(),
+            controlnets: Vec::new(),
         }
     }
 }

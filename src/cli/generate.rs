@@ -38,6 +38,31 @@ pub(crate) struct GenerateArgs {
     /// the --model-dir folders' embeddings folders are found by the names the prompts use.
     #[arg(long = "embedding", value_name = "FILE")]
     embeddings: Vec<PathBuf>,
+    /// A ControlNet (diffusers folder) steering the composition by a control image; repeat
+    /// the group for several. The --control-* options after it apply to it.
+    #[arg(long = "controlnet", value_name = "DIR", help_heading = "ControlNet")]
+    controlnets: Vec<PathBuf>,
+    /// The control image of the --controlnet before it (white strokes or edges on black for
+    /// scribble, Canny and line-art ControlNets); resized to the output size if it differs.
+    #[arg(
+        long = "control-image",
+        value_name = "FILE",
+        help_heading = "ControlNet"
+    )]
+    control_images: Vec<PathBuf>,
+    /// How strongly the --controlnet before it steers (default 1; 0 is off).
+    #[arg(long = "control-scale", value_name = "F", help_heading = "ControlNet")]
+    control_scales: Vec<f32>,
+    /// The fraction of the steps at which the --controlnet before it starts (default 0).
+    #[arg(long = "control-start", value_name = "F", help_heading = "ControlNet")]
+    control_starts: Vec<f64>,
+    /// The fraction of the steps at which the --controlnet before it stops (default 1).
+    #[arg(long = "control-end", value_name = "F", help_heading = "ControlNet")]
+    control_ends: Vec<f64>,
+    /// balanced (the prompt and the control weigh alike) or control ("ControlNet is more
+    /// important": only the prompt's side of the guidance gets it).
+    #[arg(long = "control-mode", value_name = "MODE", value_parser = ["balanced", "control"], help_heading = "ControlNet")]
+    control_modes: Vec<String>,
     /// What the model predicts, when its files say otherwise or nothing (an SD 2.x checkpoint
     /// without its .yaml): eps (noise) or v. `atelier models` says what was decided and how.
     #[arg(long, value_parser = ["eps", "v"])]
@@ -139,7 +164,108 @@ fn loras_for(
     Ok(loras)
 }
 
-pub(crate) fn generate(mut args: GenerateArgs, model_dirs: &[PathBuf]) -> anyhow::Result<()> {
+/// The `--controlnet` groups: each `--control-*` option belongs to the `--controlnet` before
+/// it on the command line (read from clap's argument positions).
+fn controlnets_from(
+    args: &GenerateArgs,
+    matches: Option<&clap::ArgMatches>,
+) -> anyhow::Result<Vec<atelier::generation::ControlSpec>> {
+    use atelier::generation::{ControlMode, ControlSpec};
+    if args.controlnets.is_empty() {
+        for (given, flag) in [
+            (!args.control_images.is_empty(), "--control-image"),
+            (!args.control_scales.is_empty(), "--control-scale"),
+            (!args.control_starts.is_empty(), "--control-start"),
+            (!args.control_ends.is_empty(), "--control-end"),
+            (!args.control_modes.is_empty(), "--control-mode"),
+        ] {
+            if given {
+                bail!("{flag} needs a --controlnet DIR before it");
+            }
+        }
+        return Ok(Vec::new());
+    }
+    let positions = |id: &str| -> Vec<usize> {
+        matches
+            .and_then(|m| m.indices_of(id))
+            .map(|i| i.collect())
+            .unwrap_or_default()
+    };
+    let nets = positions("controlnets");
+    // The --controlnet each option occurrence belongs to (the last one before it).
+    let owners = |id: &str, flag: &str| -> anyhow::Result<Vec<usize>> {
+        let mut seen = BTreeSet::new();
+        positions(id)
+            .into_iter()
+            .map(|at| {
+                let owner = nets
+                    .iter()
+                    .rposition(|&n| n < at)
+                    .ok_or_else(|| anyhow::anyhow!("{flag} needs a --controlnet DIR before it"))?;
+                if !seen.insert(owner) {
+                    bail!(
+                        "{flag} is given twice for --controlnet {}",
+                        args.controlnets[owner].display()
+                    );
+                }
+                Ok(owner)
+            })
+            .collect()
+    };
+    let mut images: Vec<Option<&PathBuf>> = vec![None; args.controlnets.len()];
+    for (owner, path) in owners("control_images", "--control-image")?
+        .into_iter()
+        .zip(&args.control_images)
+    {
+        images[owner] = Some(path);
+    }
+    let mut specs = Vec::with_capacity(args.controlnets.len());
+    for (net, image) in args.controlnets.iter().zip(images) {
+        let Some(image) = image else {
+            bail!(
+                "--controlnet {} needs --control-image FILE after it",
+                net.display()
+            );
+        };
+        let rgb = load_rgb(image)
+            .with_context(|| format!("{}: cannot read the control image", image.display()))?;
+        specs.push(ControlSpec::new(net.clone(), Arc::new(rgb)));
+    }
+    for (owner, v) in owners("control_scales", "--control-scale")?
+        .into_iter()
+        .zip(&args.control_scales)
+    {
+        specs[owner].scale = *v;
+    }
+    for (owner, v) in owners("control_starts", "--control-start")?
+        .into_iter()
+        .zip(&args.control_starts)
+    {
+        specs[owner].start = *v;
+    }
+    for (owner, v) in owners("control_ends", "--control-end")?
+        .into_iter()
+        .zip(&args.control_ends)
+    {
+        specs[owner].end = *v;
+    }
+    for (owner, v) in owners("control_modes", "--control-mode")?
+        .into_iter()
+        .zip(&args.control_modes)
+    {
+        specs[owner].mode = match v.as_str() {
+            "control" => ControlMode::Control,
+            _ => ControlMode::Balanced,
+        };
+    }
+    Ok(specs)
+}
+
+pub(crate) fn generate(
+    mut args: GenerateArgs,
+    model_dirs: &[PathBuf],
+    matches: Option<&clap::ArgMatches>,
+) -> anyhow::Result<()> {
     let (model, source) = match args.model.take() {
         Some(dir) => (dir, ModelSource::Given),
         None => (atelier::models::default_model_dir(), ModelSource::Embedded),
@@ -175,6 +301,7 @@ pub(crate) fn generate(mut args: GenerateArgs, model_dirs: &[PathBuf]) -> anyhow
     if args.no_gallery && args.out.is_none() {
         bail!("--no-gallery needs --out (the pictures have to go somewhere)");
     }
+    let controlnets = controlnets_from(&args, matches)?;
     let seed = args
         .seed
         .unwrap_or_else(|| u64::from(rand::random::<u32>()));
@@ -198,6 +325,7 @@ pub(crate) fn generate(mut args: GenerateArgs, model_dirs: &[PathBuf]) -> anyhow
         loras: Vec::new(),
         vae: args.vae.clone(),
         embeddings: Vec::new(),
+        controlnets,
         prediction: args.prediction.map(|p| match p.as_str() {
             "v" => atelier::generation::PredictionType::V,
             _ => atelier::generation::PredictionType::Epsilon,

@@ -52,7 +52,7 @@ pub(crate) struct Cli {
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Generate images headless, with a progress bar on stderr.
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Apply an adjustment stack (a JSON file as the studio saves it, e.g. one of
     /// assets/presets/) to images and write PNGs; on the GPU unless --cpu.
     Adjust(AdjustArgs),
@@ -109,13 +109,21 @@ pub(crate) fn command() -> clap::Command {
 
 /// Parses the command line and runs it; no subcommand opens the studio.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         None => atelier::app::run_studio(atelier::app::StudioOptions {
             extra_model_dirs: cli.model_dirs,
             ..Default::default()
         }),
-        Some(Command::Generate(args)) => generate::generate(args, &cli.model_dirs),
+        Some(Command::Generate(args)) => generate::generate(
+            *args,
+            &cli.model_dirs,
+            matches.subcommand_matches("generate"),
+        ),
         Some(Command::Adjust(args)) => adjust::adjust(args),
         Some(Command::Models { dirs }) => list_models(&[cli.model_dirs, dirs].concat()),
         Some(Command::Train(args)) => train::train(args),

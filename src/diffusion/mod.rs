@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod clip;
+pub mod controlnet;
 pub mod device;
 pub mod embedding;
 pub mod fused;
@@ -216,8 +217,8 @@ impl Generator {
     }
 
     /// Warnings about the loaded model's LoRAs (modules that matched no weight...).
-    pub fn lora_warnings(&self) -> Vec<String> {
-        self.slot.lora_warnings()
+    pub fn warnings(&self) -> Vec<String> {
+        self.slot.warnings()
     }
 
     /// Frees the loaded model (e.g. before loading a very large one elsewhere).

@@ -8,14 +8,15 @@ use std::time::Instant;
 use candle_core::{DType, Device, IndexOp, Tensor};
 
 use super::clip::ClipTextEncoder;
+use super::controlnet::ControlNet;
 use super::noise::{load_noise_file, NoiseRng};
 use super::sampler::{self, NoiseSchedule};
 use super::text::{Cond, TextEncoders};
-use super::unet::{guidance_scale_embedding, AddedCond, Unet};
+use super::unet::{guidance_scale_embedding, AddedCond, ControlResiduals, Unet};
 use super::vae::Vae;
 use super::weights::var_builder;
 use super::{DiffusionError, JobControl};
-use crate::generation::{GeneratedImage, GenerationRequest};
+use crate::generation::{ControlMode, GeneratedImage, GenerationRequest};
 use crate::models::config::ModelConfigs;
 use crate::models::{Family, ModelError};
 
@@ -50,6 +51,10 @@ pub struct LoadedModel {
     record: super::lora::Record,
     /// The textual-inversion embeddings of the current request.
     embeddings: Vec<super::embedding::Embedding>,
+    /// The ControlNets of the current request, loaded (kept for the next job that uses them).
+    controlnets: Vec<ControlNet>,
+    /// What the last generation adjusted and the user should hear (a control image resized).
+    pub notes: Vec<String>,
 }
 
 /// A component's weights, recorded (UNet and text encoders) so LoRAs can be written in.
@@ -135,6 +140,8 @@ impl LoadedModel {
             loras: Default::default(),
             record,
             embeddings: Vec::new(),
+            controlnets: Vec::new(),
+            notes: Vec::new(),
         };
         on_loading("text encoder");
         model.ensure_text_encoders()?;
@@ -272,11 +279,15 @@ impl LoadedModel {
             }
         }
         control.check_cancelled()?;
+        self.notes.clear();
+        self.load_controlnets(request)?;
+        let controls = self.control_inputs(request, seeds.len())?;
         let conditioning = self.conditioning(request, seeds.len())?;
         let mut begin = self.starting_latents(request, &seeds, &inputs, sampler.as_ref(), start)?;
         let latents = self.denoise(
             request,
             &conditioning,
+            &controls,
             &mut begin,
             sampler.as_mut(),
             first,
@@ -284,6 +295,86 @@ impl LoadedModel {
         )?;
         control.check_cancelled()?;
         Ok(finish(self.decode(&latents, &inputs)?))
+    }
+
+    /// Loads the request's ControlNets not loaded yet and frees those it does not use.
+    fn load_controlnets(&mut self, request: &GenerationRequest) -> Result<(), DiffusionError> {
+        let wanted: Vec<&Path> = request
+            .controlnets
+            .iter()
+            .map(|c| c.path.as_path())
+            .collect();
+        self.controlnets
+            .retain(|c| wanted.contains(&c.path.as_path()));
+        for path in wanted {
+            if self.controlnets.iter().any(|c| c.path == path) {
+                continue;
+            }
+            let net = ControlNet::load(path, &self.configs.unet, self.dtype, &self.device)?;
+            if net.image_factor() != self.vae.downscale {
+                return Err(DiffusionError::Model(ModelError::BadWeights {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "its condition embedding scales the image down {}x; this model's VAE {}x",
+                        net.image_factor(),
+                        self.vae.downscale
+                    ),
+                }));
+            }
+            self.controlnets.push(net);
+        }
+        Ok(())
+    }
+
+    /// Each ControlNet's control image at the output size as `[b, 3, H, W]` in [0, 1], with
+    /// its settings. A control image of another size is resized (Lanczos, as diffusers) and
+    /// a note says so.
+    fn control_inputs(
+        &mut self,
+        request: &GenerationRequest,
+        b: usize,
+    ) -> Result<Vec<ActiveControl>, DiffusionError> {
+        let mut out = Vec::with_capacity(request.controlnets.len());
+        for spec in &request.controlnets {
+            let net = self
+                .controlnets
+                .iter()
+                .position(|c| c.path == spec.path)
+                .ok_or_else(|| {
+                    DiffusionError::InvalidRequest(format!(
+                        "ControlNet {} is not loaded",
+                        spec.path.display()
+                    ))
+                })?;
+            let image = spec.image.as_ref().ok_or_else(|| {
+                DiffusionError::InvalidRequest(format!(
+                    "ControlNet {}: no control image",
+                    spec.path.display()
+                ))
+            })?;
+            let (w, h) = image.dimensions();
+            if (w, h) != (request.width, request.height) {
+                self.notes.push(format!(
+                    "the control image for {} is {w}x{h}; it was resized to {}x{}",
+                    spec.path.display(),
+                    request.width,
+                    request.height
+                ));
+            }
+            let image = resize_rgb(image, request.width, request.height);
+            let tensor =
+                control_to_tensor(&image, &self.device, self.dtype)?.repeat((b, 1, 1, 1))?;
+            let ramp = spec.mode == ControlMode::Control || self.controlnets[net].global_pool();
+            out.push(ActiveControl {
+                net,
+                image: tensor,
+                scale: f64::from(spec.scale),
+                start: spec.start,
+                end: spec.end,
+                ramp,
+            });
+        }
+        Ok(out)
     }
 
     /// The prompt's conditioning for every row the UNet sees: `[uncond x b, cond x b]` with
@@ -451,10 +542,12 @@ impl LoadedModel {
     /// (after every evaluation, as diffusers blends); then a preview every few steps (reported
     /// for image `first`). Progress counts the user's steps; cancel is checked before each
     /// evaluation.
+    #[allow(clippy::too_many_arguments)]
     fn denoise(
         &self,
         request: &GenerationRequest,
         cond: &Conditioning,
+        controls: &[ActiveControl],
         begin: &mut Start,
         sampler: &mut (dyn sampler::Sampler + Send),
         first: u32,
@@ -464,17 +557,30 @@ impl LoadedModel {
         let b = cond.batch;
         let total = n - start;
         let evaluations = sampler.timesteps().len();
+        // ControlNet start/end count the evaluations this run makes, as diffusers counts its
+        // (image-to-image: shortened) timestep list.
+        let first_evaluation = sampler.evaluations(start).start;
+        let run_evaluations = (evaluations - first_evaluation).max(1) as f64;
         let mut latents = begin.latents.clone();
         for step in start..n {
             for i in sampler.evaluations(step) {
                 control.check_cancelled()?;
                 let t = sampler.timesteps()[i];
-                let x_in = sampler.scale_model_input(&latents, i)?;
+                let x_cn = sampler.scale_model_input(&latents, i)?;
                 let x_in = match &begin.inpaint_extra {
-                    Some(extra) => Tensor::cat(&[&x_in, extra], 1)?,
-                    None => x_in,
+                    Some(extra) => Tensor::cat(&[&x_cn, extra], 1)?,
+                    None => x_cn.clone(),
                 };
-                let out = self.unet_passes(&x_in, t, cond)?;
+                let k = (i - first_evaluation) as f64;
+                let active: Vec<&ActiveControl> = controls
+                    .iter()
+                    .filter(|c| {
+                        c.scale != 0.0
+                            && k / run_evaluations >= c.start
+                            && (k + 1.0) / run_evaluations <= c.end
+                    })
+                    .collect();
+                let out = self.unet_passes(&x_in, &x_cn, t, cond, &active)?;
                 let out = match cond.guidance {
                     Some(scale) => {
                         let (u, c) = (out.i(0..b)?, out.i(b..2 * b)?);
@@ -503,20 +609,28 @@ impl LoadedModel {
         Ok(latents)
     }
 
-    /// The UNet's prediction for every row of the conditioning, one forward per pass.
+    /// The UNet's prediction for every row of the conditioning, one forward per pass, with
+    /// the `active` ControlNets' residuals (computed from `x_cn`, the latents without an
+    /// inpainting UNet's extra channels).
     fn unet_passes(
         &self,
         x_in: &Tensor,
+        x_cn: &Tensor,
         t: f64,
         cond: &Conditioning,
+        active: &[&ActiveControl],
     ) -> Result<Tensor, DiffusionError> {
         let mut outs = Vec::with_capacity(cond.passes.len());
-        for pass in &cond.passes {
-            let copies = pass.context.dim(0)? / cond.batch.max(1);
-            let x = match copies {
-                1 => x_in.clone(),
-                k => Tensor::cat(&vec![x_in; k], 0)?,
+        let b = cond.batch.max(1);
+        for (p, pass) in cond.passes.iter().enumerate() {
+            let copies = pass.context.dim(0)? / b;
+            let repeat = |x: &Tensor| -> candle_core::Result<Tensor> {
+                match copies {
+                    1 => Ok(x.clone()),
+                    k => Tensor::cat(&vec![x; k], 0),
+                }
             };
+            let x = repeat(x_in)?;
             let added = match (&pass.pooled, &pass.time_ids) {
                 (Some(p), Some(ids)) => Some(AddedCond {
                     text_embeds: p,
@@ -524,12 +638,80 @@ impl LoadedModel {
                 }),
                 _ => None,
             };
-            outs.push(self.unet.forward(
+            // Which rows carry the prompt (the rest the negative prompt): with guidance, the
+            // second half of a joint pass or the second of two passes.
+            let uncond_rows = match (cond.guidance.is_some(), cond.passes.len(), copies) {
+                (false, _, _) => 0,
+                (true, 1, 2) => b,
+                (true, _, _) if p == 0 => copies * b,
+                _ => 0,
+            };
+            let mut residuals: Option<ControlResiduals> = None;
+            for c in active {
+                let net = &self.controlnets[c.net];
+                let r = if !c.ramp || uncond_rows == 0 {
+                    net.forward(
+                        &repeat(x_cn)?,
+                        t,
+                        &pass.context,
+                        added.as_ref(),
+                        &repeat(&c.image)?,
+                        c.scale,
+                        c.ramp,
+                    )?
+                } else if uncond_rows == copies * b {
+                    // "ControlNet is more important": the negative prompt's rows get none.
+                    continue;
+                } else {
+                    let rows = copies * b - uncond_rows;
+                    let narrow = |t: &Tensor| t.narrow(0, uncond_rows, rows);
+                    let (pooled, ids) = (
+                        pass.pooled.as_ref().map(narrow).transpose()?,
+                        pass.time_ids.as_ref().map(narrow).transpose()?,
+                    );
+                    let added = match (&pooled, &ids) {
+                        (Some(p), Some(ids)) => Some(AddedCond {
+                            text_embeds: p,
+                            time_ids: ids,
+                        }),
+                        _ => None,
+                    };
+                    let r = net.forward(
+                        x_cn,
+                        t,
+                        &narrow(&pass.context)?,
+                        added.as_ref(),
+                        &c.image,
+                        c.scale,
+                        true,
+                    )?;
+                    let pad = |t: Tensor| -> candle_core::Result<Tensor> {
+                        let mut zeros_dims = t.dims().to_vec();
+                        zeros_dims[0] = uncond_rows;
+                        let zeros = Tensor::zeros(zeros_dims, t.dtype(), t.device())?;
+                        Tensor::cat(&[&zeros, &t], 0)
+                    };
+                    ControlResiduals {
+                        down: r
+                            .down
+                            .into_iter()
+                            .map(pad)
+                            .collect::<candle_core::Result<_>>()?,
+                        mid: pad(r.mid)?,
+                    }
+                };
+                residuals = Some(match residuals {
+                    Some(sum) => sum.add(&r)?,
+                    None => r,
+                });
+            }
+            outs.push(self.unet.forward_controlled(
                 &x,
                 t,
                 &pass.context,
                 added,
                 cond.guidance_embedding.as_ref(),
+                residuals.as_ref(),
             )?);
         }
         Ok(match outs.len() {
@@ -601,6 +783,19 @@ fn first_step(request: &GenerationRequest, has_init: bool) -> usize {
     }
     let strength = request.strength_0_to_1.clamp(0.0, 1.0) as f64;
     n - ((n as f64 * strength) as usize).min(n)
+}
+
+/// One ControlNet of a job, ready for the loop.
+struct ActiveControl {
+    /// Its index in the model's loaded ControlNets.
+    net: usize,
+    /// The control image, `[b, 3, H, W]` in [0, 1].
+    image: Tensor,
+    scale: f64,
+    start: f64,
+    end: f64,
+    /// Control mode: only the prompt's rows, residuals ramped.
+    ramp: bool,
 }
 
 /// What the UNet is conditioned on, for every row of the batch.
@@ -695,6 +890,20 @@ fn rgb_to_tensor(
         .iter()
         .map(|&v| v as f32 / 127.5 - 1.0)
         .collect();
+    Tensor::from_vec(data, (h as usize, w as usize, 3), device)?
+        .permute((2, 0, 1))?
+        .unsqueeze(0)?
+        .to_dtype(dtype)
+}
+
+/// A control image, RGB 0..255 -> `[1, 3, H, W]` in [0, 1].
+fn control_to_tensor(
+    img: &image::RgbImage,
+    device: &Device,
+    dtype: DType,
+) -> candle_core::Result<Tensor> {
+    let (w, h) = img.dimensions();
+    let data: Vec<f32> = img.as_raw().iter().map(|&v| v as f32 / 255.0).collect();
     Tensor::from_vec(data, (h as usize, w as usize, 3), device)?
         .permute((2, 0, 1))?
         .unsqueeze(0)?
@@ -829,10 +1038,16 @@ impl ModelSlot {
         self.loaded = None;
     }
 
-    pub fn lora_warnings(&self) -> Vec<String> {
+    /// What the last job should tell the user: LoRA modules that matched nothing, control
+    /// images resized.
+    pub fn warnings(&self) -> Vec<String> {
         self.loaded
             .as_ref()
-            .map(|(_, m)| m.lora_report().warnings.clone())
+            .map(|(_, m)| {
+                let mut w = m.lora_report().warnings.clone();
+                w.extend(m.notes.iter().cloned());
+                w
+            })
             .unwrap_or_default()
     }
 }

@@ -135,7 +135,39 @@ pub struct AddedCond<'a> {
     pub time_ids: &'a Tensor,
 }
 
-pub struct Unet {
+/// What a ControlNet adds to the UNet's skip connections (one per skip, in order) and to its
+/// mid-block output.
+pub struct ControlResiduals {
+    pub down: Vec<Tensor>,
+    pub mid: Tensor,
+}
+
+impl ControlResiduals {
+    /// The element-wise sum of two ControlNets' residuals.
+    pub fn add(&self, other: &Self) -> Result<Self> {
+        if self.down.len() != other.down.len() {
+            candle_core::bail!(
+                "ControlNet residual counts differ: {} and {}",
+                self.down.len(),
+                other.down.len()
+            );
+        }
+        Ok(Self {
+            down: self
+                .down
+                .iter()
+                .zip(&other.down)
+                .map(|(a, b)| a.broadcast_add(b))
+                .collect::<Result<_>>()?,
+            mid: self.mid.broadcast_add(&other.mid)?,
+        })
+    }
+}
+
+/// The UNet's encoder half: the input convolution, time (and SDXL add) embeddings, the down
+/// blocks and the mid block. The UNet runs it before its up blocks; a ControlNet is a copy of
+/// it with the same parameter names.
+pub(crate) struct Encoder {
     conv_in: Conv2d,
     /// (channels, flip_sin_to_cos, freq_shift) of the sinusoidal timestep features.
     time_proj: (usize, bool, f64),
@@ -146,14 +178,20 @@ pub struct Unet {
     add: Option<(usize, TimestepEmbedding)>,
     down: Vec<DownBlock>,
     mid: MidBlock,
-    up: Vec<UpBlock>,
-    norm_out: GroupNorm,
-    conv_out: Conv2d,
-    center_input: bool,
 }
 
-impl Unet {
-    pub fn new(vb: VarBuilder, c: &UnetConfig) -> Result<Self> {
+/// The encoder half's outputs for one call.
+pub(crate) struct Encoded {
+    /// The mid block's output.
+    pub xs: Tensor,
+    /// The skip tensors, in the order the down blocks made them.
+    pub residuals: Vec<Tensor>,
+    /// The time (and add) embedding.
+    pub emb: Tensor,
+}
+
+impl Encoder {
+    pub(crate) fn new(vb: &VarBuilder, c: &UnetConfig) -> Result<Self> {
         let n = c.block_out_channels.len();
         let ch0 = c.block_out_channels[0];
         let ch_last = c.block_out_channels[n - 1];
@@ -248,6 +286,81 @@ impl Unet {
             )?,
             resnet1: mid_resnet("1")?,
         };
+        Ok(Self {
+            conv_in,
+            time_proj,
+            time_embedding,
+            guidance_embedding_dim: c.time_cond_proj_dim,
+            add,
+            down,
+            mid,
+        })
+    }
+
+    /// Runs the encoder half on `xs` (already through `conv_in` plus `hint`, when a ControlNet
+    /// adds its condition there).
+    pub(crate) fn forward(
+        &self,
+        xs: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+        added: Option<&AddedCond<'_>>,
+        guidance: Option<&Tensor>,
+        hint: Option<&Tensor>,
+    ) -> Result<Encoded> {
+        let b = xs.dim(0)?;
+        let t = t.to_dtype(xs.dtype())?;
+        let (tdim, flip, shift) = self.time_proj;
+        let guidance = guidance.map(|g| g.to_dtype(xs.dtype())).transpose()?;
+        let mut emb = self.time_embedding.forward_with_condition(
+            &timestep_features(&t, tdim, flip, shift)?,
+            guidance.as_ref(),
+        )?;
+        if let Some((dim, embed)) = &self.add {
+            let added = added.ok_or_else(|| {
+                candle_core::Error::Msg("this UNet needs SDXL size conditioning".into())
+            })?;
+            let ids = added.time_ids.to_dtype(xs.dtype())?.flatten_all()?;
+            let time_embeds = timestep_features(&ids, *dim, flip, shift)?.reshape((b, ()))?;
+            let add_in = Tensor::cat(&[added.text_embeds.to_dtype(xs.dtype())?, time_embeds], 1)?;
+            emb = (emb + embed.forward(&add_in)?)?;
+        }
+        let mut xs = self.conv_in.forward(xs)?;
+        if let Some(hint) = hint {
+            xs = xs.broadcast_add(hint)?;
+        }
+        let mut residuals = vec![xs.clone()];
+        for block in &self.down {
+            xs = block.forward(&xs, &emb, context, &mut residuals)?;
+        }
+        xs = self.mid.resnet0.forward(&xs, Some(&emb))?;
+        xs = self.mid.attention.forward(&xs, context)?;
+        xs = self.mid.resnet1.forward(&xs, Some(&emb))?;
+        Ok(Encoded { xs, residuals, emb })
+    }
+}
+
+pub struct Unet {
+    encoder: Encoder,
+    up: Vec<UpBlock>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    center_input: bool,
+}
+
+impl Unet {
+    pub fn new(vb: VarBuilder, c: &UnetConfig) -> Result<Self> {
+        let encoder = Encoder::new(&vb, c)?;
+        let n = c.block_out_channels.len();
+        let ch0 = c.block_out_channels[0];
+        let ch_last = c.block_out_channels[n - 1];
+        let shared = Shared {
+            temb: ch0 * 4,
+            groups: c.norm_num_groups,
+            eps: c.norm_eps,
+            cross_dim: c.cross_attention_dim.get(0),
+            linear_proj: c.use_linear_projection,
+        };
 
         let vb_up = vb.pp("up_blocks");
         let mut up = Vec::with_capacity(n);
@@ -297,13 +410,7 @@ impl Unet {
         let norm_out = group_norm(c.norm_num_groups, ch0, c.norm_eps, vb.pp("conv_norm_out"))?;
         let conv_out = Conv2d::same(vb.pp("conv_out"), ch0, c.out_channels)?;
         Ok(Self {
-            conv_in,
-            time_proj,
-            time_embedding,
-            guidance_embedding_dim: c.time_cond_proj_dim,
-            add,
-            down,
-            mid,
+            encoder,
             up,
             norm_out,
             conv_out,
@@ -314,7 +421,7 @@ impl Unet {
     /// The width of the guidance-scale embedding an LCM-distilled UNet takes (see
     /// [`guidance_scale_embedding`]); `None` for every other UNet.
     pub fn guidance_embedding_dim(&self) -> Option<usize> {
-        self.guidance_embedding_dim
+        self.encoder.guidance_embedding_dim
     }
 
     /// Predicts noise (or v) for `xs` `[B, C, H, W]` at `timestep`, conditioned on `context`
@@ -329,8 +436,22 @@ impl Unet {
         added: Option<AddedCond<'_>>,
         guidance: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.forward_controlled(xs, timestep, context, added, guidance, None)
+    }
+
+    /// [`Unet::forward`] with a ControlNet's residuals added to the skip connections (after
+    /// the down blocks ran) and to the mid block's output, as diffusers does.
+    pub fn forward_controlled(
+        &self,
+        xs: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        added: Option<AddedCond<'_>>,
+        guidance: Option<&Tensor>,
+        control: Option<&ControlResiduals>,
+    ) -> Result<Tensor> {
         let t = (Tensor::ones(xs.dim(0)?, xs.dtype(), xs.device())? * timestep)?;
-        self.forward_rows(xs, &t, context, added, guidance)
+        self.forward_rows(xs, &t, context, added, guidance, control)
     }
 
     /// Like [`Unet::forward`] with one timestep per batch row (`[B]`), as training needs.
@@ -341,7 +462,7 @@ impl Unet {
         context: &Tensor,
         added: Option<AddedCond<'_>>,
     ) -> Result<Tensor> {
-        self.forward_rows(xs, t, context, added, None)
+        self.forward_rows(xs, t, context, added, None, None)
     }
 
     fn forward_rows(
@@ -351,9 +472,10 @@ impl Unet {
         context: &Tensor,
         added: Option<AddedCond<'_>>,
         guidance: Option<&Tensor>,
+        control: Option<&ControlResiduals>,
     ) -> Result<Tensor> {
-        let (b, _, h, w) = xs.dims4()?;
-        let n = self.down.len();
+        let (_, _, h, w) = xs.dims4()?;
+        let n = self.up.len();
         let factor = 1usize << (n - 1);
         let odd_size = h % factor != 0 || w % factor != 0;
         let xs = if self.center_input {
@@ -361,30 +483,26 @@ impl Unet {
         } else {
             xs.clone()
         };
-        let t = t.to_dtype(xs.dtype())?;
-        let (tdim, flip, shift) = self.time_proj;
-        let guidance = guidance.map(|g| g.to_dtype(xs.dtype())).transpose()?;
-        let mut emb = self.time_embedding.forward_with_condition(
-            &timestep_features(&t, tdim, flip, shift)?,
-            guidance.as_ref(),
-        )?;
-        if let Some((dim, embed)) = &self.add {
-            let added = added.ok_or_else(|| {
-                candle_core::Error::Msg("this UNet needs SDXL size conditioning".into())
-            })?;
-            let ids = added.time_ids.to_dtype(xs.dtype())?.flatten_all()?;
-            let time_embeds = timestep_features(&ids, *dim, flip, shift)?.reshape((b, ()))?;
-            let add_in = Tensor::cat(&[added.text_embeds.to_dtype(xs.dtype())?, time_embeds], 1)?;
-            emb = (emb + embed.forward(&add_in)?)?;
+        let Encoded {
+            mut xs,
+            mut residuals,
+            emb,
+        } = self
+            .encoder
+            .forward(&xs, t, context, added.as_ref(), guidance, None)?;
+        if let Some(control) = control {
+            if control.down.len() != residuals.len() {
+                candle_core::bail!(
+                    "the ControlNet gives {} skip residuals, the UNet has {}",
+                    control.down.len(),
+                    residuals.len()
+                );
+            }
+            for (r, c) in residuals.iter_mut().zip(&control.down) {
+                *r = r.broadcast_add(c)?;
+            }
+            xs = xs.broadcast_add(&control.mid)?;
         }
-        let mut xs = self.conv_in.forward(&xs)?;
-        let mut residuals = vec![xs.clone()];
-        for block in &self.down {
-            xs = block.forward(&xs, &emb, context, &mut residuals)?;
-        }
-        xs = self.mid.resnet0.forward(&xs, Some(&emb))?;
-        xs = self.mid.attention.forward(&xs, context)?;
-        xs = self.mid.resnet1.forward(&xs, Some(&emb))?;
         for (i, block) in self.up.iter().enumerate() {
             // With sizes not divisible by the total downscale, upsample to the skip's size.
             let after = residuals.len().saturating_sub(block.resnets.len());

@@ -67,6 +67,16 @@ pub fn vae_override(
     map_safetensors(&files, dtype, device, &dir)
 }
 
+/// A diffusers ControlNet folder's weights, memory-mapped.
+pub fn controlnet_var_builder(
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>, ModelError> {
+    let files = crate::models::config::weight_files(dir)?;
+    map_safetensors(&files, dtype, device, dir)
+}
+
 /// Memory-maps a folder component's safetensors files.
 fn folder_var_builder(
     configs: &ModelConfigs,

@@ -363,7 +363,7 @@ fn run_job(
     };
     let result = generator.run_skipping(&request, &done, &mut control);
     if result.is_ok() {
-        for text in generator.lora_warnings() {
+        for text in generator.warnings() {
             sink.send(EngineEvent::Warning { job, text });
         }
     }

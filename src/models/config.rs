@@ -148,6 +148,101 @@ pub struct UnetConfig {
     pub time_cond_proj_dim: Option<usize>,
 }
 
+/// A diffusers ControlNet folder's `config.json` (`ControlNetModel`): the UNet encoder's
+/// fields, plus how the control image is embedded.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ControlNetConfig {
+    #[serde(flatten)]
+    pub unet: UnetConfig,
+    #[serde(default = "default_three")]
+    pub conditioning_channels: usize,
+    #[serde(default = "default_embedding_channels")]
+    pub conditioning_embedding_out_channels: Vec<usize>,
+    /// `"rgb"` or `"bgr"`.
+    #[serde(default = "default_rgb")]
+    pub controlnet_conditioning_channel_order: String,
+    /// The residuals are averaged over the picture (ControlNet 1.1 "shuffle").
+    #[serde(default)]
+    pub global_pool_conditions: bool,
+    #[serde(default)]
+    pub mid_block_type: Option<String>,
+}
+
+fn default_three() -> usize {
+    3
+}
+
+fn default_embedding_channels() -> Vec<usize> {
+    vec![16, 32, 96, 256]
+}
+
+fn default_rgb() -> String {
+    "rgb".into()
+}
+
+impl ControlNetConfig {
+    /// Reads `dir/config.json` and checks what Atelier can run.
+    pub fn read(dir: &Path) -> Result<Self, ModelError> {
+        let path = dir.join("config.json");
+        let c: Self = read_json(&path)?;
+        let bad = |reason: String| ModelError::BadConfig {
+            path: path.clone(),
+            reason,
+        };
+        c.unet.validate(&path)?;
+        if c.conditioning_embedding_out_channels.is_empty() {
+            return Err(bad("conditioning_embedding_out_channels is empty".into()));
+        }
+        if !matches!(
+            c.controlnet_conditioning_channel_order.as_str(),
+            "rgb" | "bgr"
+        ) {
+            return Err(bad(format!(
+                "controlnet_conditioning_channel_order {:?} (rgb or bgr)",
+                c.controlnet_conditioning_channel_order
+            )));
+        }
+        if let Some(t) = c.mid_block_type.as_deref() {
+            if t != "UNetMidBlock2DCrossAttn" {
+                return Err(bad(format!("mid_block_type {t:?} is not supported yet")));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Why this ControlNet cannot steer `unet` (its residuals would not fit), if so.
+    pub fn mismatch(&self, unet: &UnetConfig) -> Option<String> {
+        let c = &self.unet;
+        let width = |u: &UnetConfig| u.cross_attention_dim.get(0);
+        let family = |u: &UnetConfig| match (u.addition_embed_type.as_deref(), width(u)) {
+            (Some("text_time"), _) => "SDXL".to_owned(),
+            (_, 768) => "SD 1.x".to_owned(),
+            (_, 1024) => "SD 2.x".to_owned(),
+            (_, w) => format!("{w}-wide text"),
+        };
+        if width(c) != width(unet) || c.addition_embed_type != unet.addition_embed_type {
+            return Some(format!(
+                "a ControlNet for {}; this model is {}",
+                family(c),
+                family(unet)
+            ));
+        }
+        if c.block_out_channels != unet.block_out_channels
+            || c.layers_per_block != unet.layers_per_block
+            || c.down_block_types != unet.down_block_types
+        {
+            return Some(format!(
+                "its blocks ({:?} channels, {} layers each) are not this model's ({:?}, {})",
+                c.block_out_channels,
+                c.layers_per_block,
+                unet.block_out_channels,
+                unet.layers_per_block
+            ));
+        }
+        None
+    }
+}
+
 impl UnetConfig {
     /// Heads of block `i`: `num_attention_heads`, else diffusers' misnamed `attention_head_dim`.
     pub fn heads(&self, block: usize) -> usize {
