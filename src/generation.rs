@@ -207,6 +207,33 @@ impl ControlSpec {
     }
 }
 
+impl ControlSpec {
+    /// The ControlNet's name: its file stem, or its folder's name.
+    pub fn name(&self) -> String {
+        self.path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The entry sd-webui-controlnet writes into a picture's parameters (`ControlNet 0:
+    /// "Module: none, Model: NAME, Weight: 1, ..."`), the value part.
+    pub fn a1111_text(&self) -> String {
+        format!(
+            "Module: none, Model: {}, Weight: {}, Resize Mode: Just Resize, Guidance Start: {}, \
+             Guidance End: {}, Control Mode: {}",
+            self.name(),
+            self.scale,
+            self.start,
+            self.end,
+            match self.mode {
+                ControlMode::Balanced => "Balanced",
+                ControlMode::Control => "ControlNet is more important",
+            }
+        )
+    }
+}
+
 /// How a ControlNet is weighed against the prompt.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

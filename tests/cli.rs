@@ -1175,3 +1175,136 @@ fn embeddings_are_found_by_name_and_a_wrong_width_is_refused() {
     );
     assert!(!out.exists());
 }
+
+/// `--controlnet` groups on the command line: the control changes the picture and the
+/// picture's parameters name it as sd-webui-controlnet does; the options belong to the
+/// `--controlnet` before them; a control image of another size is resized and said so; an
+/// unreadable control image, a ControlNet for another model, a corrupt ControlNet file and
+/// options without a `--controlnet` are one-line errors naming the problem.
+#[test]
+fn controlnet_groups_and_their_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    let model = fixtures.join("tiny-sd15");
+    let net = fixtures.join("controlnet/sd15-a");
+    let net_b = fixtures.join("controlnet/sd15-b");
+    let image = fixtures.join("controlnet/control-a.png");
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let run = |out: &Path, extra: &[&str]| {
+        atelier_owned(
+            &small_generate(&model, "a red cat", "", 3, 3, out, extra),
+            tmp.path(),
+        )
+    };
+    let pixels = |p: &Path| common::open_image(p).to_rgb8();
+    let plain = tmp.path().join("plain.png");
+    assert!(run(&plain, &[]).status.success());
+    let controlled = tmp.path().join("controlled.png");
+    let o = run(
+        &controlled,
+        &[
+            "--controlnet",
+            &s(&net),
+            "--control-image",
+            &s(&image),
+            "--control-scale",
+            "0.8",
+            "--controlnet",
+            &s(&net_b),
+            "--control-end",
+            "0.5",
+            "--control-image",
+            &s(&image),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(common::mean_abs_diff(&pixels(&controlled), &pixels(&plain)) > 2.0);
+    let meta = atelier::gallery::metadata::read_embedded(&std::fs::read(&controlled).unwrap())
+        .meta()
+        .unwrap();
+    let first = meta.extra.get("ControlNet 0").cloned().unwrap_or_default();
+    let second = meta.extra.get("ControlNet 1").cloned().unwrap_or_default();
+    assert!(
+        first.contains("Model: sd15-a")
+            && first.contains("Weight: 0.8")
+            && first.contains("Guidance End: 1"),
+        "{first}"
+    );
+    assert!(
+        second.contains("Model: sd15-b")
+            && second.contains("Weight: 1")
+            && second.contains("Guidance End: 0.5"),
+        "{second}"
+    );
+
+    // Another size: resized, and the user is told.
+    let small = tmp.path().join("small.png");
+    image::imageops::resize(
+        &pixels(&image),
+        40,
+        24,
+        image::imageops::FilterType::Triangle,
+    )
+    .save(&small)
+    .unwrap();
+    let o = run(
+        &tmp.path().join("resized.png"),
+        &["--controlnet", &s(&net), "--control-image", &s(&small)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("40x24; it was resized to 64x64"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Errors: one line naming the problem, no picture, no panic.
+    let garbage = tmp.path().join("garbage.png");
+    std::fs::write(&garbage, b"not a picture at all").unwrap();
+    let corrupt = tmp.path().join("corrupt-controlnet");
+    common::copy_dir(&net, &corrupt);
+    let weights = corrupt.join("diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let xl = fixtures.join("controlnet/sdxl-a");
+    for (extra, expect) in [
+        (
+            vec!["--controlnet", &s(&net), "--control-image", &s(&garbage)],
+            "garbage.png",
+        ),
+        (
+            vec!["--controlnet", &s(&xl), "--control-image", &s(&image)],
+            "a ControlNet for SDXL",
+        ),
+        (
+            vec!["--controlnet", &s(&corrupt), "--control-image", &s(&image)],
+            "corrupt-controlnet",
+        ),
+        (
+            vec!["--control-scale", "0.5"],
+            "--control-scale needs a --controlnet",
+        ),
+        (vec!["--controlnet", &s(&net)], "needs --control-image"),
+        (
+            vec![
+                "--controlnet",
+                &s(&net),
+                "--control-image",
+                &s(&image),
+                "--control-start",
+                "0.6",
+                "--control-end",
+                "0.4",
+            ],
+            "start < end",
+        ),
+    ] {
+        let out = tmp.path().join("never.png");
+        let o = run(&out, &extra);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{extra:?} succeeded");
+        assert!(err.contains(expect), "{extra:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out.exists());
+    }
+}

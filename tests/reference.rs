@@ -876,3 +876,79 @@ fn controlnets_match_diffusers() {
     assert!(failed.is_empty(), "{failed:#?}");
     assert_eq!(checked.len(), 7, "{checked:?}");
 }
+
+/// A single-file ControlNet gives the same pixels as its diffusers folder: the fixture's
+/// ControlNet written in the original layout inside a ControlLDM checkpoint
+/// (`control_model.*`, f32) and bare as ControlNet 1.1 ships (f16), and with diffusers names in
+/// one file, each read through the key map.
+#[test]
+fn single_file_controlnets_match_their_folder() {
+    use atelier::generation::ControlSpec;
+    use candle_core::{DType, Device, Tensor};
+    let folder = fixtures().join("controlnet/sd15-a");
+    let tensors = candle_core::safetensors::load(
+        folder.join("diffusion_pytorch_model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, prefix: Option<&str>, dtype: DType| {
+        let renamed: std::collections::HashMap<String, Tensor> = tensors
+            .iter()
+            .map(|(k, t)| {
+                let key = match prefix {
+                    Some(p) => format!(
+                        "{p}{}",
+                        atelier::models::ldm::controlnet_key_back(k, 1, 14)
+                            .unwrap_or_else(|| panic!("no LDM name for {k}"))
+                    ),
+                    None => k.clone(),
+                };
+                (key, t.to_dtype(dtype).unwrap())
+            })
+            .collect();
+        let path = tmp.path().join(name);
+        candle_core::safetensors::save(&renamed, &path).unwrap();
+        path
+    };
+    let files = [
+        (
+            write(
+                "control_sd15_a.safetensors",
+                Some("control_model."),
+                DType::F32,
+            ),
+            0.0,
+        ),
+        (
+            write("control_v11p_sd15_a.safetensors", Some(""), DType::F16),
+            0.5,
+        ),
+        (write("diffusers_a.safetensors", None, DType::F32), 0.0),
+    ];
+    let image = std::sync::Arc::new(
+        common::open_image(fixtures().join("controlnet/control-a.png")).to_rgb8(),
+    );
+    let request = |path: PathBuf| {
+        let mut req = reference_request(7.5, "blurry");
+        req.controlnets.push(ControlSpec::new(path, image.clone()));
+        req
+    };
+    let mut generator = atelier::diffusion::Generator::default();
+    let mut generate = |req: &GenerationRequest| {
+        common::run_with(&mut generator, req, &Default::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", req.controlnets[0].path.display()))
+            .0
+            .remove(0)
+            .image
+    };
+    let from_folder = generate(&request(folder.clone()));
+    let plain = generate(&reference_request(7.5, "blurry"));
+    assert!(mean_abs_diff(&from_folder, &plain) > 5.0);
+    for (file, bound) in files {
+        let got = generate(&request(file.clone()));
+        let d = mean_abs_diff(&got, &from_folder);
+        eprintln!("{}: {d:.4}/255 from the folder's", file.display());
+        assert!(d <= bound, "{}: {d:.4}/255", file.display());
+    }
+}

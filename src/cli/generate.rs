@@ -410,6 +410,11 @@ pub(crate) fn generate(
                 }
             }
         }
+        for (i, c) in request.controlnets.iter().enumerate() {
+            template
+                .extra
+                .insert(format!("ControlNet {i}"), c.a1111_text());
+        }
         if !request.loras.is_empty() {
             template
                 .extra

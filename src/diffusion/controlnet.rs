@@ -90,25 +90,87 @@ impl ControlNet {
                 path: path.to_path_buf(),
             });
         }
-        if path.is_file() {
-            return Err(ModelError::UnsupportedFile {
-                path: path.to_path_buf(),
-                what: "a single-file ControlNet (not supported yet: use its diffusers folder)"
-                    .into(),
-            });
-        }
-        let config = ControlNetConfig::read(path)?;
-        if let Some(why) = config.mismatch(unet) {
-            return Err(ModelError::BadWeights {
-                path: path.to_path_buf(),
-                reason: why,
-            });
-        }
-        let vb = super::weights::controlnet_var_builder(path, dtype, device)?;
+        let (config, vb) = if path.is_file() {
+            Self::single_file(path, unet, dtype, device)?
+        } else {
+            let config = ControlNetConfig::read(path)?;
+            if let Some(why) = config.mismatch(unet) {
+                return Err(ModelError::BadWeights {
+                    path: path.to_path_buf(),
+                    reason: why,
+                });
+            }
+            let vb = super::weights::controlnet_var_builder(path, dtype, device)?;
+            (config, vb)
+        };
         Self::new(path, vb, config).map_err(|e| ModelError::BadWeights {
             path: path.to_path_buf(),
             reason: super::error_text(&e),
         })
+    }
+
+    /// A single file's weights, with the model's UNet config for the architecture (a
+    /// ControlNet copies it; the file's shapes are checked as the blocks load) and the
+    /// condition embedding read from the shapes.
+    fn single_file(
+        path: &Path,
+        unet: &UnetConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> std::result::Result<(ControlNetConfig, VarBuilder<'static>), ModelError> {
+        let file = crate::models::checkpoint::WeightFile::open(path)?;
+        let (single, channels, widths) = crate::models::ldm::controlnet_single_file(file)?;
+        let bad = |reason: String| ModelError::BadWeights {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let shape_of = |name: &str| -> Option<Vec<usize>> {
+            let source = single.map.get(&format!("controlnet/{name}"))?;
+            single.file.shape(&source.key).map(<[usize]>::to_vec)
+        };
+        // The family from the cross-attention width, before any shape error.
+        let context = single
+            .map
+            .iter()
+            .find(|(k, _)| k.ends_with("attn2.to_k.weight"))
+            .and_then(|(_, s)| single.file.shape(&s.key))
+            .and_then(|s| s.get(1).copied());
+        let mut config_unet = unet.clone();
+        if let Some(width) = context {
+            config_unet.cross_attention_dim = crate::models::config::PerBlock::One(width);
+        }
+        config_unet.addition_embed_type = shape_of("add_embedding.linear_1.weight")
+            .is_some()
+            .then(|| "text_time".to_owned());
+        config_unet.time_cond_proj_dim = None;
+        let conv_in = shape_of("conv_in.weight")
+            .filter(|s| s.len() == 4)
+            .ok_or_else(|| bad("no input convolution (input_blocks.0.0) in it".into()))?;
+        config_unet.in_channels = conv_in[1];
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        let config = ControlNetConfig {
+            unet: config_unet,
+            conditioning_channels: channels,
+            conditioning_embedding_out_channels: widths,
+            controlnet_conditioning_channel_order: "rgb".into(),
+            // ControlNet 1.1's "shuffle" averages its residuals (its yaml says so; the weights
+            // cannot).
+            global_pool_conditions: name.contains("shuffle"),
+            mid_block_type: None,
+        };
+        if let Some(why) = config.mismatch(unet) {
+            return Err(bad(why));
+        }
+        let vb = super::weights::single_file_var_builder(
+            std::sync::Arc::new(single),
+            "controlnet",
+            dtype,
+            device,
+        )?;
+        Ok((config, vb))
     }
 
     fn new(path: &Path, vb: VarBuilder, config: ControlNetConfig) -> Result<Self> {

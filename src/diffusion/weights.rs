@@ -67,6 +67,21 @@ pub fn vae_override(
     map_safetensors(&files, dtype, device, &dir)
 }
 
+/// A single file's `component` (as mapped in `single`), memory-mapped.
+pub fn single_file_var_builder(
+    single: Arc<SingleFile>,
+    component: &str,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>, ModelError> {
+    let backend = SingleFileBackend::map(single, component)?;
+    Ok(VarBuilder::from_backend(
+        Box::new(backend),
+        dtype,
+        device.clone(),
+    ))
+}
+
 /// A diffusers ControlNet folder's weights, memory-mapped.
 pub fn controlnet_var_builder(
     dir: &Path,

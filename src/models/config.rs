@@ -218,7 +218,7 @@ impl ControlNetConfig {
             (Some("text_time"), _) => "SDXL".to_owned(),
             (_, 768) => "SD 1.x".to_owned(),
             (_, 1024) => "SD 2.x".to_owned(),
-            (_, w) => format!("{w}-wide text"),
+            (_, w) => format!("a model with {w}-wide text"),
         };
         if width(c) != width(unet) || c.addition_embed_type != unet.addition_embed_type {
             return Some(format!(

@@ -116,6 +116,10 @@ impl FileKind {
 pub fn classify(file: &WeightFile) -> FileKind {
     let has = |k: &str| file.tensors.contains_key(k);
     let any = |prefix: &str| file.tensors.keys().any(|k| k.starts_with(prefix));
+    // A full ControlLDM checkpoint (ControlNet 1.0) holds its base model too.
+    if any(CONTROL_MODEL) {
+        return FileKind::ControlNet;
+    }
     let unet_in = format!("{UNET}input_blocks.0.0.weight");
     if let Some(shape) = file.shape(&unet_in) {
         if has(&format!("{UNET}input_blocks.10.0.skip_connection.bias")) && !any(VAE) {
@@ -152,10 +156,7 @@ pub fn classify(file: &WeightFile) -> FileKind {
     if any("double_blocks.") || any("model.diffusion_model.double_blocks.") {
         return FileKind::Unsupported("a Flux checkpoint (not supported yet)".into());
     }
-    if any("control_model.")
-        || has("input_hint_block.0.weight")
-        || any("controlnet_cond_embedding.")
-    {
+    if has("input_hint_block.0.weight") || any("controlnet_cond_embedding.") {
         return FileKind::ControlNet;
     }
     let lora_suffixes = [
@@ -1215,6 +1216,162 @@ pub fn vae_single_file(file: WeightFile) -> Result<SingleFile, ModelError> {
         map,
         prediction_note: String::new(),
     })
+}
+
+// --- ControlNet -------------------------------------------------------------------------------
+
+/// The prefix of a ControlNet inside a full ControlLDM checkpoint.
+const CONTROL_MODEL: &str = "control_model.";
+
+/// An LDM ControlNet name (prefix removed) as its diffusers name; `r` is layers per block and
+/// `hint_last` the index of the condition embedding's last convolution (14 as trained by
+/// lllyasviel).
+fn controlnet_key(k: &str, r: usize, hint_last: usize) -> Option<String> {
+    if let Some(s) = k.strip_prefix("zero_convs.") {
+        let (i, sub, rest) = indices2(s)?;
+        return (sub == 0).then(|| format!("controlnet_down_blocks.{i}.{rest}"));
+    }
+    if let Some(rest) = k.strip_prefix("middle_block_out.0.") {
+        return Some(format!("controlnet_mid_block.{rest}"));
+    }
+    if let Some(s) = k.strip_prefix("input_hint_block.") {
+        let (i, rest) = s.split_once('.')?;
+        let i: usize = i.parse().ok()?;
+        return match i {
+            0 => Some(format!("controlnet_cond_embedding.conv_in.{rest}")),
+            i if i == hint_last => Some(format!("controlnet_cond_embedding.conv_out.{rest}")),
+            i if i % 2 == 0 => Some(format!(
+                "controlnet_cond_embedding.blocks.{}.{rest}",
+                i / 2 - 1
+            )),
+            _ => None,
+        };
+    }
+    if k.starts_with("output_blocks.") || k.starts_with("out.") {
+        return None;
+    }
+    unet_key(k, r)
+}
+
+/// A diffusers ControlNet name as its LDM name (without a prefix): the inverse of
+/// [`controlnet_key`], for writing test files and converting.
+pub fn controlnet_key_back(k: &str, r: usize, hint_last: usize) -> Option<String> {
+    if let Some(s) = k.strip_prefix("controlnet_down_blocks.") {
+        let (i, rest) = s.split_once('.')?;
+        return Some(format!("zero_convs.{i}.0.{rest}"));
+    }
+    if let Some(rest) = k.strip_prefix("controlnet_mid_block.") {
+        return Some(format!("middle_block_out.0.{rest}"));
+    }
+    if let Some(s) = k.strip_prefix("controlnet_cond_embedding.") {
+        if let Some(rest) = s.strip_prefix("conv_in.") {
+            return Some(format!("input_hint_block.0.{rest}"));
+        }
+        if let Some(rest) = s.strip_prefix("conv_out.") {
+            return Some(format!("input_hint_block.{hint_last}.{rest}"));
+        }
+        let (j, rest) = s.strip_prefix("blocks.")?.split_once('.')?;
+        let j: usize = j.parse().ok()?;
+        return Some(format!("input_hint_block.{}.{rest}", 2 * j + 2));
+    }
+    unet_key_back(k, r, &[])
+}
+
+/// A single-file ControlNet: the original layout (`control_model.*` in a full ControlLDM
+/// checkpoint, or bare as ControlNet 1.1's `.pth`/`.safetensors` ship) or diffusers names, as
+/// the `controlnet` component of a [`SingleFile`], with its condition embedding's input
+/// channels and widths (read from the shapes).
+pub fn controlnet_single_file(
+    file: WeightFile,
+) -> Result<(SingleFile, usize, Vec<usize>), ModelError> {
+    let path = file.path.clone();
+    let kind = classify(&file);
+    if kind != FileKind::ControlNet {
+        return Err(ModelError::UnsupportedFile {
+            path,
+            what: format!("this is {}, not a ControlNet", kind.describe()),
+        });
+    }
+    let prefixed = file.tensors.keys().any(|k| k.starts_with(CONTROL_MODEL));
+    let bare = |k: &str| -> Option<String> {
+        if prefixed {
+            k.strip_prefix(CONTROL_MODEL).map(str::to_owned)
+        } else {
+            Some(k.to_owned())
+        }
+    };
+    let diffusers_names = file
+        .tensors
+        .keys()
+        .any(|k| k.starts_with("controlnet_cond_embedding."));
+    let keys: Vec<String> = file.tensors.keys().filter_map(|k| bare(k)).collect();
+    let hint_last = keys
+        .iter()
+        .filter_map(|k| {
+            k.strip_prefix("input_hint_block.")?
+                .split_once('.')?
+                .0
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(14usize);
+    let r = (1..64)
+        .find(|i| {
+            keys.iter()
+                .any(|k| *k == format!("input_blocks.{i}.0.op.weight"))
+        })
+        .map(|i| i - 1)
+        .unwrap_or(2)
+        .max(1);
+    let mut map = HashMap::new();
+    for key in file.tensors.keys() {
+        let Some(k) = bare(key) else { continue };
+        let name = if diffusers_names {
+            Some(k)
+        } else {
+            controlnet_key(&k, r, hint_last)
+        };
+        if let Some(name) = name {
+            map.insert(
+                format!("controlnet/{name}"),
+                Source {
+                    key: key.clone(),
+                    transform: Transform::Plain,
+                },
+            );
+        }
+    }
+    let shape = |name: &str| -> Option<Vec<usize>> {
+        let source = map.get(&format!("controlnet/{name}"))?;
+        file.shape(&source.key).map(<[usize]>::to_vec)
+    };
+    let bad = |reason: &str| ModelError::BadWeights {
+        path: path.clone(),
+        reason: reason.to_owned(),
+    };
+    let conv_in = shape("controlnet_cond_embedding.conv_in.weight")
+        .filter(|s| s.len() == 4)
+        .ok_or_else(|| bad("no condition embedding (input_hint_block.0) in it"))?;
+    let mut widths = vec![conv_in[0]];
+    for j in 0.. {
+        match shape(&format!(
+            "controlnet_cond_embedding.blocks.{}.weight",
+            2 * j + 1
+        )) {
+            Some(s) if !s.is_empty() => widths.push(s[0]),
+            _ => break,
+        }
+    }
+    Ok((
+        SingleFile {
+            file,
+            map,
+            prediction_note: String::new(),
+        },
+        conv_in[1],
+        widths,
+    ))
 }
 
 /// A short description of what a file holds, for error messages about a file given in the
