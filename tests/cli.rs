@@ -1237,6 +1237,32 @@ fn controlnet_groups_and_their_errors() {
         "{second}"
     );
 
+    // A pen-on-paper drawing through the scribble preprocessor is the same control image as
+    // the white-on-black one, so the same picture.
+    let paper = tmp.path().join("paper.png");
+    let mut inverted = pixels(&image);
+    image::imageops::invert(&mut inverted);
+    inverted.save(&paper).unwrap();
+    let (one, two) = (tmp.path().join("one.png"), tmp.path().join("two.png"));
+    let o = run(
+        &one,
+        &["--controlnet", &s(&net), "--control-image", &s(&image)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(
+        &two,
+        &[
+            "--controlnet",
+            &s(&net),
+            "--control-image",
+            &s(&paper),
+            "--control-preprocessor",
+            "scribble",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(pixels(&one), pixels(&two));
+
     // Another size: resized, and the user is told.
     let small = tmp.path().join("small.png");
     image::imageops::resize(

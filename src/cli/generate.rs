@@ -59,6 +59,11 @@ pub(crate) struct GenerateArgs {
     /// The fraction of the steps at which the --controlnet before it stops (default 1).
     #[arg(long = "control-end", value_name = "F", help_heading = "ControlNet")]
     control_ends: Vec<f64>,
+    /// Turn the --control-image of the --controlnet before it into a control image first:
+    /// none (it already is one), scribble (a drawing's strokes, dark-on-light inverted), canny,
+    /// xdog (a picture's dark lines, hand-drawn looking) or softedge.
+    #[arg(long = "control-preprocessor", value_name = "NAME", value_parser = atelier::sketch::control::Preprocessor::NAMES, help_heading = "ControlNet")]
+    control_preprocessors: Vec<String>,
     /// balanced (the prompt and the control weigh alike) or control ("ControlNet is more
     /// important": only the prompt's side of the guidance gets it).
     #[arg(long = "control-mode", value_name = "MODE", value_parser = ["balanced", "control"], help_heading = "ControlNet")]
@@ -178,6 +183,10 @@ fn controlnets_from(
             (!args.control_starts.is_empty(), "--control-start"),
             (!args.control_ends.is_empty(), "--control-end"),
             (!args.control_modes.is_empty(), "--control-mode"),
+            (
+                !args.control_preprocessors.is_empty(),
+                "--control-preprocessor",
+            ),
         ] {
             if given {
                 bail!("{flag} needs a --controlnet DIR before it");
@@ -248,6 +257,16 @@ fn controlnets_from(
         .zip(&args.control_ends)
     {
         specs[owner].end = *v;
+    }
+    for (owner, v) in owners("control_preprocessors", "--control-preprocessor")?
+        .into_iter()
+        .zip(&args.control_preprocessors)
+    {
+        let pre = atelier::sketch::control::Preprocessor::from_name(v)
+            .ok_or_else(|| anyhow::anyhow!("unknown preprocessor {v:?}"))?;
+        if let Some(image) = &specs[owner].image {
+            specs[owner].image = Some(Arc::new(pre.apply(image)));
+        }
     }
     for (owner, v) in owners("control_modes", "--control-mode")?
         .into_iter()

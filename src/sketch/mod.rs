@@ -5,6 +5,7 @@
 //! Knows nothing of egui: the studio shows it through [`SketchDoc::render_preview`] and feeds
 //! it finished [`Stroke`]s. Coordinates are canvas pixels (`pos_in_canvas`), origin top left.
 
+pub mod control;
 mod raster;
 
 use image::{GrayImage, RgbImage, RgbaImage};
