@@ -1517,3 +1517,71 @@ fn a1111_folder_single_file_checkpoint_vae_and_lora_picker() {
             .unwrap();
     assert_eq!(meta.extra.get("VAE hash"), Some(&vae_hash));
 }
+
+/// The control layer: a ControlNet found in an install's `models/ControlNet` folder is offered
+/// on the canvas; lines drawn on the Control layer go to that layer only, and Generate sends
+/// them, white on black at the output size, as the ControlNet's control image; the picture
+/// names the ControlNet as sd-webui-controlnet does.
+#[test]
+fn lines_on_the_control_layer_steer_through_the_chosen_controlnet() {
+    let root = tempfile::Builder::new()
+        .prefix("atelier-ui-control-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("creating a temp dir")
+        .keep();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    common::copy_dir(
+        &fixtures.join("tiny-sd15"),
+        &root.join("models/Stable-diffusion/tiny-ref"),
+    );
+    common::copy_dir(
+        &fixtures.join("controlnet/sd15-a"),
+        &root.join("models/ControlNet/scribble-a"),
+    );
+    let mut harness = studio_harness_with(StudioOptions {
+        extra_model_dirs: vec![root.clone()],
+        without_embedded_models: true,
+        ..Default::default()
+    });
+    step_until(
+        &mut harness,
+        "the model scan",
+        Duration::from_secs(30),
+        |h| !app(h).is_scanning_models() && app(h).state().selected_model.is_some(),
+    );
+    harness.get_by_label("Control").click();
+    harness.run_ok();
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::ComboBox, "ControlNet")
+        .click();
+    harness.run_ok();
+    harness.get_by_label("scribble-a").click();
+    harness.run_ok();
+    let canvas = harness.get_by_label("Sketch canvas").rect();
+    let from = canvas.left_top() + canvas.size() * 0.2;
+    let to = canvas.left_top() + canvas.size() * 0.8;
+    harness.hover_at(from);
+    harness.drag_at(from);
+    harness.hover_at(from.lerp(to, 0.5));
+    harness.hover_at(to);
+    harness.drop_at(to);
+    harness.run_ok();
+    let sketch = app(&harness).sketch();
+    assert_eq!(sketch.strokes(atelier::sketch::Layer::Control).len(), 1);
+    assert!(sketch.strokes(atelier::sketch::Layer::Paint).is_empty());
+    quick_settings(&mut harness, 2);
+    app_mut(&mut harness).queue_generation();
+    wait_for_gallery(&mut harness);
+    let request = app(&harness).last_result_request().unwrap().clone();
+    assert_eq!(request.controlnets.len(), 1);
+    let spec = &request.controlnets[0];
+    assert_eq!(spec.path, root.join("models/ControlNet/scribble-a"));
+    let image = spec.image.as_ref().unwrap();
+    assert_eq!(image.dimensions(), (64, 64));
+    // The diagonal line, white on black.
+    assert_eq!(image.get_pixel(32, 32).0, [255, 255, 255]);
+    assert_eq!(image.get_pixel(60, 4).0, [0, 0, 0]);
+    let meta = wait_for_record(&mut harness, 1, "the saved picture", |_| true).meta;
+    let entry = meta.extra.get("ControlNet 0").cloned().unwrap_or_default();
+    assert!(entry.contains("Model: scribble-a"), "{entry}");
+}

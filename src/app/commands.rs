@@ -199,6 +199,34 @@ impl StudioApp {
                 ));
             }
         }
+        // The control layer steers through its ControlNet.
+        let control = &self.state.canvas.control;
+        if sketch.has_control() && control.enabled {
+            match control
+                .controlnet
+                .as_ref()
+                .filter(|p| self.rt.models.controlnets.contains(p))
+            {
+                Some(net) => {
+                    let image = sketch.rasterize_control(request.width, request.height);
+                    let mut spec =
+                        crate::generation::ControlSpec::new(net.clone(), Arc::new(image));
+                    spec.scale = control.scale;
+                    spec.start = control.start;
+                    spec.end = control.end;
+                    spec.mode = control.mode;
+                    request.controlnets.push(spec);
+                }
+                None => {
+                    self.show_error(
+                        "Cannot generate: the control layer has lines but no ControlNet is \
+                         chosen (choose one, or untick \"Steer with the control layer\")."
+                            .to_owned(),
+                    );
+                    return;
+                }
+            }
+        }
         if let Err(e) = request.validate() {
             self.show_error(format!("Cannot generate: {e}."));
             return;
@@ -221,6 +249,11 @@ impl StudioApp {
             ..Default::default()
         };
         let mut template = template;
+        for (i, c) in request.controlnets.iter().enumerate() {
+            template
+                .extra
+                .insert(format!("ControlNet {i}"), c.a1111_text());
+        }
         if let Some(vae) = &request.vae {
             // As A1111 writes it: the VAE's name and, once the scan has hashed it, its hash.
             let name = vae.file_stem().map(|s| s.to_string_lossy().into_owned());

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::engine::Engine;
 use crate::sketch::SketchDoc;
-use crate::ui::canvas::{CanvasView, StrokeInProgress, MASK_TINT_RGBA};
+use crate::ui::canvas::{CanvasView, StrokeInProgress, CONTROL_TINT_RGBA, MASK_TINT_RGBA};
 use crate::ui::prompt::PromptPanelView;
 use crate::ui::queue::JobEntry;
 use crate::ui::results::ResultItem;
@@ -281,6 +281,11 @@ impl StudioApp {
         self.rt.results.len()
     }
 
+    /// The settings of the newest result of this session (what its job asked for).
+    pub fn last_result_request(&self) -> Option<&crate::generation::GenerationRequest> {
+        self.rt.results.last().map(|r| &r.request)
+    }
+
     /// Pictures the library view lists (after its filter).
     pub fn library_len(&self) -> usize {
         self.rt.pictures.ids.len()
@@ -480,6 +485,7 @@ impl StudioApp {
                         texture: rt.sketch_texture.as_ref().map(|(_, t)| t),
                         loading_background: rt.background_task.is_some(),
                         files_hovered,
+                        controlnets: &rt.models.controlnets,
                     };
                     crate::ui::canvas::canvas_panel_ui(
                         ui,
@@ -651,7 +657,7 @@ impl StudioApp {
         let preview_long = long.clamp(512.0, 768.0);
         let w = ((doc.width_px() as f32 * preview_long / long).round() as u32).max(1);
         let h = ((doc.height_px() as f32 * preview_long / long).round() as u32).max(1);
-        let preview = doc.render_preview(w, h, MASK_TINT_RGBA);
+        let preview = doc.render_preview(w, h, MASK_TINT_RGBA, Some(CONTROL_TINT_RGBA));
         let image =
             egui::ColorImage::from_rgba_unmultiplied([w as usize, h as usize], preview.as_raw());
         let revision = doc.revision();

@@ -13,6 +13,7 @@ pub struct ScanResult {
     pub loras: Vec<PathBuf>,
     pub embeddings: Vec<PathBuf>,
     pub vaes: Vec<PathBuf>,
+    pub controlnets: Vec<PathBuf>,
 }
 
 #[derive(Default)]
@@ -25,6 +26,8 @@ pub struct ModelList {
     pub embeddings: Vec<PathBuf>,
     /// VAE files found by the scan (offered per model in place of the model's own).
     pub vaes: Vec<PathBuf>,
+    /// ControlNets found by the scan (for the control layer).
+    pub controlnets: Vec<PathBuf>,
     scan: Option<Task<ScanResult>>,
     /// AUTOMATIC1111 hashes of the single files found without one cached (seconds per
     /// gigabyte, so after the list is shown).
@@ -49,6 +52,7 @@ impl ModelList {
                 loras: found.loras,
                 embeddings: found.embeddings,
                 vaes: found.vaes,
+                controlnets: found.controlnets,
                 models: found.models,
                 rejected: found
                     .rejected
@@ -82,6 +86,7 @@ impl ModelList {
                 self.loras = result.loras;
                 self.embeddings = result.embeddings;
                 self.vaes = result.vaes;
+                self.controlnets = result.controlnets;
                 self.scan = None;
                 self.scans_done += 1;
                 self.start_hashing(task_ctx);

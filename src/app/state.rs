@@ -176,10 +176,12 @@ pub struct CanvasSettings {
     /// Straight sRGBA.
     pub color_rgba: [u8; 4],
     pub eraser: bool,
-    /// Paint the inpainting mask instead of the picture.
-    pub mask_mode: bool,
+    /// The layer strokes go to: the picture, the inpainting mask or the control layer.
+    pub layer: Layer,
     /// Send the canvas as the init image (and the mask, if any) with each generation.
     pub use_sketch: bool,
+    /// The control layer's ControlNet and how it steers.
+    pub control: ControlSettings,
 }
 
 impl Default for CanvasSettings {
@@ -188,18 +190,43 @@ impl Default for CanvasSettings {
             brush_size_px: 16.0,
             color_rgba: [32, 32, 32, 255],
             eraser: false,
-            mask_mode: false,
+            layer: Layer::Paint,
             use_sketch: false,
+            control: ControlSettings::default(),
         }
     }
 }
 
 impl CanvasSettings {
     pub fn layer(&self) -> Layer {
-        if self.mask_mode {
-            Layer::Mask
-        } else {
-            Layer::Paint
+        self.layer
+    }
+}
+
+/// The control layer's settings: which ControlNet its strokes steer, how strongly and over
+/// which part of the steps, and whether it is on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ControlSettings {
+    /// Steer generations with the control layer (when it has strokes and a ControlNet).
+    pub enabled: bool,
+    /// The ControlNet (a folder or file the model scan found).
+    pub controlnet: Option<PathBuf>,
+    pub scale: f32,
+    pub start: f64,
+    pub end: f64,
+    pub mode: crate::generation::ControlMode,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            controlnet: None,
+            scale: 1.0,
+            start: 0.0,
+            end: 1.0,
+            mode: crate::generation::ControlMode::Balanced,
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct Discovery {
     pub embeddings: Vec<PathBuf>,
     /// VAE files found likewise (and in other tools' `models/VAE` and `models/vae` folders).
     pub vaes: Vec<PathBuf>,
+    /// ControlNets (single files, and diffusers folders in `controlnet` folders) found likewise.
+    pub controlnets: Vec<PathBuf>,
 }
 
 /// Looks in the embedded models, `given` folders (each a model folder or a folder of model
@@ -127,6 +129,21 @@ pub const EMBEDDING_FOLDERS: [&str; 2] = ["embeddings", "models/embeddings"];
 /// `models/VAE`, ComfyUI's `models/vae`).
 pub const VAE_FOLDERS: [&str; 4] = ["models/VAE", "models/vae", "VAE", "vae"];
 
+/// Where other tools keep ControlNets, under the folder a user gives (sd-webui-controlnet's
+/// `models/ControlNet`, ComfyUI's `models/controlnet`).
+pub const CONTROLNET_FOLDERS: [&str; 4] = [
+    "models/ControlNet",
+    "models/controlnet",
+    "ControlNet",
+    "controlnet",
+];
+
+/// A diffusers ControlNet folder: `config.json` of class `ControlNetModel`.
+fn is_controlnet_folder(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .is_ok_and(|t| t.contains("\"ControlNetModel\""))
+}
+
 /// How deep a checkpoints folder's subfolders are searched (users sort them into folders).
 const MAX_DEPTH: usize = 3;
 
@@ -164,7 +181,7 @@ pub fn weight_files_under(dir: &Path, depth: usize) -> Vec<PathBuf> {
 /// of other tools' installs under it).
 fn scan_folder(dir: &Path, source: ModelSource, found: &mut Discovery) {
     if dir.is_file() {
-        push_file(dir, source, found, true);
+        push_file(dir, source, found);
         return;
     }
     if dir.join("model_index.json").is_file() {
@@ -176,6 +193,7 @@ fn scan_folder(dir: &Path, source: ModelSource, found: &mut Discovery) {
         .chain(&LORA_FOLDERS)
         .chain(&EMBEDDING_FOLDERS)
         .chain(&VAE_FOLDERS)
+        .chain(&CONTROLNET_FOLDERS)
     {
         let d = dir.join(sub);
         if d.is_dir() {
@@ -195,17 +213,21 @@ fn scan_children(dir: &Path, source: ModelSource, found: &mut Discovery, depth: 
     for child in children {
         if child.join("model_index.json").is_file() {
             push(&child, None, source, found);
+        } else if is_controlnet_folder(&child) {
+            if !found.controlnets.contains(&child) {
+                found.controlnets.push(child);
+            }
         } else if is_weight_file(&child) {
-            push_file(&child, source, found, false);
+            push_file(&child, source, found);
         } else if depth > 1 && child.is_dir() {
             scan_children(&child, source, found, depth - 1);
         }
     }
 }
 
-/// A single weight file: listed when it is a checkpoint; LoRAs, VAEs and embeddings sharing
-/// the folder are not models and are passed over, unless the user named this very file.
-fn push_file(path: &Path, source: ModelSource, found: &mut Discovery, named: bool) {
+/// A single weight file: listed as a model when it is a checkpoint; LoRAs, VAEs, embeddings and
+/// ControlNets go to their own lists; anything else is reported as rejected.
+fn push_file(path: &Path, source: ModelSource, found: &mut Discovery) {
     use super::ldm::{classify, FileKind};
     let kind = super::checkpoint::WeightFile::open(path).map(|f| classify(&f));
     match kind {
@@ -225,7 +247,11 @@ fn push_file(path: &Path, source: ModelSource, found: &mut Discovery, named: boo
                 found.vaes.push(path.to_path_buf());
             }
         }
-        Ok(FileKind::ControlNet) if !named => {}
+        Ok(FileKind::ControlNet) => {
+            if !found.controlnets.iter().any(|l| l == path) {
+                found.controlnets.push(path.to_path_buf());
+            }
+        }
         Ok(FileKind::Unsupported(what)) => found.rejected.push(Rejected {
             dir: path.to_path_buf(),
             error: ModelError::UnsupportedFile {

@@ -19,6 +19,9 @@ pub enum Layer {
     Paint,
     /// The inpainting mask: painted = repaint, unpainted = keep.
     Mask,
+    /// The ControlNet's control image: strokes drawn white on black (scribble), steering the
+    /// composition.
+    Control,
 }
 
 /// One brush stroke: a polyline of canvas positions swept with a round brush.
@@ -65,6 +68,7 @@ enum Edit {
     Clear {
         paint: Vec<Stroke>,
         mask: Vec<Stroke>,
+        control: Vec<Stroke>,
         background: Option<RgbaImage>,
     },
     SetBackground {
@@ -82,6 +86,7 @@ pub struct SketchSnapshot {
     pub height_px: u32,
     pub paint: Vec<Stroke>,
     pub mask: Vec<Stroke>,
+    pub control: Vec<Stroke>,
     pub has_background: bool,
 }
 
@@ -93,6 +98,7 @@ pub struct SketchDoc {
     background: Option<RgbaImage>,
     paint: Vec<Stroke>,
     mask: Vec<Stroke>,
+    control: Vec<Stroke>,
     undo: Vec<Edit>,
     redo: Vec<Edit>,
     /// Bumped on every change, so views can tell when to re-rasterise.
@@ -114,6 +120,7 @@ impl SketchDoc {
             background: None,
             paint: Vec::new(),
             mask: Vec::new(),
+            control: Vec::new(),
             undo: Vec::new(),
             redo: Vec::new(),
             revision: 0,
@@ -127,6 +134,7 @@ impl SketchDoc {
             height_px: self.height_px,
             paint: self.paint.clone(),
             mask: self.mask.clone(),
+            control: self.control.clone(),
             has_background: self.background.is_some(),
         }
     }
@@ -142,6 +150,7 @@ impl SketchDoc {
         };
         doc.paint = snapshot.paint.into_iter().filter(valid).collect();
         doc.mask = snapshot.mask.into_iter().filter(valid).collect();
+        doc.control = snapshot.control.into_iter().filter(valid).collect();
         doc.background = background;
         doc
     }
@@ -167,7 +176,13 @@ impl SketchDoc {
         match layer {
             Layer::Paint => &self.paint,
             Layer::Mask => &self.mask,
+            Layer::Control => &self.control,
         }
+    }
+
+    /// Whether any control stroke exists.
+    pub fn has_control(&self) -> bool {
+        !self.control.is_empty()
     }
 
     /// Whether there is anything to send as an init image (a background or paint strokes).
@@ -181,7 +196,7 @@ impl SketchDoc {
     }
 
     pub fn is_empty(&self) -> bool {
-        !self.has_content() && !self.has_mask()
+        !self.has_content() && !self.has_mask() && !self.has_control()
     }
 
     pub fn can_undo(&self) -> bool {
@@ -208,6 +223,7 @@ impl SketchDoc {
         self.perform(Edit::Clear {
             paint: Vec::new(),
             mask: Vec::new(),
+            control: Vec::new(),
             background: None,
         });
     }
@@ -260,6 +276,7 @@ impl SketchDoc {
             Edit::Clear { .. } => Edit::Clear {
                 paint: std::mem::take(&mut self.paint),
                 mask: std::mem::take(&mut self.mask),
+                control: std::mem::take(&mut self.control),
                 background: self.background.take(),
             },
             Edit::SetBackground { after, .. } => {
@@ -279,14 +296,17 @@ impl SketchDoc {
             Edit::Clear {
                 paint,
                 mask,
+                control,
                 background,
             } => {
                 self.paint = paint;
                 self.mask = mask;
+                self.control = control;
                 self.background = background;
                 Edit::Clear {
                     paint: Vec::new(),
                     mask: Vec::new(),
+                    control: Vec::new(),
                     background: None,
                 }
             }
@@ -304,6 +324,7 @@ impl SketchDoc {
         match layer {
             Layer::Paint => &mut self.paint,
             Layer::Mask => &mut self.mask,
+            Layer::Control => &mut self.control,
         }
     }
 
@@ -318,10 +339,25 @@ impl SketchDoc {
 
     /// The mask layer at `width` x `height`: white where painted (repaint), black elsewhere.
     pub fn rasterize_mask(&self, width: u32, height: u32) -> GrayImage {
+        self.coverage(&self.mask, width, height)
+    }
+
+    /// The control layer at `width` x `height`, as a ControlNet takes it: the strokes white on
+    /// black (the brush's colour is not used).
+    pub fn rasterize_control(&self, width: u32, height: u32) -> RgbImage {
+        let g = self.coverage(&self.control, width, height);
+        RgbImage::from_fn(g.width(), g.height(), |x, y| {
+            let v = g.get_pixel(x, y)[0];
+            image::Rgb([v, v, v])
+        })
+    }
+
+    /// How much of each pixel `strokes` cover (erasers take away).
+    fn coverage(&self, strokes: &[Stroke], width: u32, height: u32) -> GrayImage {
         let (width, height) = (width.max(1), height.max(1));
         let scale = self.scale_to(width, height);
         let mut mask = GrayImage::new(width, height);
-        for stroke in &self.mask {
+        for stroke in strokes {
             raster::stroke_coverage(stroke, scale, width, height, |x, y, cover| {
                 let px = &mut mask.get_pixel_mut(x, y).0[0];
                 let value = f32::from(*px) / 255.0;
@@ -337,12 +373,29 @@ impl SketchDoc {
     }
 
     /// What the canvas view shows: the composited drawing with the mask tinted on top in
-    /// `mask_tint_rgba` (its alpha sets how strongly).
-    pub fn render_preview(&self, width: u32, height: u32, mask_tint_rgba: [u8; 4]) -> RgbaImage {
+    /// `mask_tint_rgba` (its alpha sets how strongly), and the control strokes in
+    /// `control_tint_rgba` when given (a hidden control layer: `None`).
+    pub fn render_preview(
+        &self,
+        width: u32,
+        height: u32,
+        mask_tint_rgba: [u8; 4],
+        control_tint_rgba: Option<[u8; 4]>,
+    ) -> RgbaImage {
         let (width, height) = (width.max(1), height.max(1));
         let mut out = self.composite(width, height);
-        if self.has_mask() {
-            let mask = self.rasterize_mask(width, height);
+        let layers = [
+            (self.has_mask().then_some(&self.mask), Some(mask_tint_rgba)),
+            (
+                self.has_control().then_some(&self.control),
+                control_tint_rgba,
+            ),
+        ];
+        for (strokes, tint) in layers {
+            let (Some(strokes), Some(mask_tint_rgba)) = (strokes, tint) else {
+                continue;
+            };
+            let mask = self.coverage(strokes, width, height);
             let strength = f32::from(mask_tint_rgba[3]) / 255.0;
             for (px, m) in out.pixels_mut().zip(mask.pixels()) {
                 let a = strength * f32::from(m.0[0]) / 255.0;
@@ -519,7 +572,7 @@ mod tests {
         let mask = doc.rasterize_mask(64, 64);
         assert_eq!(mask.get_pixel(32, 32).0[0], 255);
         assert_eq!(mask.get_pixel(5, 32).0[0], 0);
-        let preview = doc.render_preview(64, 64, [255, 0, 0, 128]);
+        let preview = doc.render_preview(64, 64, [255, 0, 0, 128], None);
         let tinted = preview.get_pixel(32, 32).0;
         assert!(tinted[0] == 255 && tinted[1] < 200, "{tinted:?}");
         // Erasing part of the mask.
@@ -581,5 +634,37 @@ mod tests {
         s.push_point([0.2, 0.0]);
         s.push_point([5.0, 0.0]);
         assert_eq!(s.points_in_canvas, vec![[0.0, 0.0], [5.0, 0.0]]);
+    }
+
+    /// The control layer: its strokes stay off the picture and the mask, come out white on
+    /// black at any size whatever the brush colour, are tinted in the preview only when shown,
+    /// survive a snapshot and come back with undo after Clear.
+    #[test]
+    fn control_strokes_are_white_on_black_and_kept() {
+        let mut doc = SketchDoc::new(64, 64);
+        doc.add_stroke(
+            Layer::Control,
+            line(8.0, [200, 30, 30, 255], false, &[[32.0, 0.0], [32.0, 64.0]]),
+        );
+        assert!(doc.has_control() && !doc.has_content() && !doc.has_mask());
+        assert!(!doc.is_empty());
+        assert!(doc
+            .rasterize(64, 64)
+            .pixels()
+            .all(|p| p.0 == [255, 255, 255]));
+        let control = doc.rasterize_control(128, 32);
+        assert_eq!(control.dimensions(), (128, 32));
+        assert_eq!(control.get_pixel(64, 16).0, [255, 255, 255]);
+        assert_eq!(control.get_pixel(10, 16).0, [0, 0, 0]);
+        let shown = doc.render_preview(64, 64, [255, 0, 0, 128], Some([0, 0, 255, 255]));
+        assert_eq!(shown.get_pixel(32, 32).0, [0, 0, 255, 255]);
+        let hidden = doc.render_preview(64, 64, [255, 0, 0, 128], None);
+        assert_eq!(hidden.get_pixel(32, 32).0, [255, 255, 255, 255]);
+        let again = SketchDoc::restore(doc.snapshot(), None);
+        assert_eq!(again.strokes(Layer::Control), doc.strokes(Layer::Control));
+        doc.clear();
+        assert!(!doc.has_control());
+        assert!(doc.undo());
+        assert_eq!(doc.strokes(Layer::Control).len(), 1);
     }
 }

@@ -8,6 +8,8 @@ use crate::sketch::{Layer, SketchDoc, Stroke};
 
 /// The tint the mask is shown in on the canvas.
 pub const MASK_TINT_RGBA: [u8; 4] = [255, 40, 90, 140];
+/// The colour the control layer's strokes are shown in (they are sent white on black).
+pub const CONTROL_TINT_RGBA: [u8; 4] = [20, 130, 255, 230];
 
 /// What the canvas shows besides its settings.
 pub struct CanvasView<'a> {
@@ -18,6 +20,8 @@ pub struct CanvasView<'a> {
     pub loading_background: bool,
     /// Files are being dragged over the window.
     pub files_hovered: bool,
+    /// The ControlNets the model scan found (for the control layer).
+    pub controlnets: &'a [std::path::PathBuf],
 }
 
 /// The stroke being drawn, kept by the app between frames.
@@ -32,6 +36,9 @@ pub fn canvas_panel_ui(
     commands: &mut Commands,
 ) {
     toolbar_ui(ui, settings, view, commands);
+    if settings.layer == Layer::Control || view.doc.has_control() {
+        control_row_ui(ui, settings, view);
+    }
     ui.separator();
     surface_ui(ui, settings, view, in_progress, commands);
 }
@@ -66,8 +73,28 @@ fn toolbar_ui(
         }
         ui.toggle_value(&mut settings.eraser, "Eraser")
             .on_hover_text("Erase on the current layer");
-        ui.toggle_value(&mut settings.mask_mode, "Mask mode")
-            .on_hover_text("Paint the area to repaint (inpainting) instead of the picture");
+        ui.separator();
+        for (layer, name, hover) in [
+            (
+                Layer::Paint,
+                "Paint",
+                "Paint the picture (the init image with Use sketch)",
+            ),
+            (
+                Layer::Mask,
+                "Mask",
+                "Paint the area to repaint (inpainting) instead of the picture",
+            ),
+            (
+                Layer::Control,
+                "Control",
+                "Draw the lines a ControlNet makes the picture follow (shown in blue, sent \
+                 white on black)",
+            ),
+        ] {
+            ui.selectable_value(&mut settings.layer, layer, name)
+                .on_hover_text(hover);
+        }
         ui.separator();
         if ui
             .add_enabled(doc.can_undo(), egui::Button::new("Undo"))
@@ -110,6 +137,70 @@ fn toolbar_ui(
         ui.checkbox(&mut settings.use_sketch, "Use sketch")
             .on_hover_text(
                 "Start from this canvas (image-to-image); mask strokes mark what to repaint",
+            );
+    });
+}
+
+/// The control layer's ControlNet, on/off, strength, mode and the part of the steps it
+/// steers.
+fn control_row_ui(ui: &mut egui::Ui, settings: &mut CanvasSettings, view: &CanvasView<'_>) {
+    let c = &mut settings.control;
+    ui.horizontal_wrapped(|ui| {
+        ui.checkbox(&mut c.enabled, "Steer with the control layer");
+        let stem = |p: &std::path::Path| {
+            p.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let label = ui.label("ControlNet");
+        if view.controlnets.is_empty() {
+            ui.weak("none found: add a folder with a ControlNet (models/ControlNet)");
+            return;
+        }
+        let selected = c
+            .controlnet
+            .as_deref()
+            .filter(|p| view.controlnets.iter().any(|n| n == p))
+            .map(stem)
+            .unwrap_or_else(|| "Choose…".to_owned());
+        egui::ComboBox::from_id_salt("controlnet")
+            .selected_text(selected)
+            .truncate()
+            .show_ui(ui, |ui| {
+                for net in view.controlnets {
+                    let is = c.controlnet.as_ref() == Some(net);
+                    if ui
+                        .selectable_label(is, stem(net))
+                        .on_hover_text(net.display().to_string())
+                        .clicked()
+                    {
+                        c.controlnet = Some(net.clone());
+                    }
+                }
+            })
+            .response
+            .labelled_by(label.id);
+        labelled(ui, "Strength", |ui| {
+            ui.add(egui::Slider::new(&mut c.scale, 0.0..=2.0).fixed_decimals(2))
+        });
+        labelled(ui, "From", |ui| {
+            ui.add(egui::Slider::new(&mut c.start, 0.0..=0.95).fixed_decimals(2))
+        })
+        .on_hover_text("The fraction of the steps where the control starts");
+        labelled(ui, "To", |ui| {
+            ui.add(egui::Slider::new(&mut c.end, 0.05..=1.0).fixed_decimals(2))
+        })
+        .on_hover_text("The fraction of the steps where the control ends");
+        if c.end <= c.start {
+            c.end = (c.start + 0.05).min(1.0);
+        }
+        use crate::generation::ControlMode;
+        ui.selectable_value(&mut c.mode, ControlMode::Balanced, "Balanced")
+            .on_hover_text("The prompt and the lines weigh alike");
+        ui.selectable_value(&mut c.mode, ControlMode::Control, "Lines first")
+            .on_hover_text(
+                "ControlNet is more important: only the prompt's side of the guidance gets \
+                 the control (use a lower guidance, 3-5)",
             );
     });
 }
@@ -188,6 +279,9 @@ fn surface_ui(
             egui::Color32::from_white_alpha(160)
         } else if *layer == Layer::Mask {
             let [r, g, b, a] = MASK_TINT_RGBA;
+            egui::Color32::from_rgba_unmultiplied(r, g, b, a)
+        } else if *layer == Layer::Control {
+            let [r, g, b, a] = CONTROL_TINT_RGBA;
             egui::Color32::from_rgba_unmultiplied(r, g, b, a)
         } else {
             let [r, g, b, a] = stroke.color_rgba;
