@@ -25,7 +25,7 @@ use eval::EvalArgs;
 use gallery::GalleryCommand;
 use generate::GenerateArgs;
 use queue::QueueCommand;
-use train::{DatasetCommand, TrainArgs, TrainJudgeArgs};
+use train::{DatasetCommand, TrainArgs, TrainControlNetArgs, TrainJudgeArgs};
 
 /// `0.1.0 (cpu, cuda)`: the version and the compute backends this build has.
 const VERSION: &str = concat!(
@@ -64,6 +64,9 @@ pub(crate) enum Command {
     /// Train a small text-to-image model (Atelier Mini recipe) on a folder of captioned
     /// images (`captions.jsonl`, `metadata.jsonl` or per-image `.txt`).
     Train(TrainArgs),
+    /// Train a ControlNet for a model (default: Atelier Mini) on captioned images, the
+    /// control images (scribble or Canny) made from them; resumable, with progress and loss.
+    TrainControlnet(TrainControlNetArgs),
     /// Train the category judge that `atelier eval` scores generated images with.
     TrainJudge(TrainJudgeArgs),
     /// Evaluate a model: prompt adherence (judge accuracy), Fréchet distance of judge
@@ -128,6 +131,7 @@ pub fn run() -> ExitCode {
         Some(Command::Models { dirs }) => list_models(&[cli.model_dirs, dirs].concat()),
         Some(Command::Train(args)) => train::train(args),
         Some(Command::TrainJudge(args)) => train::train_judge(args),
+        Some(Command::TrainControlnet(args)) => train::train_controlnet(args),
         Some(Command::Eval(args)) => eval::evaluate(args),
         Some(Command::Dataset(cmd)) => train::dataset(cmd),
         Some(Command::Gallery(cmd)) => gallery::run(cmd),

@@ -128,7 +128,7 @@ pub(crate) fn training_device(cpu: bool) -> candle_core::Device {
 }
 
 pub(crate) fn train(args: TrainArgs) -> anyhow::Result<()> {
-    use atelier::train::trainer::{self, TrainEvent, TrainOptions};
+    use atelier::train::trainer::{self, TrainOptions};
     let opts = TrainOptions {
         data: args.data,
         out: args.out,
@@ -150,64 +150,167 @@ pub(crate) fn train(args: TrainArgs) -> anyhow::Result<()> {
         device: training_device(args.cpu),
         ..Default::default()
     };
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>4} [{bar:30}] {pos}/{len} loss {msg} {per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let mut smoothed: Option<f64> = None;
-    // Without a terminal (a log file) the bar is hidden: say the same in plain lines.
-    let plain = bar.is_hidden();
-    let say = |text: String| {
-        if plain {
-            eprintln!("{text}");
-        } else {
-            bar.println(text);
-        }
-    };
-    let mut last_report = std::time::Instant::now();
-    let mut steps_since = 0usize;
-    let summary = trainer::train(&opts, &mut |event| match event {
-        TrainEvent::Note(text) => say(text),
-        TrainEvent::Stage { stage, from, of } => {
-            bar.set_prefix(stage.name());
-            bar.set_length(of as u64);
-            bar.set_position(from as u64);
-            bar.reset_eta();
-            smoothed = None;
-        }
-        TrainEvent::Step {
-            stage,
-            step,
-            of,
-            loss,
-        } => {
-            let s = smoothed.map_or(loss, |s| 0.98 * s + 0.02 * loss);
-            smoothed = Some(s);
-            bar.set_position(step as u64);
-            bar.set_message(format!("{s:.4}"));
-            steps_since += 1;
-            if plain && (step % 50 == 0 || step == of) {
-                let rate = steps_since as f64 / last_report.elapsed().as_secs_f64().max(1e-9);
-                say(format!(
-                    "{stage:?} step {step}/{of} loss {s:.4} ({rate:.2} steps/s)"
-                ));
-                last_report = std::time::Instant::now();
-                steps_since = 0;
-            }
-        }
-        TrainEvent::Checkpoint { step, dir } => {
-            say(format!("checkpoint at step {step} in {}", dir.display()))
-        }
-    })?;
-    bar.finish_and_clear();
+    let mut progress = TrainProgress::new();
+    let summary = trainer::train(&opts, &mut |event| progress.handle(event))?;
+    progress.finish();
     eprintln!(
         "trained on {} images: {} VAE + {} UNet steps this run; model in {}",
         summary.images,
         summary.vae_steps,
         summary.unet_steps,
+        summary.model_dir.display()
+    );
+    Ok(())
+}
+
+/// The progress bar of a training run (plain lines when stderr is not a terminal).
+struct TrainProgress {
+    bar: ProgressBar,
+    plain: bool,
+    smoothed: Option<f64>,
+    last_report: std::time::Instant,
+    steps_since: usize,
+}
+
+impl TrainProgress {
+    fn new() -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>4} [{bar:30}] {pos}/{len} loss {msg} {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        // Without a terminal (a log file) the bar is hidden: say the same in plain lines.
+        let plain = bar.is_hidden();
+        Self {
+            bar,
+            plain,
+            smoothed: None,
+            last_report: std::time::Instant::now(),
+            steps_since: 0,
+        }
+    }
+
+    fn say(&self, text: String) {
+        if self.plain {
+            eprintln!("{text}");
+        } else {
+            self.bar.println(text);
+        }
+    }
+
+    fn handle(&mut self, event: atelier::train::trainer::TrainEvent) {
+        use atelier::train::trainer::TrainEvent;
+        match event {
+            TrainEvent::Note(text) => self.say(text),
+            TrainEvent::Stage { stage, from, of } => {
+                self.bar.set_prefix(stage.name());
+                self.bar.set_length(of as u64);
+                self.bar.set_position(from as u64);
+                self.bar.reset_eta();
+                self.smoothed = None;
+            }
+            TrainEvent::Step {
+                stage,
+                step,
+                of,
+                loss,
+            } => {
+                let s = self.smoothed.map_or(loss, |s| 0.98 * s + 0.02 * loss);
+                self.smoothed = Some(s);
+                self.bar.set_position(step as u64);
+                self.bar.set_message(format!("{s:.4}"));
+                self.steps_since += 1;
+                if self.plain && (step % 50 == 0 || step == of) {
+                    let rate = self.steps_since as f64
+                        / self.last_report.elapsed().as_secs_f64().max(1e-9);
+                    self.say(format!(
+                        "{stage:?} step {step}/{of} loss {s:.4} ({rate:.2} steps/s)"
+                    ));
+                    self.last_report = std::time::Instant::now();
+                    self.steps_since = 0;
+                }
+            }
+            TrainEvent::Checkpoint { step, dir } => {
+                self.say(format!("checkpoint at step {step} in {}", dir.display()))
+            }
+        }
+    }
+
+    fn finish(self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct TrainControlNetArgs {
+    /// The model the ControlNet is for (default: the shipped Atelier Mini).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Folder of captioned images (as for `atelier train`); the control images are made from
+    /// them.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output folder: `checkpoint/`, `loss.csv` and the ControlNet in `model/`.
+    #[arg(long)]
+    out: PathBuf,
+    /// What the control images show: scribble (hand-drawn-looking outlines and edges) or canny.
+    #[arg(long, default_value = "scribble", value_parser = ["scribble", "canny"])]
+    condition: String,
+    #[arg(long, default_value_t = 6000)]
+    steps: usize,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Steps over which the learning rate rises to --lr.
+    #[arg(long, default_value_t = 100)]
+    warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 250)]
+    checkpoint_every: usize,
+    /// Share of captions replaced by the empty prompt (the ControlNet paper's 0.5).
+    #[arg(long, default_value_t = 0.5)]
+    caption_dropout: f64,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Train on the CPU even when a GPU build finds a GPU.
+    #[arg(long)]
+    cpu: bool,
+}
+
+pub(crate) fn train_controlnet(args: TrainControlNetArgs) -> anyhow::Result<()> {
+    use atelier::train::controlnet::{train_controlnet, Condition, ControlTrainOptions};
+    let opts = ControlTrainOptions {
+        model: args
+            .model
+            .unwrap_or_else(atelier::models::default_model_dir),
+        data: args.data,
+        out: args.out,
+        condition: Condition::from_name(&args.condition)
+            .ok_or_else(|| anyhow::anyhow!("unknown condition {}", args.condition))?,
+        steps: args.steps,
+        batch: args.batch,
+        lr: args.lr,
+        warmup: args.warmup,
+        seed: args.seed,
+        checkpoint_every: args.checkpoint_every,
+        resume: args.resume,
+        caption_dropout: args.caption_dropout,
+        device: training_device(args.cpu),
+    };
+    let mut progress = TrainProgress::new();
+    let summary = train_controlnet(&opts, &mut |event| progress.handle(event))?;
+    progress.finish();
+    eprintln!(
+        "{} steps this run (last loss {}); ControlNet in {}",
+        summary.steps_run,
+        summary
+            .last_loss
+            .map_or("-".to_owned(), |l| format!("{l:.4}")),
         summary.model_dir.display()
     );
     Ok(())

@@ -103,7 +103,7 @@ impl ControlNet {
             let vb = super::weights::controlnet_var_builder(path, dtype, device)?;
             (config, vb)
         };
-        Self::new(path, vb, config).map_err(|e| ModelError::BadWeights {
+        Self::build(path, vb, config).map_err(|e| ModelError::BadWeights {
             path: path.to_path_buf(),
             reason: super::error_text(&e),
         })
@@ -173,7 +173,8 @@ impl ControlNet {
         Ok((config, vb))
     }
 
-    fn new(path: &Path, vb: VarBuilder, config: ControlNetConfig) -> Result<Self> {
+    /// The blocks from `vb` (a file's weights, or a training run's variables).
+    pub fn build(path: &Path, vb: VarBuilder, config: ControlNetConfig) -> Result<Self> {
         let c = &config.unet;
         let encoder = Encoder::new(&vb, c)?;
         let ch0 = c.block_out_channels[0];
@@ -240,6 +241,22 @@ impl ControlNet {
         scale: f64,
         ramp: bool,
     ) -> Result<ControlResiduals> {
+        let t = (Tensor::ones(xs.dim(0)?, xs.dtype(), xs.device())? * timestep)?;
+        self.forward_t(xs, &t, context, added, image, scale, ramp)
+    }
+
+    /// [`ControlNet::forward`] with one timestep per row (`[B]`), as training needs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_t(
+        &self,
+        xs: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+        added: Option<&AddedCond<'_>>,
+        image: &Tensor,
+        scale: f64,
+        ramp: bool,
+    ) -> Result<ControlResiduals> {
         let image = if self.bgr {
             Tensor::cat(
                 &[
@@ -254,10 +271,9 @@ impl ControlNet {
         };
         let image = image.to_dtype(xs.dtype())?;
         let hint = self.hint.forward(&image)?;
-        let t = (Tensor::ones(xs.dim(0)?, xs.dtype(), xs.device())? * timestep)?;
         let encoded = self
             .encoder
-            .forward(xs, &t, context, added, None, Some(&hint))?;
+            .forward(xs, t, context, added, None, Some(&hint))?;
         if encoded.residuals.len() != self.zero_convs.len() {
             candle_core::bail!(
                 "ControlNet: {} skip tensors for {} zero convolutions",

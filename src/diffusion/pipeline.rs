@@ -163,6 +163,24 @@ impl LoadedModel {
         &self.loras.report
     }
 
+    /// The UNet, frozen (training a ControlNet runs it).
+    pub fn unet(&self) -> &Unet {
+        &self.unet
+    }
+
+    pub fn vae(&self) -> &Vae {
+        &self.vae
+    }
+
+    pub fn schedule(&self) -> &NoiseSchedule {
+        &self.schedule
+    }
+
+    /// The text encoder's context `[1, T, D]` for a prompt (A1111 syntax, clip skip 1).
+    pub fn encode_text(&mut self, prompt: &str) -> Result<Tensor, DiffusionError> {
+        Ok(self.encode_prompt(prompt, 1)?.context)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.configs.dir
     }

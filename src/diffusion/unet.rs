@@ -465,6 +465,17 @@ impl Unet {
         self.forward_rows(xs, t, context, added, None, None)
     }
 
+    /// [`Unet::forward_t`] with a ControlNet's residuals (training a ControlNet).
+    pub fn forward_t_controlled(
+        &self,
+        xs: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+        control: &ControlResiduals,
+    ) -> Result<Tensor> {
+        self.forward_rows(xs, t, context, None, None, Some(control))
+    }
+
     fn forward_rows(
         &self,
         xs: &Tensor,

@@ -1,3 +1,4 @@
+pub mod controlnet;
 pub mod data;
 pub mod emoji;
 pub mod eval;

@@ -289,13 +289,13 @@ fn named_vars(vm: &VarMap, prefix: &str) -> Vec<(String, Var)> {
     v
 }
 
-fn step_rng(seed: u64, stage: u64, step: usize) -> ChaCha8Rng {
+pub(crate) fn step_rng(seed: u64, stage: u64, step: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(
         seed ^ (stage << 56) ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
     )
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     crate::fsio::write_file(path, bytes, crate::fsio::Durability::Durable).map_err(fsio_err)
 }
 
@@ -306,7 +306,7 @@ fn fsio_err(e: crate::fsio::WriteError) -> TrainError {
     }
 }
 
-fn save_tensors(
+pub(crate) fn save_tensors(
     tensors: &HashMap<String, Tensor>,
     path: &Path,
     dtype: DType,
@@ -321,14 +321,14 @@ fn save_tensors(
     .map_err(fsio_err)
 }
 
-fn varmap_tensors(vm: &VarMap) -> HashMap<String, Tensor> {
+pub(crate) fn varmap_tensors(vm: &VarMap) -> HashMap<String, Tensor> {
     let data = vm.data().lock().unwrap_or_else(|e| e.into_inner());
     data.iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect()
 }
 
-fn load_varmap(vm: &VarMap, path: &Path) -> Result<(), TrainError> {
+pub(crate) fn load_varmap(vm: &VarMap, path: &Path) -> Result<(), TrainError> {
     let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
         TrainError::BadCheckpoint {
             path: path.to_path_buf(),
@@ -1071,7 +1071,7 @@ fn train_schedule(recipe: &Recipe) -> Result<Vec<f64>, TrainError> {
 /// `acp`, i.e. a clean-image weight of `min(snr, 5)`. For v-prediction the clean-image weight
 /// is also kept at 1 or more, so the near-pure-noise steps, where the prompt decides the
 /// layout, still count (plain min-SNR would give the zero-SNR step a weight of 0).
-fn loss_weight(objective: Objective, acp: f64) -> f64 {
+pub(crate) fn loss_weight(objective: Objective, acp: f64) -> f64 {
     let snr = acp / (1.0 - acp);
     match objective {
         Objective::Epsilon => snr.min(5.0) / snr,
