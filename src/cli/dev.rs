@@ -60,6 +60,19 @@ pub(crate) enum DevCommand {
         #[arg(long)]
         run: PathBuf,
     },
+    /// Hand-drawn-style sketches (a wobbly pen tracing each picture's outline, with breaks)
+    /// from captioned pictures, for `atelier eval --controlnet DIR --sketches DIR`.
+    MakeSketches {
+        /// Captioned pictures (e.g. the held-out split).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 40)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// A PNG grid of samples: one row per prompt, one column per seed.
     Grid {
         #[arg(long)]
@@ -145,6 +158,11 @@ pub(crate) fn run(cmd: DevCommand) -> anyhow::Result<()> {
         DevCommand::PlotLoss { run } => atelier::train::trainer::plot_losses(&run)
             .map(|()| eprintln!("wrote {}", run.join("loss.png").display()))
             .map_err(Into::into),
+        DevCommand::MakeSketches { data, out, n, seed } => {
+            let written = atelier::train::eval::control::make_sketches(&data, &out, n, seed)?;
+            eprintln!("wrote {written} sketches to {}", out.display());
+            Ok(())
+        }
         DevCommand::Grid {
             model,
             prompts,

@@ -49,10 +49,61 @@ pub(crate) struct EvalArgs {
     inception: Option<PathBuf>,
     #[arg(long, default_value = "eval-report.json")]
     out: PathBuf,
+    /// Evaluate this ControlNet instead: how well pictures follow the --sketches (edge F1 with
+    /// and without it, same prompts and seeds) and prompt adherence by the judge.
+    #[arg(long, requires = "sketches")]
+    controlnet: Option<PathBuf>,
+    /// A sketch set (`atelier dev make-sketches`): NNN.png and sketches.jsonl.
+    #[arg(long, requires = "controlnet")]
+    sketches: Option<PathBuf>,
+    /// The ControlNet's conditioning scale.
+    #[arg(long, default_value_t = 1.0)]
+    control_scale: f32,
 }
 
-pub(crate) fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
+/// `eval --controlnet`: edge F1 and adherence with and without the ControlNet.
+fn evaluate_controlnet(
+    args: EvalArgs,
+    controlnet: PathBuf,
+    sketches: PathBuf,
+) -> anyhow::Result<()> {
+    use atelier::train::eval::control::{evaluate_control, ControlEvalOptions};
+    let opts = ControlEvalOptions {
+        model: args.model,
+        controlnet,
+        sketches,
+        judge: args.judge.is_dir().then_some(args.judge),
+        scale: args.control_scale,
+        seed: args.seed,
+        steps: args.steps,
+        guidance: args.guidance,
+        sampler: args.sampler,
+        samples_dir: args.samples,
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = evaluate_control(&opts, &mut |phase, done, of| {
+        bar.set_message(phase.to_owned());
+        bar.set_length(of as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    println!("{}", report.table());
+    let json = serde_json::to_vec_pretty(&report)?;
+    atelier::fsio::write_file(&args.out, &json, atelier::fsio::Durability::Atomic)
+        .with_context(|| format!("{}: cannot write the report", args.out.display()))?;
+    eprintln!("report written to {}", args.out.display());
+    Ok(())
+}
+
+pub(crate) fn evaluate(mut args: EvalArgs) -> anyhow::Result<()> {
     use atelier::train::eval::{evaluate, EvalOptions};
+    if let (Some(controlnet), Some(sketches)) = (args.controlnet.take(), args.sketches.take()) {
+        return evaluate_controlnet(args, controlnet, sketches);
+    }
     let cached = |split: &str| {
         dirs::home_dir()
             .map(|h| h.join(".cache/atelier/emoji-data").join(split))

@@ -220,6 +220,33 @@ pub fn training_condition(img: &RgbImage, condition: Condition, rng: &mut impl R
     })
 }
 
+/// The picture made smaller and moved, on its white ground: a sketch puts things where the
+/// designer wants them, so the ControlNet learns layouts the model alone never draws. Kept
+/// as it is a quarter of the time.
+pub fn random_layout(img: &RgbImage, rng: &mut impl Rng) -> RgbImage {
+    if rng.random_bool(0.25) {
+        return img.clone();
+    }
+    let scale = rng.random_range(0.4..0.95f32);
+    place(img, scale, rng.random(), rng.random())
+}
+
+/// `img` scaled by `scale` on a white ground of its size, at `fx`, `fy` (0..1) of the room
+/// left on each axis.
+pub fn place(img: &RgbImage, scale: f32, fx: f32, fy: f32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let (nw, nh) = (
+        ((w as f32 * scale).round() as u32).clamp(4, w),
+        ((h as f32 * scale).round() as u32).clamp(4, h),
+    );
+    let small = image::imageops::resize(img, nw, nh, image::imageops::FilterType::Triangle);
+    let x = ((w - nw) as f32 * fx.clamp(0.0, 1.0)).round() as i64;
+    let y = ((h - nh) as f32 * fy.clamp(0.0, 1.0)).round() as i64;
+    let mut out = RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    image::imageops::replace(&mut out, &small, x, y);
+    out
+}
+
 /// `[B, 3, H, W]` in [0, 1] (control) or [-1, 1] (pictures).
 fn images_to_tensor(
     images: &[&RgbImage],
@@ -327,16 +354,9 @@ pub fn train_controlnet(
         )));
     }
     on_event(TrainEvent::Note(format!(
-        "{} pictures; encoding them and their captions",
+        "{} pictures; encoding their captions",
         data.items.len()
     )));
-    let mut latents = Vec::new();
-    for chunk in data.items.chunks(64) {
-        let imgs: Vec<&RgbImage> = chunk.iter().map(|i| &i.image).collect();
-        let px = images_to_tensor(&imgs, true, &opts.device)?;
-        latents.push(model.vae().encode(&px)?);
-    }
-    let latents = Tensor::cat(&latents, 0)?;
     let mut contexts: HashMap<String, Tensor> = HashMap::new();
     for item in &data.items {
         if !contexts.contains_key(&item.caption) {
@@ -387,15 +407,19 @@ pub fn train_controlnet(
         let idx: Vec<usize> = (0..opts.batch)
             .map(|_| rng.random_range(0..data.items.len()))
             .collect();
-        let rows = Tensor::from_vec(
-            idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-            idx.len(),
-            device,
-        )?;
-        let x0 = latents.index_select(&rows, 0)?;
-        let conds: Vec<RgbImage> = idx
+        // Each picture in a layout of its own, its latents and its control image from that.
+        let placed: Vec<RgbImage> = idx
             .iter()
-            .map(|&i| training_condition(&data.items[i].image, state.condition, &mut rng))
+            .map(|&i| random_layout(&data.items[i].image, &mut rng))
+            .collect();
+        let x0 = model.vae().encode(&images_to_tensor(
+            &placed.iter().collect::<Vec<_>>(),
+            true,
+            device,
+        )?)?;
+        let conds: Vec<RgbImage> = placed
+            .iter()
+            .map(|img| training_condition(img, state.condition, &mut rng))
             .collect();
         let cond = images_to_tensor(&conds.iter().collect::<Vec<_>>(), false, device)?;
         let ctx: Vec<Tensor> = idx

@@ -12,6 +12,7 @@
 //! Real Inception-v3 weights (`--inception FILE`) are accepted on the command line but not
 //! implemented yet: asking for them is a clear error, not a silent fallback.
 
+pub mod control;
 mod metrics;
 mod prompts;
 mod report;
