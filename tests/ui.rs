@@ -1585,3 +1585,52 @@ fn lines_on_the_control_layer_steer_through_the_chosen_controlnet() {
     let entry = meta.extra.get("ControlNet 0").cloned().unwrap_or_default();
     assert!(entry.contains("Model: scribble-a"), "{entry}");
 }
+
+/// Live mode: switched on, the studio generates a quarter of a second after the last change,
+/// with the panel's seed; a change while that picture is being made cancels it for a new
+/// one; the newest picture is shown beside the canvas and nothing goes to the queue or the
+/// gallery.
+#[test]
+fn live_mode_follows_changes_and_cancels_the_stale_job() {
+    let mut harness = ready_studio();
+    quick_settings(&mut harness, 150);
+    app_mut(&mut harness).prompt_settings_mut().random_seed = false;
+    harness.get_by_label("Live").click();
+    step_until(
+        &mut harness,
+        "the first live job",
+        Duration::from_secs(10),
+        |h| app(h).live_counts().0 >= 1,
+    );
+    // A stroke while it runs: after the quiet period a new job replaces the stale one.
+    let canvas = harness.get_by_label("Sketch canvas").rect();
+    let from = canvas.left_top() + canvas.size() * 0.3;
+    harness.hover_at(from);
+    harness.drag_at(from);
+    harness.hover_at(from + egui::vec2(20.0, 10.0));
+    harness.drop_at(from + egui::vec2(20.0, 10.0));
+    step_until(
+        &mut harness,
+        "the second live job",
+        Duration::from_secs(10),
+        |h| app(h).live_counts().0 >= 2,
+    );
+    assert!(
+        app(&harness).live_counts().1 >= 1,
+        "{:?}",
+        app(&harness).live_counts()
+    );
+    step_until(&mut harness, "the live picture", JOB_TIMEOUT, |h| {
+        app(h).has_live_picture() && !has_label_containing(h, "Live:")
+    });
+    assert!(harness.query_by_label("Live picture").is_some());
+    assert_eq!(app(&harness).active_jobs(), 0);
+    assert_eq!(app(&harness).results_len(), 0);
+    // Nothing changes: nothing more is generated.
+    let started = app(&harness).live_counts().0;
+    let until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < until {
+        harness.step();
+    }
+    assert_eq!(app(&harness).live_counts().0, started);
+}

@@ -147,18 +147,38 @@ impl StudioApp {
     }
 
     fn generate(&mut self) {
+        let Some((request, template)) = self.prepared_request(true) else {
+            return;
+        };
+        self.queue_job(request, template);
+        if self.rt.message.as_ref().is_some_and(|m| m.is_error) {
+            self.rt.message = None;
+        }
+    }
+
+    /// The request the prompt panel and the canvas make, and the metadata its pictures start
+    /// from (fixed now, so later sketch changes do not alter it); `None`, with the reason
+    /// shown, when it cannot run. `roll_seed`: roll a new seed when the panel asks for random
+    /// seeds (live mode keeps the seed, so only the sketch changes the picture).
+    pub(super) fn prepared_request(
+        &mut self,
+        roll_seed: bool,
+    ) -> Option<(
+        crate::generation::GenerationRequest,
+        crate::gallery::ImageMeta,
+    )> {
         if self.rt.models.scanning() && self.rt.models.models.is_empty() {
             self.show_error("Still looking for models.".to_owned());
-            return;
+            return None;
         }
         let Some(model) = self.selected_model().cloned() else {
             self.show_error(
                 "No model to generate with: add one first (see the left panel).".to_owned(),
             );
-            return;
+            return None;
         };
         let prompt = &mut self.state.prompt;
-        if prompt.random_seed {
+        if prompt.random_seed && roll_seed {
             prompt.seed = random_seed();
         }
         let mut request = prompt.to_request(&model.dir);
@@ -174,7 +194,7 @@ impl StudioApp {
                         "Cannot generate: no LoRA named \"{name}\" was found. Put the file in a \
                          model folder (or its Lora folder) and Rescan, or Add model folder…"
                     ));
-                    return;
+                    return None;
                 }
             }
         }
@@ -223,13 +243,13 @@ impl StudioApp {
                          chosen (choose one, or untick \"Steer with the control layer\")."
                             .to_owned(),
                     );
-                    return;
+                    return None;
                 }
             }
         }
         if let Err(e) = request.validate() {
             self.show_error(format!("Cannot generate: {e}."));
-            return;
+            return None;
         }
         let template = crate::gallery::ImageMeta {
             model_name: Some(model.name.clone()),
@@ -277,10 +297,7 @@ impl StudioApp {
                 crate::models::hash::lora_hashes_text(known.into_iter()),
             );
         }
-        self.queue_job(request, template);
-        if self.rt.message.as_ref().is_some_and(|m| m.is_error) {
-            self.rt.message = None;
-        }
+        Some((request, template))
     }
 
     fn cancel_job(&mut self, job: crate::engine::JobId) {

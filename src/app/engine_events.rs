@@ -36,6 +36,9 @@ impl StudioApp {
     }
 
     fn on_engine_event(&mut self, event: EngineEvent) {
+        if self.on_live_event(&event) {
+            return;
+        }
         let ctx = self.rt.ctx.clone();
         let Some(job) = self.rt.jobs.iter_mut().find(|j| j.id == event.job()) else {
             return;

@@ -8,6 +8,7 @@ mod commands;
 mod engine_events;
 mod files;
 mod jobs;
+mod live;
 mod models;
 mod pictures;
 mod session;
@@ -129,6 +130,8 @@ struct Runtime {
     adjust: adjust::Adjust,
     /// Keeps the prompt panel, canvas settings and sketch on disk as they change.
     session: session::SessionKeeper,
+    /// Live mode: the running live job and the newest live picture.
+    live: live::Live,
     /// The prompt box's token counts for the selected model.
     tokens: tokens::PromptTokens,
 }
@@ -225,6 +228,7 @@ impl StudioApp {
                 message,
                 adjust: adjust::Adjust::new(render_state),
                 session: keeper,
+                live: Default::default(),
                 tokens: tokens::PromptTokens::default(),
             },
         }
@@ -284,6 +288,16 @@ impl StudioApp {
     /// The settings of the newest result of this session (what its job asked for).
     pub fn last_result_request(&self) -> Option<&crate::generation::GenerationRequest> {
         self.rt.results.last().map(|r| &r.request)
+    }
+
+    /// Live jobs started, and those cancelled for a newer one.
+    pub fn live_counts(&self) -> (usize, usize) {
+        (self.rt.live.started_jobs, self.rt.live.stale_cancelled)
+    }
+
+    /// Whether a live picture is shown.
+    pub fn has_live_picture(&self) -> bool {
+        self.rt.live.texture.is_some()
     }
 
     /// Pictures the library view lists (after its filter).
@@ -362,6 +376,7 @@ impl StudioApp {
     /// no frame is drawn, so results are saved even then.
     pub fn logic_step(&mut self) {
         self.pull_engine_events();
+        self.live_tick();
         self.poll_tasks();
         self.poll_pictures();
         let prompt = &self.state.prompt;
@@ -486,6 +501,9 @@ impl StudioApp {
                         loading_background: rt.background_task.is_some(),
                         files_hovered,
                         controlnets: &rt.models.controlnets,
+                        live_texture: rt.live.texture.as_ref(),
+                        live_busy: rt.live.busy(),
+                        live_secs: rt.live.last_secs,
                     };
                     crate::ui::canvas::canvas_panel_ui(
                         ui,

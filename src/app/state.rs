@@ -182,6 +182,8 @@ pub struct CanvasSettings {
     pub use_sketch: bool,
     /// The control layer's ControlNet and how it steers.
     pub control: ControlSettings,
+    /// Live mode: regenerate after every change (see `app::live`).
+    pub live: bool,
 }
 
 impl Default for CanvasSettings {
@@ -193,6 +195,7 @@ impl Default for CanvasSettings {
             layer: Layer::Paint,
             use_sketch: false,
             control: ControlSettings::default(),
+            live: false,
         }
     }
 }

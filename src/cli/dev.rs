@@ -34,6 +34,18 @@ pub(crate) enum DevCommand {
         #[arg(long)]
         no_configs: bool,
     },
+    /// Benchmark: with a model and a ControlNet loaded (default: Atelier Mini at its card's
+    /// settings), the time from a finished stroke to the picture as live mode asks for it
+    /// (median and slowest of RUNS), and 4 sketch-conditioned pictures against 4 plain ones,
+    /// interleaved, in this process.
+    ControlnetTiming {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        controlnet: PathBuf,
+        #[arg(long, default_value_t = 9)]
+        runs: usize,
+    },
     /// Benchmark: load a model once, then apply a LoRA and change its weight RUNS times,
     /// printing the load time and the median and slowest application (in this process).
     LoraTiming {
@@ -133,6 +145,15 @@ pub(crate) fn run(cmd: DevCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DevCommand::LoraTiming { model, lora, runs } => lora_timing(&model, &lora, runs),
+        DevCommand::ControlnetTiming {
+            model,
+            controlnet,
+            runs,
+        } => controlnet_timing(
+            &model.unwrap_or_else(atelier::models::default_model_dir),
+            &controlnet,
+            runs,
+        ),
         DevCommand::ManPage { out } => {
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("{}: cannot create the folder", out.display()))?;
@@ -272,6 +293,97 @@ pub(crate) fn sample_grid(
     grid.save(out)
         .with_context(|| format!("{}: cannot write", out.display()))?;
     eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+/// `dev controlnet-timing`: see [`DevCommand::ControlnetTiming`].
+fn controlnet_timing(
+    model: &std::path::Path,
+    controlnet: &std::path::Path,
+    runs: usize,
+) -> anyhow::Result<()> {
+    use atelier::generation::{ControlSpec, GenerationRequest};
+    use atelier::sketch::{Layer, SketchDoc, Stroke};
+    use std::time::Instant;
+    let info = atelier::models::ModelInfo::from_dir(model, atelier::models::ModelSource::Given)?;
+    let rec = info.recommended();
+    let side = info.native_size;
+    let base = GenerationRequest {
+        model_dir: model.to_path_buf(),
+        prompt: "cat face, animal, pet".into(),
+        seed: 7,
+        steps: rec.steps,
+        guidance: rec.guidance,
+        sampler: rec.sampler,
+        width: side,
+        height: side,
+        ..Default::default()
+    };
+    let mut generator = atelier::diffusion::Generator::default();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    // A sketch as the studio holds it, one more stroke per run.
+    let mut doc = SketchDoc::new(side, side);
+    let with_control = |doc: &SketchDoc| {
+        let mut r = base.clone();
+        let image = doc.rasterize_control(side, side);
+        r.controlnets.push(ControlSpec::new(
+            controlnet.to_path_buf(),
+            std::sync::Arc::new(image),
+        ));
+        r
+    };
+    let start = Instant::now();
+    generator.collect(&with_control(&doc), &cancel)?;
+    eprintln!(
+        "load and first picture: {:.2} s ({} steps, {side}x{side}, guidance {})",
+        start.elapsed().as_secs_f64(),
+        rec.steps,
+        rec.guidance
+    );
+    let mut live = Vec::new();
+    for i in 0..runs.max(1) {
+        let mut stroke = Stroke::new(3.0, [0, 0, 0, 255], false);
+        let y = 8.0 + (i as f32 * 7.0) % (side as f32 - 16.0);
+        stroke.push_point([8.0, y]);
+        stroke.push_point([side as f32 - 8.0, side as f32 - y]);
+        // From the finished stroke: rasterise the control layer, generate.
+        let t = Instant::now();
+        doc.add_stroke(Layer::Control, stroke);
+        generator.collect(&with_control(&doc), &cancel)?;
+        live.push(t.elapsed().as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let slowest = live.iter().copied().fold(0.0, f64::max);
+    println!(
+        "stroke to picture: median {:.0} ms, slowest {:.0} ms over {} runs",
+        median(&mut live) * 1000.0,
+        slowest * 1000.0,
+        live.len()
+    );
+    // Four conditioned against four plain pictures, interleaved.
+    let mut four = base.clone();
+    four.batch = 4;
+    let mut four_control = with_control(&doc);
+    four_control.batch = 4;
+    let (mut plain, mut controlled) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        generator.collect(&four, &cancel)?;
+        plain.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        generator.collect(&four_control, &cancel)?;
+        controlled.push(t.elapsed().as_secs_f64());
+    }
+    let (p, c) = (median(&mut plain), median(&mut controlled));
+    println!(
+        "4 pictures: plain median {:.0} ms, with the ControlNet {:.0} ms, ratio {:.2}",
+        p * 1000.0,
+        c * 1000.0,
+        c / p
+    );
     Ok(())
 }
 

@@ -22,6 +22,10 @@ pub struct CanvasView<'a> {
     pub files_hovered: bool,
     /// The ControlNets the model scan found (for the control layer).
     pub controlnets: &'a [std::path::PathBuf],
+    /// Live mode's newest picture, whether one is being made, and how long the newest took.
+    pub live_texture: Option<&'a egui::TextureHandle>,
+    pub live_busy: bool,
+    pub live_secs: Option<f32>,
 }
 
 /// The stroke being drawn, kept by the app between frames.
@@ -40,7 +44,44 @@ pub fn canvas_panel_ui(
         control_row_ui(ui, settings, view);
     }
     ui.separator();
-    surface_ui(ui, settings, view, in_progress, commands);
+    if settings.live {
+        // The canvas and, beside it, the newest live picture.
+        let avail = ui.available_size();
+        let half = egui::vec2(((avail.x - 8.0) / 2.0).max(40.0), avail.y);
+        ui.horizontal_top(|ui| {
+            ui.allocate_ui(half, |ui| {
+                surface_ui(ui, settings, view, in_progress, commands)
+            });
+            ui.allocate_ui(half, |ui| live_ui(ui, view));
+        });
+    } else {
+        surface_ui(ui, settings, view, in_progress, commands);
+    }
+}
+
+/// Live mode's newest picture, fitted, with how long it took.
+fn live_ui(ui: &mut egui::Ui, view: &CanvasView<'_>) {
+    ui.vertical(|ui| {
+        ui.horizontal(|ui| {
+            ui.strong("Live");
+            if view.live_busy {
+                ui.spinner();
+            } else if let Some(secs) = view.live_secs {
+                ui.weak(format!("{} from the change", super::format_secs(secs)));
+            }
+        });
+        match view.live_texture {
+            Some(texture) => {
+                let size = texture.size_vec2();
+                let avail = ui.available_size();
+                let scale = (avail.x / size.x).min(avail.y / size.y).max(0.05);
+                ui.add(egui::Image::new((texture.id(), size * scale)).alt_text("Live picture"));
+            }
+            None => {
+                ui.weak("Draw or change the prompt: the picture follows.");
+            }
+        }
+    });
 }
 
 fn toolbar_ui(
@@ -134,6 +175,9 @@ fn toolbar_ui(
             commands.push(Command::Sketch(SketchCommand::RemoveBackground));
         }
         ui.separator();
+        ui.toggle_value(&mut settings.live, "Live").on_hover_text(
+            "Regenerate a quarter of a second after each change (same seed), beside the canvas",
+        );
         ui.checkbox(&mut settings.use_sketch, "Use sketch")
             .on_hover_text(
                 "Start from this canvas (image-to-image); mask strokes mark what to repaint",
