@@ -24,7 +24,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "train",
-        &["generation", "diffusion", "models", "imageio", "fsio"],
+        &[
+            "generation",
+            "diffusion",
+            "models",
+            "imageio",
+            "fsio",
+            "sketch",
+        ],
     ),
     // The studio's persisted settings: plain data below the views, which edit it in place.
     ("app::state", &["generation", "gallery", "models", "sketch"]),
