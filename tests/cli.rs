@@ -1334,3 +1334,19 @@ fn controlnet_groups_and_their_errors() {
         assert!(!out.exists());
     }
 }
+
+/// `--threads N` sets the CPU pool the models run on, and the device line says so; 0 is
+/// refused.
+#[test]
+fn threads_flag_sets_the_cpu_pool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = atelier(&["--threads", "1", "models"], tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(all.contains("CPU, 1 thread "), "{all}");
+    let o = atelier(&["--threads", "3", "models"], tmp.path());
+    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(all.contains("CPU, 3 threads"), "{all}");
+    let o = atelier(&["--threads", "0", "models"], tmp.path());
+    assert!(!o.status.success());
+}

@@ -45,6 +45,9 @@ pub(crate) struct Cli {
     /// Extra folders to look for models in (a model folder or a folder of them).
     #[arg(long = "model-dir", global = true)]
     model_dirs: Vec<PathBuf>,
+    /// CPU threads for the models' computations (default: every core).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -117,6 +120,11 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    if let Some(n) = cli.threads {
+        // Read by rayon's pool and candle's kernels when they first start, which is later:
+        // nothing has run on them yet, and no other thread exists.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     let result = match cli.command {
         None => atelier::app::run_studio(atelier::app::StudioOptions {
             extra_model_dirs: cli.model_dirs,

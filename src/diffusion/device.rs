@@ -73,9 +73,8 @@ impl DeviceChoice {
 pub struct DeviceError(pub String);
 
 fn cpu(note: Option<String>) -> DeviceChoice {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    // The pool candle's kernels run on (`--threads` / RAYON_NUM_THREADS, else every core).
+    let threads = candle_core::utils::get_num_threads();
     DeviceChoice {
         device: Device::Cpu,
         summary: format!(
