@@ -246,6 +246,36 @@ pub enum ControlMode {
     Control,
 }
 
+/// A job's stage timings as one line per stage: `model 0.00 s`, `text 0.02 s`, ...; steps
+/// are summarised (count, total, median) after the first.
+pub fn stages_text(stages: &[(String, f32)]) -> String {
+    let mut steps: Vec<f32> = stages
+        .iter()
+        .filter(|(n, _)| n.starts_with("step "))
+        .map(|(_, s)| *s)
+        .collect();
+    let mut lines: Vec<String> = Vec::new();
+    let mut steps_said = false;
+    for (name, secs) in stages {
+        if name.starts_with("step ") {
+            if !steps_said {
+                steps_said = true;
+                let total: f32 = steps.iter().sum();
+                steps.sort_by(f32::total_cmp);
+                let median = steps[steps.len() / 2];
+                lines.push(format!(
+                    "{} steps {total:.2} s (median {:.0} ms a step)",
+                    steps.len(),
+                    median * 1000.0
+                ));
+            }
+            continue;
+        }
+        lines.push(format!("{name} {secs:.2} s"));
+    }
+    lines.join("\n")
+}
+
 /// Most ControlNets one job may use.
 pub const MAX_CONTROLNETS: usize = 4;
 /// Largest ControlNet scale accepted.

@@ -1350,3 +1350,29 @@ fn threads_flag_sets_the_cpu_pool() {
     let o = atelier(&["--threads", "0", "models"], tmp.path());
     assert!(!o.status.success());
 }
+
+/// `generate --verbose` prints each job's stage timings: the model, the text encoder, the
+/// steps (count, total, median) and the decode.
+#[test]
+fn verbose_generate_prints_stage_timings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(TinyKind::Sd15);
+    let out = tmp.path().join("v.png");
+    let o = atelier_owned(
+        &small_generate(&model, "a red cat", "", 1, 3, &out, &["--verbose"]),
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    for line in [
+        "stages:", "model ", "text ", "3 steps ", "a step)", "decode ",
+    ] {
+        assert!(err.contains(line), "{line:?} missing:\n{err}");
+    }
+    // Without --verbose, no timings.
+    let o = atelier_owned(
+        &small_generate(&model, "a red cat", "", 1, 3, &out, &[]),
+        tmp.path(),
+    );
+    assert!(!stderr(&o).contains("stages:"));
+}

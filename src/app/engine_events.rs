@@ -56,6 +56,9 @@ impl StudioApp {
                 }
             }
             EngineEvent::Warning { text, .. } => self.show_info(text),
+            EngineEvent::Stages { stages, .. } => {
+                job.stages = Some(crate::generation::stages_text(&stages));
+            }
             EngineEvent::Progress {
                 image_index,
                 step,

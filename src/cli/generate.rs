@@ -123,6 +123,9 @@ pub(crate) struct GenerateArgs {
     /// Do not record the pictures in the gallery (then --out is required).
     #[arg(long)]
     no_gallery: bool,
+    /// Print how long each stage of each job took (model, text, each step, decode).
+    #[arg(long, short = 'v')]
+    verbose: bool,
 }
 
 /// `FILE` or `FILE:WEIGHT` (the weight after the last `:`, when it is a number).
@@ -452,7 +455,13 @@ pub(crate) fn generate(
             done: BTreeSet::new(),
         });
     }
-    run_jobs(&engine, jobs, recorder.as_mut(), args.out.as_deref())
+    run_jobs(
+        &engine,
+        jobs,
+        recorder.as_mut(),
+        args.out.as_deref(),
+        args.verbose,
+    )
 }
 
 /// A1111's `Lora hashes` value for the job's LoRAs (hashed here: the CLI may block).
@@ -502,6 +511,7 @@ pub(crate) fn run_jobs(
     jobs: Vec<RunJob>,
     mut recorder: Option<&mut gallery::Recorder>,
     out: Option<&Path>,
+    verbose: bool,
 ) -> anyhow::Result<()> {
     let total: u32 = jobs
         .iter()
@@ -529,6 +539,15 @@ pub(crate) fn run_jobs(
             continue;
         };
         match event {
+            EngineEvent::Stages { stages, job } => {
+                if verbose {
+                    let text = atelier::generation::stages_text(&stages);
+                    say(
+                        &bar,
+                        format!("job {job}, stages:\n  {}", text.replace('\n', "\n  ")),
+                    );
+                }
+            }
             EngineEvent::Started { .. } => {
                 if !said_device {
                     if let Some(device) = engine.device_description() {

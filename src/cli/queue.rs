@@ -102,7 +102,7 @@ pub(crate) fn run(cmd: QueueCommand) -> anyhow::Result<()> {
                 });
             }
             let mut recorder = Recorder::from_gallery(g);
-            run_jobs(&engine, run, Some(&mut recorder), None)
+            run_jobs(&engine, run, Some(&mut recorder), None, false)
         }
     }
 }

@@ -123,6 +123,8 @@ pub struct Generator {
     /// with that reason).
     device: Result<device::DeviceChoice, device::DeviceError>,
     options: GeneratorOptions,
+    /// Seconds each stage of the last job took (the model's loading, then each pass's).
+    stages: Vec<(String, f64)>,
 }
 
 impl Default for Generator {
@@ -137,6 +139,7 @@ impl Generator {
             slot: ModelSlot::default(),
             device: device::choose(options.device),
             options,
+            stages: Vec::new(),
         }
     }
 
@@ -168,7 +171,9 @@ impl Generator {
                 "batch must be at least 1".into(),
             ));
         }
+        self.stages.clear();
         let device = &self.device.as_ref().map_err(Clone::clone)?.device;
+        let loading = std::time::Instant::now();
         let model = self.slot.get(
             &request.model_dir,
             &request.loras,
@@ -176,6 +181,8 @@ impl Generator {
             device,
             &mut *control.on_loading,
         )?;
+        self.stages
+            .push(("model".into(), loading.elapsed().as_secs_f64()));
         model.drop_text_encoders = self.options.low_memory;
         // Images go through the UNet together, a few at a time (one pass per step for all).
         let per_pass = self.options.images_per_pass.max(1);
@@ -192,6 +199,7 @@ impl Generator {
                     (control.on_image)(image);
                 }
             }
+            self.stages.extend(model.stages.iter().cloned());
             first += count;
         }
         Ok(())
@@ -214,6 +222,12 @@ impl Generator {
         };
         self.run(request, &mut control)?;
         Ok((images, steps))
+    }
+
+    /// Seconds each stage of the last job took: `model` (loading or finding it loaded), then
+    /// per pass of images `ControlNets`, `text`, `latents`, `step N`..., `decode`.
+    pub fn stages(&self) -> &[(String, f64)] {
+        &self.stages
     }
 
     /// Warnings about the loaded model's LoRAs (modules that matched no weight...).

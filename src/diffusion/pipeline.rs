@@ -55,6 +55,8 @@ pub struct LoadedModel {
     controlnets: Vec<ControlNet>,
     /// What the last generation adjusted and the user should hear (a control image resized).
     pub notes: Vec<String>,
+    /// Seconds each stage of the last generation took ("text", "step 3", "decode"...).
+    pub stages: Vec<(String, f64)>,
 }
 
 /// A component's weights, recorded (UNet and text encoders) so LoRAs can be written in.
@@ -142,6 +144,7 @@ impl LoadedModel {
             embeddings: Vec::new(),
             controlnets: Vec::new(),
             notes: Vec::new(),
+            stages: Vec::new(),
         };
         on_loading("text encoder");
         model.ensure_text_encoders()?;
@@ -298,10 +301,20 @@ impl LoadedModel {
         }
         control.check_cancelled()?;
         self.notes.clear();
-        self.load_controlnets(request)?;
+        self.stages.clear();
+        let mut laps = Laps(Instant::now());
+        if !request.controlnets.is_empty() {
+            self.load_controlnets(request)?;
+        }
         let controls = self.control_inputs(request, seeds.len())?;
+        if !controls.is_empty() {
+            self.stages.push(("ControlNets".into(), laps.lap()));
+        }
         let conditioning = self.conditioning(request, seeds.len())?;
+        self.stages.push(("text".into(), laps.lap()));
         let mut begin = self.starting_latents(request, &seeds, &inputs, sampler.as_ref(), start)?;
+        self.stages.push(("latents".into(), laps.lap()));
+        let mut step_secs = Vec::new();
         let latents = self.denoise(
             request,
             &conditioning,
@@ -310,9 +323,20 @@ impl LoadedModel {
             sampler.as_mut(),
             first,
             control,
+            &mut step_secs,
         )?;
+        laps.lap();
+        let first_step = begin.step;
+        self.stages.extend(
+            step_secs
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (format!("step {}", first_step + i + 1), s)),
+        );
         control.check_cancelled()?;
-        Ok(finish(self.decode(&latents, &inputs)?))
+        let pictures = self.decode(&latents, &inputs)?;
+        self.stages.push(("decode".into(), laps.lap()));
+        Ok(finish(pictures))
     }
 
     /// Loads the request's ControlNets not loaded yet and frees those it does not use.
@@ -570,6 +594,7 @@ impl LoadedModel {
         sampler: &mut (dyn sampler::Sampler + Send),
         first: u32,
         control: &mut JobControl<'_>,
+        step_secs: &mut Vec<f64>,
     ) -> Result<Tensor, DiffusionError> {
         let (n, start) = (request.steps, begin.step);
         let b = cond.batch;
@@ -581,6 +606,7 @@ impl LoadedModel {
         let run_evaluations = (evaluations - first_evaluation).max(1) as f64;
         let mut latents = begin.latents.clone();
         for step in start..n {
+            let step_started = Instant::now();
             for i in sampler.evaluations(step) {
                 control.check_cancelled()?;
                 let t = sampler.timesteps()[i];
@@ -616,6 +642,7 @@ impl LoadedModel {
                     latents = (latents.broadcast_mul(lm)? + known.broadcast_mul(&(1.0 - lm)?)?)?;
                 }
             }
+            step_secs.push(step_started.elapsed().as_secs_f64());
             let done_steps = step - start + 1;
             let preview = if done_steps % preview_every(total) == 0 && done_steps < total {
                 Some(latent_preview(&latents.i(0..1)?, self.configs.family)?)
@@ -801,6 +828,17 @@ fn first_step(request: &GenerationRequest, has_init: bool) -> usize {
     }
     let strength = request.strength_0_to_1.clamp(0.0, 1.0) as f64;
     n - ((n as f64 * strength) as usize).min(n)
+}
+
+/// Time since the last lap.
+struct Laps(Instant);
+
+impl Laps {
+    fn lap(&mut self) -> f64 {
+        let secs = self.0.elapsed().as_secs_f64();
+        self.0 = Instant::now();
+        secs
+    }
 }
 
 /// One ControlNet of a job, ready for the loop.

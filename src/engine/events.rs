@@ -38,6 +38,12 @@ pub enum EngineEvent {
         /// Boxed: the picture's request makes it by far the largest event.
         image: Box<GeneratedImage>,
     },
+    /// Seconds each stage of the finished job took (`model`, `text`, `step N`, `decode`...),
+    /// sent before `Done`.
+    Stages {
+        job: JobId,
+        stages: Vec<(String, f32)>,
+    },
     /// The whole job finished.
     Done {
         job: JobId,
@@ -60,6 +66,7 @@ impl EngineEvent {
             | EngineEvent::Warning { job, .. }
             | EngineEvent::Progress { job, .. }
             | EngineEvent::Image { job, .. }
+            | EngineEvent::Stages { job, .. }
             | EngineEvent::Done { job, .. }
             | EngineEvent::Failed { job, .. }
             | EngineEvent::Cancelled { job } => *job,

@@ -366,6 +366,12 @@ fn run_job(
         for text in generator.warnings() {
             sink.send(EngineEvent::Warning { job, text });
         }
+        let stages = generator
+            .stages()
+            .iter()
+            .map(|(name, secs)| (name.clone(), *secs as f32))
+            .collect();
+        sink.send(EngineEvent::Stages { job, stages });
     }
     let event = match result {
         Ok(()) => EngineEvent::Done {

@@ -53,6 +53,8 @@ pub struct JobEntry {
     /// `(elapsed_secs, steps done)` at the first progress report, to time steps without the
     /// model loading time.
     pub first_progress: Option<(f32, usize)>,
+    /// How long each stage took, once the job is done (shown on hover).
+    pub stages: Option<String>,
 }
 
 impl JobEntry {
@@ -65,6 +67,7 @@ impl JobEntry {
             images_done: 0,
             preview: None,
             first_progress: None,
+            stages: None,
         }
     }
 
@@ -257,7 +260,10 @@ fn job_row_ui(ui: &mut egui::Ui, job: &JobEntry, commands: &mut Commands) {
                 ui.weak(status);
             }
             _ => {
-                ui.label(status);
+                let label = ui.label(status);
+                if let Some(stages) = &job.stages {
+                    label.on_hover_text(stages.clone());
+                }
             }
         }
         if let Some(fraction) = job.fraction_done() {
