@@ -1634,3 +1634,50 @@ fn live_mode_follows_changes_and_cancels_the_stale_job() {
     }
     assert_eq!(app(&harness).live_counts().0, started);
 }
+
+/// Zooming the canvas view (pinch / Ctrl+wheel) keeps the point under the pointer in place,
+/// strokes land where they are drawn at any zoom, and Fit shows the whole canvas again.
+#[test]
+fn zoomed_strokes_land_where_they_are_drawn() {
+    let mut harness = ready_studio();
+    let area = harness.get_by_label("Sketch canvas").rect();
+    let (dw, dh) = {
+        let doc = app(&harness).sketch();
+        (doc.width_px() as f32, doc.height_px() as f32)
+    };
+    let fit = (area.width() / dw).min(area.height() / dh);
+    let pointer = area.center() + egui::vec2(20.0, 10.0);
+    // The canvas point under the pointer before zooming.
+    let before = [dw / 2.0 + 20.0 / fit, dh / 2.0 + 10.0 / fit];
+    harness.hover_at(pointer);
+    harness.event(egui::Event::Zoom(2.0));
+    harness.run_ok();
+    let zoom = app(&harness).state().canvas.view_zoom;
+    assert!((zoom - 2.0).abs() < 1e-3, "zoom {zoom}");
+    let dot = |h: &mut StudioHarness, at: egui::Pos2| {
+        h.hover_at(at);
+        h.drag_at(at);
+        h.drop_at(at);
+        h.run_ok();
+    };
+    dot(&mut harness, pointer);
+    dot(&mut harness, pointer + egui::vec2(40.0, 0.0));
+    let strokes = app(&harness)
+        .sketch()
+        .strokes(atelier::sketch::Layer::Paint)
+        .to_vec();
+    assert_eq!(strokes.len(), 2);
+    let first = strokes[0].points_in_canvas[0];
+    assert!(
+        (first[0] - before[0]).abs() < 1.0 && (first[1] - before[1]).abs() < 1.0,
+        "{first:?} vs {before:?}"
+    );
+    // 40 screen points at zoom 2 are half as many canvas pixels as at zoom 1.
+    let second = strokes[1].points_in_canvas[0];
+    let expect = before[0] + 40.0 / (fit * 2.0);
+    assert!((second[0] - expect).abs() < 1.0, "{second:?} vs {expect}");
+    harness.get_by_label("Fit").click();
+    harness.run_ok();
+    assert_eq!(app(&harness).state().canvas.view_zoom, 1.0);
+    assert_eq!(app(&harness).state().canvas.view_pan, [0.0, 0.0]);
+}

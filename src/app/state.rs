@@ -184,6 +184,9 @@ pub struct CanvasSettings {
     pub control: ControlSettings,
     /// Live mode: regenerate after every change (see `app::live`).
     pub live: bool,
+    /// The canvas view's zoom (1: the whole canvas fits) and pan (screen points).
+    pub view_zoom: f32,
+    pub view_pan: [f32; 2],
 }
 
 impl Default for CanvasSettings {
@@ -196,6 +199,8 @@ impl Default for CanvasSettings {
             use_sketch: false,
             control: ControlSettings::default(),
             live: false,
+            view_zoom: 1.0,
+            view_pan: [0.0, 0.0],
         }
     }
 }

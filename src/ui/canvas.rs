@@ -175,6 +175,20 @@ fn toolbar_ui(
             commands.push(Command::Sketch(SketchCommand::RemoveBackground));
         }
         ui.separator();
+        let zoomed = settings.view_zoom != 1.0 || settings.view_pan != [0.0, 0.0];
+        if ui
+            .add_enabled(zoomed, egui::Button::new("Fit"))
+            .on_hover_text(
+                "Show the whole canvas. Ctrl+wheel or pinch zooms; the wheel, Space+drag or \
+                 the middle button pans",
+            )
+            .clicked()
+        {
+            settings.view_zoom = 1.0;
+            settings.view_pan = [0.0, 0.0];
+        }
+        ui.weak(format!("{:.0}%", settings.view_zoom * 100.0));
+        ui.separator();
         ui.toggle_value(&mut settings.live, "Live").on_hover_text(
             "Regenerate a quarter of a second after each change (same seed), beside the canvas",
         );
@@ -249,24 +263,66 @@ fn control_row_ui(ui: &mut egui::Ui, settings: &mut CanvasSettings, view: &Canva
     });
 }
 
+/// Most and least the canvas view zooms (1: the whole canvas fits).
+pub const MAX_ZOOM: f32 = 16.0;
+pub const MIN_ZOOM: f32 = 0.25;
+
 fn surface_ui(
     ui: &mut egui::Ui,
-    settings: &CanvasSettings,
+    settings: &mut CanvasSettings,
     view: &CanvasView<'_>,
     in_progress: &mut StrokeInProgress,
     commands: &mut Commands,
 ) {
     let doc = view.doc;
     let doc_size = egui::vec2(doc.width_px() as f32, doc.height_px() as f32);
-    let available = ui.available_size() - egui::vec2(0.0, 4.0);
-    let scale = (available.x / doc_size.x)
+    let available = (ui.available_size() - egui::vec2(0.0, 4.0)).max(egui::vec2(16.0, 16.0));
+    let fit = (available.x / doc_size.x)
         .min(available.y / doc_size.y)
         .max(0.05);
-    let (response, painter) = ui.allocate_painter(doc_size * scale, egui::Sense::click_and_drag());
-    let rect = response.rect;
+    let (response, painter) = ui.allocate_painter(available, egui::Sense::click_and_drag());
+    let area = response.rect;
+    let painter = painter.with_clip_rect(area);
     response.widget_info(|| {
         egui::WidgetInfo::labeled(egui::accesskit::Role::Canvas, true, "Sketch canvas")
     });
+
+    // Zoom (Ctrl+wheel, pinch) about the pointer; pan (wheel, Space+drag, middle drag).
+    let (space, middle) = ui.input(|i| {
+        (
+            i.key_down(egui::Key::Space),
+            i.pointer.button_down(egui::PointerButton::Middle),
+        )
+    });
+    let panning = response.hovered() && (space || middle);
+    if response.hovered() {
+        let (zoom_delta, scroll) = ui.input(|i| (i.zoom_delta(), i.smooth_scroll_delta));
+        if zoom_delta != 1.0 {
+            let old = settings.view_zoom;
+            let new = (old * zoom_delta).clamp(MIN_ZOOM, MAX_ZOOM);
+            if let Some(pointer) = response.hover_pos() {
+                // Keep the canvas point under the pointer where it is.
+                let center = area.center() + egui::vec2(settings.view_pan[0], settings.view_pan[1]);
+                let offset = (pointer - center) * (1.0 - new / old);
+                settings.view_pan[0] += offset.x;
+                settings.view_pan[1] += offset.y;
+            }
+            settings.view_zoom = new;
+        } else if scroll != egui::Vec2::ZERO {
+            settings.view_pan[0] += scroll.x;
+            settings.view_pan[1] += scroll.y;
+        }
+    }
+    if panning && response.dragged() {
+        let d = response.drag_delta();
+        settings.view_pan[0] += d.x;
+        settings.view_pan[1] += d.y;
+    }
+    let scale = fit * settings.view_zoom;
+    let rect = egui::Rect::from_center_size(
+        area.center() + egui::vec2(settings.view_pan[0], settings.view_pan[1]),
+        doc_size * scale,
+    );
 
     // The document itself.
     match view.texture {
@@ -295,8 +351,8 @@ fn surface_ui(
     };
     let to_screen = |p: [f32; 2]| -> egui::Pos2 { rect.min + egui::vec2(p[0], p[1]) * scale };
 
-    // Collect the stroke while the pointer is down.
-    if response.drag_started() || response.is_pointer_button_down_on() {
+    // Collect the stroke while the pointer is down (not while panning).
+    if !panning && (response.drag_started() || response.is_pointer_button_down_on()) {
         if let Some(pos) = response.interact_pointer_pos() {
             let (_, stroke) = in_progress.0.get_or_insert_with(|| {
                 (
@@ -336,7 +392,7 @@ fn surface_ui(
             .iter()
             .map(|p| to_screen(*p))
             .collect();
-        let clipped = painter.with_clip_rect(rect);
+        let clipped = painter.with_clip_rect(rect.intersect(area));
         for p in &points {
             clipped.circle_filled(*p, width * 0.5, color);
         }
@@ -347,7 +403,7 @@ fn surface_ui(
 
     // Brush outline under the pointer.
     if let Some(hover) = response.hover_pos() {
-        painter.with_clip_rect(rect).circle_stroke(
+        painter.with_clip_rect(rect.intersect(area)).circle_stroke(
             hover,
             settings.brush_size_px * scale * 0.5,
             egui::Stroke::new(1.0, egui::Color32::from_gray(128)),
