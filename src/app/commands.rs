@@ -361,7 +361,8 @@ impl StudioApp {
             let scale = long / iw.max(ih) as f32;
             prompt.width = snap_size((iw as f32 * scale).round() as u32);
             prompt.height = snap_size((ih as f32 * scale).round() as u32);
-            self.rt.sketch = SketchDoc::new(prompt.width, prompt.height);
+            let (w, h) = crate::sketch::canvas_size_for(prompt.width, prompt.height);
+            self.rt.sketch = SketchDoc::new(w, h);
             self.rt.sketch_texture = None;
         }
         self.rt.sketch.set_background(Some(image));

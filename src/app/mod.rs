@@ -189,13 +189,19 @@ impl StudioApp {
                 keeper.loaded(&state, &sketch);
                 sketch
             }
-            Ok(None) => SketchDoc::new(state.prompt.width, state.prompt.height),
+            Ok(None) => {
+                let (w, h) =
+                    crate::sketch::canvas_size_for(state.prompt.width, state.prompt.height);
+                SketchDoc::new(w, h)
+            }
             Err(e) => {
                 message = Some(Message {
                     text: format!("The last session could not be restored: {e}"),
                     is_error: true,
                 });
-                SketchDoc::new(state.prompt.width, state.prompt.height)
+                let (w, h) =
+                    crate::sketch::canvas_size_for(state.prompt.width, state.prompt.height);
+                SketchDoc::new(w, h)
             }
         };
         let pictures = pictures::Pictures::open(ctx, &gallery_dir);
@@ -651,7 +657,8 @@ impl StudioApp {
     /// Keeps the canvas size in step with the prompt size while it is empty, and its texture
     /// in step with the document.
     fn sync_sketch(&mut self) {
-        let (width, height) = (self.state.prompt.width, self.state.prompt.height);
+        let (width, height) =
+            crate::sketch::canvas_size_for(self.state.prompt.width, self.state.prompt.height);
         let doc = &self.rt.sketch;
         if doc.is_empty()
             && self.rt.stroke.0.is_none()

@@ -24,6 +24,22 @@ pub enum Layer {
     Control,
 }
 
+/// The canvas's long side in pixels: the drawing surface has its own resolution, whatever the
+/// output size (a 64 px picture is still sketched on a 1024 px canvas); the output's aspect
+/// ratio frames it, and generation rasterises it at the output size.
+pub const CANVAS_LONG_SIDE_PX: u32 = 1024;
+
+/// The canvas size for an output of `width` x `height`: the same aspect, the long side
+/// [`CANVAS_LONG_SIDE_PX`].
+pub fn canvas_size_for(width: u32, height: u32) -> (u32, u32) {
+    let (w, h) = (width.max(1) as f32, height.max(1) as f32);
+    let scale = CANVAS_LONG_SIDE_PX as f32 / w.max(h);
+    (
+        ((w * scale).round() as u32).max(1),
+        ((h * scale).round() as u32).max(1),
+    )
+}
+
 /// One brush stroke: a polyline of canvas positions swept with a round brush.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stroke {
@@ -342,12 +358,14 @@ impl SketchDoc {
         self.coverage(&self.mask, width, height)
     }
 
-    /// The control layer at `width` x `height`, as a ControlNet takes it: the strokes white on
-    /// black (the brush's colour is not used).
+    /// The control layer at `width` x `height`, as a scribble ControlNet takes it: the
+    /// strokes white on black, binary (a pixel a stroke covers by a sixth or more is a line,
+    /// so strokes drawn thin on the large canvas stay unbroken lines at a small output size;
+    /// the brush's colour is not used).
     pub fn rasterize_control(&self, width: u32, height: u32) -> RgbImage {
         let g = self.coverage(&self.control, width, height);
         RgbImage::from_fn(g.width(), g.height(), |x, y| {
-            let v = g.get_pixel(x, y)[0];
+            let v = if g.get_pixel(x, y)[0] > 42 { 255 } else { 0 };
             image::Rgb([v, v, v])
         })
     }
@@ -666,5 +684,35 @@ mod tests {
         assert!(!doc.has_control());
         assert!(doc.undo());
         assert_eq!(doc.strokes(Layer::Control).len(), 1);
+    }
+
+    /// The canvas has its own resolution: the output's aspect with a 1024 px long side; a
+    /// stroke drawn thin there stays an unbroken line in a small control image.
+    #[test]
+    fn the_canvas_has_its_own_resolution_and_thin_lines_survive_downscaling() {
+        assert_eq!(canvas_size_for(64, 64), (1024, 1024));
+        assert_eq!(canvas_size_for(768, 512), (1024, 683));
+        assert_eq!(canvas_size_for(512, 1024), (512, 1024));
+        let (w, h) = canvas_size_for(64, 64);
+        let mut doc = SketchDoc::new(w, h);
+        doc.add_stroke(
+            Layer::Control,
+            line(
+                16.0,
+                [0, 0, 0, 255],
+                false,
+                &[[100.0, 150.0], [900.0, 700.0]],
+            ),
+        );
+        let small = doc.rasterize_control(64, 64);
+        for x in 8..55 {
+            assert!(
+                (0..64).any(|y| small.get_pixel(x, y).0 == [255, 255, 255]),
+                "a gap at column {x}"
+            );
+        }
+        assert!(small
+            .pixels()
+            .all(|p| p.0 == [0, 0, 0] || p.0 == [255, 255, 255]));
     }
 }
