@@ -391,3 +391,61 @@ fn tag_dropout_is_checked_recorded_and_kept_on_resume() {
     train(&again, &mut |_| {}).unwrap();
     assert!(state().contains("\"tag_dropout\": 0.0"), "{}", state());
 }
+
+/// `train-controlnet` on a tiny trained model: checkpoints, resumes to the step it was asked
+/// for, refuses to overwrite a run without `resume`, and exports a ControlNet folder the
+/// ordinary pipeline loads and that changes the picture.
+#[test]
+fn a_controlnet_trains_resumes_and_its_export_steers_the_model() {
+    use atelier::train::controlnet::{train_controlnet, Condition, ControlTrainOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_dataset(&data);
+    let base = tmp.path().join("base");
+    train(&options(&data, &base), &mut |_| {}).unwrap();
+    let model = base.join("model");
+    let out = tmp.path().join("cn");
+    let opts = |steps: usize, resume: bool| ControlTrainOptions {
+        model: model.clone(),
+        data: data.clone(),
+        out: out.clone(),
+        condition: Condition::Scribble,
+        steps,
+        batch: 2,
+        lr: 1e-3,
+        warmup: 1,
+        seed: 3,
+        checkpoint_every: 2,
+        resume,
+        caption_dropout: 0.5,
+        device: candle_core::Device::Cpu,
+    };
+    let first = train_controlnet(&opts(2, false), &mut |_| {}).unwrap();
+    assert_eq!(first.steps_run, 2);
+    assert!(matches!(
+        train_controlnet(&opts(4, false), &mut |_| {}),
+        Err(TrainError::CheckpointExists { .. })
+    ));
+    let second = train_controlnet(&opts(4, true), &mut |_| {}).unwrap();
+    assert_eq!(second.steps_run, 2);
+    assert_eq!(losses(&out, "controlnet").len(), 4);
+    assert!(out.join("model/config.json").is_file());
+    // The export steers the model it was made for.
+    let mut plain = export_request(&model, SamplerKind::Ddim);
+    plain.width = 64;
+    plain.height = 64;
+    let sketch = image::RgbImage::from_fn(64, 64, |x, y| {
+        let on = (x as i32 - y as i32).abs() < 3;
+        image::Rgb(if on { [255; 3] } else { [0; 3] })
+    });
+    let mut steered = plain.clone();
+    steered
+        .controlnets
+        .push(atelier::generation::ControlSpec::new(
+            out.join("model"),
+            std::sync::Arc::new(sketch),
+        ));
+    let a = common::run(&plain).unwrap().0.remove(0).image;
+    let b = common::run(&steered).unwrap().0.remove(0).image;
+    assert_ne!(a.as_raw(), b.as_raw());
+}

@@ -207,6 +207,21 @@ fn type_prompt_and_generate(harness: &mut StudioHarness, prompt: &str) {
 }
 
 /// Small, quick settings for the tiny model.
+/// Drags a line across the canvas, from `from` to `to` of its size (down the diagonal).
+fn draw_line(harness: &mut StudioHarness, from: f32, to: f32) {
+    let canvas = harness.get_by_label("Sketch canvas").rect();
+    let (from, to) = (
+        canvas.left_top() + canvas.size() * from,
+        canvas.left_top() + canvas.size() * to,
+    );
+    harness.hover_at(from);
+    harness.drag_at(from);
+    harness.hover_at(from.lerp(to, 0.5));
+    harness.hover_at(to);
+    harness.drop_at(to);
+    harness.run_ok();
+}
+
 fn quick_settings(harness: &mut StudioHarness, steps: usize) {
     let settings = app_mut(harness).prompt_settings_mut();
     settings.steps = steps;
@@ -358,15 +373,7 @@ fn without_models_the_studio_says_where_to_put_one() {
 fn drawing_on_the_canvas_is_undoable_with_ctrl_z() {
     let mut harness = ready_studio();
     assert!(harness.get_by_label("Undo").accesskit_node().is_disabled());
-    let canvas = harness.get_by_label("Sketch canvas").rect();
-    let from = canvas.left_top() + canvas.size() * 0.25;
-    let to = canvas.left_top() + canvas.size() * 0.75;
-    harness.hover_at(from);
-    harness.drag_at(from);
-    harness.hover_at(from.lerp(to, 0.5));
-    harness.hover_at(to);
-    harness.drop_at(to);
-    harness.run_ok();
+    draw_line(&mut harness, 0.25, 0.75);
     let sketch = app(&harness).sketch();
     assert_eq!(sketch.strokes(atelier::sketch::Layer::Paint).len(), 1);
     assert!(
@@ -1305,14 +1312,7 @@ fn the_prompt_and_the_sketch_survive_a_crash() {
         harness
             .get_by_label("Prompt")
             .type_text("kept through a crash");
-        let canvas = harness.get_by_label("Sketch canvas").rect();
-        let from = canvas.left_top() + canvas.size() * 0.3;
-        let to = canvas.left_top() + canvas.size() * 0.6;
-        harness.hover_at(from);
-        harness.drag_at(from);
-        harness.hover_at(to);
-        harness.drop_at(to);
-        harness.run_ok();
+        draw_line(&mut harness, 0.3, 0.6);
         assert_eq!(
             app(&harness)
                 .sketch()
@@ -1557,15 +1557,7 @@ fn lines_on_the_control_layer_steer_through_the_chosen_controlnet() {
     harness.run_ok();
     harness.get_by_label("scribble-a").click();
     harness.run_ok();
-    let canvas = harness.get_by_label("Sketch canvas").rect();
-    let from = canvas.left_top() + canvas.size() * 0.2;
-    let to = canvas.left_top() + canvas.size() * 0.8;
-    harness.hover_at(from);
-    harness.drag_at(from);
-    harness.hover_at(from.lerp(to, 0.5));
-    harness.hover_at(to);
-    harness.drop_at(to);
-    harness.run_ok();
+    draw_line(&mut harness, 0.2, 0.8);
     let sketch = app(&harness).sketch();
     assert_eq!(sketch.strokes(atelier::sketch::Layer::Control).len(), 1);
     assert!(sketch.strokes(atelier::sketch::Layer::Paint).is_empty());
@@ -1603,12 +1595,7 @@ fn live_mode_follows_changes_and_cancels_the_stale_job() {
         |h| app(h).live_counts().0 >= 1,
     );
     // A stroke while it runs: after the quiet period a new job replaces the stale one.
-    let canvas = harness.get_by_label("Sketch canvas").rect();
-    let from = canvas.left_top() + canvas.size() * 0.3;
-    harness.hover_at(from);
-    harness.drag_at(from);
-    harness.hover_at(from + egui::vec2(20.0, 10.0));
-    harness.drop_at(from + egui::vec2(20.0, 10.0));
+    draw_line(&mut harness, 0.3, 0.4);
     step_until(
         &mut harness,
         "the second live job",

@@ -61,6 +61,25 @@ pub(crate) struct EvalArgs {
     control_scale: f32,
 }
 
+/// A progress bar for work in named phases.
+fn phase_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Reports `(phase, done, of)` on `bar`.
+fn report_to(bar: &ProgressBar) -> impl FnMut(&str, usize, usize) + '_ {
+    move |phase, done, of| {
+        bar.set_message(phase.to_owned());
+        bar.set_length(of as u64);
+        bar.set_position(done as u64);
+    }
+}
+
 /// `eval --controlnet`: edge F1 and adherence with and without the ControlNet.
 fn evaluate_controlnet(
     args: EvalArgs,
@@ -80,16 +99,8 @@ fn evaluate_controlnet(
         sampler: args.sampler,
         samples_dir: args.samples,
     };
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let report = evaluate_control(&opts, &mut |phase, done, of| {
-        bar.set_message(phase.to_owned());
-        bar.set_length(of as u64);
-        bar.set_position(done as u64);
-    })?;
+    let bar = phase_bar();
+    let report = evaluate_control(&opts, &mut report_to(&bar))?;
     bar.finish_and_clear();
     println!("{}", report.table());
     let json = serde_json::to_vec_pretty(&report)?;
@@ -126,16 +137,8 @@ pub(crate) fn evaluate(mut args: EvalArgs) -> anyhow::Result<()> {
         sampler: args.sampler,
         samples_dir: args.samples,
     };
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let report = evaluate(&opts, &mut |phase, done, of| {
-        bar.set_message(phase.to_owned());
-        bar.set_length(of as u64);
-        bar.set_position(done as u64);
-    })?;
+    let bar = phase_bar();
+    let report = evaluate(&opts, &mut report_to(&bar))?;
     bar.finish_and_clear();
     println!("{}", report.table());
     report

@@ -23,8 +23,8 @@ use super::data::{open_dataset, DataOptions};
 use super::optim::AdamW;
 use super::recipe::Objective;
 use super::trainer::{
-    load_varmap, loss_weight, save_tensors, step_rng, varmap_tensors, write_atomic, TrainError,
-    TrainEvent,
+    load_varmap, loss_weight, noised, save_tensors, step_rng, varmap_tensors, write_atomic,
+    TrainError, TrainEvent,
 };
 use crate::diffusion::controlnet::ControlNet;
 use crate::diffusion::noise::NoiseRng;
@@ -448,11 +448,7 @@ pub fn train_controlnet(
             .map(|&t| loss_weight(objective, alphas_cumprod[t]) as f32)
             .collect();
         let noise = NoiseRng::new(rng.random()).randn_like(&x0)?;
-        let xt = (x0.broadcast_mul(&a)? + noise.broadcast_mul(&s)?)?;
-        let target = match objective {
-            Objective::Epsilon => noise,
-            Objective::VZeroSnr => (noise.broadcast_mul(&a)? - x0.broadcast_mul(&s)?)?,
-        };
+        let (xt, target) = noised(objective, &x0, noise, &a, &s)?;
         let t = Tensor::from_vec(
             ts.iter().map(|&t| t as f32).collect::<Vec<_>>(),
             opts.batch,

@@ -899,13 +899,7 @@ impl Run<'_> {
             let col = |v: Vec<f32>| Tensor::from_vec(v, (opts.batch, 1, 1, 1), device);
             let mut noise_rng = NoiseRng::new(rng.random());
             let noise = noise_rng.randn_like(&x0)?;
-            let (a, s) = (col(a)?, col(s)?);
-            let xt = (x0.broadcast_mul(&a)? + noise.broadcast_mul(&s)?)?;
-            let target = match recipe.objective {
-                Objective::Epsilon => noise,
-                // v = alpha * noise - sigma * x0
-                Objective::VZeroSnr => (noise.broadcast_mul(&a)? - x0.broadcast_mul(&s)?)?,
-            };
+            let (xt, target) = noised(recipe.objective, &x0, noise, &col(a)?, &col(s)?)?;
             let t = Tensor::from_vec(
                 ts.iter().map(|&t| t as f32).collect::<Vec<_>>(),
                 opts.batch,
@@ -1071,6 +1065,23 @@ fn train_schedule(recipe: &Recipe) -> Result<Vec<f64>, TrainError> {
 /// `acp`, i.e. a clean-image weight of `min(snr, 5)`. For v-prediction the clean-image weight
 /// is also kept at 1 or more, so the near-pure-noise steps, where the prompt decides the
 /// layout, still count (plain min-SNR would give the zero-SNR step a weight of 0).
+/// The noised input `a·x0 + s·noise` and the objective's target (the noise, or
+/// v = a·noise - s·x0), with `a`, `s` per row `[B, 1, 1, 1]`.
+pub(crate) fn noised(
+    objective: Objective,
+    x0: &Tensor,
+    noise: Tensor,
+    a: &Tensor,
+    s: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let xt = (x0.broadcast_mul(a)? + noise.broadcast_mul(s)?)?;
+    let target = match objective {
+        Objective::Epsilon => noise,
+        Objective::VZeroSnr => (noise.broadcast_mul(a)? - x0.broadcast_mul(s)?)?,
+    };
+    Ok((xt, target))
+}
+
 pub(crate) fn loss_weight(objective: Objective, acp: f64) -> f64 {
     let snr = acp / (1.0 - acp);
     match objective {
