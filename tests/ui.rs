@@ -1320,6 +1320,10 @@ fn the_prompt_and_the_sketch_survive_a_crash() {
                 .len(),
             1
         );
+        // A line on the control layer too: the layer, its strokes and its settings are kept.
+        harness.get_by_label("Control").click();
+        harness.run_ok();
+        draw_line(&mut harness, 0.5, 0.8);
         step_until(
             &mut harness,
             "the session on disk",
@@ -1336,6 +1340,14 @@ fn the_prompt_and_the_sketch_survive_a_crash() {
         studio.sketch().strokes(atelier::sketch::Layer::Paint).len(),
         1
     );
+    assert_eq!(
+        studio
+            .sketch()
+            .strokes(atelier::sketch::Layer::Control)
+            .len(),
+        1
+    );
+    assert_eq!(studio.state().canvas.layer, atelier::sketch::Layer::Control);
     assert_eq!(
         harness.get_by_label("Prompt").value().as_deref(),
         Some("kept through a crash")
