@@ -430,6 +430,7 @@ fn a_controlnet_trains_resumes_and_its_export_steers_the_model() {
     assert_eq!(second.steps_run, 2);
     assert_eq!(losses(&out, "controlnet").len(), 4);
     assert!(out.join("model/config.json").is_file());
+    assert!(out.join("loss.png").is_file());
     // The export steers the model it was made for.
     let mut plain = export_request(&model, SamplerKind::Ddim);
     plain.width = 64;

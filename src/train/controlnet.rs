@@ -8,7 +8,8 @@
 //! the model is unchanged). The model itself stays frozen; the loss is the model's own
 //! objective (v or noise) with min-SNR weighting, and half of the captions are dropped so the
 //! ControlNet learns to read the lines on their own (as in the ControlNet paper). Checkpoints
-//! are atomic and resumable; the result is a diffusers ControlNet folder (f16).
+//! are atomic and resumable, `loss.png` is redrawn at each; the result is a diffusers
+//! ControlNet folder (f16).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -489,6 +490,11 @@ pub fn train_controlnet(
                 .map_err(|e| TrainError::Options(e.to_string()))?;
             write_atomic(&state_path, &json)?;
             export(&opts.out.join("model"), &vm, &config_json)?;
+            if let Err(e) = super::trainer::plot_losses(&opts.out) {
+                on_event(TrainEvent::Note(format!(
+                    "the loss plot was not drawn: {e}"
+                )));
+            }
             on_event(TrainEvent::Checkpoint {
                 step: state.step,
                 dir: ckpt.clone(),

@@ -966,12 +966,16 @@ pub fn plot_losses(out: &Path) -> Result<(), TrainError> {
     let mut unet = Vec::new();
     for line in text.lines() {
         let parts: Vec<&str> = line.split(',').collect();
-        let stage = parts.first().and_then(|s| Stage::from_log_name(s));
-        if let (Some(stage), Some(Ok(v))) = (stage, parts.get(2).map(|v| v.parse::<f64>())) {
-            match stage {
-                Stage::Vae => vae.push(v),
-                _ => unet.push(v),
+        let value = parts.get(2).and_then(|v| v.parse::<f64>().ok());
+        // `atelier train`'s stages, or `train-controlnet`'s one (drawn as the main series).
+        match (parts.first().copied(), value) {
+            (Some(name), Some(v)) if Stage::from_log_name(name) == Some(Stage::Vae) => vae.push(v),
+            (Some(name), Some(v))
+                if Stage::from_log_name(name).is_some() || name == "controlnet" =>
+            {
+                unet.push(v)
             }
+            _ => {}
         }
     }
     if vae.is_empty() && unet.is_empty() {
