@@ -303,9 +303,7 @@ impl LoadedModel {
         self.notes.clear();
         self.stages.clear();
         let mut laps = Laps(Instant::now());
-        if !request.controlnets.is_empty() {
-            self.load_controlnets(request)?;
-        }
+        self.load_controlnets(request)?;
         let controls = self.control_inputs(request, seeds.len())?;
         if !controls.is_empty() {
             self.stages.push(("ControlNets".into(), laps.lap()));
@@ -404,8 +402,8 @@ impl LoadedModel {
                 ));
             }
             let image = resize_rgb(image, request.width, request.height);
-            let tensor =
-                control_to_tensor(&image, &self.device, self.dtype)?.repeat((b, 1, 1, 1))?;
+            let tensor = pictures_to_tensor(&[&image], PixelRange::Unit, &self.device, self.dtype)?
+                .repeat((b, 1, 1, 1))?;
             let ramp = spec.mode == ControlMode::Control || self.controlnets[net].global_pool();
             out.push(ActiveControl {
                 net,
@@ -934,36 +932,49 @@ fn resize_rgb(img: &image::RgbImage, w: u32, h: u32) -> image::RgbImage {
     }
 }
 
-/// RGB 0..255 -> `[1, 3, H, W]` in [-1, 1].
+/// How RGB values 0..255 become tensor values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PixelRange {
+    /// [-1, 1]: pictures as the VAE encodes them.
+    Signed,
+    /// [0, 1]: control images as a ControlNet takes them.
+    Unit,
+}
+
+/// RGB pictures of one size -> `[B, 3, H, W]` in `range`.
+pub fn pictures_to_tensor(
+    images: &[&image::RgbImage],
+    range: PixelRange,
+    device: &Device,
+    dtype: DType,
+) -> candle_core::Result<Tensor> {
+    let Some(first) = images.first() else {
+        candle_core::bail!("no pictures to make a tensor of");
+    };
+    let (w, h) = first.dimensions();
+    if images.iter().any(|i| i.dimensions() != (w, h)) {
+        candle_core::bail!("pictures of different sizes in one batch");
+    }
+    let value = |v: u8| match range {
+        PixelRange::Signed => v as f32 / 127.5 - 1.0,
+        PixelRange::Unit => v as f32 / 255.0,
+    };
+    let data: Vec<f32> = images
+        .iter()
+        .flat_map(|i| i.as_raw().iter().map(|&v| value(v)))
+        .collect();
+    Tensor::from_vec(data, (images.len(), h as usize, w as usize, 3), device)?
+        .permute((0, 3, 1, 2))?
+        .to_dtype(dtype)
+}
+
+/// One picture -> `[1, 3, H, W]` in [-1, 1].
 fn rgb_to_tensor(
     img: &image::RgbImage,
     device: &Device,
     dtype: DType,
 ) -> candle_core::Result<Tensor> {
-    let (w, h) = img.dimensions();
-    let data: Vec<f32> = img
-        .as_raw()
-        .iter()
-        .map(|&v| v as f32 / 127.5 - 1.0)
-        .collect();
-    Tensor::from_vec(data, (h as usize, w as usize, 3), device)?
-        .permute((2, 0, 1))?
-        .unsqueeze(0)?
-        .to_dtype(dtype)
-}
-
-/// A control image, RGB 0..255 -> `[1, 3, H, W]` in [0, 1].
-fn control_to_tensor(
-    img: &image::RgbImage,
-    device: &Device,
-    dtype: DType,
-) -> candle_core::Result<Tensor> {
-    let (w, h) = img.dimensions();
-    let data: Vec<f32> = img.as_raw().iter().map(|&v| v as f32 / 255.0).collect();
-    Tensor::from_vec(data, (h as usize, w as usize, 3), device)?
-        .permute((2, 0, 1))?
-        .unsqueeze(0)?
-        .to_dtype(dtype)
+    pictures_to_tensor(&[img], PixelRange::Signed, device, dtype)
 }
 
 /// Mask 0..255 -> `[1, 1, H, W]` in [0, 1].
