@@ -205,9 +205,7 @@ impl ControlSpec {
             mode: ControlMode::Balanced,
         }
     }
-}
 
-impl ControlSpec {
     /// The ControlNet's name: its file stem, or its folder's name.
     pub fn name(&self) -> String {
         self.path
@@ -280,6 +278,26 @@ pub fn stages_text(stages: &[(String, f32)]) -> String {
 pub const MAX_CONTROLNETS: usize = 4;
 /// Largest ControlNet scale accepted.
 pub const MAX_CONTROL_SCALE: f32 = 5.0;
+
+impl GenerationRequest {
+    /// AUTOMATIC1111's metadata entries for this request's ControlNets (`ControlNet N`, as
+    /// sd-webui-controlnet writes them) and other VAE (`VAE`, its file stem, and `VAE hash`
+    /// when the caller knows it).
+    pub fn a1111_extras(&self, vae_hash: Option<String>) -> Vec<(String, String)> {
+        let mut extras: Vec<(String, String)> = self
+            .controlnets
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("ControlNet {i}"), c.a1111_text()))
+            .collect();
+        if let Some(vae) = &self.vae {
+            let name = vae.file_stem().map(|s| s.to_string_lossy().into_owned());
+            extras.push(("VAE".into(), name.unwrap_or_default()));
+            extras.extend(vae_hash.map(|h| ("VAE hash".to_owned(), h)));
+        }
+        extras
+    }
+}
 
 /// What a model's UNet predicts: the noise (SD 1.x, SD 2.x base) or v (SD 2.x 768-v).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,11 +30,7 @@ fn tiny_models_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         // Inside target/tmp, so `cargo clean` removes it; kept for the whole run.
-        let root = tempfile::Builder::new()
-            .prefix("atelier-ui-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .expect("creating a temp dir")
-            .keep();
+        let root = kept_dir("atelier-ui-");
         // Set once, before any test builds a studio (which reads them): tests run in parallel.
         std::env::set_var("ATELIER_HOME", root.join("home"));
         std::env::set_var("HF_HUB_CACHE", root.join("hf-cache"));
@@ -57,11 +53,7 @@ fn studio_harness() -> StudioHarness {
 fn studio_harness_with(mut options: StudioOptions) -> StudioHarness {
     // Each studio its own gallery (tests run in parallel; one gallery admits one writer).
     if options.gallery_dir.is_none() {
-        let dir = tempfile::Builder::new()
-            .prefix("atelier-ui-gallery-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .expect("creating a temp dir")
-            .keep();
+        let dir = kept_dir("atelier-ui-gallery-");
         options.gallery_dir = Some(dir);
     }
     Harness::builder()
@@ -565,11 +557,7 @@ fn studio_with_pictures(pictures: &[image::RgbImage]) -> StudioHarness {
 /// gallery thread is its only writer from then on).
 fn studio_with_gallery(setup: impl FnOnce(&mut atelier::gallery::Gallery)) -> StudioHarness {
     tiny_models_dir();
-    let dir = tempfile::Builder::new()
-        .prefix("atelier-ui-gallery-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("creating a temp dir")
-        .keep();
+    let dir = kept_dir("atelier-ui-gallery-");
     {
         let mut g = atelier::gallery::Gallery::open(&dir).expect("opening the gallery");
         setup(&mut g);
@@ -758,11 +746,7 @@ fn adjustments_preview_store_paste_reset_and_undo() {
 fn adjustments_preview_runs_on_the_renderers_wgpu_device() {
     use atelier::postfx::{Exposure, Op, OpEntry};
     tiny_models_dir();
-    let dir = tempfile::Builder::new()
-        .prefix("atelier-ui-gallery-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("creating a temp dir")
-        .keep();
+    let dir = kept_dir("atelier-ui-gallery-");
     atelier::gallery::Gallery::open(&dir)
         .and_then(|mut g| g.import_image(&gradient(96, 64, 40), "test"))
         .expect("importing a picture");
@@ -922,12 +906,17 @@ fn export_one(harness: &mut StudioHarness, dir: &std::path::Path) -> PathBuf {
         .expect("a new file")
 }
 
-fn export_dir() -> PathBuf {
+/// A folder inside target/tmp (so `cargo clean` removes it), kept after the test.
+fn kept_dir(prefix: &str) -> PathBuf {
     tempfile::Builder::new()
-        .prefix("atelier-ui-export-")
+        .prefix(prefix)
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("creating a temp dir")
         .keep()
+}
+
+fn export_dir() -> PathBuf {
+    kept_dir("atelier-ui-export-")
 }
 
 #[test]
@@ -1055,11 +1044,7 @@ fn export_window_apply_adjustments_switch_decides_the_pixels() {
 #[test]
 fn results_are_saved_while_the_window_is_hidden() {
     tiny_models_dir();
-    let gallery = tempfile::Builder::new()
-        .prefix("atelier-ui-gallery-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("creating a temp dir")
-        .keep();
+    let gallery = kept_dir("atelier-ui-gallery-");
     let ctx = egui::Context::default();
     let mut studio = StudioApp::new_headless(
         &ctx,
@@ -1294,11 +1279,7 @@ fn unfinished_jobs_can_be_discarded() {
 
 #[test]
 fn the_prompt_and_the_sketch_survive_a_crash() {
-    let gallery = tempfile::Builder::new()
-        .prefix("atelier-ui-gallery-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("creating a temp dir")
-        .keep();
+    let gallery = kept_dir("atelier-ui-gallery-");
     let options = StudioOptions {
         extra_model_dirs: vec![tiny_models_dir().clone()],
         gallery_dir: Some(gallery.clone()),
@@ -1404,11 +1385,7 @@ fn prompt_token_counter_follows_chunks() {
 /// again. The picture made then names the LoRA, the VAE and their hashes as A1111 does.
 #[test]
 fn a1111_folder_single_file_checkpoint_vae_and_lora_picker() {
-    let root = tempfile::Builder::new()
-        .prefix("atelier-ui-webui-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("creating a temp dir")
-        .keep();
+    let root = kept_dir("atelier-ui-webui-");
     let sd = root.join("models/Stable-diffusion");
     std::fs::create_dir_all(&sd).unwrap();
     atelier::models::export::write_single_file(
@@ -1536,11 +1513,7 @@ fn a1111_folder_single_file_checkpoint_vae_and_lora_picker() {
 /// names the ControlNet as sd-webui-controlnet does.
 #[test]
 fn lines_on_the_control_layer_steer_through_the_chosen_controlnet() {
-    let root = tempfile::Builder::new()
-        .prefix("atelier-ui-control-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("creating a temp dir")
-        .keep();
+    let root = kept_dir("atelier-ui-control-");
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
     common::copy_dir(
         &fixtures.join("tiny-sd15"),

@@ -269,21 +269,12 @@ impl StudioApp {
             ..Default::default()
         };
         let mut template = template;
-        for (i, c) in request.controlnets.iter().enumerate() {
-            template
-                .extra
-                .insert(format!("ControlNet {i}"), c.a1111_text());
-        }
-        if let Some(vae) = &request.vae {
-            // As A1111 writes it: the VAE's name and, once the scan has hashed it, its hash.
-            let name = vae.file_stem().map(|s| s.to_string_lossy().into_owned());
-            template
-                .extra
-                .insert("VAE".into(), name.unwrap_or_default());
-            if let Some(h) = self.rt.models.vae_hashes.get(vae) {
-                template.extra.insert("VAE hash".into(), h.clone());
-            }
-        }
+        // The VAE's hash once the scan has computed it (no hashing in the frame).
+        let vae_hash = request
+            .vae
+            .as_ref()
+            .and_then(|v| self.rt.models.vae_hashes.get(v).cloned());
+        template.extra.extend(request.a1111_extras(vae_hash));
         // A1111's `Lora hashes`, for the LoRAs whose hash the scan has computed.
         let hashes = &self.rt.models.lora_hashes;
         let known: Vec<(&Path, &str)> = request

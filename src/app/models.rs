@@ -165,9 +165,7 @@ impl ModelList {
 
     /// The LoRA a prompt names (`<lora:NAME:W>`): a file found with that stem.
     pub fn lora_named(&self, name: &str) -> Option<&PathBuf> {
-        self.loras
-            .iter()
-            .find(|p| p.file_stem().is_some_and(|s| s.to_string_lossy() == name))
+        by_stem(&self.loras, name)
     }
 
     /// The model a picture was made with: the checkpoint whose AUTOMATIC1111 hash it names
@@ -197,17 +195,19 @@ impl ModelList {
                     .is_some_and(|h| h.eq_ignore_ascii_case(hash.trim()))
             })
         });
-        by_hash.or_else(|| {
-            let name = name?;
-            self.vaes
-                .iter()
-                .find(|p| p.file_stem().is_some_and(|s| s.to_string_lossy() == name))
-        })
+        by_hash.or_else(|| by_stem(&self.vaes, name?))
     }
 
     pub fn find(&self, dir: &Path) -> Option<&ModelInfo> {
         self.models.iter().find(|m| m.dir == dir)
     }
+}
+
+/// The file in `files` whose stem is `name` (how prompts and A1111 metadata name files).
+fn by_stem<'a>(files: &'a [PathBuf], name: &str) -> Option<&'a PathBuf> {
+    files
+        .iter()
+        .find(|p| p.file_stem().is_some_and(|s| s.to_string_lossy() == name))
 }
 
 #[cfg(test)]

@@ -419,24 +419,13 @@ pub(crate) fn generate(
     let mut jobs = Vec::new();
     for request in requests {
         let mut template = template.clone();
-        if let Some(vae) = &request.vae {
-            // As A1111 writes it: the VAE's name and, for a file, its short hash.
-            let name = vae
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            template.extra.insert("VAE".into(), name);
-            if vae.is_file() {
-                if let Ok(h) = atelier::models::hash::a1111_short_hash(vae) {
-                    template.extra.insert("VAE hash".into(), h);
-                }
-            }
-        }
-        for (i, c) in request.controlnets.iter().enumerate() {
-            template
-                .extra
-                .insert(format!("ControlNet {i}"), c.a1111_text());
-        }
+        // A VAE file's short hash (the CLI may block on hashing).
+        let vae_hash = request
+            .vae
+            .as_deref()
+            .filter(|v| v.is_file())
+            .and_then(|v| atelier::models::hash::a1111_short_hash(v).ok());
+        template.extra.extend(request.a1111_extras(vae_hash));
         if !request.loras.is_empty() {
             template
                 .extra

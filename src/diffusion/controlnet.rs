@@ -73,7 +73,6 @@ pub struct ControlNet {
     mid_zero: Conv2d,
     bgr: bool,
     global_pool: bool,
-    config: ControlNetConfig,
 }
 
 impl ControlNet {
@@ -208,7 +207,6 @@ impl ControlNet {
             mid_zero,
             bgr: config.controlnet_conditioning_channel_order == "bgr",
             global_pool: config.global_pool_conditions,
-            config,
         })
     }
 
@@ -221,10 +219,6 @@ impl ControlNet {
     /// treats it as [`ControlMode::Control`].
     pub fn global_pool(&self) -> bool {
         self.global_pool
-    }
-
-    pub fn config(&self) -> &ControlNetConfig {
-        &self.config
     }
 
     /// The residuals for the UNet's call on `xs` `[B, C, h, w]` at `timestep` with `context`,

@@ -454,26 +454,17 @@ impl Unet {
         self.forward_rows(xs, &t, context, added, guidance, control)
     }
 
-    /// Like [`Unet::forward`] with one timestep per batch row (`[B]`), as training needs.
+    /// Like [`Unet::forward_controlled`] with one timestep per batch row (`[B]`), as
+    /// training needs (a ControlNet's training passes its residuals).
     pub fn forward_t(
         &self,
         xs: &Tensor,
         t: &Tensor,
         context: &Tensor,
         added: Option<AddedCond<'_>>,
+        control: Option<&ControlResiduals>,
     ) -> Result<Tensor> {
-        self.forward_rows(xs, t, context, added, None, None)
-    }
-
-    /// [`Unet::forward_t`] with a ControlNet's residuals (training a ControlNet).
-    pub fn forward_t_controlled(
-        &self,
-        xs: &Tensor,
-        t: &Tensor,
-        context: &Tensor,
-        control: &ControlResiduals,
-    ) -> Result<Tensor> {
-        self.forward_rows(xs, t, context, None, None, Some(control))
+        self.forward_rows(xs, t, context, added, None, control)
     }
 
     fn forward_rows(

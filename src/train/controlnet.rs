@@ -29,7 +29,7 @@ use super::trainer::{
 };
 use crate::diffusion::controlnet::ControlNet;
 use crate::diffusion::noise::NoiseRng;
-use crate::diffusion::pipeline::LoadedModel;
+use crate::diffusion::pipeline::{pictures_to_tensor, LoadedModel, PixelRange};
 use crate::diffusion::sampler::Prediction;
 use crate::models::config::ControlNetConfig;
 use crate::sketch::control::canny;
@@ -248,29 +248,6 @@ pub fn place(img: &RgbImage, scale: f32, fx: f32, fy: f32) -> RgbImage {
     out
 }
 
-/// `[B, 3, H, W]` in [0, 1] (control) or [-1, 1] (pictures).
-fn images_to_tensor(
-    images: &[&RgbImage],
-    signed: bool,
-    device: &Device,
-) -> Result<Tensor, TrainError> {
-    let (w, h) = images[0].dimensions();
-    let mut data = Vec::with_capacity(images.len() * 3 * (w * h) as usize);
-    for img in images {
-        for c in 0..3 {
-            for p in img.pixels() {
-                let v = p.0[c] as f32 / 255.0;
-                data.push(if signed { v * 2.0 - 1.0 } else { v });
-            }
-        }
-    }
-    Ok(Tensor::from_vec(
-        data,
-        (images.len(), 3, h as usize, w as usize),
-        device,
-    )?)
-}
-
 fn checkpoint_dir(out: &Path) -> PathBuf {
     out.join("checkpoint")
 }
@@ -413,16 +390,22 @@ pub fn train_controlnet(
             .iter()
             .map(|&i| random_layout(&data.items[i].image, &mut rng))
             .collect();
-        let x0 = model.vae().encode(&images_to_tensor(
+        let x0 = model.vae().encode(&pictures_to_tensor(
             &placed.iter().collect::<Vec<_>>(),
-            true,
+            PixelRange::Signed,
             device,
+            DType::F32,
         )?)?;
         let conds: Vec<RgbImage> = placed
             .iter()
             .map(|img| training_condition(img, state.condition, &mut rng))
             .collect();
-        let cond = images_to_tensor(&conds.iter().collect::<Vec<_>>(), false, device)?;
+        let cond = pictures_to_tensor(
+            &conds.iter().collect::<Vec<_>>(),
+            PixelRange::Unit,
+            device,
+            DType::F32,
+        )?;
         let ctx: Vec<Tensor> = idx
             .iter()
             .map(|&i| {
@@ -458,7 +441,7 @@ pub fn train_controlnet(
         let residuals = net.forward_t(&xt, &t, &ctx, None, &cond, 1.0, false)?;
         let pred = model
             .unet()
-            .forward_t_controlled(&xt, &t, &ctx, &residuals)?;
+            .forward_t(&xt, &t, &ctx, None, Some(&residuals))?;
         let per_sample = (pred - target)?
             .sqr()?
             .mean(D::Minus1)?

@@ -905,7 +905,7 @@ impl Run<'_> {
                 opts.batch,
                 device,
             )?;
-            let pred = models.unet.forward_t(&xt, &t, &context, None)?;
+            let pred = models.unet.forward_t(&xt, &t, &context, None, None)?;
             let per_sample = (pred - target)?
                 .sqr()?
                 .mean(D::Minus1)?
@@ -1219,7 +1219,7 @@ mod tests {
         let mut rng = NoiseRng::new(3);
         let x = rng.randn((2, 4, 4, 4), DType::F32, &dev).unwrap();
         let t = Tensor::new(&[10f32, 900.], &dev).unwrap();
-        let pred = m.unet.forward_t(&x, &t, &context, None).unwrap();
+        let pred = m.unet.forward_t(&x, &t, &context, None, None).unwrap();
         let loss = (pred - x.affine(0.5, 0.1).unwrap())
             .unwrap()
             .sqr()
