@@ -120,11 +120,15 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    if let Some(n) = cli.threads {
-        // Read by rayon's pool and candle's kernels when they first start, which is later:
-        // nothing has run on them yet, and no other thread exists.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
+    // Read by rayon's pool and candle's kernels when they first start, which is later:
+    // nothing has run on them yet, and no other thread exists. Without it, candle works the
+    // count out again on every parallel kernel (reading /proc/cpuinfo: about a thousand
+    // reads in a six-step Mini picture), so the default is resolved and set once here too.
+    let threads = cli
+        .threads
+        .map(usize::from)
+        .unwrap_or_else(candle_core::utils::get_num_threads);
+    std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
     let result = match cli.command {
         None => atelier::app::run_studio(atelier::app::StudioOptions {
             extra_model_dirs: cli.model_dirs,

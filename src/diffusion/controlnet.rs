@@ -222,8 +222,8 @@ impl ControlNet {
     }
 
     /// The residuals for the UNet's call on `xs` `[B, C, h, w]` at `timestep` with `context`,
-    /// from `image` `[B, 3, h·f, w·f]` (RGB in [0, 1]), times `scale` (and the
-    /// [`ControlMode::Control`] ramp when `ramp`).
+    /// from the control image `[B, 3, h·f, w·f]` (RGB in [0, 1]) as [`ControlNet::embed`]
+    /// made it, times `scale` (and the [`ControlMode::Control`] ramp when `ramp`).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -231,12 +231,12 @@ impl ControlNet {
         timestep: f64,
         context: &Tensor,
         added: Option<&AddedCond<'_>>,
-        image: &Tensor,
+        hint: &Tensor,
         scale: f64,
         ramp: bool,
     ) -> Result<ControlResiduals> {
         let t = (Tensor::ones(xs.dim(0)?, xs.dtype(), xs.device())? * timestep)?;
-        self.forward_t(xs, &t, context, added, image, scale, ramp)
+        self.forward_embedded(xs, &t, context, added, hint, scale, ramp)
     }
 
     /// [`ControlNet::forward`] with one timestep per row (`[B]`), as training needs.
@@ -251,6 +251,14 @@ impl ControlNet {
         scale: f64,
         ramp: bool,
     ) -> Result<ControlResiduals> {
+        let hint = self.embed(image, xs.dtype())?;
+        self.forward_embedded(xs, t, context, added, &hint, scale, ramp)
+    }
+
+    /// The control image `[B, 3, H, W]` (RGB in [0, 1]) through the conditioning embedding,
+    /// in `dtype`: it depends on nothing else, so a generation makes it once and passes it to
+    /// [`ControlNet::forward_embedded`] at every step.
+    pub fn embed(&self, image: &Tensor, dtype: DType) -> Result<Tensor> {
         let image = if self.bgr {
             Tensor::cat(
                 &[
@@ -263,11 +271,24 @@ impl ControlNet {
         } else {
             image.clone()
         };
-        let image = image.to_dtype(xs.dtype())?;
-        let hint = self.hint.forward(&image)?;
+        self.hint.forward(&image.to_dtype(dtype)?)
+    }
+
+    /// [`ControlNet::forward_t`] from the [`ControlNet::embed`]ded control image.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_embedded(
+        &self,
+        xs: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+        added: Option<&AddedCond<'_>>,
+        hint: &Tensor,
+        scale: f64,
+        ramp: bool,
+    ) -> Result<ControlResiduals> {
         let encoded = self
             .encoder
-            .forward(xs, t, context, added, None, Some(&hint))?;
+            .forward(xs, t, context, added, None, Some(hint))?;
         if encoded.residuals.len() != self.zero_convs.len() {
             candle_core::bail!(
                 "ControlNet: {} skip tensors for {} zero convolutions",

@@ -402,12 +402,15 @@ impl LoadedModel {
                 ));
             }
             let image = resize_rgb(image, request.width, request.height);
-            let tensor = pictures_to_tensor(&[&image], PixelRange::Unit, &self.device, self.dtype)?
+            let tensor = pictures_to_tensor(&[&image], PixelRange::Unit, &self.device, self.dtype)?;
+            // The conditioning embedding sees only the image: once per job, not every step.
+            let hint = self.controlnets[net]
+                .embed(&tensor, self.dtype)?
                 .repeat((b, 1, 1, 1))?;
             let ramp = spec.mode == ControlMode::Control || self.controlnets[net].global_pool();
             out.push(ActiveControl {
                 net,
-                image: tensor,
+                hint,
                 scale: f64::from(spec.scale),
                 start: spec.start,
                 end: spec.end,
@@ -698,7 +701,7 @@ impl LoadedModel {
                         t,
                         &pass.context,
                         added.as_ref(),
-                        &repeat(&c.image)?,
+                        &repeat(&c.hint)?,
                         c.scale,
                         c.ramp,
                     )?
@@ -724,7 +727,7 @@ impl LoadedModel {
                         t,
                         &narrow(&pass.context)?,
                         added.as_ref(),
-                        &c.image,
+                        &c.hint,
                         c.scale,
                         true,
                     )?;
@@ -843,8 +846,8 @@ impl Laps {
 struct ActiveControl {
     /// Its index in the model's loaded ControlNets.
     net: usize,
-    /// The control image, `[b, 3, H, W]` in [0, 1].
-    image: Tensor,
+    /// The control image through the ControlNet's conditioning embedding, `b` rows.
+    hint: Tensor,
     scale: f64,
     start: f64,
     end: f64,
