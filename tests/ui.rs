@@ -1653,3 +1653,96 @@ fn zoomed_strokes_land_where_they_are_drawn() {
     assert_eq!(app(&harness).state().canvas.view_zoom, 1.0);
     assert_eq!(app(&harness).state().canvas.view_pan, [0.0, 0.0]);
 }
+
+/// The canvas's tools: G picks the fill bucket and a click fills the empty canvas; I picks
+/// the eyedropper, whose click takes the fill's colour as the brush colour and goes back to
+/// the brush; E switches the eraser, [ and ] size the brush; a pen's pressure readings reach
+/// the stroke.
+#[test]
+fn canvas_tools_fill_pick_eraser_size_and_pen_pressure() {
+    use atelier::app::state::CanvasTool;
+    use atelier::sketch::Layer;
+    let mut harness = ready_studio();
+    let area = harness.get_by_label("Sketch canvas").rect();
+    let click = |h: &mut StudioHarness, at: egui::Pos2| {
+        h.hover_at(at);
+        h.drag_at(at);
+        h.drop_at(at);
+        h.run_ok();
+    };
+    app_mut(&mut harness).canvas_settings_mut().color_rgba = [200, 40, 10, 255];
+    harness.key_press(Key::G);
+    harness.run_ok();
+    assert_eq!(app(&harness).state().canvas.tool, CanvasTool::Fill);
+    click(&mut harness, area.center());
+    let strokes = app(&harness).sketch().strokes(Layer::Paint).to_vec();
+    assert_eq!(strokes.len(), 1);
+    assert!(strokes[0].fill);
+    let doc = app(&harness).sketch();
+    let img = doc.rasterize(doc.width_px(), doc.height_px());
+    assert!(
+        img.pixels().all(|p| p.0 == [200, 40, 10]),
+        "the empty canvas is filled"
+    );
+
+    app_mut(&mut harness).canvas_settings_mut().color_rgba = [0, 0, 255, 255];
+    harness.key_press(Key::I);
+    harness.run_ok();
+    assert_eq!(app(&harness).state().canvas.tool, CanvasTool::Eyedropper);
+    click(&mut harness, area.center() + egui::vec2(30.0, -20.0));
+    let canvas = &app(&harness).state().canvas;
+    assert_eq!(canvas.color_rgba, [200, 40, 10, 255]);
+    assert_eq!(canvas.tool, CanvasTool::Brush);
+    assert_eq!(
+        app(&harness).sketch().strokes(Layer::Paint).len(),
+        1,
+        "picking paints nothing"
+    );
+
+    let size = app(&harness).state().canvas.brush_size_px;
+    harness.key_press(Key::CloseBracket);
+    harness.key_press(Key::E);
+    harness.run_ok();
+    let canvas = &app(&harness).state().canvas;
+    assert!(canvas.brush_size_px > size && canvas.eraser);
+    harness.key_press(Key::OpenBracket);
+    harness.key_press(Key::E);
+    harness.run_ok();
+    let canvas = &app(&harness).state().canvas;
+    assert!((canvas.brush_size_px - size).abs() < 1e-3 && !canvas.eraser);
+
+    // A pen stroke: each move comes with a touch reading carrying the pressure.
+    let (from, to) = (
+        area.center() - egui::vec2(60.0, 0.0),
+        area.center() + egui::vec2(60.0, 0.0),
+    );
+    let touch = |h: &mut StudioHarness, pos: egui::Pos2, force: f32| {
+        h.event(egui::Event::Touch {
+            device_id: egui::TouchDeviceId(1),
+            id: egui::TouchId(1),
+            phase: egui::TouchPhase::Move,
+            pos,
+            force: Some(force),
+        });
+    };
+    harness.hover_at(from);
+    touch(&mut harness, from, 0.9);
+    harness.drag_at(from);
+    let mid = from.lerp(to, 0.5);
+    touch(&mut harness, mid, 0.5);
+    harness.hover_at(mid);
+    touch(&mut harness, to, 0.2);
+    harness.hover_at(to);
+    harness.drop_at(to);
+    harness.run_ok();
+    let strokes = app(&harness).sketch().strokes(Layer::Paint).to_vec();
+    assert_eq!(strokes.len(), 2);
+    let pen = &strokes[1];
+    assert!(!pen.fill);
+    assert_eq!(pen.pressures.len(), pen.points_in_canvas.len());
+    assert!(
+        pen.pressures.first() > pen.pressures.last(),
+        "{:?}",
+        pen.pressures
+    );
+}

@@ -314,6 +314,16 @@ impl StudioApp {
                 doc.redo();
             }
             SketchCommand::Clear => doc.clear(),
+            SketchCommand::PickColour(pos) => {
+                let [r, g, b] = doc.sample_colour(pos);
+                let canvas = &mut self.state.canvas;
+                canvas.color_rgba = [r, g, b, canvas.color_rgba[3]];
+                // Back to painting with it, as a quick pick is used.
+                if canvas.tool == crate::app::state::CanvasTool::Eyedropper {
+                    canvas.tool = crate::app::state::CanvasTool::Brush;
+                }
+                canvas.eraser = false;
+            }
             SketchCommand::RemoveBackground => {
                 if doc.background().is_some() {
                     doc.set_background(None);

@@ -261,6 +261,11 @@ impl StudioApp {
         &mut self.state.prompt
     }
 
+    /// The canvas's tools, e.g. for scripting a session.
+    pub fn canvas_settings_mut(&mut self) -> &mut crate::app::state::CanvasSettings {
+        &mut self.state.canvas
+    }
+
     /// True while the files a scan found are being hashed (A1111 model and LoRA hashes).
     pub fn is_hashing_models(&self) -> bool {
         self.rt.models.hashing()

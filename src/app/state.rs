@@ -175,7 +175,10 @@ pub struct CanvasSettings {
     pub brush_size_px: f32,
     /// Straight sRGBA.
     pub color_rgba: [u8; 4],
+    /// The brush and the fill bucket erase instead of painting.
     pub eraser: bool,
+    /// What a click or drag on the canvas does.
+    pub tool: CanvasTool,
     /// The layer strokes go to: the picture, the inpainting mask or the control layer.
     pub layer: Layer,
     /// Send the canvas as the init image (and the mask, if any) with each generation.
@@ -195,6 +198,7 @@ impl Default for CanvasSettings {
             brush_size_px: 16.0,
             color_rgba: [32, 32, 32, 255],
             eraser: false,
+            tool: CanvasTool::Brush,
             layer: Layer::Paint,
             use_sketch: false,
             control: ControlSettings::default(),
@@ -203,6 +207,19 @@ impl Default for CanvasSettings {
             view_pan: [0.0, 0.0],
         }
     }
+}
+
+/// The canvas's tools (the eraser is a switch that the brush and the fill bucket share).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CanvasTool {
+    /// Round brush, with pen pressure where the platform reports it (B).
+    #[default]
+    Brush,
+    /// Fills the connected area of like colour (or the enclosed area on the mask and
+    /// control layers) (G).
+    Fill,
+    /// Picks the brush colour from the canvas (I; Alt+click with the brush too).
+    Eyedropper,
 }
 
 impl CanvasSettings {

@@ -1,9 +1,10 @@
-//! The sketch canvas panel: toolbar (brush size and colour, eraser, mask mode, undo/redo,
-//! clear, background image, "use sketch") and the drawing surface. Strokes are collected here
-//! while the pointer is down and handed to the app as a command when it is released.
+//! The sketch canvas panel: toolbar (tools: brush, fill bucket, eyedropper; brush size and
+//! colour, eraser, layers, undo/redo, clear, background image, "use sketch") and the drawing
+//! surface. Strokes are collected here while the pointer is down (with pen pressure where the
+//! platform reports it) and handed to the app as a command when it is released.
 
 use super::{labelled, Command, Commands, SketchCommand};
-use crate::app::state::CanvasSettings;
+use crate::app::state::{CanvasSettings, CanvasTool};
 use crate::sketch::{Layer, SketchDoc, Stroke};
 
 /// The tint the mask is shown in on the canvas.
@@ -28,9 +29,11 @@ pub struct CanvasView<'a> {
     pub live_secs: Option<f32>,
 }
 
-/// The stroke being drawn, kept by the app between frames.
+/// The stroke being drawn, kept by the app between frames, and the pen's last pressure
+/// reading (a pen reports it with its moves, which may come in other frames than the
+/// pointer's; it is forgotten when the stroke ends).
 #[derive(Clone, Debug, Default)]
-pub struct StrokeInProgress(pub Option<(Layer, Stroke)>);
+pub struct StrokeInProgress(pub Option<(Layer, Stroke)>, pub Option<f32>);
 
 pub fn canvas_panel_ui(
     ui: &mut egui::Ui,
@@ -39,6 +42,7 @@ pub fn canvas_panel_ui(
     in_progress: &mut StrokeInProgress,
     commands: &mut Commands,
 ) {
+    tool_keys(ui, settings);
     toolbar_ui(ui, settings, view, commands);
     if settings.layer == Layer::Control || view.doc.has_control() {
         control_row_ui(ui, settings, view);
@@ -84,6 +88,41 @@ fn live_ui(ui: &mut egui::Ui, view: &CanvasView<'_>) {
     });
 }
 
+/// The tools' keys while no text field has the keyboard: B brush, G fill, I eyedropper,
+/// E eraser on/off, [ and ] brush size.
+fn tool_keys(ui: &egui::Ui, settings: &mut CanvasSettings) {
+    if ui.ctx().egui_wants_keyboard_input() {
+        return;
+    }
+    use egui::Key;
+    ui.input(|i| {
+        if i.modifiers.command || i.modifiers.alt {
+            return;
+        }
+        if i.key_pressed(Key::B) {
+            settings.tool = CanvasTool::Brush;
+        }
+        if i.key_pressed(Key::G) {
+            settings.tool = CanvasTool::Fill;
+        }
+        if i.key_pressed(Key::I) {
+            settings.tool = CanvasTool::Eyedropper;
+        }
+        if i.key_pressed(Key::E) {
+            settings.eraser = !settings.eraser;
+        }
+        if i.key_pressed(Key::OpenBracket) {
+            settings.brush_size_px = (settings.brush_size_px / 1.25).max(1.0);
+        }
+        if i.key_pressed(Key::CloseBracket) {
+            settings.brush_size_px = (settings.brush_size_px * 1.25).min(MAX_BRUSH_PX);
+        }
+    });
+}
+
+/// The largest brush, in canvas pixels.
+pub const MAX_BRUSH_PX: f32 = 256.0;
+
 fn toolbar_ui(
     ui: &mut egui::Ui,
     settings: &mut CanvasSettings,
@@ -92,13 +131,35 @@ fn toolbar_ui(
 ) {
     let doc = view.doc;
     ui.horizontal_wrapped(|ui| {
-        labelled(ui, "Brush", |ui| {
+        for (tool, name, hover) in [
+            (
+                CanvasTool::Brush,
+                "Brush",
+                "Paint strokes (B); pen pressure sets the width",
+            ),
+            (
+                CanvasTool::Fill,
+                "Fill",
+                "Fill the area of like colour (G); on the mask and control layers, the area \
+                 the lines enclose",
+            ),
+            (
+                CanvasTool::Eyedropper,
+                "Pick",
+                "Take the brush colour from the canvas (I; or Alt+click with the brush)",
+            ),
+        ] {
+            ui.selectable_value(&mut settings.tool, tool, name)
+                .on_hover_text(hover);
+        }
+        labelled(ui, "Size", |ui| {
             ui.add(
-                egui::Slider::new(&mut settings.brush_size_px, 1.0..=128.0)
+                egui::Slider::new(&mut settings.brush_size_px, 1.0..=MAX_BRUSH_PX)
                     .logarithmic(true)
                     .suffix(" px"),
             )
-        });
+        })
+        .on_hover_text("Brush diameter in canvas pixels ([ and ])");
         let mut color = egui::Color32::from_rgba_unmultiplied(
             settings.color_rgba[0],
             settings.color_rgba[1],
@@ -113,7 +174,7 @@ fn toolbar_ui(
             settings.color_rgba = color.to_srgba_unmultiplied();
         }
         ui.toggle_value(&mut settings.eraser, "Eraser")
-            .on_hover_text("Erase on the current layer");
+            .on_hover_text("The brush and the fill erase on the current layer (E)");
         ui.separator();
         for (layer, name, hover) in [
             (
@@ -351,8 +412,45 @@ fn surface_ui(
     };
     let to_screen = |p: [f32; 2]| -> egui::Pos2 { rect.min + egui::vec2(p[0], p[1]) * scale };
 
-    // Collect the stroke while the pointer is down (not while panning).
-    if !panning && (response.drag_started() || response.is_pointer_button_down_on()) {
+    // The pen's newest pressure reading over the canvas.
+    let reading = ui.input(|i| {
+        i.events.iter().rev().find_map(|e| match e {
+            egui::Event::Touch {
+                force: Some(force),
+                phase: egui::TouchPhase::Start | egui::TouchPhase::Move,
+                ..
+            } => Some(*force),
+            _ => None,
+        })
+    });
+    if reading.is_some() && (response.hovered() || in_progress.0.is_some()) {
+        in_progress.1 = reading;
+    }
+    // The fill bucket and the eyedropper act on a click; Alt+click with the brush picks too.
+    let picking = settings.tool == CanvasTool::Eyedropper
+        || (settings.tool == CanvasTool::Brush && ui.input(|i| i.modifiers.alt));
+    if !panning && (picking || settings.tool == CanvasTool::Fill) {
+        if response.hovered() {
+            ui.ctx().set_cursor_icon(egui::CursorIcon::Crosshair);
+        }
+        if let Some(pos) = response
+            .interact_pointer_pos()
+            .filter(|_| response.clicked())
+        {
+            let pos = to_canvas(pos);
+            commands.push(Command::Sketch(if picking {
+                SketchCommand::PickColour(pos)
+            } else {
+                SketchCommand::AddStroke(
+                    settings.layer(),
+                    Stroke::fill_at(pos, settings.color_rgba, settings.eraser),
+                )
+            }));
+        }
+    } else if !panning && (response.drag_started() || response.is_pointer_button_down_on()) {
+        // Collect the stroke while the pointer is down (not while panning), with the pen's
+        // pressure.
+        let pressure = in_progress.1;
         if let Some(pos) = response.interact_pointer_pos() {
             let (_, stroke) = in_progress.0.get_or_insert_with(|| {
                 (
@@ -360,7 +458,7 @@ fn surface_ui(
                     Stroke::new(settings.brush_size_px, settings.color_rgba, settings.eraser),
                 )
             });
-            stroke.push_point(to_canvas(pos));
+            stroke.push_point_with_pressure(to_canvas(pos), pressure);
         }
     }
     let released = response.drag_stopped()
@@ -370,6 +468,7 @@ fn surface_ui(
         if let Some((layer, stroke)) = in_progress.0.take() {
             commands.push(Command::Sketch(SketchCommand::AddStroke(layer, stroke)));
         }
+        in_progress.1 = None;
     }
 
     // The stroke being drawn, as vector shapes until it lands in the document.
@@ -393,16 +492,24 @@ fn surface_ui(
             .map(|p| to_screen(*p))
             .collect();
         let clipped = painter.with_clip_rect(rect.intersect(area));
-        for p in &points {
-            clipped.circle_filled(*p, width * 0.5, color);
+        for (i, p) in points.iter().enumerate() {
+            clipped.circle_filled(*p, width * 0.5 * stroke.pressure_at(i), color);
         }
-        if points.len() > 1 {
+        if stroke.pressures.is_empty() && points.len() > 1 {
             clipped.add(egui::Shape::line(points, egui::Stroke::new(width, color)));
+        } else {
+            for (i, pair) in points.windows(2).enumerate() {
+                let w = width * stroke.pressure_at(i).min(stroke.pressure_at(i + 1));
+                clipped.line_segment([pair[0], pair[1]], egui::Stroke::new(w, color));
+            }
         }
     }
 
     // Brush outline under the pointer.
-    if let Some(hover) = response.hover_pos() {
+    if let Some(hover) = response
+        .hover_pos()
+        .filter(|_| settings.tool == CanvasTool::Brush)
+    {
         painter.with_clip_rect(rect.intersect(area)).circle_stroke(
             hover,
             settings.brush_size_px * scale * 0.5,

@@ -94,6 +94,8 @@ pub enum SketchCommand {
     Undo,
     Redo,
     Clear,
+    /// Take the brush colour from the canvas at this point (canvas pixels).
+    PickColour([f32; 2]),
     /// Ask for an image file to use as the background.
     OpenBackground,
     RemoveBackground,
