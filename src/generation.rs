@@ -232,6 +232,66 @@ impl ControlSpec {
     }
 }
 
+/// A ControlNet's settings as sd-webui-controlnet writes them into a picture's parameters
+/// (see [`ControlSpec::a1111_text`]), read back: "reuse settings" of a gallery picture.
+#[derive(Clone, Debug, PartialEq)]
+pub struct A1111Control {
+    /// The ControlNet's name (A1111 may add ` [hash]`, which is dropped).
+    pub model: String,
+    pub scale: f32,
+    pub start: f64,
+    pub end: f64,
+    pub mode: ControlMode,
+}
+
+impl A1111Control {
+    /// Reads the value of a `ControlNet N` entry; `None` without a model. Values that do not
+    /// parse keep their defaults (weight 1, 0 to 1, balanced).
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut out = Self {
+            model: String::new(),
+            scale: 1.0,
+            start: 0.0,
+            end: 1.0,
+            mode: ControlMode::Balanced,
+        };
+        for part in text.split(',') {
+            let Some((key, value)) = part.split_once(':') else {
+                continue;
+            };
+            let value = value.trim().trim_matches('"');
+            match key.trim().to_ascii_lowercase().as_str() {
+                "model" => {
+                    let name = value.split(" [").next().unwrap_or(value).trim();
+                    out.model = name.to_owned();
+                }
+                "weight" => out.scale = value.parse().unwrap_or(out.scale),
+                "guidance start" => out.start = value.parse().unwrap_or(out.start),
+                "guidance end" => out.end = value.parse().unwrap_or(out.end),
+                "control mode"
+                    if value
+                        .to_ascii_lowercase()
+                        .contains("controlnet is more important") =>
+                {
+                    out.mode = ControlMode::Control;
+                }
+                _ => {}
+            }
+        }
+        let ok = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
+        if !out.scale.is_finite() || !ok(out.start) || !ok(out.end) || out.start >= out.end {
+            out.scale = if out.scale.is_finite() {
+                out.scale
+            } else {
+                1.0
+            };
+            out.start = 0.0;
+            out.end = 1.0;
+        }
+        (!out.model.is_empty() && out.model != "None").then_some(out)
+    }
+}
+
 /// How a ControlNet is weighed against the prompt.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -550,6 +610,43 @@ pub struct GeneratedImage {
 
 #[cfg(test)]
 mod tests {
+    /// The ControlNet entry Atelier writes reads back; A1111's own with a hash too.
+    #[test]
+    fn a1111_controlnet_entries_read_back() {
+        let spec = ControlSpec {
+            scale: 0.6,
+            start: 0.1,
+            end: 0.8,
+            mode: ControlMode::Control,
+            ..ControlSpec::new(
+                PathBuf::from("/m/mini-scribble"),
+                std::sync::Arc::new(image::RgbImage::new(1, 1)),
+            )
+        };
+        let back = A1111Control::parse(&spec.a1111_text()).unwrap();
+        assert_eq!(
+            back,
+            A1111Control {
+                model: "mini-scribble".into(),
+                scale: 0.6,
+                start: 0.1,
+                end: 0.8,
+                mode: ControlMode::Control
+            }
+        );
+        let a1111 = "Module: scribble_pidinet, Model: control_v11p_sd15_scribble [d4ba51ff], \
+                     Weight: 1, Resize Mode: Crop and Resize, Low Vram: False, Processor Res: 512, \
+                     Guidance Start: 0, Guidance End: 1, Pixel Perfect: False, Control Mode: Balanced";
+        let c = A1111Control::parse(a1111).unwrap();
+        assert_eq!(c.model, "control_v11p_sd15_scribble");
+        assert_eq!(
+            (c.scale, c.start, c.end, c.mode),
+            (1.0, 0.0, 1.0, ControlMode::Balanced)
+        );
+        assert!(A1111Control::parse("Module: none, Weight: 1").is_none());
+        let odd = A1111Control::parse("Model: x, Guidance Start: 0.9, Guidance End: 0.2").unwrap();
+        assert_eq!((odd.start, odd.end), (0.0, 1.0));
+    }
 
     #[test]
     fn lora_tags_are_edited_in_place() {

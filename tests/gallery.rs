@@ -678,3 +678,45 @@ fn cli_generate_search_show_and_export_with_lineage_and_adjustments() {
     assert!(!String::from_utf8_lossy(&bytes).contains("whale"));
     let _ = std::io::stdout().flush();
 }
+
+/// A picture's control images are kept in `controls/`, named in its settings in the row and
+/// the file, survive a reopen (and are not taken for pictures), and go when the trash is
+/// emptied.
+#[test]
+fn control_images_are_kept_with_their_picture() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let mut g = Gallery::open(home).unwrap();
+    let control = std::sync::Arc::new(image::RgbImage::from_fn(16, 16, |x, _| {
+        let v = if x == 8 { 255 } else { 0 };
+        image::Rgb([v, v, v])
+    }));
+    let r = g
+        .save_image_with_controls(
+            &test_image(1),
+            saved_meta("steered", 1),
+            &[control.clone(), control],
+        )
+        .unwrap();
+    assert_eq!(r.meta.control_images.len(), 2);
+    let first = home.join(&r.meta.control_images[0]);
+    let kept = atelier::imageio::load_image_file(&first)
+        .unwrap()
+        .to_luma8();
+    assert_eq!((kept.get_pixel(8, 3)[0], kept.get_pixel(2, 3)[0]), (255, 0));
+    let embedded = atelier::gallery::embedded_meta_of_file(&g.path_of(&r))
+        .unwrap()
+        .unwrap();
+    assert_eq!(embedded.control_images, r.meta.control_images);
+    drop(g);
+    let mut g = Gallery::open(home).unwrap();
+    assert_eq!(g.catalog().count(&Query::default()).unwrap(), 1);
+    assert_eq!(
+        g.get(r.id).unwrap().meta.control_images,
+        r.meta.control_images
+    );
+    g.trash(&[r.id]).unwrap();
+    assert!(first.exists(), "trash keeps them");
+    g.empty_trash().unwrap();
+    assert!(!first.exists());
+}

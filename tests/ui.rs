@@ -1561,6 +1561,44 @@ fn lines_on_the_control_layer_steer_through_the_chosen_controlnet() {
     let meta = wait_for_record(&mut harness, 1, "the saved picture", |_| true).meta;
     let entry = meta.extra.get("ControlNet 0").cloned().unwrap_or_default();
     assert!(entry.contains("Model: scribble-a"), "{entry}");
+    // The control image is kept with the picture, named in its settings (in the catalog and
+    // embedded in the file), and "reuse settings" puts it back on the control layer.
+    assert_eq!(meta.control_images.len(), 1, "{meta:?}");
+    let gallery = app(&harness).gallery_dir().to_path_buf();
+    let kept = atelier::imageio::load_image_file(&gallery.join(&meta.control_images[0]))
+        .unwrap()
+        .to_luma8();
+    assert_eq!(kept.dimensions(), (64, 64));
+    assert_eq!(kept.get_pixel(32, 32)[0], 255);
+    assert_eq!(kept.get_pixel(60, 4)[0], 0);
+    let file = record(&harness, 1).file;
+    let embedded = atelier::gallery::embedded_meta_of_file(&gallery.join(file))
+        .unwrap()
+        .unwrap();
+    assert_eq!(embedded.control_images, meta.control_images);
+    app_mut(&mut harness).clear_sketch();
+    app_mut(&mut harness).canvas_settings_mut().control.scale = 0.3;
+    app_mut(&mut harness)
+        .canvas_settings_mut()
+        .control
+        .controlnet = None;
+    assert!(app(&harness).sketch().is_empty());
+    app_mut(&mut harness).reuse_picture(1);
+    step_until(&mut harness, "the control image back", JOB_TIMEOUT, |h| {
+        app(h).sketch().control_image().is_some()
+    });
+    let control = &app(&harness).state().canvas.control;
+    assert_eq!(control.scale, 1.0);
+    assert_eq!(
+        control.controlnet.as_deref(),
+        Some(root.join("models/ControlNet/scribble-a").as_path())
+    );
+    let again = app(&harness).sketch().rasterize_control(64, 64);
+    assert_eq!(
+        again.as_raw(),
+        image.as_raw(),
+        "the same control image goes out again"
+    );
 }
 
 /// Live mode: switched on, the studio generates a quarter of a second after the last change,

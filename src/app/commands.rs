@@ -82,6 +82,7 @@ impl StudioApp {
                     return;
                 };
                 self.state.prompt.reuse(&item.request);
+                let control = item.request.controlnets.first().cloned();
                 let model_dir = item.request.model_dir.clone();
                 let text = format!("Settings of image {id} are in the prompt panel.");
                 if self.state.selected_model.as_ref() != Some(&model_dir)
@@ -93,6 +94,15 @@ impl StudioApp {
                 if let Some(vae) = item.request.vae.clone() {
                     if self.rt.models.vaes.contains(&vae) {
                         self.state.model_vaes.insert(model_dir, vae);
+                    }
+                }
+                if let Some(spec) = control {
+                    // The control layer gets the picture's control image and settings back.
+                    let settings = (spec.scale, spec.start, spec.end, spec.mode);
+                    self.reuse_control(Some(&spec.path), &spec.name(), settings);
+                    if let Some(image) = spec.image {
+                        let gray = image::DynamicImage::ImageRgb8(image.as_ref().clone());
+                        self.rt.sketch.set_control_image(Some(gray.to_luma8()));
                     }
                 }
                 self.show_info(text);

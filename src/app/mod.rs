@@ -251,6 +251,16 @@ impl StudioApp {
         self.apply(Command::Generate);
     }
 
+    /// "Reuse settings" of gallery picture `id`, as the library's button does.
+    pub fn reuse_picture(&mut self, id: i64) {
+        self.apply(Command::ReuseRecord(id));
+    }
+
+    /// Clears the sketch (undoable), as the canvas's Clear button does.
+    pub fn clear_sketch(&mut self) {
+        self.apply(Command::Sketch(crate::ui::SketchCommand::Clear));
+    }
+
     /// The persisted settings (prompt panel, canvas tools, chosen model).
     pub fn state(&self) -> &PersistedState {
         &self.state

@@ -36,6 +36,8 @@ pub enum PicturesOutcome {
     Detail(i64, Result<image::RgbImage, String>),
     /// A picture's pixels, to put behind the sketch.
     InitImage(Box<ImageRecord>, Result<image::RgbImage, String>),
+    /// A picture's control image, for the control layer ("reuse settings").
+    ControlImage(i64, Result<image::GrayImage, String>),
     /// A picture's pixels, for the clipboard.
     Copied(i64, Result<image::RgbImage, String>),
     /// The clipboard's image (already bounded), to import.
@@ -323,6 +325,12 @@ impl StudioApp {
             image: Arc::clone(&image.image),
             meta: Box::new(meta.clone()),
             model_dir: Some(image.request.model_dir.clone()),
+            controls: image
+                .request
+                .controlnets
+                .iter()
+                .filter_map(|c| c.image.clone())
+                .collect(),
         };
         if p.send(op) {
             p.pending.push(PendingResult {
@@ -593,7 +601,36 @@ impl StudioApp {
                 });
             }
             PicturesOutcome::Pasted(Err(e)) => self.show_error(e),
+            PicturesOutcome::ControlImage(id, Ok(img)) => {
+                self.rt.sketch.set_control_image(Some(img));
+                self.show_info(format!(
+                    "Settings of picture #{id} are in the prompt panel, its control image on \
+                     the control layer."
+                ));
+            }
+            PicturesOutcome::ControlImage(id, Err(e)) => self.show_error(format!(
+                "The control image of picture #{id} could not be read: {e}"
+            )),
         }
+    }
+
+    /// Takes a reused picture's ControlNet settings into the control layer's: the ControlNet
+    /// by path, else by name among those found (`None` when it is not installed), and its
+    /// strength, steps and mode.
+    pub(super) fn reuse_control(
+        &mut self,
+        path: Option<&Path>,
+        name: &str,
+        control: (f32, f64, f64, crate::generation::ControlMode),
+    ) -> bool {
+        let found = self.rt.models.controlnets.iter().find(|c| {
+            Some(c.as_path()) == path || c.file_stem().is_some_and(|s| s.to_string_lossy() == name)
+        });
+        let c = &mut self.state.canvas.control;
+        c.controlnet = found.cloned();
+        c.enabled = true;
+        (c.scale, c.start, c.end, c.mode) = control;
+        found.is_some()
     }
 
     pub(super) fn import_paths(&mut self, paths: &[PathBuf]) {
@@ -816,6 +853,27 @@ impl StudioApp {
             ..current
         };
         self.state.prompt.reuse(&request);
+        let control = m
+            .extra
+            .get("ControlNet 0")
+            .and_then(|t| crate::generation::A1111Control::parse(t));
+        let control_file = m.control_images.first().cloned();
+        if let Some(c) = &control {
+            self.reuse_control(None, &c.model, (c.scale, c.start, c.end, c.mode));
+        }
+        if let Some(file) = control_file.filter(|f| !f.contains("..")) {
+            let path = self.rt.pictures.root.join(file);
+            self.rt
+                .pictures
+                .tasks
+                .push(Task::spawn("control-image", &self.rt.ctx, move || {
+                    let loaded = crate::imageio::load_image_file(&path)
+                        .map(|i| i.to_luma8())
+                        .map_err(|e| e.to_string());
+                    PicturesOutcome::ControlImage(id, loaded)
+                }));
+        }
+        let m = &record.meta;
         let note = match (&model, &m.model_name) {
             (Some(dir), _) => {
                 self.state.selected_model = Some(dir.clone());

@@ -59,24 +59,46 @@ pub fn load(root: &Path) -> Result<Option<(PersistedState, SketchDoc)>, String> 
     } else {
         None
     };
+    let control = if file.sketch.has_control_image {
+        let png = dir(root).join("control.png");
+        Some(
+            crate::imageio::load_image_file(&png)
+                .map_err(|e| e.to_string())?
+                .to_luma8(),
+        )
+    } else {
+        None
+    };
     let mut state = file.state;
     state.prompt.sanitize();
-    Ok(Some((state, SketchDoc::restore(file.sketch, background))))
+    Ok(Some((
+        state,
+        SketchDoc::restore(file.sketch, background, control),
+    )))
 }
 
-fn save(
-    root: &Path,
-    file: &SessionFile,
-    background: Option<&image::RgbaImage>,
-) -> Result<(), String> {
+/// The pictures a sketch holds beside its strokes, to write with the session file.
+#[derive(Default)]
+struct SketchPictures {
+    background: Option<image::RgbaImage>,
+    control: Option<image::GrayImage>,
+}
+
+fn save(root: &Path, file: &SessionFile, pictures: &SketchPictures) -> Result<(), String> {
     let dir = dir(root);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if let Some(bg) = background {
+    let write = |name: &str, image: image::DynamicImage| -> Result<(), String> {
         let mut png = Vec::new();
-        bg.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        image
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .map_err(|e| e.to_string())?;
-        crate::gallery::write_durable(&dir.join("background.png"), &png)
-            .map_err(|e| e.to_string())?;
+        crate::gallery::write_durable(&dir.join(name), &png).map_err(|e| e.to_string())
+    };
+    if let Some(bg) = &pictures.background {
+        write("background.png", bg.clone().into())?;
+    }
+    if let Some(control) = &pictures.control {
+        write("control.png", control.clone().into())?;
     }
     let json = serde_json::to_vec_pretty(file).map_err(|e| e.to_string())?;
     crate::gallery::write_durable(&dir.join("state.json"), &json).map_err(|e| e.to_string())
@@ -160,16 +182,21 @@ impl SessionKeeper {
             state: state.clone(),
             sketch: sketch.snapshot(),
         };
-        // The background only when the sketch changed since it was last written.
-        let background = (self.saved_background != Some(sketch.revision()))
-            .then(|| sketch.background().cloned())
-            .flatten();
+        // The pictures only when the sketch changed since they were last written.
+        let pictures = if self.saved_background != Some(sketch.revision()) {
+            SketchPictures {
+                background: sketch.background().cloned(),
+                control: sketch.control_image().cloned(),
+            }
+        } else {
+            SketchPictures::default()
+        };
         let root = self.root.clone();
         self.saved = Some((state.clone(), sketch.revision()));
         self.saved_background = Some(sketch.revision());
         self.changed_at = None;
         self.writing = Some(Task::spawn("save-session", ctx, move || {
-            save(&root, &file, background.as_ref())
+            save(&root, &file, &pictures)
         }));
         failure
     }
@@ -202,16 +229,23 @@ mod tests {
         sketch.add_stroke(Layer::Paint, stroke.clone());
         let bg = image::RgbaImage::from_pixel(8, 4, image::Rgba([1, 2, 3, 255]));
         sketch.set_background(Some(bg.clone()));
+        let control = image::GrayImage::from_fn(16, 8, |x, _| image::Luma([(x % 2) as u8 * 255]));
+        sketch.set_control_image(Some(control.clone()));
         let file = SessionFile {
             version: VERSION,
             state: state.clone(),
             sketch: sketch.snapshot(),
         };
-        save(dir.path(), &file, sketch.background()).unwrap();
+        let pictures = SketchPictures {
+            background: sketch.background().cloned(),
+            control: sketch.control_image().cloned(),
+        };
+        save(dir.path(), &file, &pictures).unwrap();
         let (back, doc) = load(dir.path()).unwrap().unwrap();
         assert_eq!(back, state);
         assert_eq!(doc.strokes(Layer::Paint), &[stroke]);
         assert_eq!(doc.background(), Some(&bg));
+        assert_eq!(doc.control_image(), Some(&control));
         assert_eq!((doc.width_px(), doc.height_px()), (64, 32));
 
         std::fs::write(dir.path().join("session/state.json"), b"{ not json").unwrap();

@@ -9,8 +9,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use super::metadata::ImageMeta;
 
 /// 1: images; 2: the `job` column of images and the `jobs` table (unfinished queue jobs);
-/// 3: the `clip_skip` column.
-pub const SCHEMA_VERSION: i64 = 3;
+/// 3: the `clip_skip` column; 4: the `controls` column (the control images, JSON).
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS images (
@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS images (
     extra       TEXT NOT NULL DEFAULT '{}',
     trashed     INTEGER,
     job         TEXT,
-    clip_skip   INTEGER
+    clip_skip   INTEGER,
+    controls    TEXT
 );
 CREATE INDEX IF NOT EXISTS images_created ON images(created);
 CREATE INDEX IF NOT EXISTS images_job ON images(job);
@@ -191,6 +192,10 @@ fn record_from_row(row: &Row) -> rusqlite::Result<ImageRecord> {
             rating,
             favourite,
             job: row.get("job")?,
+            control_images: row
+                .get::<_, Option<String>>("controls")?
+                .and_then(|c| serde_json::from_str(&c).ok())
+                .unwrap_or_default(),
         },
     })
 }
@@ -232,6 +237,9 @@ impl Catalog {
         }
         if (1..3).contains(&version) {
             conn.execute_batch("ALTER TABLE images ADD COLUMN clip_skip INTEGER;")?;
+        }
+        if (1..4).contains(&version) {
+            conn.execute_batch("ALTER TABLE images ADD COLUMN controls TEXT;")?;
         }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -564,9 +572,9 @@ fn insert_row(conn: &Connection, file: &str, m: &ImageMeta) -> rusqlite::Result<
         "INSERT INTO images (uid, file, created, modified, prompt, negative, seed, steps, sampler,
             guidance, width, height, model_name, model_hash, strength, init_ref, mask_ref,
             adjustments, tags, parent_uid, lineage, generator, extra, rating, favourite, job,
-            clip_skip)
+            clip_skip, controls)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
         params![
             m.uid,
             file,
@@ -595,6 +603,8 @@ fn insert_row(conn: &Connection, file: &str, m: &ImageMeta) -> rusqlite::Result<
             m.favourite as i64,
             m.job,
             m.clip_skip,
+            (!m.control_images.is_empty())
+                .then(|| serde_json::to_string(&m.control_images).unwrap_or_default()),
         ],
     )?;
     Ok(conn.last_insert_rowid())

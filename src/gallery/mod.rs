@@ -385,14 +385,39 @@ impl Gallery {
 
     /// Saves a new picture: durable PNG with embedded settings first, then the catalog row.
     /// `meta.uid` and `meta.created` are filled in when empty.
-    pub fn save_image(
+    pub fn save_image(&mut self, image: &image::RgbImage, meta: ImageMeta) -> Result<ImageRecord> {
+        self.save_image_with_controls(image, meta, &[])
+    }
+
+    /// [`Gallery::save_image`] for a picture steered by `controls` (its control images, in
+    /// ControlNet order): they are written first, as greyscale PNGs in `controls/`, and
+    /// named in `meta.control_images`, so "reuse settings" can bring the sketch back.
+    pub fn save_image_with_controls(
         &mut self,
         image: &image::RgbImage,
         mut meta: ImageMeta,
+        controls: &[std::sync::Arc<image::RgbImage>],
     ) -> Result<ImageRecord> {
         self.writable()?;
         if meta.uid.is_empty() {
             meta.uid = new_uid();
+        }
+        meta.control_images.clear();
+        for (i, control) in controls.iter().enumerate() {
+            let file = format!("{CONTROLS_DIR}/{}.{i}.png", meta.uid);
+            let gray = image::DynamicImage::ImageRgb8(control.as_ref().clone()).to_luma8();
+            let mut png = Vec::new();
+            gray.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .map_err(|e| GalleryError::BadImage {
+                    path: PathBuf::from(&file),
+                    reason: e.to_string(),
+                })?;
+            let path = self.root.join(&file);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+            }
+            write_durable(&path, &png)?;
+            meta.control_images.push(file);
         }
         if meta.created == 0 {
             meta.created = now();
@@ -530,6 +555,11 @@ impl Gallery {
             let r = self.get(id)?;
             let _ = std::fs::remove_file(self.path_of(&r));
             let _ = std::fs::remove_file(thumbs::thumb_path(&self.root, &r.meta.uid));
+            for file in &r.meta.control_images {
+                if file.starts_with(CONTROLS_DIR) && !file.contains("..") {
+                    let _ = std::fs::remove_file(self.root.join(file));
+                }
+            }
             self.catalog.delete(id)?;
         }
         Ok(ids.len())
@@ -618,6 +648,10 @@ pub fn save_file_only(
 }
 
 /// `images/YYYY-MM/<uid>.png`.
+/// Where the control images of the pictures are kept, under the gallery root (outside
+/// `images/`, so they are never taken for pictures).
+pub const CONTROLS_DIR: &str = "controls";
+
 fn image_file_name(meta: &ImageMeta) -> String {
     let (y, m, _) = civil_from_days(meta.created.div_euclid(86_400));
     format!("images/{y:04}-{m:02}/{}.png", meta.uid)

@@ -32,6 +32,9 @@ pub enum GalleryOp {
         image: Arc<image::RgbImage>,
         meta: Box<ImageMeta>,
         model_dir: Option<PathBuf>,
+        /// The control images that steered it, kept with it (see
+        /// [`Gallery::save_image_with_controls`]).
+        controls: Vec<Arc<image::RgbImage>>,
     },
     Rate {
         ids: Vec<i64>,
@@ -343,11 +346,12 @@ fn handle(g: &mut Gallery, op: GalleryOp, sink: &Sink) {
             image,
             mut meta,
             model_dir,
+            controls,
         } => {
             if let (None, Some(dir)) = (&meta.model_hash, &model_dir) {
                 meta.model_hash = super::model_fingerprint(dir);
             }
-            match g.save_image(&image, *meta) {
+            match g.save_image_with_controls(&image, *meta, &controls) {
                 Ok(record) => sink.send(GalleryEvent::Saved {
                     ticket,
                     record: Box::new(record),
@@ -545,6 +549,7 @@ mod tests {
                 image: Arc::clone(&image),
                 meta: Box::new(meta),
                 model_dir: None,
+                controls: Vec::new(),
             })
             .unwrap();
         }
@@ -592,6 +597,7 @@ mod tests {
             image: Arc::new(image::RgbImage::new(8, 8)),
             meta: Box::default(),
             model_dir: None,
+            controls: Vec::new(),
         })
         .unwrap();
         assert!(matches!(
@@ -611,6 +617,7 @@ mod tests {
                     image: Arc::new(image::RgbImage::new(8, 8)),
                     meta: Box::default(),
                     model_dir: None,
+                    controls: Vec::new(),
                 })
                 .unwrap();
             }

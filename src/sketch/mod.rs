@@ -135,6 +135,11 @@ enum Edit {
         mask: Vec<Stroke>,
         control: Vec<Stroke>,
         background: Option<RgbaImage>,
+        control_image: Option<GrayImage>,
+    },
+    SetControlImage {
+        before: Option<GrayImage>,
+        after: Option<GrayImage>,
     },
     SetBackground {
         before: Option<RgbaImage>,
@@ -153,6 +158,8 @@ pub struct SketchSnapshot {
     pub mask: Vec<Stroke>,
     pub control: Vec<Stroke>,
     pub has_background: bool,
+    /// The control layer has a picture under its strokes (kept beside, like the background).
+    pub has_control_image: bool,
 }
 
 /// The canvas document.
@@ -164,6 +171,9 @@ pub struct SketchDoc {
     paint: Vec<Stroke>,
     mask: Vec<Stroke>,
     control: Vec<Stroke>,
+    /// The control layer's picture under its strokes (white lines on black, any size): a
+    /// preprocessed photo, or the control image of a picture whose settings were reused.
+    control_image: Option<GrayImage>,
     undo: Vec<Edit>,
     redo: Vec<Edit>,
     /// Bumped on every change, so views can tell when to re-rasterise.
@@ -186,6 +196,7 @@ impl SketchDoc {
             paint: Vec::new(),
             mask: Vec::new(),
             control: Vec::new(),
+            control_image: None,
             undo: Vec::new(),
             redo: Vec::new(),
             revision: 0,
@@ -201,11 +212,17 @@ impl SketchDoc {
             mask: self.mask.clone(),
             control: self.control.clone(),
             has_background: self.background.is_some(),
+            has_control_image: self.control_image.is_some(),
         }
     }
 
-    /// A document as it was kept, with its background read back (no undo history).
-    pub fn restore(snapshot: SketchSnapshot, background: Option<RgbaImage>) -> Self {
+    /// A document as it was kept, with its background and control picture read back (no
+    /// undo history).
+    pub fn restore(
+        snapshot: SketchSnapshot,
+        background: Option<RgbaImage>,
+        control_image: Option<GrayImage>,
+    ) -> Self {
         let mut doc = Self::new(snapshot.width_px, snapshot.height_px);
         let valid = |s: &Stroke| {
             !s.points_in_canvas.is_empty()
@@ -233,6 +250,7 @@ impl SketchDoc {
         doc.mask = keep(snapshot.mask);
         doc.control = keep(snapshot.control);
         doc.background = background;
+        doc.control_image = control_image;
         doc
     }
 
@@ -261,9 +279,26 @@ impl SketchDoc {
         }
     }
 
-    /// Whether any control stroke exists.
+    /// Whether the control layer has anything: strokes or a picture.
     pub fn has_control(&self) -> bool {
-        !self.control.is_empty()
+        !self.control.is_empty() || self.control_image.is_some()
+    }
+
+    /// The control layer's picture under its strokes.
+    pub fn control_image(&self) -> Option<&GrayImage> {
+        self.control_image.as_ref()
+    }
+
+    /// Puts a picture (white lines on black) under the control layer's strokes, undoable;
+    /// `None` removes it.
+    pub fn set_control_image(&mut self, image: Option<GrayImage>) {
+        if image.is_none() && self.control_image.is_none() {
+            return;
+        }
+        self.perform(Edit::SetControlImage {
+            before: None,
+            after: image,
+        });
     }
 
     /// Whether there is anything to send as an init image (a background or paint strokes).
@@ -306,6 +341,7 @@ impl SketchDoc {
             mask: Vec::new(),
             control: Vec::new(),
             background: None,
+            control_image: None,
         });
     }
 
@@ -359,7 +395,12 @@ impl SketchDoc {
                 mask: std::mem::take(&mut self.mask),
                 control: std::mem::take(&mut self.control),
                 background: self.background.take(),
+                control_image: self.control_image.take(),
             },
+            Edit::SetControlImage { after, .. } => {
+                let before = std::mem::replace(&mut self.control_image, after.clone());
+                Edit::SetControlImage { before, after }
+            }
             Edit::SetBackground { after, .. } => {
                 let before = std::mem::replace(&mut self.background, after.clone());
                 Edit::SetBackground { before, after }
@@ -379,16 +420,26 @@ impl SketchDoc {
                 mask,
                 control,
                 background,
+                control_image,
             } => {
                 self.paint = paint;
                 self.mask = mask;
                 self.control = control;
                 self.background = background;
+                self.control_image = control_image;
                 Edit::Clear {
                     paint: Vec::new(),
                     mask: Vec::new(),
                     control: Vec::new(),
                     background: None,
+                    control_image: None,
+                }
+            }
+            Edit::SetControlImage { before, after } => {
+                self.control_image = before;
+                Edit::SetControlImage {
+                    before: None,
+                    after,
                 }
             }
             Edit::SetBackground { before, after } => {
@@ -420,7 +471,7 @@ impl SketchDoc {
 
     /// The mask layer at `width` x `height`: white where painted (repaint), black elsewhere.
     pub fn rasterize_mask(&self, width: u32, height: u32) -> GrayImage {
-        self.coverage(&self.mask, width, height)
+        self.coverage(None, &self.mask, width, height)
     }
 
     /// The control layer at `width` x `height`, as a scribble ControlNet takes it: the
@@ -428,18 +479,36 @@ impl SketchDoc {
     /// so strokes drawn thin on the large canvas stay unbroken lines at a small output size;
     /// the brush's colour is not used).
     pub fn rasterize_control(&self, width: u32, height: u32) -> RgbImage {
-        let g = self.coverage(&self.control, width, height);
+        let g = self.control_coverage(width, height);
         RgbImage::from_fn(g.width(), g.height(), |x, y| {
             let v = if g.get_pixel(x, y)[0] > 42 { 255 } else { 0 };
             image::Rgb([v, v, v])
         })
     }
 
-    /// How much of each pixel `strokes` cover (erasers take away).
-    fn coverage(&self, strokes: &[Stroke], width: u32, height: u32) -> GrayImage {
+    /// The control layer: its picture (scaled to the size) with the strokes over it.
+    fn control_coverage(&self, width: u32, height: u32) -> GrayImage {
+        self.coverage(self.control_image.as_ref(), &self.control, width, height)
+    }
+
+    /// How much of each pixel `strokes` cover (erasers take away), over `base` (scaled to
+    /// the size) or nothing.
+    fn coverage(
+        &self,
+        base: Option<&GrayImage>,
+        strokes: &[Stroke],
+        width: u32,
+        height: u32,
+    ) -> GrayImage {
         let (width, height) = (width.max(1), height.max(1));
         let scale = self.scale_to(width, height);
-        let mut mask = GrayImage::new(width, height);
+        let mut mask = match base {
+            Some(b) if b.dimensions() == (width, height) => b.clone(),
+            Some(b) => {
+                image::imageops::resize(b, width, height, image::imageops::FilterType::Triangle)
+            }
+            None => GrayImage::new(width, height),
+        };
         for stroke in strokes {
             if stroke.fill {
                 // Fill the covered or the uncovered area around the point, as clicked.
@@ -484,17 +553,18 @@ impl SketchDoc {
         let (width, height) = (width.max(1), height.max(1));
         let mut out = self.composite(width, height);
         let layers = [
-            (self.has_mask().then_some(&self.mask), Some(mask_tint_rgba)),
-            (
-                self.has_control().then_some(&self.control),
-                control_tint_rgba,
-            ),
+            (self.has_mask(), false, Some(mask_tint_rgba)),
+            (self.has_control(), true, control_tint_rgba),
         ];
-        for (strokes, tint) in layers {
-            let (Some(strokes), Some(mask_tint_rgba)) = (strokes, tint) else {
+        for (shown, control, tint) in layers {
+            let (true, Some(mask_tint_rgba)) = (shown, tint) else {
                 continue;
             };
-            let mask = self.coverage(strokes, width, height);
+            let mask = if control {
+                self.control_coverage(width, height)
+            } else {
+                self.coverage(None, &self.mask, width, height)
+            };
             let strength = f32::from(mask_tint_rgba[3]) / 255.0;
             for (px, m) in out.pixels_mut().zip(mask.pixels()) {
                 let a = strength * f32::from(m.0[0]) / 255.0;
@@ -707,7 +777,7 @@ mod tests {
         assert_eq!(img.get_pixel(50, 50).0, [255, 0, 0]);
         assert_eq!(doc.sample_colour([10.0, 90.0]), [0, 0, 255]);
         assert_eq!(doc.sample_colour([50.0, 50.0]), [255, 0, 0]);
-        let again = SketchDoc::restore(doc.snapshot(), None);
+        let again = SketchDoc::restore(doc.snapshot(), None, None);
         assert_eq!(again.rasterize(100, 100), img);
         assert!(doc.undo());
         assert_eq!(doc.rasterize(100, 100).get_pixel(10, 90).0, [255, 255, 255]);
@@ -730,6 +800,38 @@ mod tests {
         let mask = doc.rasterize_mask(100, 100);
         assert_eq!(mask.get_pixel(5, 95)[0], 255);
         assert_eq!(mask.get_pixel(50, 50)[0], 0, "inside the outline is kept");
+    }
+
+    /// The control layer's picture lies under its strokes: both come out in the control
+    /// image (the picture scaled to the size), an eraser stroke takes lines of the picture
+    /// away, it is tinted in the preview, undoable, and cleared with the rest.
+    #[test]
+    fn the_control_picture_lies_under_the_control_strokes() {
+        let mut doc = SketchDoc::new(100, 100);
+        // A vertical line at x = 25 in a 50 px picture: x = 50 at 100 px.
+        let picture =
+            GrayImage::from_fn(50, 50, |x, _| image::Luma([if x == 25 { 255 } else { 0 }]));
+        doc.set_control_image(Some(picture));
+        assert!(doc.has_control() && !doc.has_content());
+        doc.add_stroke(
+            Layer::Control,
+            line(4.0, [0; 4], false, &[[0.0, 20.0], [100.0, 20.0]]),
+        );
+        doc.add_stroke(Layer::Control, line(10.0, [0; 4], true, &[[50.0, 80.0]]));
+        let c = doc.rasterize_control(100, 100);
+        assert_eq!(c.get_pixel(50, 50).0, [255, 255, 255], "the picture's line");
+        assert_eq!(c.get_pixel(10, 20).0, [255, 255, 255], "the stroke");
+        assert_eq!(c.get_pixel(50, 80).0, [0, 0, 0], "erased");
+        assert_eq!(c.get_pixel(10, 50).0, [0, 0, 0]);
+        let shown = doc.render_preview(100, 100, [255, 0, 0, 128], Some([0, 0, 255, 255]));
+        let px = shown.get_pixel(50, 50).0;
+        assert!(px[2] == 255 && px[0] < 100, "tinted: {px:?}");
+        doc.clear();
+        assert!(doc.control_image().is_none() && doc.is_empty());
+        assert!(doc.undo());
+        assert!(doc.control_image().is_some());
+        assert!(doc.undo() && doc.undo() && doc.undo());
+        assert!(doc.control_image().is_none());
     }
 
     /// With pen pressure the line is thinner where the pen pressed less; pressures that do
@@ -759,7 +861,7 @@ mod tests {
         assert_eq!(late.pressures, vec![1.0, 0.5, 0.5]);
         let mut snap = doc.snapshot();
         snap.paint[0].pressures = vec![0.3];
-        let back = SketchDoc::restore(snap, None);
+        let back = SketchDoc::restore(snap, None, None);
         assert!(back.strokes(Layer::Paint)[0].pressures.is_empty());
     }
 
@@ -925,7 +1027,7 @@ mod tests {
         assert_eq!(shown.get_pixel(32, 32).0, [0, 0, 255, 255]);
         let hidden = doc.render_preview(64, 64, [255, 0, 0, 128], None);
         assert_eq!(hidden.get_pixel(32, 32).0, [255, 255, 255, 255]);
-        let again = SketchDoc::restore(doc.snapshot(), None);
+        let again = SketchDoc::restore(doc.snapshot(), None, None);
         assert_eq!(again.strokes(Layer::Control), doc.strokes(Layer::Control));
         doc.clear();
         assert!(!doc.has_control());

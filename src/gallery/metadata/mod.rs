@@ -72,6 +72,10 @@ pub struct ImageMeta {
     pub mask_image: Option<ImageRef>,
     /// The adjustment stack as stored JSON (see `postfx::Stack`).
     pub adjustments: Option<Value>,
+    /// The control images it was steered by, in ControlNet order (`ControlNet N` in
+    /// `extra`): files in the gallery's `controls/` folder, relative to the gallery root.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub control_images: Vec<String>,
     /// The image this one was made from (`uid`), and how.
     pub parent: Option<String>,
     pub lineage: Option<Lineage>,
