@@ -1784,3 +1784,94 @@ fn canvas_tools_fill_pick_eraser_size_and_pen_pressure() {
         pen.pressures
     );
 }
+
+/// A drawing dropped while the Control layer is chosen becomes the control layer's picture,
+/// through its preprocessor: a black-on-white drawing comes out white on black (scribble);
+/// another preprocessor runs again on the kept drawing; the background is left alone, and
+/// "Remove picture" takes it off again.
+#[test]
+fn a_picture_dropped_on_the_control_layer_becomes_its_lines() {
+    use atelier::sketch::control::Preprocessor;
+    let mut harness = ready_studio();
+    harness.get_by_label("Control").click();
+    harness.run_ok();
+    // A dark ring drawn on white paper.
+    let drawing = image::RgbImage::from_fn(96, 96, |x, y| {
+        let d = ((x as f32 - 48.0).powi(2) + (y as f32 - 48.0).powi(2)).sqrt();
+        if (d - 30.0).abs() < 3.0 {
+            image::Rgb([20, 20, 30])
+        } else {
+            image::Rgb([245, 240, 230])
+        }
+    });
+    let mut png = Vec::new();
+    drawing
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    drop_file(&mut harness, "ring.png", png);
+    step_until(&mut harness, "the control picture", JOB_TIMEOUT, |h| {
+        app(h).sketch().control_image().is_some()
+    });
+    let doc = app(&harness).sketch();
+    assert!(doc.background().is_none(), "not the background");
+    let lines = doc.control_image().unwrap().clone();
+    assert_eq!(lines.get_pixel(48, 18)[0], 255, "the ring, white");
+    assert_eq!(lines.get_pixel(48, 48)[0], 0, "the paper, black");
+    assert_eq!(lines.get_pixel(2, 2)[0], 0);
+    let control = doc.rasterize_control(64, 64);
+    assert_eq!(control.get_pixel(32, 12).0, [255, 255, 255]);
+    // Canny: the ring's two edges, not its filled stroke.
+    app_mut(&mut harness)
+        .canvas_settings_mut()
+        .control
+        .preprocessor = Preprocessor::from_name("canny").unwrap();
+    step_until(&mut harness, "the Canny lines", JOB_TIMEOUT, |h| {
+        app(h).sketch().control_image() != Some(&lines)
+    });
+    let edges = app(&harness).sketch().control_image().unwrap().clone();
+    assert_eq!(edges.get_pixel(48, 48)[0], 0);
+    let column: Vec<u8> = (0..96).map(|y| edges.get_pixel(48, y)[0]).collect();
+    let rises = column
+        .windows(2)
+        .filter(|w| w[0] == 0 && w[1] == 255)
+        .count();
+    assert!(rises >= 4, "two edges on each side of the ring: {column:?}");
+    harness.get_by_label("Remove picture").click();
+    harness.run_ok();
+    assert!(app(&harness).sketch().control_image().is_none());
+}
+
+/// "Use as control" on a library picture puts its lines on the control layer.
+#[test]
+fn a_library_picture_can_be_used_as_control() {
+    // White on black already: a bright square on a dark picture.
+    let square = image::RgbImage::from_fn(64, 64, |x, y| {
+        let inside = (16..48).contains(&x) && (16..48).contains(&y);
+        image::Rgb(if inside {
+            [250, 250, 250]
+        } else {
+            [10, 10, 10]
+        })
+    });
+    let mut harness = studio_with_pictures(&[square]);
+    step_until(&mut harness, "the gallery", Duration::from_secs(30), |h| {
+        app(h).gallery_is_open()
+    });
+    harness.get_by_label("Library").click();
+    harness.run_ok();
+    step_until(&mut harness, "the grid", Duration::from_secs(30), |h| {
+        app(h).library_len() == 1
+    });
+    select_picture(&mut harness, 1);
+    click_until(&mut harness, "Use as control", |h| {
+        app(h).sketch().control_image().is_some()
+    });
+    let lines = app(&harness).sketch().control_image().unwrap().clone();
+    // Scribble keeps light-on-dark as it is.
+    assert_eq!(lines.get_pixel(32, 32)[0], 255);
+    assert_eq!(lines.get_pixel(4, 4)[0], 0);
+    assert_eq!(
+        app(&harness).state().canvas.layer,
+        atelier::sketch::Layer::Control
+    );
+}

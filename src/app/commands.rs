@@ -141,6 +141,7 @@ impl StudioApp {
             Command::PasteImage => self.paste_image(),
             Command::SetTags(text) => self.set_tags(&text),
             Command::UseAsInit(id) => self.use_as_init(id),
+            Command::UseAsControl(id) => self.use_as_control(id),
             Command::AdjustPicture(id) => self.adjust_open(id),
             Command::Adjust(command) => self.apply_adjust(command),
         }
@@ -334,6 +335,20 @@ impl StudioApp {
                 }
                 canvas.eraser = false;
             }
+            SketchCommand::OpenControlPicture => {
+                if self.rt.background_task.is_none() {
+                    self.rt.background_for_control = true;
+                    self.rt.background_task = Some(Task::spawn(
+                        "open-control-picture",
+                        &self.rt.ctx,
+                        files::pick_and_load_image,
+                    ));
+                }
+            }
+            SketchCommand::RemoveControlPicture => {
+                self.rt.control_source = None;
+                doc.set_control_image(None);
+            }
             SketchCommand::RemoveBackground => {
                 if doc.background().is_some() {
                     doc.set_background(None);
@@ -342,6 +357,7 @@ impl StudioApp {
             }
             SketchCommand::OpenBackground => {
                 if self.rt.background_task.is_none() {
+                    self.rt.background_for_control = false;
                     self.rt.background_task = Some(Task::spawn(
                         "open-background",
                         &self.rt.ctx,

@@ -122,6 +122,13 @@ struct Runtime {
     sketch_texture: Option<(u64, egui::TextureHandle)>,
     stroke: StrokeInProgress,
     background_task: Option<Task<LoadOutcome>>,
+    /// The image being opened goes to the control layer (preprocessed), not the background.
+    background_for_control: bool,
+    /// The picture on the control layer before preprocessing (a new preprocessor re-runs on
+    /// it), the preprocessing under way, and the preprocessor the control picture came from.
+    control_source: Option<std::sync::Arc<image::RgbImage>>,
+    control_task: Option<Task<(crate::sketch::control::Preprocessor, image::GrayImage)>>,
+    control_applied: Option<crate::sketch::control::Preprocessor>,
     save_tasks: Vec<Task<SaveOutcome>>,
     /// The "Add model folder…" dialog, while open.
     folder_task: Option<Task<Option<PathBuf>>>,
@@ -229,6 +236,10 @@ impl StudioApp {
                 sketch_texture: None,
                 stroke: StrokeInProgress::default(),
                 background_task: None,
+                background_for_control: false,
+                control_source: None,
+                control_task: None,
+                control_applied: None,
                 save_tasks: Vec::new(),
                 folder_task: None,
                 message,
@@ -572,6 +583,53 @@ impl StudioApp {
         });
     }
 
+    /// Puts a picture on the control layer: kept as the source, preprocessed on a task.
+    pub(super) fn use_control_source(&mut self, image: image::RgbImage) {
+        self.rt.control_source = Some(std::sync::Arc::new(image));
+        self.rt.control_applied = None;
+        self.state.canvas.layer = crate::sketch::Layer::Control;
+        self.start_preprocessing();
+    }
+
+    fn start_preprocessing(&mut self) {
+        let Some(source) = self.rt.control_source.clone() else {
+            return;
+        };
+        let pre = self.state.canvas.control.preprocessor;
+        self.rt.control_task = Some(Task::spawn("preprocess-control", &self.rt.ctx, move || {
+            let out = pre.apply(&source);
+            (pre, image::DynamicImage::ImageRgb8(out).to_luma8())
+        }));
+    }
+
+    /// A finished preprocessing goes on the control layer; a preprocessor changed since
+    /// runs again on the kept source.
+    fn poll_control_task(&mut self) {
+        if let Some(task) = &mut self.rt.control_task {
+            match task.poll() {
+                Poll::Pending => return,
+                Poll::Ready((pre, gray)) => {
+                    self.rt.control_task = None;
+                    self.rt.control_applied = Some(pre);
+                    self.rt.sketch.set_control_image(Some(gray));
+                }
+                Poll::Lost(why) => {
+                    self.rt.control_task = None;
+                    self.rt.control_source = None;
+                    self.show_error(format!("Preprocessing the control picture stopped: {why}."));
+                    return;
+                }
+            }
+        }
+        let wanted = self.state.canvas.control.preprocessor;
+        if self.rt.control_source.is_some()
+            && self.rt.control_applied.is_some_and(|p| p != wanted)
+            && self.rt.sketch.control_image().is_some()
+        {
+            self.start_preprocessing();
+        }
+    }
+
     /// Takes in finished background tasks: model scans, background images, saves.
     fn poll_tasks(&mut self) {
         if self.rt.models.poll(&self.rt.ctx) {
@@ -583,6 +641,10 @@ impl StudioApp {
                 Poll::Ready(outcome) => {
                     self.rt.background_task = None;
                     match outcome {
+                        Ok(Some(loaded)) if self.rt.background_for_control => {
+                            let rgb = image::DynamicImage::ImageRgba8(loaded.image).to_rgb8();
+                            self.use_control_source(rgb);
+                        }
                         Ok(Some(loaded)) => self.use_background(loaded),
                         // Closed, or no file dialog on this desktop (no portal, no zenity).
                         Ok(None) => self.show_info("No image chosen.".to_owned()),
@@ -595,6 +657,7 @@ impl StudioApp {
                 }
             }
         }
+        self.poll_control_task();
         self.poll_folder_dialog();
         for outcome in tasks::take_finished(&mut self.rt.save_tasks) {
             match outcome.and_then(|saved| saved) {
@@ -732,6 +795,8 @@ impl StudioApp {
             return;
         }
         self.rt.view = CentralView::Sketch;
+        // On the control layer a dropped picture becomes its lines.
+        self.rt.background_for_control = self.state.canvas.layer == crate::sketch::Layer::Control;
         self.rt.background_task = Some(Task::spawn("open-dropped", ctx, move || {
             files::load_dropped(&file)
         }));

@@ -36,6 +36,8 @@ pub enum PicturesOutcome {
     Detail(i64, Result<image::RgbImage, String>),
     /// A picture's pixels, to put behind the sketch.
     InitImage(Box<ImageRecord>, Result<image::RgbImage, String>),
+    /// A picture's pixels, to preprocess onto the control layer.
+    ControlSource(i64, Result<image::RgbImage, String>),
     /// A picture's control image, for the control layer ("reuse settings").
     ControlImage(i64, Result<image::GrayImage, String>),
     /// A picture's pixels, for the clipboard.
@@ -601,6 +603,10 @@ impl StudioApp {
                 });
             }
             PicturesOutcome::Pasted(Err(e)) => self.show_error(e),
+            PicturesOutcome::ControlSource(_, Ok(img)) => self.use_control_source(img),
+            PicturesOutcome::ControlSource(id, Err(e)) => {
+                self.show_error(format!("Picture #{id} could not be read: {e}"))
+            }
             PicturesOutcome::ControlImage(id, Ok(img)) => {
                 self.rt.sketch.set_control_image(Some(img));
                 self.show_info(format!(
@@ -908,6 +914,22 @@ impl StudioApp {
             .push(Task::spawn("init-image", &self.rt.ctx, move || {
                 let loaded = load_rgb(&path);
                 PicturesOutcome::InitImage(Box::new(record), loaded)
+            }));
+    }
+
+    /// Puts a gallery picture's lines on the control layer (loaded on a task, then run
+    /// through the control layer's preprocessor).
+    pub(super) fn use_as_control(&mut self, id: i64) {
+        let Some(record) = self.record_at_hand(id) else {
+            return;
+        };
+        let path = self.rt.pictures.root.join(&record.file);
+        self.rt.view = crate::ui::CentralView::Sketch;
+        self.rt
+            .pictures
+            .tasks
+            .push(Task::spawn("control-source", &self.rt.ctx, move || {
+                PicturesOutcome::ControlSource(id, load_rgb(&path))
             }));
     }
 

@@ -241,6 +241,9 @@ pub struct ControlSettings {
     pub start: f64,
     pub end: f64,
     pub mode: crate::generation::ControlMode,
+    /// What a picture put on the control layer (a photo, a drawing, a gallery picture) is
+    /// turned into before it steers.
+    pub preprocessor: crate::sketch::control::Preprocessor,
 }
 
 impl Default for ControlSettings {
@@ -252,6 +255,7 @@ impl Default for ControlSettings {
             start: 0.0,
             end: 1.0,
             mode: crate::generation::ControlMode::Balanced,
+            preprocessor: crate::sketch::control::Preprocessor::Scribble,
         }
     }
 }

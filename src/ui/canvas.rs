@@ -46,6 +46,7 @@ pub fn canvas_panel_ui(
     toolbar_ui(ui, settings, view, commands);
     if settings.layer == Layer::Control || view.doc.has_control() {
         control_row_ui(ui, settings, view);
+        control_picture_row_ui(ui, settings, view, commands);
     }
     ui.separator();
     if settings.live {
@@ -321,6 +322,90 @@ fn control_row_ui(ui: &mut egui::Ui, settings: &mut CanvasSettings, view: &Canva
                 "ControlNet is more important: only the prompt's side of the guidance gets \
                  the control (use a lower guidance, 3-5)",
             );
+    });
+}
+
+/// The control layer's picture: open one (or drop one while the control layer is chosen),
+/// the preprocessor that turns it into lines (shown on the canvas as it will be sent), remove.
+fn control_picture_row_ui(
+    ui: &mut egui::Ui,
+    settings: &mut CanvasSettings,
+    view: &CanvasView<'_>,
+    commands: &mut Commands,
+) {
+    use crate::sketch::control::Preprocessor;
+    ui.horizontal_wrapped(|ui| {
+        if ui
+            .add_enabled(
+                !view.loading_background,
+                egui::Button::new("Control picture…"),
+            )
+            .on_hover_text(
+                "Put a photo, drawing or picture on the control layer as lines (or drop one \
+                 while the Control layer is chosen; a library picture: Use as control)",
+            )
+            .clicked()
+        {
+            commands.push(Command::Sketch(SketchCommand::OpenControlPicture));
+        }
+        let pre = &mut settings.control.preprocessor;
+        let label = ui.label("Lines from");
+        let names = [
+            (
+                Preprocessor::from_name("scribble"),
+                "Scribble",
+                "A drawing's strokes (dark on light is inverted)",
+            ),
+            (
+                Preprocessor::from_name("canny"),
+                "Canny edges",
+                "Sharp edges of a photo or picture",
+            ),
+            (
+                Preprocessor::from_name("xdog"),
+                "XDoG lines",
+                "Thick, hand-drawn-looking dark lines",
+            ),
+            (
+                Preprocessor::from_name("softedge"),
+                "Soft edges",
+                "Soft line art",
+            ),
+            (
+                Preprocessor::from_name("none"),
+                "As is",
+                "The picture already is a control image",
+            ),
+        ];
+        let current = names
+            .iter()
+            .find(|(p, _, _)| p.is_some_and(|p| p.name() == pre.name()))
+            .map(|(_, n, _)| *n)
+            .unwrap_or("Scribble");
+        egui::ComboBox::from_id_salt("control-preprocessor")
+            .selected_text(current)
+            .show_ui(ui, |ui| {
+                for (p, name, hover) in names {
+                    let Some(p) = p else { continue };
+                    if ui
+                        .selectable_label(pre.name() == p.name(), name)
+                        .on_hover_text(hover)
+                        .clicked()
+                    {
+                        *pre = p;
+                    }
+                }
+            })
+            .response
+            .labelled_by(label.id);
+        if view.doc.control_image().is_some()
+            && ui
+                .button("Remove picture")
+                .on_hover_text("Take the picture off the control layer (its strokes stay)")
+                .clicked()
+        {
+            commands.push(Command::Sketch(SketchCommand::RemoveControlPicture));
+        }
     });
 }
 

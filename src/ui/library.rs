@@ -478,6 +478,16 @@ fn details_ui(
                 {
                     commands.push(Command::UseAsInit(id));
                 }
+                if ui
+                    .button("Use as control")
+                    .on_hover_text(
+                        "Put its lines (through the control layer's preprocessor: scribble, \
+                         Canny, XDoG or soft edge) on the control layer",
+                    )
+                    .clicked()
+                {
+                    commands.push(Command::UseAsControl(id));
+                }
                 if ui.button("Export…").clicked() {
                     export.open = true;
                 }

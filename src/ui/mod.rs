@@ -81,6 +81,8 @@ pub enum Command {
     SetTags(String),
     /// Put a library picture behind the sketch as the init image (results link back to it).
     UseAsInit(i64),
+    /// Put a library picture, through the control layer's preprocessor, on the control layer.
+    UseAsControl(i64),
     // ---- the adjustments panel (`ui::adjust`) ----
     /// Open the Adjustments panel on this gallery picture.
     AdjustPicture(i64),
@@ -96,6 +98,9 @@ pub enum SketchCommand {
     Clear,
     /// Take the brush colour from the canvas at this point (canvas pixels).
     PickColour([f32; 2]),
+    /// Ask for an image file to put, preprocessed, on the control layer.
+    OpenControlPicture,
+    RemoveControlPicture,
     /// Ask for an image file to use as the background.
     OpenBackground,
     RemoveBackground,
