@@ -192,22 +192,7 @@ pub fn canny(img: &RgbImage, low: u8, high: u8) -> GrayImage {
         on[i] = true;
     }
     while let Some(i) = stack.pop() {
-        let (x, y) = ((i % w) as isize, (i / w) as isize);
-        for (dx, dy) in [
-            (-1, -1),
-            (0, -1),
-            (1, -1),
-            (-1, 0),
-            (1, 0),
-            (-1, 1),
-            (0, 1),
-            (1, 1),
-        ] {
-            let (nx, ny) = (x + dx, y + dy);
-            if nx < 0 || ny < 0 || nx >= w as isize || ny >= h as isize {
-                continue;
-            }
-            let j = ny as usize * w + nx as usize;
+        for j in super::raster::neighbours8(i, w, h) {
             if kind[j] > 0 && !on[j] {
                 on[j] = true;
                 stack.push(j);

@@ -133,29 +133,25 @@ pub(super) fn flood_region(
         }
     }
     let mut grown = region.clone();
-    for y in 0..h {
-        for x in 0..w {
-            if !region[y * w + x] {
-                continue;
-            }
-            for (dx, dy) in [
-                (-1i64, -1i64),
-                (0, -1),
-                (1, -1),
-                (-1, 0),
-                (1, 0),
-                (-1, 1),
-                (0, 1),
-                (1, 1),
-            ] {
-                let (nx, ny) = (x as i64 + dx, y as i64 + dy);
-                if nx >= 0 && ny >= 0 && (nx as usize) < w && (ny as usize) < h {
-                    grown[ny as usize * w + nx as usize] = true;
-                }
-            }
+    for i in (0..w * h).filter(|&i| region[i]) {
+        for j in neighbours8(i, w, h) {
+            grown[j] = true;
         }
     }
     grown
+}
+
+/// The indices of the (up to) eight neighbours of pixel `i` on a row-major `w` x `h` grid.
+pub(super) fn neighbours8(i: usize, w: usize, h: usize) -> impl Iterator<Item = usize> {
+    let (x, y) = ((i % w) as isize, (i / w) as isize);
+    (-1isize..=1)
+        .flat_map(|dy| (-1isize..=1).map(move |dx| (dx, dy)))
+        .filter(|&d| d != (0, 0))
+        .filter_map(move |(dx, dy)| {
+            let (nx, ny) = (x + dx, y + dy);
+            (nx >= 0 && ny >= 0 && nx < w as isize && ny < h as isize)
+                .then(|| ny as usize * w + nx as usize)
+        })
 }
 
 /// The pixel indices `[lo, hi]` covered by the span, or `None` if it misses the grid.
