@@ -86,8 +86,15 @@ pub struct ImageWriteError {
 
 /// Writes `image` as a PNG through [`crate::fsio`] (durably): a crash or a full disk never
 /// leaves a half-written file, and an existing file at `path` stays intact until the new one
-/// is complete.
-pub fn write_png_atomically(image: &image::RgbImage, path: &Path) -> Result<(), ImageWriteError> {
+/// is complete. Any pixel type PNG holds (RGB, RGBA, grey).
+pub fn write_png_atomically<P>(
+    image: &image::ImageBuffer<P, Vec<P::Subpixel>>,
+    path: &Path,
+) -> Result<(), ImageWriteError>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+{
     let fail = |reason: String| ImageWriteError {
         path: path.to_path_buf(),
         reason,

@@ -87,18 +87,14 @@ struct SketchPictures {
 fn save(root: &Path, file: &SessionFile, pictures: &SketchPictures) -> Result<(), String> {
     let dir = dir(root);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let write = |name: &str, image: image::DynamicImage| -> Result<(), String> {
-        let mut png = Vec::new();
-        image
-            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .map_err(|e| e.to_string())?;
-        crate::gallery::write_durable(&dir.join(name), &png).map_err(|e| e.to_string())
-    };
+    // Written as they are (no copy into a `DynamicImage` first).
     if let Some(bg) = &pictures.background {
-        write("background.png", bg.clone().into())?;
+        crate::imageio::write_png_atomically(bg, &dir.join("background.png"))
+            .map_err(|e| e.to_string())?;
     }
     if let Some(control) = &pictures.control {
-        write("control.png", control.clone().into())?;
+        crate::imageio::write_png_atomically(control, &dir.join("control.png"))
+            .map_err(|e| e.to_string())?;
     }
     let json = serde_json::to_vec_pretty(file).map_err(|e| e.to_string())?;
     crate::gallery::write_durable(&dir.join("state.json"), &json).map_err(|e| e.to_string())
