@@ -597,8 +597,7 @@ impl StudioApp {
         };
         let pre = self.state.canvas.control.preprocessor;
         self.rt.control_task = Some(Task::spawn("preprocess-control", &self.rt.ctx, move || {
-            let out = pre.apply(&source);
-            (pre, image::DynamicImage::ImageRgb8(out).to_luma8())
+            (pre, pre.apply_gray(&source))
         }));
     }
 

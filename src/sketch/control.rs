@@ -64,9 +64,20 @@ impl Preprocessor {
         match self {
             Self::None => img.clone(),
             Self::Scribble => scribble(img),
-            Self::Canny { low, high } => to_rgb(&canny(img, low, high)),
-            Self::Xdog { threshold } => to_rgb(&xdog(img, threshold)),
-            Self::SoftEdge => to_rgb(&soft_edge(img)),
+            _ => to_rgb(&self.apply_gray(img)),
+        }
+    }
+
+    /// [`Preprocessor::apply`] as one grey channel (the edge maps without their RGB copy),
+    /// as the studio's control layer keeps it.
+    pub fn apply_gray(self, img: &RgbImage) -> GrayImage {
+        match self {
+            Self::None | Self::Scribble => {
+                image::DynamicImage::ImageRgb8(self.apply(img)).to_luma8()
+            }
+            Self::Canny { low, high } => canny(img, low, high),
+            Self::Xdog { threshold } => xdog(img, threshold),
+            Self::SoftEdge => soft_edge(img),
         }
     }
 }
