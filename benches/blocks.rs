@@ -1,0 +1,45 @@
+//! The convolution kernel at the sizes that dominate real pictures, tiled (the model's path)
+//! against gathering the whole picture's patches at once (the kernel before tiling), in one
+//! process so the ratios are fair.
+//!
+//! `cargo bench --profile dev --bench blocks` (dev: the test build's optimised dependencies).
+//! Shapes (channels in = out, 3x3, stride 1, batch 1):
+//! - `sd-vae-128x512`: the SD VAE decoder's last level at 512x512 output;
+//! - `sd-vae-256x256`: its level before;
+//! - `taesd-64x512`: the tiny decoder's last level at 512x512;
+//! - `unet-320x64`: the SD 1.5 UNet's first level at 512x512 (64x64 latents);
+//! - `mini-64x16`: Atelier Mini's deepest level, where hand-offs between threads dominate.
+
+use atelier::diffusion::blocks::conv2d_tiled;
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, Criterion};
+
+/// The kernel's default patch floats per tile (`blocks::CONV_TILE_FLOATS`).
+const TILED: usize = 1 << 18;
+
+fn bench(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let shapes: [(&str, usize, usize, usize); 5] = [
+        ("sd-vae-128x512", 128, 512, 10),
+        ("sd-vae-256x256", 256, 256, 10),
+        ("taesd-64x512", 64, 512, 10),
+        ("unet-320x64", 320, 64, 20),
+        ("mini-64x16", 64, 16, 100),
+    ];
+    for (name, ch, size, samples) in shapes {
+        let x = Tensor::randn(0f32, 1.0, (1, ch, size, size), &dev).expect("input");
+        let w = Tensor::randn(0f32, 0.05, (ch, ch, 3, 3), &dev).expect("weight");
+        let b = Tensor::randn(0f32, 0.1, ch, &dev).expect("bias");
+        let mut group = c.benchmark_group(format!("conv3x3/{name}"));
+        group.sample_size(samples);
+        for (label, tile) in [("tiled", TILED), ("whole", usize::MAX)] {
+            group.bench_function(label, |bench| {
+                bench.iter(|| conv2d_tiled(&x, &w, Some(&b), 1, (1, 1), tile).expect("conv"))
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
