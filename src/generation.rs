@@ -174,6 +174,34 @@ pub struct GenerationRequest {
     /// are summed.
     #[serde(default)]
     pub controlnets: Vec<ControlSpec>,
+    /// Which decoder makes the final picture: the model's VAE, or the tiny one ("fast decode").
+    #[serde(default)]
+    pub decoder: DecoderChoice,
+    /// A tiny autoencoder (TAESD / TAESDXL: a diffusers `AutoencoderTiny` folder or the
+    /// original `taesd_decoder` file) for the previews and fast decode; `None` looks beside
+    /// the model and in other tools' folders.
+    #[serde(default)]
+    pub tiny_decoder: Option<PathBuf>,
+}
+
+/// The decoder that turns the finished latents into the picture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderChoice {
+    /// The model's VAE (or the request's other VAE): full quality.
+    #[default]
+    Full,
+    /// The tiny autoencoder: several times faster, slightly softer detail.
+    Tiny,
+}
+
+impl DecoderChoice {
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            DecoderChoice::Full => "full",
+            DecoderChoice::Tiny => "tiny",
+        }
+    }
 }
 
 /// One ControlNet of a job: its folder, the control image (white strokes or edges on black
@@ -342,7 +370,7 @@ pub const MAX_CONTROL_SCALE: f32 = 5.0;
 impl GenerationRequest {
     /// AUTOMATIC1111's metadata entries for this request's ControlNets (`ControlNet N`, as
     /// sd-webui-controlnet writes them) and other VAE (`VAE`, its file stem, and `VAE hash`
-    /// when the caller knows it).
+    /// when the caller knows it); `Decoder: tiny` for a fast decode (Atelier's own entry).
     pub fn a1111_extras(&self, vae_hash: Option<String>) -> Vec<(String, String)> {
         let mut extras: Vec<(String, String)> = self
             .controlnets
@@ -354,6 +382,9 @@ impl GenerationRequest {
             let name = vae.file_stem().map(|s| s.to_string_lossy().into_owned());
             extras.push(("VAE".into(), name.unwrap_or_default()));
             extras.extend(vae_hash.map(|h| ("VAE hash".to_owned(), h)));
+        }
+        if self.decoder == DecoderChoice::Tiny {
+            extras.push(("Decoder".into(), DecoderChoice::Tiny.cli_name().into()));
         }
         extras
     }
@@ -593,6 +624,8 @@ impl Default for GenerationRequest {
             prediction: None,
             embeddings: Vec::new(),
             controlnets: Vec::new(),
+            decoder: DecoderChoice::Full,
+            tiny_decoder: None,
         }
     }
 }
@@ -610,6 +643,27 @@ pub struct GeneratedImage {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_fast_decode_is_recorded_and_a_request_without_the_field_reads_as_full() {
+        let fast = GenerationRequest {
+            decoder: DecoderChoice::Tiny,
+            ..Default::default()
+        };
+        assert!(fast
+            .a1111_extras(None)
+            .contains(&("Decoder".to_owned(), "tiny".to_owned())));
+        assert!(GenerationRequest::default().a1111_extras(None).is_empty());
+        // A request saved before the field existed.
+        let mut json = serde_json::to_value(&fast).unwrap();
+        json.as_object_mut().unwrap().remove("decoder");
+        json.as_object_mut().unwrap().remove("tiny_decoder");
+        let old: GenerationRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(old.decoder, DecoderChoice::Full);
+        let back: GenerationRequest =
+            serde_json::from_value(serde_json::to_value(&fast).unwrap()).unwrap();
+        assert_eq!(back.decoder, DecoderChoice::Tiny);
+    }
+
     /// The ControlNet entry Atelier writes reads back; A1111's own with a hash too.
     #[test]
     fn a1111_controlnet_entries_read_back() {

@@ -410,3 +410,162 @@ fn low_memory_mode_drops_and_reloads_text_encoders_with_identical_results() {
     assert_eq!(normal.image.as_raw(), first.image.as_raw());
     assert_eq!(first.image.as_raw(), second.image.as_raw());
 }
+
+/// A ComfyUI-like tree: `models/checkpoints/tiny-sd15` (a copy of the tiny model) and, when
+/// `with_tiny`, the reference tiny autoencoder as `models/vae_approx/taesd_decoder.safetensors`
+/// (and its encoder).
+fn comfy_tree(with_tiny: bool) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("models/checkpoints/tiny-sd15");
+    copy_dir(&tiny_model(TinyKind::Sd15), &model);
+    if with_tiny {
+        let approx = tmp.path().join("models/vae_approx");
+        std::fs::create_dir_all(&approx).unwrap();
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/taesd");
+        for f in ["taesd_decoder.safetensors", "taesd_encoder.safetensors"] {
+            std::fs::copy(fixtures.join(f), approx.join(f)).unwrap();
+        }
+    }
+    (tmp, model)
+}
+
+#[test]
+fn fast_decode_uses_the_tiny_decoder_found_in_comfyuis_folder_and_says_when_there_is_none() {
+    use atelier::generation::DecoderChoice;
+    // None anywhere: fast decode is refused with where to put one.
+    let (_bare, model) = comfy_tree(false);
+    let mut req = request(TinyKind::Sd15);
+    req.model_dir = model;
+    req.decoder = DecoderChoice::Tiny;
+    match run(&req) {
+        Err(DiffusionError::InvalidRequest(why)) => {
+            assert!(why.contains("--tiny-decoder"), "{why}")
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|r| r.1)),
+    }
+
+    let (_tree, model) = comfy_tree(true);
+    let mut generator = Generator::default();
+    let mut full = request(TinyKind::Sd15);
+    full.model_dir = model;
+    let full_picture = run_with(&mut generator, &full, &AtomicBool::new(false))
+        .unwrap()
+        .0
+        .remove(0);
+    let fast = atelier::generation::GenerationRequest {
+        decoder: DecoderChoice::Tiny,
+        ..full.clone()
+    };
+    let fast_picture = run_with(&mut generator, &fast, &AtomicBool::new(false))
+        .unwrap()
+        .0
+        .remove(0);
+    assert!(generator.stages().iter().any(|(s, _)| s == "decode (tiny)"));
+    assert_eq!(fast_picture.image.dimensions(), (64, 64));
+    // Same latents, another decoder: another picture.
+    let d = mean_abs_diff(&full_picture.image, &fast_picture.image);
+    assert!(d > 1.0, "the tiny decoder's picture equals the VAE's ({d})");
+    assert!(spread(&fast_picture.image) > 1.0);
+    assert_eq!(fast_picture.request.decoder, DecoderChoice::Tiny);
+}
+
+/// The previews an engine job on `req` shows.
+fn previews_of(req: atelier::generation::GenerationRequest) -> Vec<Arc<image::RgbImage>> {
+    let engine = Engine::spawn(None);
+    let job = engine.submit(req);
+    let mut previews = Vec::new();
+    loop {
+        match engine
+            .recv_timeout(Duration::from_secs(120))
+            .expect("engine alive")
+            .expect("engine went quiet")
+        {
+            EngineEvent::Progress {
+                job: j, preview, ..
+            } if j == job => previews.extend(preview),
+            EngineEvent::Done { job: j, .. } if j == job => break,
+            EngineEvent::Failed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    previews
+}
+
+#[test]
+fn previews_are_whole_pictures_from_the_tiny_decoder_or_a_small_models_own_vae() {
+    let (_tree, with_tiny) = comfy_tree(true);
+    let (_bare, without) = comfy_tree(false);
+    let mut req = request(TinyKind::Sd15);
+    req.width = 64;
+    req.height = 48;
+    let tiny = previews_of(atelier::generation::GenerationRequest {
+        model_dir: with_tiny,
+        ..req.clone()
+    });
+    let own = previews_of(atelier::generation::GenerationRequest {
+        model_dir: without,
+        ..req.clone()
+    });
+    // At least the first step's, at the output size (the linear map gives 8x6).
+    assert!(!tiny.is_empty() && !own.is_empty());
+    for p in tiny.iter().chain(&own) {
+        assert_eq!(p.dimensions(), (64, 48));
+    }
+    // The same latents after step 1, through two different decoders.
+    let d = mean_abs_diff(&tiny[0], &own[0]);
+    assert!(d > 1.0, "the previews do not differ by decoder ({d})");
+
+    // Atelier Mini's own VAE decodes its previews.
+    let mini_dir = atelier::models::default_model_dir();
+    let mini = previews_of(atelier::generation::GenerationRequest {
+        model_dir: mini_dir.clone(),
+        ..req.clone()
+    });
+    assert!(!mini.is_empty());
+    assert!(mini.iter().all(|p| p.dimensions() == (64, 48)));
+
+    // A tiny decoder for 1/8 latents named for Atelier Mini (1/4 latents): refused, named.
+    let mut wrong = req.clone();
+    wrong.model_dir = mini_dir;
+    wrong.tiny_decoder = Some(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/reference/taesd/tiny"),
+    );
+    match run(&wrong) {
+        Err(DiffusionError::InvalidRequest(why)) => {
+            assert!(why.contains("1/8") && why.contains("1/4"), "{why}")
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|r| r.1)),
+    }
+}
+
+#[test]
+fn a_corrupt_tiny_decoder_is_an_error_when_named_and_a_note_when_merely_found() {
+    let (tree, model) = comfy_tree(true);
+    let decoder = tree
+        .path()
+        .join("models/vae_approx/taesd_decoder.safetensors");
+    let bytes = std::fs::read(&decoder).unwrap();
+    std::fs::write(&decoder, &bytes[..bytes.len() / 3]).unwrap();
+    let mut req = request(TinyKind::Sd15);
+    req.model_dir = model;
+    req.tiny_decoder = Some(decoder.clone());
+    match run(&req) {
+        Err(DiffusionError::Model(e)) => {
+            let text = e.to_string();
+            assert!(text.contains("taesd_decoder"), "{text}");
+        }
+        other => panic!("expected an error, got {:?}", other.map(|r| r.1)),
+    }
+    // Found, not named: the picture is made with the VAE, and the user hears why not.
+    req.tiny_decoder = None;
+    let mut generator = Generator::default();
+    let (images, _) = run_with(&mut generator, &req, &AtomicBool::new(false)).unwrap();
+    assert_eq!(images.len(), 1);
+    let warnings = generator.warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains("tiny decoder")),
+        "{warnings:?}"
+    );
+}

@@ -952,3 +952,55 @@ fn single_file_controlnets_match_their_folder() {
         assert!(d <= bound, "{}: {d:.4}/255", file.display());
     }
 }
+
+/// The largest absolute difference between two tensors of one shape.
+fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn tiny_autoencoder_matches_diffusers_in_its_folder_and_original_files() {
+    use atelier::diffusion::taesd::TinyAutoencoder;
+    use candle_core::{DType, Device};
+    let dir = fixtures().join("taesd");
+    let io = candle_core::safetensors::load(dir.join("io.safetensors"), &Device::Cpu).unwrap();
+    let folder = TinyAutoencoder::load(&dir.join("tiny"), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(folder.downscale, 8);
+    assert!(folder.has_encoder());
+    let decoded = folder.decode(&io["latents"]).unwrap();
+    let err = max_abs_diff(&decoded, &io["decoded"]);
+    eprintln!("tiny decoder (folder): max abs diff {err:e}");
+    assert!(err < 1e-4, "decode differs from diffusers by {err}");
+    let encoded = folder.encode(&io["pixels"]).unwrap();
+    let err = max_abs_diff(&encoded, &io["encoded"]);
+    eprintln!("tiny encoder (folder): max abs diff {err:e}");
+    assert!(err < 1e-4, "encode differs from diffusers by {err}");
+
+    // The original layout, as ComfyUI's models/vae_approx holds it: the decoder file, and its
+    // encoder found beside it.
+    let original = TinyAutoencoder::load(
+        &dir.join("taesd_decoder.safetensors"),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(original.has_encoder(), "taesd_encoder beside it");
+    let err = max_abs_diff(&original.decode(&io["latents"]).unwrap(), &io["decoded"]);
+    assert!(err < 1e-4, "original-layout decode differs by {err}");
+    let err = max_abs_diff(&original.encode(&io["pixels"]).unwrap(), &io["encoded"]);
+    assert!(err < 1e-4, "original-layout encode differs by {err}");
+
+    // A folder of such files is found by their names.
+    let by_folder = TinyAutoencoder::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(by_folder.path, dir.join("taesd_decoder.safetensors"));
+}

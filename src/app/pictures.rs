@@ -856,6 +856,10 @@ impl StudioApp {
             sampler: m.sampler_kind().unwrap_or(current.sampler),
             strength_0_to_1: m.strength.unwrap_or(current.strength_0_to_1),
             clip_skip: m.clip_skip.unwrap_or(1),
+            decoder: match m.extra.get("Decoder").map(String::as_str) {
+                Some("tiny") => crate::generation::DecoderChoice::Tiny,
+                _ => crate::generation::DecoderChoice::Full,
+            },
             ..current
         };
         self.state.prompt.reuse(&request);

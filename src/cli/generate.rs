@@ -33,6 +33,15 @@ pub(crate) struct GenerateArgs {
     /// `sdxl_vae.safetensors`) or a diffusers `vae/` folder.
     #[arg(long)]
     vae: Option<PathBuf>,
+    /// The decoder of the final picture: full (the model's VAE) or tiny (a tiny autoencoder,
+    /// TAESD/TAESDXL: several times faster, slightly softer).
+    #[arg(long, default_value = "full", value_parser = ["full", "tiny"])]
+    decoder: String,
+    /// A tiny autoencoder for the previews and --decoder tiny: a diffusers AutoencoderTiny
+    /// folder or a `taesd_decoder` / `taesdxl_decoder` file. Without it one is looked for
+    /// beside the model, in ComfyUI's models/vae_approx and in A1111's models/VAE-taesd.
+    #[arg(long, value_name = "PATH")]
+    tiny_decoder: Option<PathBuf>,
     /// A textual-inversion embedding (A1111 .pt or .safetensors, SDXL clip_l/clip_g), used by
     /// its file name as a word in the prompt or negative prompt; repeat for several. Those in
     /// the --model-dir folders' embeddings folders are found by the names the prompts use.
@@ -348,6 +357,11 @@ pub(crate) fn generate(
         vae: args.vae.clone(),
         embeddings: Vec::new(),
         controlnets,
+        decoder: match args.decoder.as_str() {
+            "tiny" => atelier::generation::DecoderChoice::Tiny,
+            _ => atelier::generation::DecoderChoice::Full,
+        },
+        tiny_decoder: args.tiny_decoder.clone(),
         prediction: args.prediction.map(|p| match p.as_str() {
             "v" => atelier::generation::PredictionType::V,
             _ => atelier::generation::PredictionType::Epsilon,
@@ -476,6 +490,8 @@ pub(crate) fn spawn_engine(
         atelier::diffusion::GeneratorOptions {
             low_memory,
             device,
+            // Nobody sees them on the command line.
+            previews: false,
             ..atelier::diffusion::GeneratorOptions::from_env()
         },
     )

@@ -59,6 +59,33 @@ impl Conv2d {
         })
     }
 
+    /// A convolution without bias (its weight only).
+    pub fn without_bias(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        pad: (usize, usize),
+    ) -> Result<Self> {
+        let bound = 1.0 / ((cin * kernel * kernel) as f64).sqrt();
+        let weight = vb.get_with_hints(
+            (cout, cin, kernel, kernel),
+            "weight",
+            candle_nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
+        Ok(Self {
+            weight,
+            bias: None,
+            kernel,
+            stride,
+            pad,
+        })
+    }
+
     /// 3x3, stride 1, padding 1.
     pub fn same(vb: VarBuilder, cin: usize, cout: usize) -> Result<Self> {
         Self::new(vb, cin, cout, 3, 1, (1, 1))

@@ -99,7 +99,7 @@ impl ControlNet {
                     reason: why,
                 });
             }
-            let vb = super::weights::controlnet_var_builder(path, dtype, device)?;
+            let vb = super::weights::diffusers_folder_var_builder(path, dtype, device)?;
             (config, vb)
         };
         Self::build(path, vb, config).map_err(|e| ModelError::BadWeights {

@@ -12,6 +12,7 @@ pub mod noise;
 pub mod pipeline;
 pub mod prompt;
 pub mod sampler;
+pub mod taesd;
 mod text;
 pub mod tiny;
 pub mod tokenizer;
@@ -67,6 +68,9 @@ pub struct JobControl<'a> {
     pub on_loading: &'a mut dyn FnMut(&str),
     /// `(image_index, step, of, preview)` after every denoising step.
     pub on_step: &'a mut dyn FnMut(u32, usize, usize, Option<image::RgbImage>),
+    /// Whether anyone looks at the previews (a window does; a script does not): without, none
+    /// is made.
+    pub previews: bool,
     pub on_image: &'a mut dyn FnMut(GeneratedImage),
 }
 
@@ -93,6 +97,8 @@ pub struct GeneratorOptions {
     pub panic_on_prompt: Option<String>,
     /// Which device to run on (see [`device::choose`]).
     pub device: device::DevicePreference,
+    /// Make step previews (a window shows them; the command line does not).
+    pub previews: bool,
 }
 
 impl Default for GeneratorOptions {
@@ -102,6 +108,7 @@ impl Default for GeneratorOptions {
             images_per_pass: 4,
             panic_on_prompt: None,
             device: device::DevicePreference::Auto,
+            previews: true,
         }
     }
 }
@@ -218,6 +225,7 @@ impl Generator {
             cancel,
             on_loading: &mut |_| {},
             on_step: &mut |_, _, _, _| steps += 1,
+            previews: false,
             on_image: &mut |image| images.push(image),
         };
         self.run(request, &mut control)?;

@@ -11,12 +11,13 @@ use super::clip::ClipTextEncoder;
 use super::controlnet::ControlNet;
 use super::noise::{load_noise_file, NoiseRng};
 use super::sampler::{self, NoiseSchedule};
+use super::taesd::{find_tiny_decoder, TinyAutoencoder};
 use super::text::{Cond, TextEncoders};
 use super::unet::{guidance_scale_embedding, AddedCond, ControlResiduals, Unet};
 use super::vae::Vae;
 use super::weights::var_builder;
 use super::{DiffusionError, JobControl};
-use crate::generation::{ControlMode, GeneratedImage, GenerationRequest};
+use crate::generation::{ControlMode, DecoderChoice, GeneratedImage, GenerationRequest};
 use crate::models::config::ModelConfigs;
 use crate::models::{Family, ModelError};
 
@@ -53,6 +54,9 @@ pub struct LoadedModel {
     embeddings: Vec<super::embedding::Embedding>,
     /// The ControlNets of the current request, loaded (kept for the next job that uses them).
     controlnets: Vec<ControlNet>,
+    /// The tiny autoencoder for previews and fast decode, when the request names one or one
+    /// was found beside the model (kept for the next job that wants the same).
+    tiny: Option<TinyAutoencoder>,
     /// What the last generation adjusted and the user should hear (a control image resized).
     pub notes: Vec<String>,
     /// Seconds each stage of the last generation took ("text", "step 3", "decode"...).
@@ -143,6 +147,7 @@ impl LoadedModel {
             record,
             embeddings: Vec::new(),
             controlnets: Vec::new(),
+            tiny: None,
             notes: Vec::new(),
             stages: Vec::new(),
         };
@@ -304,6 +309,7 @@ impl LoadedModel {
         self.stages.clear();
         let mut laps = Laps(Instant::now());
         self.load_controlnets(request)?;
+        self.prepare_tiny(request)?;
         let controls = self.control_inputs(request, seeds.len())?;
         if !controls.is_empty() {
             self.stages.push(("ControlNets".into(), laps.lap()));
@@ -332,9 +338,92 @@ impl LoadedModel {
                 .map(|(i, s)| (format!("step {}", first_step + i + 1), s)),
         );
         control.check_cancelled()?;
-        let pictures = self.decode(&latents, &inputs)?;
-        self.stages.push(("decode".into(), laps.lap()));
+        let pictures = self.decode(&latents, &inputs, request.decoder)?;
+        self.stages.push((
+            match request.decoder {
+                DecoderChoice::Full => "decode".into(),
+                DecoderChoice::Tiny => "decode (tiny)".into(),
+            },
+            laps.lap(),
+        ));
         Ok(finish(pictures))
+    }
+
+    /// The request's tiny autoencoder (or one found beside the model) loaded, or none. One the
+    /// request names must load and fit the model; one merely found that does not is left out
+    /// with a note. Fast decode without any is refused with where to put one.
+    fn prepare_tiny(&mut self, request: &GenerationRequest) -> Result<(), DiffusionError> {
+        let named = request.tiny_decoder.as_deref();
+        let wanted = named
+            .map(Path::to_path_buf)
+            .or_else(|| find_tiny_decoder(&self.configs.dir, self.configs.family));
+        let loaded_from = |t: &TinyAutoencoder| {
+            Some(t.path.as_path()) == wanted.as_deref()
+                || wanted.as_deref().is_some_and(|w| t.path.starts_with(w))
+        };
+        if !self.tiny.as_ref().is_some_and(loaded_from) {
+            self.tiny = None;
+            if let Some(path) = &wanted {
+                let loaded = TinyAutoencoder::load(path, self.dtype, &self.device)
+                    .map_err(DiffusionError::Model)
+                    .and_then(
+                        |t| match t.mismatch(self.vae.latent_channels, self.vae.downscale) {
+                            None => Ok(t),
+                            Some(why) => Err(DiffusionError::InvalidRequest(format!(
+                                "{}: {why}",
+                                path.display()
+                            ))),
+                        },
+                    );
+                match (loaded, named) {
+                    (Ok(t), _) => self.tiny = Some(t),
+                    (Err(e), Some(_)) => return Err(e),
+                    (Err(e), None) => self
+                        .notes
+                        .push(format!("the tiny decoder found is not used: {e}")),
+                }
+            }
+        }
+        if request.decoder == DecoderChoice::Tiny && self.tiny.is_none() {
+            return Err(DiffusionError::InvalidRequest(
+                "fast decode needs a tiny decoder (TAESD, or TAESDXL for SDXL): none was found \
+                 beside the model, in ComfyUI's models/vae_approx or in A1111's \
+                 models/VAE-taesd; name one with --tiny-decoder"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// How this job's previews are made: with the tiny decoder when there is one, with the
+    /// model's own VAE when it is small enough at this size (Atelier Mini's), else the linear
+    /// approximation of the latents' colours.
+    fn preview_kind(&self, width: u32, height: u32) -> PreviewKind {
+        let widest = self
+            .configs
+            .vae
+            .block_out_channels
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0);
+        if self.tiny.is_some() {
+            PreviewKind::Tiny
+        } else if widest * width as usize * height as usize <= FULL_VAE_PREVIEW_BUDGET {
+            PreviewKind::Vae
+        } else {
+            PreviewKind::Linear
+        }
+    }
+
+    /// The preview of image 0 of `latents`.
+    fn preview(&self, latents: &Tensor, kind: PreviewKind) -> candle_core::Result<image::RgbImage> {
+        let first = latents.i(0..1)?;
+        match (kind, &self.tiny) {
+            (PreviewKind::Tiny, Some(tiny)) => tensor_to_rgb(&tiny.decode(&first)?),
+            (PreviewKind::Vae, _) => tensor_to_rgb(&self.vae.decode(&first)?),
+            _ => latent_preview(&first, self.configs.family),
+        }
     }
 
     /// Loads the request's ControlNets not loaded yet and frees those it does not use.
@@ -606,6 +695,8 @@ impl LoadedModel {
         let first_evaluation = sampler.evaluations(start).start;
         let run_evaluations = (evaluations - first_evaluation).max(1) as f64;
         let mut latents = begin.latents.clone();
+        let kind = self.preview_kind(request.width, request.height);
+        let mut pace = PreviewPace::new(kind);
         for step in start..n {
             let step_started = Instant::now();
             for i in sampler.evaluations(step) {
@@ -643,10 +734,14 @@ impl LoadedModel {
                     latents = (latents.broadcast_mul(lm)? + known.broadcast_mul(&(1.0 - lm)?)?)?;
                 }
             }
-            step_secs.push(step_started.elapsed().as_secs_f64());
+            let secs = step_started.elapsed().as_secs_f64();
+            step_secs.push(secs);
             let done_steps = step - start + 1;
-            let preview = if done_steps % preview_every(total) == 0 && done_steps < total {
-                Some(latent_preview(&latents.i(0..1)?, self.configs.family)?)
+            let preview = if control.previews && pace.due(done_steps, total) {
+                let started = Instant::now();
+                let image = self.preview(&latents, kind)?;
+                pace.made(started.elapsed().as_secs_f64(), secs, done_steps);
+                Some(image)
             } else {
                 None
             };
@@ -771,13 +866,17 @@ impl LoadedModel {
         &self,
         latents: &Tensor,
         inputs: &UserImages,
+        decoder: DecoderChoice,
     ) -> Result<Vec<image::RgbImage>, DiffusionError> {
         ensure_finite(
             latents,
             &self.configs.component_path("unet"),
             "the denoised latents",
         )?;
-        let pixels = self.vae.decode(latents)?;
+        let pixels = match (decoder, &self.tiny) {
+            (DecoderChoice::Tiny, Some(tiny)) => tiny.decode(latents)?,
+            _ => self.vae.decode(latents)?,
+        };
         ensure_finite(
             &pixels,
             &self.configs.component_path("vae"),
@@ -912,6 +1011,59 @@ fn ensure_finite(t: &Tensor, component: &Path, what: &str) -> Result<(), Diffusi
 
 fn preview_every(total: usize) -> usize {
     (total / 10).max(1)
+}
+
+/// Largest widest-VAE-channel x output-pixel product whose full VAE decode is cheap enough for
+/// a preview at every step (Atelier Mini: 64 channels, 64x64 up to 128x128 pictures).
+const FULL_VAE_PREVIEW_BUDGET: usize = 1 << 20;
+
+/// Share of the denoising time that decoded previews may take: they come every step while
+/// they cost less than this, and as often as it allows when they cost more (a tiny decoder on
+/// a CPU at 1024 px).
+const PREVIEW_TIME_SHARE: f64 = 0.15;
+
+/// How the previews of a job are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PreviewKind {
+    /// The tiny autoencoder: the whole picture, cheaply.
+    Tiny,
+    /// The model's own VAE (small models at small sizes).
+    Vae,
+    /// The linear map of the latents' colours, at latent resolution.
+    Linear,
+}
+
+/// When the next preview is due: every few steps for the linear map; for a decoder, every step
+/// while it costs under [`PREVIEW_TIME_SHARE`] of a step, spaced out as it costs more.
+struct PreviewPace {
+    kind: PreviewKind,
+    /// Steps between decoded previews (measured on the last one).
+    gap: usize,
+    last: usize,
+}
+
+impl PreviewPace {
+    fn new(kind: PreviewKind) -> Self {
+        Self {
+            kind,
+            gap: 1,
+            last: 0,
+        }
+    }
+
+    fn due(&self, done: usize, total: usize) -> bool {
+        done < total
+            && match self.kind {
+                PreviewKind::Linear => done.is_multiple_of(preview_every(total)),
+                _ => done >= self.last + self.gap,
+            }
+    }
+
+    fn made(&mut self, preview_secs: f64, step_secs: f64, done: usize) {
+        self.last = done;
+        let budget = (PREVIEW_TIME_SHARE * step_secs).max(1e-6);
+        self.gap = ((preview_secs / budget).ceil() as usize).clamp(1, 1000);
+    }
 }
 
 /// The request's own limits ([`GenerationRequest::validate`]) plus this model's size multiple.

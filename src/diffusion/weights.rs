@@ -82,8 +82,8 @@ pub fn single_file_var_builder(
     ))
 }
 
-/// A diffusers ControlNet folder's weights, memory-mapped.
-pub fn controlnet_var_builder(
+/// A diffusers folder's weights (a ControlNet, a tiny autoencoder), memory-mapped.
+pub fn diffusers_folder_var_builder(
     dir: &Path,
     dtype: DType,
     device: &Device,

@@ -354,6 +354,7 @@ fn run_job(
                 elapsed_secs: started.elapsed().as_secs_f32(),
             })
         },
+        previews: options.previews,
         on_image: &mut |image| {
             sink.send(EngineEvent::Image {
                 job,

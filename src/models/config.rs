@@ -37,7 +37,7 @@ pub enum ModelError {
     UnsupportedFile { path: PathBuf, what: String },
 }
 
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
     let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ModelError::Missing {
             path: path.parent().unwrap_or(path).to_path_buf(),

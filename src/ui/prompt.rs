@@ -244,6 +244,16 @@ fn settings_grid_ui(ui: &mut egui::Ui, settings: &mut PromptSettings, commands: 
          SD 1.5 models expect (SDXL ignores it)",
     );
     ui.end_row();
+
+    labelled(ui, "Fast decode", |ui| {
+        ui.checkbox(&mut settings.fast_decode, "tiny decoder")
+    })
+    .on_hover_text(
+        "Decode the pictures with a tiny decoder (TAESD, TAESDXL for SDXL) instead of the \
+         model's VAE: several times faster, slightly softer. Put taesd_decoder.safetensors \
+         beside the model or in ComfyUI's models/vae_approx; the step previews use it too",
+    );
+    ui.end_row();
 }
 
 /// A width or height, in steps of 8 within the allowed range.
