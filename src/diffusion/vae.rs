@@ -228,9 +228,192 @@ impl Vae {
         self.decoder.forward(latents)
     }
 
-    /// Scaled latents -> pixels in [-1, 1].
+    /// Scaled latents -> pixels in [-1, 1]; pictures over [`TILE_ABOVE_CELLS`] latent cells
+    /// (beyond 1024x1024 for SD) in overlapping tiles, so memory stays that of a 768 px decode.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
-        let unscaled = ((latents / self.scaling_factor)? + self.shift_factor)?;
-        self.decoder.forward(&unscaled)
+        let (_, _, h, w) = latents.dims4()?;
+        if h * w > TILE_ABOVE_CELLS {
+            self.decode_tiled(latents, TILE_CELLS, TILE_OVERLAP_CELLS)
+        } else {
+            self.decoder.forward(&self.unscale(latents)?)
+        }
+    }
+
+    fn unscale(&self, latents: &Tensor) -> Result<Tensor> {
+        (latents / self.scaling_factor)? + self.shift_factor
+    }
+
+    /// [`Vae::decode`] in tiles of `tile` x `tile` latent cells overlapping by at least
+    /// `overlap`, each decoded alone and blended into its neighbours with linear ramps across
+    /// the overlap, so no seam shows. (The mid block's attention and the group norms see one
+    /// tile at a time, as in diffusers' tiled decode: the picture differs slightly from a
+    /// whole decode.)
+    pub fn decode_tiled(&self, latents: &Tensor, tile: usize, overlap: usize) -> Result<Tensor> {
+        let z = self.unscale(latents)?;
+        let (b, _, h, w) = z.dims4()?;
+        let tile = tile.max(overlap + 1);
+        let starts = |len: usize| -> Vec<usize> {
+            if len <= tile {
+                return vec![0];
+            }
+            let stride = tile - overlap;
+            let mut v: Vec<usize> = (0..)
+                .map(|i| i * stride)
+                .take_while(|&s| s + tile < len)
+                .collect();
+            v.push(len - tile);
+            v
+        };
+        let f = self.downscale;
+        let (ph, pw) = (h * f, w * f);
+        let mut acc = vec![0f32; b * 3 * ph * pw];
+        let mut weights = vec![0f32; ph * pw];
+        let ramp = (overlap * f).max(1) as f32;
+        // Rises from the tile's edge where a neighbour overlaps it, flat elsewhere.
+        let weight = |i: usize, len: usize, before: bool, after: bool| -> f32 {
+            let mut v = 1f32;
+            if before {
+                v = v.min((i as f32 + 0.5) / ramp);
+            }
+            if after {
+                v = v.min(((len - i) as f32 - 0.5) / ramp);
+            }
+            v.max(1e-3)
+        };
+        for &y0 in &starts(h) {
+            for &x0 in &starts(w) {
+                let (th, tw) = (tile.min(h), tile.min(w));
+                let part = self
+                    .decoder
+                    .forward(&z.narrow(2, y0, th)?.narrow(3, x0, tw)?)?
+                    .to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                let (sh, sw) = (th * f, tw * f);
+                let wy: Vec<f32> = (0..sh)
+                    .map(|i| weight(i, sh, y0 > 0, y0 + th < h))
+                    .collect();
+                let wx: Vec<f32> = (0..sw)
+                    .map(|j| weight(j, sw, x0 > 0, x0 + tw < w))
+                    .collect();
+                for (plane, src) in part.chunks_exact(sh * sw).enumerate() {
+                    let dst = &mut acc[plane * ph * pw..][..ph * pw];
+                    for (i, row) in src.chunks_exact(sw).enumerate() {
+                        let out = &mut dst[(y0 * f + i) * pw + x0 * f..][..sw];
+                        for ((o, v), wxj) in out.iter_mut().zip(row).zip(&wx) {
+                            *o += v * wy[i] * wxj;
+                        }
+                    }
+                }
+                for (i, &wyi) in wy.iter().enumerate() {
+                    let out = &mut weights[(y0 * f + i) * pw + x0 * f..][..sw];
+                    for (o, wxj) in out.iter_mut().zip(&wx) {
+                        *o += wyi * wxj;
+                    }
+                }
+            }
+        }
+        for plane in acc.chunks_exact_mut(ph * pw) {
+            for (v, wsum) in plane.iter_mut().zip(&weights) {
+                *v /= wsum;
+            }
+        }
+        Tensor::from_vec(acc, (b, 3, ph, pw), &candle_core::Device::Cpu)?
+            .to_dtype(latents.dtype())?
+            .to_device(latents.device())
+    }
+}
+
+/// Latent cells above which [`Vae::decode`] works in tiles: 128 x 128 (1024x1024 for SD).
+const TILE_ABOVE_CELLS: usize = 128 * 128;
+/// A decode tile's side in latent cells (768 px for SD: the mid block attends over 9216).
+const TILE_CELLS: usize = 96;
+/// The least overlap of neighbouring tiles, in latent cells (128 px for SD).
+const TILE_OVERLAP_CELLS: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    fn tiny_vae() -> Vae {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let config = VaeConfig {
+            block_out_channels: vec![8, 16],
+            layers_per_block: 1,
+            latent_channels: 4,
+            norm_num_groups: 4,
+            scaling_factor: 0.5,
+            shift_factor: None,
+            use_quant_conv: true,
+            use_post_quant_conv: true,
+        };
+        Vae::new(vb, &config).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_tiled_decode_is_each_tiles_own_decode_where_alone_and_a_blend_where_they_overlap() {
+        let vae = tiny_vae();
+        let z = Tensor::randn(0f32, 1.0, (2, 4, 22, 31), &Device::Cpu).unwrap();
+        let whole = vae.decode(&z).unwrap();
+        // One tile covering everything is the whole decode.
+        let one = vae.decode_tiled(&z, 64, 4).unwrap();
+        assert!(max_diff(&one, &whole) < 1e-5);
+        // Tiles of 10 cells overlapping by 4: rows start at 0, 6, 12 (22 - 10), columns at 0,
+        // 6, 12, 18, 21 (31 - 10). The VAE doubles: pixels are twice the cells.
+        let tiled = vae.decode_tiled(&z, 10, 4).unwrap();
+        assert_eq!(tiled.dims(), whole.dims());
+        let decode_at = |y: usize, x: usize| {
+            vae.decoder
+                .forward(
+                    &vae.unscale(&z.narrow(2, y, 10).unwrap().narrow(3, x, 10).unwrap())
+                        .unwrap(),
+                )
+                .unwrap()
+        };
+        let px = |t: &Tensor, y: usize, x: usize| -> Vec<f32> {
+            t.narrow(2, y, 1)
+                .unwrap()
+                .narrow(3, x, 1)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-4);
+        let (first, second) = (decode_at(0, 0), decode_at(0, 6));
+        // Where only the first tile reaches (cells 0..6, pixels 0..12), it is that tile.
+        let corner = |t: &Tensor| t.narrow(2, 0, 12).unwrap().narrow(3, 0, 12).unwrap();
+        assert!(max_diff(&corner(&tiled), &corner(&first)) < 1e-5);
+        // Across the overlap of the first two tiles (pixels 12..20 of row 3), the picture
+        // goes from the first tile's values to the second's, a linear mix of the two in
+        // between: weight (i + 0.5) / 8 for the second at overlap pixel i.
+        for i in 0..8 {
+            let x = 12 + i;
+            let (a, b) = (px(&first, 3, x), px(&second, 3, x - 12));
+            let t = (i as f32 + 0.5) / 8.0;
+            let want: Vec<f32> = a
+                .iter()
+                .zip(&b)
+                .map(|(a, b)| a * (1.0 - t) + b * t)
+                .collect();
+            assert!(close(&px(&tiled, 3, x), &want), "overlap pixel {i}");
+        }
     }
 }
