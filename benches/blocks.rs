@@ -9,9 +9,15 @@
 //! - `taesd-64x512`: the tiny decoder's last level at 512x512;
 //! - `unet-320x64`: the SD 1.5 UNet's first level at 512x512 (64x64 latents);
 //! - `mini-64x16`: Atelier Mini's deepest level, where hand-offs between threads dominate.
+//!
+//! Attention (`attention/...`): the tiled inference kernel against the composed one (whole
+//! score matrices, as training runs it: the queries are a tracked variable there):
+//! - `sd-unet-4096x320x8`: the SD 1.5 UNet's first level at 512x512, 8 heads;
+//! - `sd-vae-4096x512x1`: the SD VAE's mid block at 512x512, one head;
+//! - `mini-256x64x4`: an Atelier Mini-sized layer.
 
-use atelier::diffusion::blocks::conv2d_tiled;
-use candle_core::{Device, Tensor};
+use atelier::diffusion::blocks::{attention, conv2d_tiled};
+use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 /// The kernel's default patch floats per tile (`blocks::CONV_TILE_FLOATS`).
@@ -37,6 +43,26 @@ fn bench(c: &mut Criterion) {
                 bench.iter(|| conv2d_tiled(&x, &w, Some(&b), 1, (1, 1), tile).expect("conv"))
             });
         }
+        group.finish();
+    }
+    let attentions: [(&str, usize, usize, usize, usize); 3] = [
+        ("sd-unet-4096x320x8", 4096, 320, 8, 10),
+        ("sd-vae-4096x512x1", 4096, 512, 1, 10),
+        ("mini-256x64x4", 256, 64, 4, 100),
+    ];
+    for (name, n, ch, heads, samples) in attentions {
+        let q = Tensor::randn(0f32, 1.0, (1, n, ch), &dev).expect("q");
+        let k = Tensor::randn(0f32, 1.0, (1, n, ch), &dev).expect("k");
+        let v = Tensor::randn(0f32, 1.0, (1, n, ch), &dev).expect("v");
+        let tracked = Var::from_tensor(&q).expect("var");
+        let mut group = c.benchmark_group(format!("attention/{name}"));
+        group.sample_size(samples);
+        group.bench_function("tiled", |b| {
+            b.iter(|| attention(&q, &k, &v, heads).expect("attention"))
+        });
+        group.bench_function("composed", |b| {
+            b.iter(|| attention(tracked.as_tensor(), &k, &v, heads).expect("attention"))
+        });
         group.finish();
     }
 }

@@ -553,6 +553,142 @@ pub fn upsample_nearest(x: &Tensor, size: Option<(usize, usize)>) -> Result<Tens
     }
 }
 
+/// Score bytes per block of query rows in [`TiledAttention`]: a block's scores stay in a
+/// core's cache between the two products and the softmax.
+const ATTENTION_BLOCK_BYTES: usize = 256 << 10;
+
+/// Softmax attention of pre-scaled queries `[G, N, D]` over keys and values `[G, M, D]`
+/// (contiguous f32, the same for every group), without gradients: each block of query rows
+/// computes its scores (one product), their softmax, and its share of the output (a second
+/// product) while the scores are in cache. Blocks run one per thread. The whole score matrix
+/// is never allocated, so it holds `G x M` floats per block instead of `G x N x M`.
+struct TiledAttention {
+    /// At most this many score bytes per block (fewer rows for longer keys; one at least).
+    budget: usize,
+}
+
+impl candle_core::CustomOp3 for TiledAttention {
+    fn name(&self) -> &'static str {
+        "atelier-tiled-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let (q, k, v) = (
+            contiguous_f32(s1, l1)?,
+            contiguous_f32(s2, l2)?,
+            contiguous_f32(s3, l3)?,
+        );
+        let (g, n, d) = l1.shape().dims3()?;
+        let m = l2.shape().dims3()?.1;
+        let mut out = vec![0f32; g * n * d];
+        if g == 0 || n == 0 || d == 0 {
+            return Ok((CpuStorage::F32(out), Shape::from((g, n, d))));
+        }
+        // Each block reads all of its group's keys and values: once they outgrow the cache
+        // (a VAE's 512 channels), blocks need enough rows to pay for reading them again.
+        let reread_rows = if 2 * m * d * 4 > 1 << 20 { 128 } else { 1 };
+        let rows = (ATTENTION_BLOCK_BYTES.min(self.budget) / (m * 4).max(1))
+            .max(reread_rows)
+            .clamp(1, n);
+        let blocks: Vec<(usize, usize)> = (0..g)
+            .flat_map(|gi| (0..n).step_by(rows).map(move |r| (gi, r)))
+            .collect();
+        let dst = OutPtr(out.as_mut_ptr());
+        let run = |scores: &mut Vec<f32>, (gi, r0): (usize, usize)| {
+            let len = rows.min(n - r0);
+            scores.resize(len * m, 0.0);
+            let (qb, kg, vg) = (
+                &q[(gi * n + r0) * d..][..len * d],
+                &k[gi * m * d..][..m * d],
+                &v[gi * m * d..][..m * d],
+            );
+            // SAFETY: `qb` is `[len, d]`, `kg` `[m, d]` read as its transpose `[d, m]` (column
+            // stride d, row stride 1), `scores` a `[len, m]` buffer of that size.
+            unsafe {
+                gemm::gemm(
+                    len,
+                    m,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    m as isize,
+                    false,
+                    qb.as_ptr(),
+                    1,
+                    d as isize,
+                    kg.as_ptr(),
+                    d as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            }
+            for row in scores.chunks_exact_mut(m) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for x in row.iter_mut() {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                }
+                let inv = 1.0 / sum;
+                for x in row.iter_mut() {
+                    *x *= inv;
+                }
+            }
+            // SAFETY: the block's output rows `r0..r0 + len` of group `gi` (row stride d) lie
+            // inside `out`, alive until this function returns, and no other block writes them;
+            // `scores` is `[len, m]` and `vg` `[m, d]`.
+            unsafe {
+                gemm::gemm(
+                    len,
+                    d,
+                    m,
+                    dst.at((gi * n + r0) * d),
+                    1,
+                    d as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    m as isize,
+                    vg.as_ptr(),
+                    1,
+                    d as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            }
+        };
+        if rayon::current_num_threads() > 1 && blocks.len() > 1 {
+            blocks
+                .par_iter()
+                .for_each_init(Vec::new, |buf, &b| run(buf, b));
+        } else {
+            let mut buf = Vec::new();
+            for &b in &blocks {
+                run(&mut buf, b);
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((g, n, d))))
+    }
+}
+
 /// Most bytes of attention scores held at once (see [`attention`]).
 const ATTENTION_SCORE_BYTES: usize = 256 << 20;
 
@@ -577,6 +713,21 @@ fn attention_within(
     let q = (split(q, n)? * (d as f64).powf(-0.5))?;
     let k = split(k, m)?;
     let v = split(v, m)?;
+    if q.device().is_cpu()
+        && q.dtype() == DType::F32
+        && !(q.track_op() || k.track_op() || v.track_op())
+    {
+        // Inference on the CPU: blocks of query rows, their scores kept in cache.
+        let out = q
+            .reshape((b * heads, n, d))?
+            .apply_op3_no_bwd(
+                &k.reshape((b * heads, m, d))?,
+                &v.reshape((b * heads, m, d))?,
+                &TiledAttention { budget },
+            )?
+            .reshape((b, heads, n, d))?;
+        return out.transpose(1, 2)?.reshape((b, n, c));
+    }
     // Bound the score matrix: (batch, head) groups in slices when it would be large, and the
     // queries of one head in chunks of rows when even one head's would be (a 1024 px VAE's
     // mid block: 16384 x 16384 scores). Each row's softmax is whole, so the result is exact.
@@ -960,17 +1111,16 @@ mod tests {
     use candle_nn::VarMap;
 
     #[test]
-    fn attention_in_slices_and_row_chunks_equals_the_whole_score_matrix() {
+    fn attention_in_slices_row_chunks_and_tiles_equals_the_whole_score_matrix() {
         let dev = Device::Cpu;
         let q = Tensor::randn(0f32, 1.0, (2, 37, 16), &dev).unwrap();
         let k = Tensor::randn(0f32, 1.0, (2, 29, 16), &dev).unwrap();
         let v = Tensor::randn(0f32, 1.0, (2, 29, 16), &dev).unwrap();
-        let whole = attention_within(&q, &k, &v, 4, usize::MAX).unwrap();
-        // One head's 37 x 29 scores are 4292 bytes: 1000 bytes forces 8-row chunks, 1 byte
-        // single rows, 10000 bytes two heads per slice.
-        for budget in [1, 1000, 10_000] {
-            let parts = attention_within(&q, &k, &v, 4, budget).unwrap();
-            let err: f32 = (parts - &whole)
+        // Tracked inputs (training) take the composed path: the whole score matrix.
+        let tracked = candle_core::Var::from_tensor(&q).unwrap();
+        let whole = attention_within(tracked.as_tensor(), &k, &v, 4, usize::MAX).unwrap();
+        let max_diff = |a: &Tensor| -> f32 {
+            (a - &whole)
                 .unwrap()
                 .abs()
                 .unwrap()
@@ -979,9 +1129,23 @@ mod tests {
                 .max(0)
                 .unwrap()
                 .to_scalar()
-                .unwrap();
-            assert!(err < 1e-5, "budget {budget}: {err}");
+                .unwrap()
+        };
+        // One head's 37 x 29 scores are 4292 bytes: 1000 bytes forces 8-row chunks (blocks),
+        // 1 byte single rows, 10000 bytes two heads per slice.
+        for budget in [1, 1000, 10_000, usize::MAX] {
+            let composed = attention_within(tracked.as_tensor(), &k, &v, 4, budget).unwrap();
+            assert!(max_diff(&composed) < 1e-5, "composed, budget {budget}");
+            let tiled = attention_within(&q, &k, &v, 4, budget).unwrap();
+            assert!(max_diff(&tiled) < 1e-5, "tiled, budget {budget}");
         }
+        // On a pool of one thread too.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let single = pool.install(|| attention_within(&q, &k, &v, 4, 1000).unwrap());
+        assert!(max_diff(&single) < 1e-5);
     }
 
     #[test]
