@@ -59,6 +59,12 @@ pub(crate) struct EvalArgs {
     /// The ControlNet's conditioning scale.
     #[arg(long, default_value_t = 1.0)]
     control_scale: f32,
+    /// The fraction of the steps after which the ControlNet stops.
+    #[arg(long, default_value_t = 1.0)]
+    control_end: f64,
+    /// balanced, or control ("ControlNet is more important").
+    #[arg(long, default_value = "balanced", value_parser = ["balanced", "control"])]
+    control_mode: String,
 }
 
 /// A progress bar for work in named phases.
@@ -93,6 +99,12 @@ fn evaluate_controlnet(
         sketches,
         judge: args.judge.is_dir().then_some(args.judge),
         scale: args.control_scale,
+        end: args.control_end.clamp(0.0, 1.0),
+        mode: if args.control_mode == "control" {
+            atelier::generation::ControlMode::Control
+        } else {
+            atelier::generation::ControlMode::Balanced
+        },
         seed: args.seed,
         steps: args.steps,
         guidance: args.guidance,

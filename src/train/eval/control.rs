@@ -207,6 +207,10 @@ pub struct ControlEvalOptions {
     /// The judge for prompt adherence (none: not measured).
     pub judge: Option<PathBuf>,
     pub scale: f32,
+    /// The fraction of the steps after which the ControlNet stops (1: all of them).
+    pub end: f64,
+    /// "ControlNet is more important": only the prompt's side of the guidance gets it.
+    pub mode: crate::generation::ControlMode,
     pub seed: u64,
     pub steps: Option<usize>,
     pub guidance: Option<f32>,
@@ -232,6 +236,10 @@ pub struct ControlEvalReport {
     pub steps: usize,
     pub guidance: f32,
     pub scale: f32,
+    #[serde(default = "one")]
+    pub end: f64,
+    #[serde(default)]
+    pub mode: crate::generation::ControlMode,
     pub with_control: EdgeScores,
     pub without_control: EdgeScores,
     pub secs: f64,
@@ -241,7 +249,7 @@ impl ControlEvalReport {
     pub fn table(&self) -> String {
         let pct = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{:.1}%", v * 100.0));
         format!(
-            "{} sketches, {} steps, guidance {}, control scale {}\n\
+            "{} sketches, {} steps, guidance {}, control scale {} to {:.0}% of the steps, {:?} mode\n\
              |                 | edge F1 | precision | recall | adherence |\n\
              | with control    | {:.3}   | {:.3}     | {:.3}  | {}     |\n\
              | without control | {:.3}   | {:.3}     | {:.3}  | {}     |\n",
@@ -249,6 +257,8 @@ impl ControlEvalReport {
             self.steps,
             self.guidance,
             self.scale,
+            self.end * 100.0,
+            self.mode,
             self.with_control.f1,
             self.with_control.precision,
             self.with_control.recall,
@@ -323,6 +333,8 @@ pub fn evaluate_control(
         let mut controlled = base.clone();
         let mut spec = ControlSpec::new(opts.controlnet.clone(), Arc::new(sketch.clone()));
         spec.scale = opts.scale;
+        spec.end = opts.end;
+        spec.mode = opts.mode;
         controlled.controlnets.push(spec);
         let plain = generator.collect(&base, &cancel)?.0.remove(0).image;
         let steered = generator.collect(&controlled, &cancel)?.0.remove(0).image;
@@ -387,6 +399,8 @@ pub fn evaluate_control(
         steps,
         guidance,
         scale: opts.scale,
+        end: opts.end,
+        mode: opts.mode,
         with_control: scores(&with)?,
         without_control: scores(&without)?,
         secs: started.elapsed().as_secs_f64(),
@@ -460,4 +474,8 @@ mod tests {
             sectors.len()
         );
     }
+}
+
+fn one() -> f64 {
+    1.0
 }
