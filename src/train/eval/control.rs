@@ -407,6 +407,10 @@ pub fn evaluate_control(
     })
 }
 
+fn one() -> f64 {
+    1.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,8 +478,4 @@ mod tests {
             sectors.len()
         );
     }
-}
-
-fn one() -> f64 {
-    1.0
 }
