@@ -590,7 +590,7 @@ impl candle_core::CustomOp3 for TiledAttention {
         let (g, n, d) = l1.shape().dims3()?;
         let m = l2.shape().dims3()?.1;
         let mut out = vec![0f32; g * n * d];
-        if g == 0 || n == 0 || d == 0 {
+        if g == 0 || n == 0 || d == 0 || m == 0 {
             return Ok((CpuStorage::F32(out), Shape::from((g, n, d))));
         }
         // Each block reads all of its group's keys and values: once they outgrow the cache
