@@ -1119,18 +1119,7 @@ mod tests {
         // Tracked inputs (training) take the composed path: the whole score matrix.
         let tracked = candle_core::Var::from_tensor(&q).unwrap();
         let whole = attention_within(tracked.as_tensor(), &k, &v, 4, usize::MAX).unwrap();
-        let max_diff = |a: &Tensor| -> f32 {
-            (a - &whole)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
+        let max_diff = |a: &Tensor| super::super::max_abs_diff(a, &whole);
         // One head's 37 x 29 scores are 4292 bytes: 1000 bytes forces 8-row chunks (blocks),
         // 1 byte single rows, 10000 bytes two heads per slice.
         for budget in [1, 1000, 10_000, usize::MAX] {
@@ -1178,14 +1167,7 @@ mod tests {
                         .install(|| conv2d_tiled(&x, &w, Some(&bias), stride, pad, tile_floats))
                         .unwrap();
                     assert_eq!(ours.dims(), want.dims());
-                    let err: f32 = (ours - &want)
-                        .unwrap()
-                        .abs()
-                        .unwrap()
-                        .max_all()
-                        .unwrap()
-                        .to_scalar()
-                        .unwrap();
+                    let err = super::super::max_abs_diff(&ours, &want);
                     assert!(
                         err < 1e-4,
                         "stride {stride} pad {pad:?} tile {tile_floats} threads {threads}: {err}"

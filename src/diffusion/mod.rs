@@ -25,6 +25,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::generation::{GeneratedImage, GenerationRequest};
 use crate::models::ModelError;
 pub use pipeline::{LoadedModel, ModelSlot};
+
+/// The largest absolute difference between two tensors of one shape (the kernels' tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .expect("tensors of one shape")
+}
 pub use text::TokenCounter;
 
 /// What can go wrong while generating. `Cancelled` is not a failure.

@@ -413,18 +413,7 @@ mod tests {
         Vae::new(vb, &config).unwrap()
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::diffusion::max_abs_diff as max_diff;
 
     #[test]
     fn a_tiled_decode_is_each_tiles_own_decode_where_alone_and_a_blend_where_they_overlap() {
