@@ -115,12 +115,94 @@ fn map_safetensors(
     }
     // SAFETY: the files are memory-mapped read-only; like every safetensors loader we rely on
     // them not being truncated while mapped (their headers were checked just above).
-    unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }.map_err(|e| {
-        ModelError::BadWeights {
-            path: place.to_path_buf(),
-            reason: super::error_text(&e),
+    let mapped =
+        unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) }.map_err(|e| {
+            ModelError::BadWeights {
+                path: place.to_path_buf(),
+                reason: super::error_text(&e),
+            }
+        })?;
+    Ok(VarBuilder::from_backend(
+        Box::new(MappedFolder(mapped)),
+        dtype,
+        device.clone(),
+    ))
+}
+
+/// A folder's memory-mapped safetensors, read as candle reads them except that fp16 weights
+/// for the CPU become f32 in one parallel pass ([`f16_to_f32_tensor`]) instead of a copy and
+/// a single-threaded conversion.
+struct MappedFolder(candle_core::safetensors::MmapedSafetensors);
+
+impl SimpleBackend for MappedFolder {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.get_unchecked(name, dtype, dev)?;
+        if t.shape() != &s {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: s,
+                got: t.shape().clone(),
+            });
         }
-    })
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let view = self.0.get(name)?;
+        if view.dtype() == safetensors::Dtype::F16 && dtype == DType::F32 && dev.is_cpu() {
+            return f16_to_f32_tensor(view.data(), view.shape());
+        }
+        self.0.load(name, dev)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.get(name).is_ok()
+    }
+}
+
+/// Little-endian f16 values in `bytes` as an f32 CPU tensor of `shape`, converted in parallel
+/// chunks with the CPU's conversion instructions where it has them (fp16 checkpoints are
+/// converted once, at load, for the CPU's f32 kernels).
+pub(crate) fn f16_to_f32_tensor(bytes: &[u8], shape: &[usize]) -> candle_core::Result<Tensor> {
+    use half::slice::HalfFloatSliceExt;
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let n = bytes.len() / 2;
+    if n != shape.iter().product::<usize>() {
+        candle_core::bail!(
+            "{} bytes of f16 for a tensor of shape {shape:?}",
+            bytes.len()
+        );
+    }
+    let mut out = vec![0f32; n];
+    let aligned = bytes
+        .as_ptr()
+        .align_offset(std::mem::align_of::<half::f16>())
+        == 0;
+    if aligned && cfg!(target_endian = "little") {
+        // SAFETY: `half::f16` is a transparent `u16`; the bytes are 2-aligned, hold `n` values
+        // and are little-endian, as this machine reads them.
+        let halves = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<half::f16>(), n) };
+        out.par_chunks_mut(CHUNK)
+            .zip(halves.par_chunks(CHUNK))
+            .for_each(|(o, h)| h.convert_to_f32_slice(o));
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(bytes.par_chunks(2 * CHUNK))
+            .for_each(|(o, b)| {
+                for (v, p) in o.iter_mut().zip(b.chunks_exact(2)) {
+                    *v = half::f16::from_bits(u16::from_le_bytes([p[0], p[1]])).to_f32();
+                }
+            });
+    }
+    Tensor::from_vec(out, shape, &Device::Cpu)
 }
 
 /// Validates the header and that every tensor's bytes lie inside the file.
@@ -192,8 +274,23 @@ impl SingleFileBackend {
             .source(&self.component, name)
             .ok_or_else(missing)?;
         let entry = self.single.file.get(&src.key).ok_or_else(missing)?;
-        let t =
-            raw_tensor(&self.mmap, entry).map_err(|e| e.context(format!("reading {}", src.key)))?;
+        let direct = entry.dtype == DType::F16
+            && dtype == DType::F32
+            && dev.is_cpu()
+            && !(entry.fortran_order && entry.shape.len() > 1);
+        let t = if direct {
+            let start = entry.start as usize;
+            let bytes = self
+                .mmap
+                .get(start..start + entry.byte_len() as usize)
+                .ok_or_else(|| {
+                    candle_core::Error::Msg("its bytes lie past the end of the file".into())
+                })
+                .map_err(|e| e.context(format!("reading {}", src.key)))?;
+            f16_to_f32_tensor(bytes, &entry.shape)?
+        } else {
+            raw_tensor(&self.mmap, entry).map_err(|e| e.context(format!("reading {}", src.key)))?
+        };
         let t = match src.transform {
             Transform::Plain => t,
             Transform::Squeeze => {
@@ -263,5 +360,58 @@ impl SimpleBackend for SingleFileBackend {
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.single.source(&self.component, name).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fp16_weights_become_the_same_f32_as_candles_conversion_aligned_or_not() {
+        let dev = Device::Cpu;
+        // Odd length, past one chunk, with subnormals, infinities and NaN's neighbours.
+        let n = (1 << 16) + 37;
+        let values: Vec<f32> = (0..n)
+            .map(|i| match i % 7 {
+                0 => 1e-7,
+                1 => -65504.0,
+                2 => f32::INFINITY,
+                _ => (i as f32 * 0.37).sin() * 100.0,
+            })
+            .collect();
+        let half = Tensor::from_vec(values, n, &dev)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap();
+        let want: Vec<f32> = half.to_dtype(DType::F32).unwrap().to_vec1().unwrap();
+        let bits: Vec<u8> = half
+            .to_vec1::<half::f16>()
+            .unwrap()
+            .iter()
+            .flat_map(|h| h.to_bits().to_le_bytes())
+            .collect();
+        // Once as stored, once one byte off its alignment (the slow path).
+        let mut shifted = vec![0u8; bits.len() + 1];
+        shifted[1..].copy_from_slice(&bits);
+        let pick = if bits.as_ptr().align_offset(2) == 0 {
+            0
+        } else {
+            1
+        };
+        let (aligned, unaligned) = if pick == 0 {
+            (&bits[..], &shifted[1..])
+        } else {
+            (&shifted[1..], &bits[..])
+        };
+        for bytes in [aligned, unaligned] {
+            let got: Vec<f32> = f16_to_f32_tensor(bytes, &[n]).unwrap().to_vec1().unwrap();
+            assert_eq!(got.len(), want.len());
+            assert!(got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+        assert!(f16_to_f32_tensor(&bits[..10], &[n]).is_err());
     }
 }
