@@ -1875,3 +1875,58 @@ fn a_library_picture_can_be_used_as_control() {
         atelier::sketch::Layer::Control
     );
 }
+
+/// Fast decode: with a tiny decoder in an A1111 install's `models/VAE-taesd`, the prompt
+/// panel's switch sends `--decoder tiny`'s request, the picture records `Decoder: tiny`, and
+/// reusing its settings turns the switch back on.
+#[test]
+fn the_fast_decode_switch_decodes_with_the_tiny_decoder_found_beside_the_install() {
+    let root = kept_dir("atelier-ui-taesd-");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    common::copy_dir(
+        &fixtures.join("tiny-sd15"),
+        &root.join("models/Stable-diffusion/tiny-ref"),
+    );
+    let approx = root.join("models/VAE-taesd");
+    std::fs::create_dir_all(&approx).unwrap();
+    for f in ["taesd_decoder.safetensors", "taesd_encoder.safetensors"] {
+        std::fs::copy(fixtures.join("taesd").join(f), approx.join(f)).unwrap();
+    }
+    let mut harness = studio_harness_with(StudioOptions {
+        extra_model_dirs: vec![root.clone()],
+        without_embedded_models: true,
+        ..Default::default()
+    });
+    step_until(
+        &mut harness,
+        "the model scan",
+        Duration::from_secs(30),
+        |h| !app(h).is_scanning_models() && app(h).state().selected_model.is_some(),
+    );
+    assert!(!app(&harness).state().prompt.fast_decode);
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::CheckBox, "Fast decode")
+        .click();
+    harness.run_ok();
+    assert!(app(&harness).state().prompt.fast_decode);
+    quick_settings(&mut harness, 2);
+    app_mut(&mut harness).queue_generation();
+    wait_for_gallery(&mut harness);
+    let request = app(&harness).last_result_request().unwrap().clone();
+    assert_eq!(request.decoder, atelier::generation::DecoderChoice::Tiny);
+    let meta = wait_for_record(&mut harness, 1, "the saved picture", |r| {
+        r.meta.extra.contains_key("Decoder")
+    })
+    .meta;
+    assert_eq!(meta.extra.get("Decoder").map(String::as_str), Some("tiny"));
+
+    // Off again, then "Reuse settings" of the picture turns it back on.
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::CheckBox, "Fast decode")
+        .click();
+    harness.run_ok();
+    assert!(!app(&harness).state().prompt.fast_decode);
+    app_mut(&mut harness).reuse_picture(1);
+    harness.run_ok();
+    assert!(app(&harness).state().prompt.fast_decode);
+}
