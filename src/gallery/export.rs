@@ -179,18 +179,70 @@ pub fn expand_pattern(pattern: &str, r: &ImageRecord, index: usize) -> String {
     out
 }
 
-/// Creates `dir/name`, or `dir/stem (2).ext`... if taken: never replaces a file. The returned
-/// path is always directly inside `dir`.
-pub fn create_unique(dir: &Path, name: &str) -> Result<(PathBuf, std::fs::File), GalleryError> {
+/// Writes `bytes` as a new file `dir/name`, or `dir/stem (2).ext`... if taken, never replacing
+/// a file and never visible half-written: the bytes go to a hidden temporary beside it first,
+/// which is then hard-linked under the first free name (a link fails when the name is taken)
+/// and removed. Where the file system has no hard links (FAT), the name is reserved and the
+/// bytes written into it, as before.
+pub fn write_unique(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, GalleryError> {
+    let tmp = crate::fsio::temp_path(&dir.join(name));
+    let written =
+        std::fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(super::io_error(&tmp, e));
+    }
+    let linked = unique_names(dir, name).find_map(|path| match std::fs::hard_link(&tmp, &path) {
+        Ok(()) => Some(Ok(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+        Err(e) => Some(Err(e)),
+    });
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Some(Ok(path)) => {
+            let _ = crate::fsio::sync_dir(dir);
+            Ok(path)
+        }
+        // No hard links here: reserve the name, then write into it.
+        Some(Err(_)) => {
+            let (path, mut f) = create_unique(dir, name)?;
+            let res = f
+                .write_all(bytes)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| super::io_error(&path, e));
+            if let Err(e) = res {
+                drop(f);
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            Ok(path)
+        }
+        None => Err(GalleryError::Io {
+            path: dir.join(name),
+            source: std::io::Error::other("too many files with this name"),
+        }),
+    }
+}
+
+/// `name`, then `stem (2).ext`, `stem (3).ext`... (9,999 in all), each directly inside `dir`.
+fn unique_names<'a>(dir: &'a Path, name: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
     let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
-    for n in 1..10_000 {
+    (1..10_000).map(move |n| {
         let candidate = if n == 1 {
             name.to_string()
         } else {
             format!("{stem} ({n}).{ext}")
         };
-        let path = dir.join(&candidate);
+        let path = dir.join(candidate);
         debug_assert_eq!(path.parent(), Some(dir));
+        path
+    })
+}
+
+/// Creates `dir/name`, or `dir/stem (2).ext`... if taken: never replaces a file. The returned
+/// path is always directly inside `dir`.
+pub fn create_unique(dir: &Path, name: &str) -> Result<(PathBuf, std::fs::File), GalleryError> {
+    for path in unique_names(dir, name) {
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(f) => return Ok((path, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -311,17 +363,7 @@ pub fn export_records(
         })?;
         let stem = expand_pattern(&opts.name_pattern, r, i);
         let name = safe_file_name(&stem, opts.format.extension());
-        let (path, mut f) = create_unique(dir, &name)?;
-        let res = f
-            .write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| super::io_error(&path, e));
-        if let Err(e) = res {
-            drop(f);
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
-        written.push(path);
+        written.push(write_unique(dir, &name, &bytes)?);
     }
     progress(records.len(), records.len());
     Ok(written)
@@ -355,6 +397,25 @@ pub fn load_adjusted(root: &Path, r: &ImageRecord) -> Result<image::RgbImage, Ga
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exports_never_replace_a_file_and_leave_no_temporary_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_unique(dir.path(), "cat.png", b"first").unwrap();
+        let b = write_unique(dir.path(), "cat.png", b"second").unwrap();
+        assert_eq!(a, dir.path().join("cat.png"));
+        assert_eq!(b, dir.path().join("cat (2).png"));
+        assert_eq!(std::fs::read(&a).unwrap(), b"first");
+        assert_eq!(std::fs::read(&b).unwrap(), b"second");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // A folder that cannot be written: an error naming the file, nothing left.
+        let missing = dir.path().join("no/such/folder");
+        assert!(write_unique(&missing, "cat.png", b"x").is_err());
+    }
 
     #[test]
     fn hostile_names_become_single_safe_names() {
