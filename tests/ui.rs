@@ -222,6 +222,23 @@ fn quick_settings(harness: &mut StudioHarness, steps: usize) {
     settings.batch = 1;
 }
 
+/// A studio that sees only the install at `root` (its `models/...` folders), once its scan has
+/// chosen a model.
+fn studio_over_install(root: &Path) -> StudioHarness {
+    let mut harness = studio_harness_with(StudioOptions {
+        extra_model_dirs: vec![root.to_path_buf()],
+        without_embedded_models: true,
+        ..Default::default()
+    });
+    step_until(
+        &mut harness,
+        "the model scan",
+        Duration::from_secs(30),
+        |h| !app(h).is_scanning_models() && app(h).state().selected_model.is_some(),
+    );
+    harness
+}
+
 /// Waits until the first job has left the running states, and says how it ended.
 fn wait_for_gallery(harness: &mut StudioHarness) {
     step_until(harness, "the finished image", JOB_TIMEOUT, |h| {
@@ -1523,17 +1540,7 @@ fn lines_on_the_control_layer_steer_through_the_chosen_controlnet() {
         &fixtures.join("controlnet/sd15-a"),
         &root.join("models/ControlNet/scribble-a"),
     );
-    let mut harness = studio_harness_with(StudioOptions {
-        extra_model_dirs: vec![root.clone()],
-        without_embedded_models: true,
-        ..Default::default()
-    });
-    step_until(
-        &mut harness,
-        "the model scan",
-        Duration::from_secs(30),
-        |h| !app(h).is_scanning_models() && app(h).state().selected_model.is_some(),
-    );
+    let mut harness = studio_over_install(&root);
     harness.get_by_label("Control").click();
     harness.run_ok();
     harness
@@ -1892,17 +1899,7 @@ fn the_fast_decode_switch_decodes_with_the_tiny_decoder_found_beside_the_install
     for f in ["taesd_decoder.safetensors", "taesd_encoder.safetensors"] {
         std::fs::copy(fixtures.join("taesd").join(f), approx.join(f)).unwrap();
     }
-    let mut harness = studio_harness_with(StudioOptions {
-        extra_model_dirs: vec![root.clone()],
-        without_embedded_models: true,
-        ..Default::default()
-    });
-    step_until(
-        &mut harness,
-        "the model scan",
-        Duration::from_secs(30),
-        |h| !app(h).is_scanning_models() && app(h).state().selected_model.is_some(),
-    );
+    let mut harness = studio_over_install(&root);
     assert!(!app(&harness).state().prompt.fast_decode);
     harness
         .get_by_role_and_label(egui::accesskit::Role::CheckBox, "Fast decode")

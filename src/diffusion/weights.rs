@@ -143,15 +143,7 @@ impl SimpleBackend for MappedFolder {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let t = self.get_unchecked(name, dtype, dev)?;
-        if t.shape() != &s {
-            return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {name}"),
-                expected: s,
-                got: t.shape().clone(),
-            });
-        }
-        Ok(t)
+        of_shape(self.get_unchecked(name, dtype, dev)?, s, name)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -165,6 +157,19 @@ impl SimpleBackend for MappedFolder {
     fn contains_tensor(&self, name: &str) -> bool {
         self.0.get(name).is_ok()
     }
+}
+
+/// `t` when it has the shape the block asked for; otherwise the mismatch, naming `name`.
+fn of_shape(t: Tensor, expected: Shape, name: &str) -> candle_core::Result<Tensor> {
+    if t.shape() != &expected {
+        return Err(candle_core::Error::UnexpectedShape {
+            msg: format!("shape mismatch for {name}"),
+            expected,
+            got: t.shape().clone(),
+        }
+        .bt());
+    }
+    Ok(t)
 }
 
 /// Little-endian f16 values in `bytes` as an f32 CPU tensor of `shape`, converted in parallel
@@ -342,16 +347,11 @@ impl SimpleBackend for SingleFileBackend {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let t = self.read(name, dtype, dev)?;
-        if t.shape() != &s {
-            return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {}/{name}", self.component),
-                expected: s,
-                got: t.shape().clone(),
-            }
-            .bt());
-        }
-        Ok(t)
+        of_shape(
+            self.read(name, dtype, dev)?,
+            s,
+            &format!("{}/{name}", self.component),
+        )
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
