@@ -4,7 +4,10 @@
 //! one without, same prompt and seed. Edge F1 with a one-pixel tolerance at the output size
 //! compares the sketch's lines with the Canny edges of the picture: precision is the share of
 //! the picture's edges within a pixel of a line, recall the share of line pixels within a pixel
-//! of an edge. The judge says whether each picture still shows what its caption asks for.
+//! of an edge. The judge says whether each picture still shows what its caption asks for,
+//! looking at the picture framed on its subject (the sketches put subjects small and off
+//! centre, which the judge, trained on centred pictures, misreads; the whole-picture figure is
+//! reported too).
 //!
 //! The sketches come from `atelier dev make-sketches`: drawn from held-out pictures, made
 //! smaller and moved (a layout the model alone does not draw), by a procedure of their own (a
@@ -25,7 +28,7 @@ use super::EvalError;
 use crate::generation::{ControlSpec, GenerationRequest, SamplerKind};
 use crate::sketch::control::canny;
 use crate::train::data::{open_dataset, DataOptions};
-use crate::train::judge::{label_of, Judge};
+use crate::train::judge::{frame_subject, label_of, Judge};
 
 /// One line of a sketch set's `sketches.jsonl`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -224,8 +227,13 @@ pub struct EdgeScores {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
-    /// Judge accuracy on the captions' categories, when a judge was given.
+    /// Judge accuracy on the captions' categories, when a judge was given, each picture
+    /// framed on its subject first ([`crate::train::judge::frame_subject`]): a sketch puts
+    /// the subject small and anywhere, and the judge knows centred pictures.
     pub adherence: Option<f64>,
+    /// The same judged on the whole pictures, as they come.
+    #[serde(default)]
+    pub adherence_whole: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -250,9 +258,9 @@ impl ControlEvalReport {
         let pct = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{:.1}%", v * 100.0));
         format!(
             "{} sketches, {} steps, guidance {}, control scale {} to {:.0}% of the steps, {:?} mode\n\
-             |                 | edge F1 | precision | recall | adherence |\n\
-             | with control    | {:.3}   | {:.3}     | {:.3}  | {}     |\n\
-             | without control | {:.3}   | {:.3}     | {:.3}  | {}     |\n",
+             |                 | edge F1 | precision | recall | adherence | (whole pictures) |\n\
+             | with control    | {:.3}   | {:.3}     | {:.3}  | {}     | {}     |\n\
+             | without control | {:.3}   | {:.3}     | {:.3}  | {}     | {}     |\n",
             self.sketches,
             self.steps,
             self.guidance,
@@ -263,10 +271,12 @@ impl ControlEvalReport {
             self.with_control.precision,
             self.with_control.recall,
             pct(self.with_control.adherence),
+            pct(self.with_control.adherence_whole),
             self.without_control.f1,
             self.without_control.precision,
             self.without_control.recall,
             pct(self.without_control.adherence),
+            pct(self.without_control.adherence_whole),
         )
     }
 }
@@ -366,30 +376,38 @@ pub fn evaluate_control(
             r += rr;
             f += ff;
         }
-        let adherence = match &judge {
-            Some(judge) => {
-                let scored = judge
-                    .score_images(&pictures.iter().collect::<Vec<_>>())
-                    .map_err(|e| EvalError::Options(crate::diffusion::error_text(&e)))?;
-                let mut right = 0usize;
-                let mut known = 0usize;
-                for (entry, s) in entries.iter().zip(&scored) {
-                    if let Some(target) =
-                        entry.category.as_deref().and_then(|c| judge.class_index(c))
-                    {
-                        known += 1;
-                        right += usize::from(s.class == target);
-                    }
+        let judged = |pictures: &[RgbImage]| -> Result<Option<f64>, EvalError> {
+            let Some(judge) = &judge else {
+                return Ok(None);
+            };
+            let scored = judge
+                .score_images(&pictures.iter().collect::<Vec<_>>())
+                .map_err(|e| EvalError::Options(crate::diffusion::error_text(&e)))?;
+            let mut right = 0usize;
+            let mut known = 0usize;
+            for (entry, s) in entries.iter().zip(&scored) {
+                if let Some(target) = entry.category.as_deref().and_then(|c| judge.class_index(c)) {
+                    known += 1;
+                    right += usize::from(s.class == target);
                 }
-                (known > 0).then(|| right as f64 / known as f64)
             }
-            None => None,
+            Ok((known > 0).then(|| right as f64 / known as f64))
         };
+        let framed: Vec<RgbImage> = match &judge {
+            Some(judge) => pictures
+                .iter()
+                .map(|p| frame_subject(p, judge.config().background))
+                .collect(),
+            None => Vec::new(),
+        };
+        let adherence = judged(&framed)?;
+        let adherence_whole = judged(pictures)?;
         Ok(EdgeScores {
             precision: p / n,
             recall: r / n,
             f1: f / n,
             adherence,
+            adherence_whole,
         })
     };
     Ok(ControlEvalReport {
