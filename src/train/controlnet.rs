@@ -152,8 +152,12 @@ pub fn training_condition(img: &RgbImage, condition: Condition, rng: &mut impl R
                 image::Rgb(if ink { [0, 0, 0] } else { [255, 255, 255] })
             });
             let mut g = canny(&shape, 100, 200);
-            if rng.random_bool(0.7) {
-                let inner = canny(img, 120, 250);
+            // Some of the inner lines, most of the time: each connected line kept or left out
+            // at random, so that a line left out never means an empty area (a designer draws
+            // the outline and some details, rarely all).
+            if rng.random_bool(0.6) {
+                let keep = rng.random_range(0.3..1.0);
+                let inner = keep_some_lines(&canny(img, 120, 250), keep, rng);
                 for (a, b) in g.pixels_mut().zip(inner.pixels()) {
                     a.0[0] = a.0[0].max(b.0[0]);
                 }
@@ -219,6 +223,51 @@ pub fn training_condition(img: &RgbImage, condition: Condition, rng: &mut impl R
         let v = lines.get_pixel(x, y).0[0];
         image::Rgb([v, v, v])
     })
+}
+
+/// The connected lines (8-neighbour) of `lines`, each kept whole with probability `keep`.
+pub fn keep_some_lines(
+    lines: &image::GrayImage,
+    keep: f64,
+    rng: &mut impl Rng,
+) -> image::GrayImage {
+    let (w, h) = lines.dimensions();
+    let mut out = image::GrayImage::new(w, h);
+    let mut seen = vec![false; (w * h) as usize];
+    let mut stack = Vec::new();
+    let mut part = Vec::new();
+    for start in 0..(w * h) {
+        let (sx, sy) = (start % w, start / w);
+        if seen[start as usize] || lines.get_pixel(sx, sy).0[0] == 0 {
+            continue;
+        }
+        seen[start as usize] = true;
+        stack.push((sx, sy));
+        part.clear();
+        while let Some((x, y)) = stack.pop() {
+            part.push((x, y));
+            for dy in -1i64..=1 {
+                for dx in -1i64..=1 {
+                    let (nx, ny) = (i64::from(x) + dx, i64::from(y) + dy);
+                    if nx < 0 || ny < 0 || nx >= i64::from(w) || ny >= i64::from(h) {
+                        continue;
+                    }
+                    let (nx, ny) = (nx as u32, ny as u32);
+                    let i = (ny * w + nx) as usize;
+                    if !seen[i] && lines.get_pixel(nx, ny).0[0] > 0 {
+                        seen[i] = true;
+                        stack.push((nx, ny));
+                    }
+                }
+            }
+        }
+        if rng.random_bool(keep.clamp(0.0, 1.0)) {
+            for &(x, y) in &part {
+                out.put_pixel(x, y, *lines.get_pixel(x, y));
+            }
+        }
+    }
+    out
 }
 
 /// The picture made smaller and moved, on its white ground: a sketch puts things where the
@@ -603,5 +652,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn lines_are_kept_or_left_out_whole() {
+        let mut lines = image::GrayImage::new(20, 20);
+        for i in 2..18 {
+            lines.put_pixel(i, 3, image::Luma([255]));
+            lines.put_pixel(i, 12 + i % 2, image::Luma([255])); // a zigzag: still one line
+        }
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        assert_eq!(keep_some_lines(&lines, 1.0, &mut rng), lines);
+        assert!(keep_some_lines(&lines, 0.0, &mut rng)
+            .pixels()
+            .all(|p| p.0[0] == 0));
+        let mut outcomes = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            let kept = keep_some_lines(&lines, 0.5, &mut rng);
+            let top = (2..18).filter(|&x| kept.get_pixel(x, 3).0[0] > 0).count();
+            let zig = (2..18)
+                .filter(|&x| kept.get_pixel(x, 12 + x % 2).0[0] > 0)
+                .count();
+            assert!(top == 0 || top == 16, "whole or nothing: {top}");
+            assert!(zig == 0 || zig == 16, "whole or nothing: {zig}");
+            outcomes.insert((top, zig));
+        }
+        assert_eq!(outcomes.len(), 4, "each line on its own: {outcomes:?}");
     }
 }
