@@ -104,6 +104,11 @@ fn app(harness: &StudioHarness) -> &StudioApp {
         .expect("the studio is built in the first frame")
 }
 
+/// The picture under control layer `index`, if it has one.
+fn control_image(harness: &StudioHarness, index: usize) -> Option<image::GrayImage> {
+    app(harness).sketch().control(index)?.image.clone()
+}
+
 fn app_mut(harness: &mut StudioHarness) -> &mut StudioApp {
     harness
         .state_mut()
@@ -1341,11 +1346,14 @@ fn the_prompt_and_the_sketch_survive_a_crash() {
     assert_eq!(
         studio
             .sketch()
-            .strokes(atelier::sketch::Layer::Control)
+            .strokes(atelier::sketch::Layer::Control(0))
             .len(),
         1
     );
-    assert_eq!(studio.state().canvas.layer, atelier::sketch::Layer::Control);
+    assert_eq!(
+        studio.state().canvas.layer,
+        atelier::sketch::Layer::Control(0)
+    );
     assert_eq!(
         harness.get_by_label("Prompt").value().as_deref(),
         Some("kept through a crash")
@@ -1551,7 +1559,7 @@ fn lines_on_the_control_layer_steer_through_the_chosen_controlnet() {
     harness.run_ok();
     draw_line(&mut harness, 0.2, 0.8);
     let sketch = app(&harness).sketch();
-    assert_eq!(sketch.strokes(atelier::sketch::Layer::Control).len(), 1);
+    assert_eq!(sketch.strokes(atelier::sketch::Layer::Control(0)).len(), 1);
     assert!(sketch.strokes(atelier::sketch::Layer::Paint).is_empty());
     quick_settings(&mut harness, 2);
     app_mut(&mut harness).queue_generation();
@@ -1584,28 +1592,145 @@ fn lines_on_the_control_layer_steer_through_the_chosen_controlnet() {
         .unwrap();
     assert_eq!(embedded.control_images, meta.control_images);
     app_mut(&mut harness).clear_sketch();
-    app_mut(&mut harness).canvas_settings_mut().control.scale = 0.3;
-    app_mut(&mut harness)
-        .canvas_settings_mut()
-        .control
-        .controlnet = None;
+    let mut changed = app(&harness).sketch().controls()[0].settings.clone();
+    changed.scale = 0.3;
+    changed.controlnet = None;
+    app_mut(&mut harness).set_control_settings(0, changed);
     assert!(app(&harness).sketch().is_empty());
     app_mut(&mut harness).reuse_picture(1);
     step_until(&mut harness, "the control image back", JOB_TIMEOUT, |h| {
-        app(h).sketch().control_image().is_some()
+        control_image(h, 0).is_some()
     });
-    let control = &app(&harness).state().canvas.control;
+    assert_eq!(app(&harness).sketch().controls().len(), 1);
+    let control = &app(&harness).sketch().controls()[0].settings;
     assert_eq!(control.scale, 1.0);
     assert_eq!(
         control.controlnet.as_deref(),
         Some(root.join("models/ControlNet/scribble-a").as_path())
     );
-    let again = app(&harness).sketch().rasterize_control(64, 64);
+    let again = app(&harness).sketch().rasterize_control(0, 64, 64);
     assert_eq!(
         again.as_raw(),
         image.as_raw(),
         "the same control image goes out again"
     );
+}
+
+/// One control layer per ControlNet: each layer has its own lines and ControlNet and both
+/// steer together; a hidden layer still steers and one turned off does not; removing a layer
+/// is undoable; reusing the picture brings both layers back with their ControlNets.
+#[test]
+fn each_control_layer_steers_through_its_own_controlnet() {
+    let root = kept_dir("atelier-ui-two-controls-");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    common::copy_dir(
+        &fixtures.join("tiny-sd15"),
+        &root.join("models/Stable-diffusion/tiny-ref"),
+    );
+    for (fixture, name) in [("sd15-a", "scribble-a"), ("sd15-b", "canny-b")] {
+        common::copy_dir(
+            &fixtures.join("controlnet").join(fixture),
+            &root.join("models/ControlNet").join(name),
+        );
+    }
+    let mut harness = studio_over_install(&root);
+    let choose = |harness: &mut StudioHarness, name: &str| {
+        harness
+            .get_by_role_and_label(egui::accesskit::Role::ComboBox, "ControlNet")
+            .click();
+        harness.run_ok();
+        harness.get_by_label(name).click();
+        harness.run_ok();
+    };
+    harness.get_by_label("Control").click();
+    harness.run_ok();
+    choose(&mut harness, "scribble-a");
+    draw_line(&mut harness, 0.2, 0.8);
+    harness.get_by_label("+ Control").click();
+    harness.run_ok();
+    assert_eq!(
+        app(&harness).state().canvas.layer,
+        atelier::sketch::Layer::Control(1)
+    );
+    choose(&mut harness, "canny-b");
+    draw_line(&mut harness, 0.02, 0.2);
+    let doc = app(&harness).sketch();
+    assert_eq!(doc.controls().len(), 2);
+    assert_eq!(doc.strokes(atelier::sketch::Layer::Control(0)).len(), 1);
+    assert_eq!(doc.strokes(atelier::sketch::Layer::Control(1)).len(), 1);
+    // The second layer hidden: it still steers.
+    harness.get_by_label("Show").click();
+    harness.run_ok();
+    assert!(!app(&harness).sketch().controls()[1].settings.visible);
+    quick_settings(&mut harness, 2);
+    app_mut(&mut harness).queue_generation();
+    wait_for_gallery(&mut harness);
+    let request = app(&harness).last_result_request().unwrap().clone();
+    let paths: Vec<_> = request.controlnets.iter().map(|c| c.path.clone()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            root.join("models/ControlNet/scribble-a"),
+            root.join("models/ControlNet/canny-b")
+        ]
+    );
+    let first = request.controlnets[0].image.clone().unwrap();
+    let second = request.controlnets[1].image.clone().unwrap();
+    assert_eq!(first.get_pixel(32, 32).0, [255; 3], "the long line");
+    assert_eq!(
+        second.get_pixel(32, 32).0,
+        [0; 3],
+        "not on the second layer"
+    );
+    let white: Vec<(u32, u32)> = second
+        .enumerate_pixels()
+        .filter(|(_, _, p)| p.0 == [255; 3])
+        .map(|(x, y, _)| (x, y))
+        .collect();
+    assert!(!white.is_empty(), "the short line");
+    assert!(white.iter().all(|&(x, y)| x < 32 && y < 32), "{white:?}");
+    let meta = wait_for_record(&mut harness, 1, "the saved picture", |_| true).meta;
+    assert_eq!(meta.control_images.len(), 2);
+    assert!(meta.extra["ControlNet 1"].contains("Model: canny-b"));
+    // Turned off, the second layer does not steer.
+    harness.get_by_label("Steer").click();
+    harness.run_ok();
+    app_mut(&mut harness).queue_generation();
+    step_until(&mut harness, "the second picture", JOB_TIMEOUT, |h| {
+        app(h).results_len() > 1 || has_label_containing(h, "failed:")
+    });
+    let request = app(&harness).last_result_request().unwrap().clone();
+    assert_eq!(request.controlnets.len(), 1);
+    // Removing the first layer is undoable.
+    harness.get_by_label("Control 1").click();
+    harness.run_ok();
+    harness.get_by_label("Remove layer").click();
+    harness.run_ok();
+    assert_eq!(app(&harness).sketch().controls().len(), 1);
+    assert_eq!(
+        app(&harness).state().canvas.layer,
+        atelier::sketch::Layer::Control(0)
+    );
+    harness.get_by_label("Undo").click();
+    harness.run_ok();
+    assert_eq!(app(&harness).sketch().controls().len(), 2);
+    // The first picture's settings bring back its two layers, each with its ControlNet and
+    // its control image.
+    app_mut(&mut harness).reuse_picture(1);
+    step_until(&mut harness, "the control layers back", JOB_TIMEOUT, |h| {
+        control_image(h, 1).is_some()
+    });
+    let doc = app(&harness).sketch();
+    assert_eq!(doc.controls().len(), 2);
+    assert!(doc.strokes(atelier::sketch::Layer::Control(0)).is_empty());
+    let nets: Vec<_> = doc
+        .controls()
+        .iter()
+        .map(|c| c.settings.controlnet.clone())
+        .collect();
+    assert_eq!(nets, paths.into_iter().map(Some).collect::<Vec<_>>());
+    assert_eq!(doc.rasterize_control(0, 64, 64).as_raw(), first.as_raw());
+    assert_eq!(doc.rasterize_control(1, 64, 64).as_raw(), second.as_raw());
 }
 
 /// Live mode: switched on, the studio generates a quarter of a second after the last change,
@@ -1817,25 +1942,26 @@ fn a_picture_dropped_on_the_control_layer_becomes_its_lines() {
         .unwrap();
     drop_file(&mut harness, "ring.png", png);
     step_until(&mut harness, "the control picture", JOB_TIMEOUT, |h| {
-        app(h).sketch().control_image().is_some()
+        control_image(h, 0).is_some()
     });
     let doc = app(&harness).sketch();
     assert!(doc.background().is_none(), "not the background");
-    let lines = doc.control_image().unwrap().clone();
+    let lines = control_image(&harness, 0).unwrap();
     assert_eq!(lines.get_pixel(48, 18)[0], 255, "the ring, white");
     assert_eq!(lines.get_pixel(48, 48)[0], 0, "the paper, black");
     assert_eq!(lines.get_pixel(2, 2)[0], 0);
-    let control = doc.rasterize_control(64, 64);
+    let control = doc.rasterize_control(0, 64, 64);
     assert_eq!(control.get_pixel(32, 12).0, [255, 255, 255]);
     // Canny: the ring's two edges, not its filled stroke.
-    app_mut(&mut harness)
-        .canvas_settings_mut()
-        .control
-        .preprocessor = Preprocessor::from_name("canny").unwrap();
+    let canny = atelier::sketch::ControlSettings {
+        preprocessor: Preprocessor::from_name("canny").unwrap(),
+        ..app(&harness).sketch().controls()[0].settings.clone()
+    };
+    app_mut(&mut harness).set_control_settings(0, canny);
     step_until(&mut harness, "the Canny lines", JOB_TIMEOUT, |h| {
-        app(h).sketch().control_image() != Some(&lines)
+        control_image(h, 0).is_some_and(|c| c != lines)
     });
-    let edges = app(&harness).sketch().control_image().unwrap().clone();
+    let edges = control_image(&harness, 0).unwrap();
     assert_eq!(edges.get_pixel(48, 48)[0], 0);
     let column: Vec<u8> = (0..96).map(|y| edges.get_pixel(48, y)[0]).collect();
     let rises = column
@@ -1845,7 +1971,7 @@ fn a_picture_dropped_on_the_control_layer_becomes_its_lines() {
     assert!(rises >= 4, "two edges on each side of the ring: {column:?}");
     harness.get_by_label("Remove picture").click();
     harness.run_ok();
-    assert!(app(&harness).sketch().control_image().is_none());
+    assert!(control_image(&harness, 0).is_none());
 }
 
 /// "Use as control" on a library picture puts its lines on the control layer.
@@ -1871,15 +1997,15 @@ fn a_library_picture_can_be_used_as_control() {
     });
     select_picture(&mut harness, 1);
     click_until(&mut harness, "Use as control", |h| {
-        app(h).sketch().control_image().is_some()
+        control_image(h, 0).is_some()
     });
-    let lines = app(&harness).sketch().control_image().unwrap().clone();
+    let lines = control_image(&harness, 0).unwrap();
     // Scribble keeps light-on-dark as it is.
     assert_eq!(lines.get_pixel(32, 32)[0], 255);
     assert_eq!(lines.get_pixel(4, 4)[0], 0);
     assert_eq!(
         app(&harness).state().canvas.layer,
-        atelier::sketch::Layer::Control
+        atelier::sketch::Layer::Control(0)
     );
 }
 

@@ -82,7 +82,24 @@ impl StudioApp {
                     return;
                 };
                 self.state.prompt.reuse(&item.request);
-                let control = item.request.controlnets.first().cloned();
+                let controls: Vec<super::controls::ReusedControl> = item
+                    .request
+                    .controlnets
+                    .iter()
+                    .map(|spec| super::controls::ReusedControl {
+                        path: Some(spec.path.clone()),
+                        text: crate::generation::A1111Control {
+                            model: spec.name(),
+                            scale: spec.scale,
+                            start: spec.start,
+                            end: spec.end,
+                            mode: spec.mode,
+                        },
+                        image: spec.image.as_ref().map(|image| {
+                            image::DynamicImage::ImageRgb8(image.as_ref().clone()).to_luma8()
+                        }),
+                    })
+                    .collect();
                 let model_dir = item.request.model_dir.clone();
                 let text = format!("Settings of image {id} are in the prompt panel.");
                 if self.state.selected_model.as_ref() != Some(&model_dir)
@@ -96,15 +113,12 @@ impl StudioApp {
                         self.state.model_vaes.insert(model_dir, vae);
                     }
                 }
-                if let Some(spec) = control {
-                    // The control layer gets the picture's control image and settings back.
-                    let settings = (spec.scale, spec.start, spec.end, spec.mode);
-                    self.reuse_control(Some(&spec.path), &spec.name(), settings);
-                    if let Some(image) = spec.image {
-                        let gray = image::DynamicImage::ImageRgb8(image.as_ref().clone());
-                        self.rt.sketch.set_control_image(Some(gray.to_luma8()));
-                    }
-                }
+                // The control layers get the picture's control images and settings back.
+                let missing = self.reuse_controls(controls);
+                let text = match missing {
+                    0 => text,
+                    n => format!("{text} {n} of its ControlNets are not installed."),
+                };
                 self.show_info(text);
             }
             Command::SaveImage(id) => {
@@ -230,32 +244,12 @@ impl StudioApp {
                 ));
             }
         }
-        // The control layer steers through its ControlNet.
-        let control = &self.state.canvas.control;
-        if sketch.has_control() && control.enabled {
-            match control
-                .controlnet
-                .as_ref()
-                .filter(|p| self.rt.models.controlnets.contains(p))
-            {
-                Some(net) => {
-                    let image = sketch.rasterize_control(request.width, request.height);
-                    let mut spec =
-                        crate::generation::ControlSpec::new(net.clone(), Arc::new(image));
-                    spec.scale = control.scale;
-                    spec.start = control.start;
-                    spec.end = control.end;
-                    spec.mode = control.mode;
-                    request.controlnets.push(spec);
-                }
-                None => {
-                    self.show_error(
-                        "Cannot generate: the control layer has lines but no ControlNet is \
-                         chosen (choose one, or untick \"Steer with the control layer\")."
-                            .to_owned(),
-                    );
-                    return None;
-                }
+        // Each control layer that steers does so through its ControlNet.
+        match self.control_specs(request.width, request.height) {
+            Ok(specs) => request.controlnets = specs,
+            Err(e) => {
+                self.show_error(format!("Cannot generate: {e}."));
+                return None;
             }
         }
         if let Err(e) = request.validate() {
@@ -345,9 +339,24 @@ impl StudioApp {
                     ));
                 }
             }
-            SketchCommand::RemoveControlPicture => {
-                self.rt.control_source = None;
-                doc.set_control_image(None);
+            SketchCommand::RemoveControlPicture(index) => self.remove_control_picture(index),
+            SketchCommand::AddControlLayer => {
+                self.add_control_layer();
+            }
+            SketchCommand::RemoveControlLayer(index) => {
+                doc.remove_control_layer(index);
+                let count = doc.controls().len();
+                let canvas = &mut self.state.canvas;
+                if let crate::sketch::Layer::Control(i) = canvas.layer {
+                    canvas.layer = match count {
+                        0 => crate::sketch::Layer::Paint,
+                        _ if i >= index && i > 0 => crate::sketch::Layer::Control(i - 1),
+                        _ => crate::sketch::Layer::Control(i.min(count - 1)),
+                    };
+                }
+            }
+            SketchCommand::SetControlSettings(index, settings) => {
+                doc.set_control_settings(index, *settings);
             }
             SketchCommand::RemoveBackground => {
                 if doc.background().is_some() {

@@ -49,7 +49,12 @@ impl StudioApp {
         format!(
             "{:?}|{:?}|{:?}|{:?}",
             self.state.prompt,
-            self.state.canvas.control,
+            self.rt
+                .sketch
+                .controls()
+                .iter()
+                .map(|c| &c.settings)
+                .collect::<Vec<_>>(),
             self.state.canvas.use_sketch,
             self.state.selected_model
         )

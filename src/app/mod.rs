@@ -5,6 +5,7 @@
 
 mod adjust;
 mod commands;
+mod controls;
 mod engine_events;
 mod files;
 mod jobs;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 
 use crate::engine::Engine;
 use crate::sketch::SketchDoc;
-use crate::ui::canvas::{CanvasView, StrokeInProgress, CONTROL_TINT_RGBA, MASK_TINT_RGBA};
+use crate::ui::canvas::{CanvasView, StrokeInProgress, CONTROL_TINTS_RGBA, MASK_TINT_RGBA};
 use crate::ui::prompt::PromptPanelView;
 use crate::ui::queue::JobEntry;
 use crate::ui::results::ResultItem;
@@ -122,13 +123,10 @@ struct Runtime {
     sketch_texture: Option<(u64, egui::TextureHandle)>,
     stroke: StrokeInProgress,
     background_task: Option<Task<LoadOutcome>>,
-    /// The image being opened goes to the control layer (preprocessed), not the background.
+    /// The image being opened goes to a control layer (preprocessed), not the background.
     background_for_control: bool,
-    /// The picture on the control layer before preprocessing (a new preprocessor re-runs on
-    /// it), the preprocessing under way, and the preprocessor the control picture came from.
-    control_source: Option<std::sync::Arc<image::RgbImage>>,
-    control_task: Option<Task<(crate::sketch::control::Preprocessor, image::GrayImage)>>,
-    control_applied: Option<crate::sketch::control::Preprocessor>,
+    /// The control layers' pictures and their preprocessing.
+    controls: controls::ControlWork,
     save_tasks: Vec<Task<SaveOutcome>>,
     /// The "Add model folder…" dialog, while open.
     folder_task: Option<Task<Option<PathBuf>>>,
@@ -237,9 +235,7 @@ impl StudioApp {
                 stroke: StrokeInProgress::default(),
                 background_task: None,
                 background_for_control: false,
-                control_source: None,
-                control_task: None,
-                control_applied: None,
+                controls: controls::ControlWork::default(),
                 save_tasks: Vec::new(),
                 folder_task: None,
                 message,
@@ -265,6 +261,13 @@ impl StudioApp {
     /// "Reuse settings" of gallery picture `id`, as the library's button does.
     pub fn reuse_picture(&mut self, id: i64) {
         self.apply(Command::ReuseRecord(id));
+    }
+
+    /// New settings for control layer `index`, as its row in the canvas panel sends them.
+    pub fn set_control_settings(&mut self, index: usize, settings: crate::sketch::ControlSettings) {
+        self.apply(Command::Sketch(
+            crate::ui::SketchCommand::SetControlSettings(index, Box::new(settings)),
+        ));
     }
 
     /// Clears the sketch (undoable), as the canvas's Clear button does.
@@ -452,6 +455,7 @@ impl StudioApp {
     fn panels_ui(&mut self, ui: &mut egui::Ui, commands: &mut Commands) {
         let models_dir = crate::paths::models_dir();
         let selected_model = self.selected_model().cloned();
+        let model_controlnet = self.model_controlnet();
         let Self { state, rt } = self;
         let active_jobs = rt.jobs.iter().filter(|j| j.state.is_active()).count();
 
@@ -533,6 +537,8 @@ impl StudioApp {
                         loading_background: rt.background_task.is_some(),
                         files_hovered,
                         controlnets: &rt.models.controlnets,
+                        model_controlnet: model_controlnet.as_deref(),
+                        preprocessing: rt.controls.busy(),
                         live_texture: rt.live.texture.as_ref(),
                         live_busy: rt.live.busy(),
                         live_secs: rt.live.last_secs,
@@ -583,52 +589,6 @@ impl StudioApp {
         });
     }
 
-    /// Puts a picture on the control layer: kept as the source, preprocessed on a task.
-    pub(super) fn use_control_source(&mut self, image: image::RgbImage) {
-        self.rt.control_source = Some(std::sync::Arc::new(image));
-        self.rt.control_applied = None;
-        self.state.canvas.layer = crate::sketch::Layer::Control;
-        self.start_preprocessing();
-    }
-
-    fn start_preprocessing(&mut self) {
-        let Some(source) = self.rt.control_source.clone() else {
-            return;
-        };
-        let pre = self.state.canvas.control.preprocessor;
-        self.rt.control_task = Some(Task::spawn("preprocess-control", &self.rt.ctx, move || {
-            (pre, pre.apply_gray(&source))
-        }));
-    }
-
-    /// A finished preprocessing goes on the control layer; a preprocessor changed since
-    /// runs again on the kept source.
-    fn poll_control_task(&mut self) {
-        if let Some(task) = &mut self.rt.control_task {
-            match task.poll() {
-                Poll::Pending => return,
-                Poll::Ready((pre, gray)) => {
-                    self.rt.control_task = None;
-                    self.rt.control_applied = Some(pre);
-                    self.rt.sketch.set_control_image(Some(gray));
-                }
-                Poll::Lost(why) => {
-                    self.rt.control_task = None;
-                    self.rt.control_source = None;
-                    self.show_error(format!("Preprocessing the control picture stopped: {why}."));
-                    return;
-                }
-            }
-        }
-        let wanted = self.state.canvas.control.preprocessor;
-        if self.rt.control_source.is_some()
-            && self.rt.control_applied.is_some_and(|p| p != wanted)
-            && self.rt.sketch.control_image().is_some()
-        {
-            self.start_preprocessing();
-        }
-    }
-
     /// Takes in finished background tasks: model scans, background images, saves.
     fn poll_tasks(&mut self) {
         if self.rt.models.poll(&self.rt.ctx) {
@@ -656,7 +616,7 @@ impl StudioApp {
                 }
             }
         }
-        self.poll_control_task();
+        self.poll_control_work();
         self.poll_folder_dialog();
         for outcome in tasks::take_finished(&mut self.rt.save_tasks) {
             match outcome.and_then(|saved| saved) {
@@ -759,7 +719,7 @@ impl StudioApp {
         let preview_long = long.clamp(512.0, 768.0);
         let w = ((doc.width_px() as f32 * preview_long / long).round() as u32).max(1);
         let h = ((doc.height_px() as f32 * preview_long / long).round() as u32).max(1);
-        let preview = doc.render_preview(w, h, MASK_TINT_RGBA, Some(CONTROL_TINT_RGBA));
+        let preview = doc.render_preview(w, h, MASK_TINT_RGBA, &CONTROL_TINTS_RGBA);
         let image =
             egui::ColorImage::from_rgba_unmultiplied([w as usize, h as usize], preview.as_raw());
         let revision = doc.revision();
@@ -795,7 +755,8 @@ impl StudioApp {
         }
         self.rt.view = CentralView::Sketch;
         // On the control layer a dropped picture becomes its lines.
-        self.rt.background_for_control = self.state.canvas.layer == crate::sketch::Layer::Control;
+        self.rt.background_for_control =
+            matches!(self.state.canvas.layer, crate::sketch::Layer::Control(_));
         self.rt.background_task = Some(Task::spawn("open-dropped", ctx, move || {
             files::load_dropped(&file)
         }));

@@ -38,8 +38,9 @@ pub enum PicturesOutcome {
     InitImage(Box<ImageRecord>, Result<image::RgbImage, String>),
     /// A picture's pixels, to preprocess onto the control layer.
     ControlSource(i64, Result<image::RgbImage, String>),
-    /// A picture's control image, for the control layer ("reuse settings").
-    ControlImage(i64, Result<image::GrayImage, String>),
+    /// A picture's ControlNets with their control images, for the control layers ("reuse
+    /// settings"); the images that could not be read, with why.
+    ControlLayers(i64, Vec<super::controls::ReusedControl>, Vec<String>),
     /// A picture's pixels, for the clipboard.
     Copied(i64, Result<image::RgbImage, String>),
     /// The clipboard's image (already bounded), to import.
@@ -607,36 +608,26 @@ impl StudioApp {
             PicturesOutcome::ControlSource(id, Err(e)) => {
                 self.show_error(format!("Picture #{id} could not be read: {e}"))
             }
-            PicturesOutcome::ControlImage(id, Ok(img)) => {
-                self.rt.sketch.set_control_image(Some(img));
-                self.show_info(format!(
-                    "Settings of picture #{id} are in the prompt panel, its control image on \
-                     the control layer."
-                ));
+            PicturesOutcome::ControlLayers(id, controls, errors) => {
+                let count = controls.len();
+                let missing = self.reuse_controls(controls);
+                if !errors.is_empty() {
+                    self.show_error(format!(
+                        "A control image of picture #{id} could not be read: {}",
+                        errors.join("; ")
+                    ));
+                    return;
+                }
+                let mut text = format!(
+                    "Settings of picture #{id} are in the prompt panel, its {count} control \
+                     image(s) on the control layers."
+                );
+                if missing > 0 {
+                    text.push_str(&format!(" {missing} of its ControlNets are not installed."));
+                }
+                self.show_info(text);
             }
-            PicturesOutcome::ControlImage(id, Err(e)) => self.show_error(format!(
-                "The control image of picture #{id} could not be read: {e}"
-            )),
         }
-    }
-
-    /// Takes a reused picture's ControlNet settings into the control layer's: the ControlNet
-    /// by path, else by name among those found (`None` when it is not installed), and its
-    /// strength, steps and mode.
-    pub(super) fn reuse_control(
-        &mut self,
-        path: Option<&Path>,
-        name: &str,
-        control: (f32, f64, f64, crate::generation::ControlMode),
-    ) -> bool {
-        let found = self.rt.models.controlnets.iter().find(|c| {
-            Some(c.as_path()) == path || c.file_stem().is_some_and(|s| s.to_string_lossy() == name)
-        });
-        let c = &mut self.state.canvas.control;
-        c.controlnet = found.cloned();
-        c.enabled = true;
-        (c.scale, c.start, c.end, c.mode) = control;
-        found.is_some()
     }
 
     pub(super) fn import_paths(&mut self, paths: &[PathBuf]) {
@@ -863,24 +854,43 @@ impl StudioApp {
             ..current
         };
         self.state.prompt.reuse(&request);
-        let control = m
-            .extra
-            .get("ControlNet 0")
-            .and_then(|t| crate::generation::A1111Control::parse(t));
-        let control_file = m.control_images.first().cloned();
-        if let Some(c) = &control {
-            self.reuse_control(None, &c.model, (c.scale, c.start, c.end, c.mode));
-        }
-        if let Some(file) = control_file.filter(|f| !f.contains("..")) {
-            let path = self.rt.pictures.root.join(file);
+        // Its ControlNets ("ControlNet N" entries) and their control images (kept in the
+        // same order), read on a task, become the control layers.
+        let controls: Vec<(crate::generation::A1111Control, Option<PathBuf>)> = (0
+            ..crate::sketch::MAX_CONTROL_LAYERS)
+            .map_while(|i| {
+                let text = m.extra.get(&format!("ControlNet {i}"))?;
+                let file = m
+                    .control_images
+                    .get(i)
+                    .filter(|f| !f.contains(".."))
+                    .map(|f| self.rt.pictures.root.join(f));
+                Some((crate::generation::A1111Control::parse(text)?, file))
+            })
+            .collect();
+        if !controls.is_empty() {
             self.rt
                 .pictures
                 .tasks
-                .push(Task::spawn("control-image", &self.rt.ctx, move || {
-                    let loaded = crate::imageio::load_image_file(&path)
-                        .map(|i| i.to_luma8())
-                        .map_err(|e| e.to_string());
-                    PicturesOutcome::ControlImage(id, loaded)
+                .push(Task::spawn("control-images", &self.rt.ctx, move || {
+                    let mut errors = Vec::new();
+                    let reused = controls
+                        .into_iter()
+                        .map(|(text, file)| {
+                            let image = file.and_then(|path| {
+                                crate::imageio::load_image_file(&path)
+                                    .map(|i| i.to_luma8())
+                                    .map_err(|e| errors.push(e.to_string()))
+                                    .ok()
+                            });
+                            super::controls::ReusedControl {
+                                path: None,
+                                text,
+                                image,
+                            }
+                        })
+                        .collect();
+                    PicturesOutcome::ControlLayers(id, reused, errors)
                 }));
         }
         let m = &record.meta;

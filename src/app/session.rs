@@ -59,21 +59,32 @@ pub fn load(root: &Path) -> Result<Option<(PersistedState, SketchDoc)>, String> 
     } else {
         None
     };
-    let control = if file.sketch.has_control_image {
-        let png = dir(root).join("control.png");
-        Some(
+    // Each control layer's picture; a session from before the list kept its one layer's
+    // picture as `control.png`.
+    let mut sketch = file.sketch;
+    let before_list = sketch.upgrade();
+    let mut controls = Vec::with_capacity(sketch.controls.len());
+    for layer in &sketch.controls {
+        if !layer.has_image {
+            controls.push(None);
+            continue;
+        }
+        let name = match before_list {
+            true => "control.png".to_owned(),
+            false => crate::sketch::layers::image_file_name(layer.id),
+        };
+        let png = dir(root).join(name);
+        controls.push(Some(
             crate::imageio::load_image_file(&png)
                 .map_err(|e| e.to_string())?
                 .to_luma8(),
-        )
-    } else {
-        None
-    };
+        ));
+    }
     let mut state = file.state;
     state.prompt.sanitize();
     Ok(Some((
         state,
-        SketchDoc::restore(file.sketch, background, control),
+        SketchDoc::restore(sketch, background, controls),
     )))
 }
 
@@ -81,7 +92,8 @@ pub fn load(root: &Path) -> Result<Option<(PersistedState, SketchDoc)>, String> 
 #[derive(Default)]
 struct SketchPictures {
     background: Option<image::RgbaImage>,
-    control: Option<image::GrayImage>,
+    /// Each control layer's picture, by layer id (`None`: the layer has none).
+    controls: Option<Vec<(u64, Option<image::GrayImage>)>>,
 }
 
 fn save(root: &Path, file: &SessionFile, pictures: &SketchPictures) -> Result<(), String> {
@@ -92,12 +104,38 @@ fn save(root: &Path, file: &SessionFile, pictures: &SketchPictures) -> Result<()
         crate::imageio::write_png_atomically(bg, &dir.join("background.png"))
             .map_err(|e| e.to_string())?;
     }
-    if let Some(control) = &pictures.control {
-        crate::imageio::write_png_atomically(control, &dir.join("control.png"))
-            .map_err(|e| e.to_string())?;
+    if let Some(controls) = &pictures.controls {
+        for (id, image) in controls {
+            if let Some(image) = image {
+                let png = dir.join(crate::sketch::layers::image_file_name(*id));
+                crate::imageio::write_png_atomically(image, &png).map_err(|e| e.to_string())?;
+            }
+        }
+        // Pictures of layers that are gone, or lost theirs (and one from before the list).
+        let keep: std::collections::HashSet<String> = controls
+            .iter()
+            .filter(|(_, image)| image.is_some())
+            .map(|(id, _)| crate::sketch::layers::image_file_name(*id))
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("control") && name.ends_with(".png") && !keep.contains(&name) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
     }
     let json = serde_json::to_vec_pretty(file).map_err(|e| e.to_string())?;
     crate::gallery::write_durable(&dir.join("state.json"), &json).map_err(|e| e.to_string())
+}
+
+fn control_pictures(sketch: &SketchDoc) -> Vec<(u64, Option<image::GrayImage>)> {
+    sketch
+        .controls()
+        .iter()
+        .map(|c| (c.id, c.image.clone()))
+        .collect()
 }
 
 /// Keeps the session file in step with the studio, a write at a time.
@@ -182,7 +220,7 @@ impl SessionKeeper {
         let pictures = if self.saved_background != Some(sketch.revision()) {
             SketchPictures {
                 background: sketch.background().cloned(),
-                control: sketch.control_image().cloned(),
+                controls: Some(control_pictures(sketch)),
             }
         } else {
             SketchPictures::default()
@@ -226,7 +264,13 @@ mod tests {
         let bg = image::RgbaImage::from_pixel(8, 4, image::Rgba([1, 2, 3, 255]));
         sketch.set_background(Some(bg.clone()));
         let control = image::GrayImage::from_fn(16, 8, |x, _| image::Luma([(x % 2) as u8 * 255]));
-        sketch.set_control_image(Some(control.clone()));
+        let settings = crate::sketch::ControlSettings::default();
+        for _ in 0..3 {
+            sketch.add_control_layer(settings.clone());
+        }
+        sketch.set_control_image(1, Some(control.clone()));
+        sketch.set_control_image(2, Some(control.clone()));
+        sketch.add_stroke(Layer::Control(0), stroke.clone());
         let file = SessionFile {
             version: VERSION,
             state: state.clone(),
@@ -234,15 +278,58 @@ mod tests {
         };
         let pictures = SketchPictures {
             background: sketch.background().cloned(),
-            control: sketch.control_image().cloned(),
+            controls: Some(control_pictures(&sketch)),
         };
         save(dir.path(), &file, &pictures).unwrap();
         let (back, doc) = load(dir.path()).unwrap().unwrap();
         assert_eq!(back, state);
-        assert_eq!(doc.strokes(Layer::Paint), &[stroke]);
+        assert_eq!(doc.strokes(Layer::Paint), std::slice::from_ref(&stroke));
         assert_eq!(doc.background(), Some(&bg));
-        assert_eq!(doc.control_image(), Some(&control));
+        assert_eq!(doc.controls(), sketch.controls());
+        assert_eq!(doc.controls()[2].image.as_ref(), Some(&control));
         assert_eq!((doc.width_px(), doc.height_px()), (64, 32));
+
+        // The second layer removed: its picture file goes with the next write.
+        sketch.remove_control_layer(1);
+        let file = SessionFile {
+            version: VERSION,
+            state: state.clone(),
+            sketch: sketch.snapshot(),
+        };
+        let pictures = SketchPictures {
+            background: None,
+            controls: Some(control_pictures(&sketch)),
+        };
+        save(dir.path(), &file, &pictures).unwrap();
+        let pngs = |d: &Path| {
+            let mut names: Vec<String> = std::fs::read_dir(d.join("session"))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("control"))
+                .collect();
+            names.sort();
+            names
+        };
+        let last = sketch.controls()[1].id;
+        assert_eq!(pngs(dir.path()), vec![format!("control-{last}.png")]);
+        let (_, doc) = load(dir.path()).unwrap().unwrap();
+        assert_eq!(doc.controls(), sketch.controls());
+
+        // A session from before control layers were a list: its one layer comes back first.
+        std::fs::write(
+            dir.path().join("session/state.json"),
+            br#"{"version":1,"state":{},"sketch":{"width_px":64,"height_px":32,
+                "control":[{"points_in_canvas":[[1.0,2.0]],"brush_size_px":4.0,
+                "color_rgba":[0,0,0,255],"eraser":false}],"has_control_image":true}}"#,
+        )
+        .unwrap();
+        crate::imageio::write_png_atomically(&control, &dir.path().join("session/control.png"))
+            .unwrap();
+        let (_, old) = load(dir.path()).unwrap().unwrap();
+        assert_eq!(old.controls().len(), 1);
+        assert_eq!(old.strokes(Layer::Control(0)).len(), 1);
+        assert_eq!(old.controls()[0].image.as_ref(), Some(&control));
 
         std::fs::write(dir.path().join("session/state.json"), b"{ not json").unwrap();
         assert!(load(dir.path()).unwrap_err().contains("state.json"));

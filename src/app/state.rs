@@ -189,12 +189,11 @@ pub struct CanvasSettings {
     pub eraser: bool,
     /// What a click or drag on the canvas does.
     pub tool: CanvasTool,
-    /// The layer strokes go to: the picture, the inpainting mask or the control layer.
+    /// The layer strokes go to: the picture, the inpainting mask or a control layer (whose
+    /// ControlNet and settings are the sketch's own, see [`crate::sketch::ControlLayer`]).
     pub layer: Layer,
     /// Send the canvas as the init image (and the mask, if any) with each generation.
     pub use_sketch: bool,
-    /// The control layer's ControlNet and how it steers.
-    pub control: ControlSettings,
     /// Live mode: regenerate after every change (see `app::live`).
     pub live: bool,
     /// The canvas view's zoom (1: the whole canvas fits) and pan (screen points).
@@ -211,7 +210,6 @@ impl Default for CanvasSettings {
             tool: CanvasTool::Brush,
             layer: Layer::Paint,
             use_sketch: false,
-            control: ControlSettings::default(),
             live: false,
             view_zoom: 1.0,
             view_pan: [0.0, 0.0],
@@ -235,38 +233,6 @@ pub enum CanvasTool {
 impl CanvasSettings {
     pub fn layer(&self) -> Layer {
         self.layer
-    }
-}
-
-/// The control layer's settings: which ControlNet its strokes steer, how strongly and over
-/// which part of the steps, and whether it is on.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ControlSettings {
-    /// Steer generations with the control layer (when it has strokes and a ControlNet).
-    pub enabled: bool,
-    /// The ControlNet (a folder or file the model scan found).
-    pub controlnet: Option<PathBuf>,
-    pub scale: f32,
-    pub start: f64,
-    pub end: f64,
-    pub mode: crate::generation::ControlMode,
-    /// What a picture put on the control layer (a photo, a drawing, a gallery picture) is
-    /// turned into before it steers.
-    pub preprocessor: crate::sketch::control::Preprocessor,
-}
-
-impl Default for ControlSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            controlnet: None,
-            scale: 1.0,
-            start: 0.0,
-            end: 1.0,
-            mode: crate::generation::ControlMode::Balanced,
-            preprocessor: crate::sketch::control::Preprocessor::Scribble,
-        }
     }
 }
 

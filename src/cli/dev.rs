@@ -323,9 +323,10 @@ fn controlnet_timing(
     let cancel = std::sync::atomic::AtomicBool::new(false);
     // A sketch as the studio holds it, one more stroke per run.
     let mut doc = SketchDoc::new(side, side);
+    doc.add_control_layer(Default::default());
     let with_control = |doc: &SketchDoc| {
         let mut r = base.clone();
-        let image = doc.rasterize_control(side, side);
+        let image = doc.rasterize_control(0, side, side);
         r.controlnets.push(ControlSpec::new(
             controlnet.to_path_buf(),
             std::sync::Arc::new(image),
@@ -348,7 +349,7 @@ fn controlnet_timing(
         stroke.push_point([side as f32 - 8.0, side as f32 - y]);
         // From the finished stroke: rasterise the control layer, generate.
         let t = Instant::now();
-        doc.add_stroke(Layer::Control, stroke);
+        doc.add_stroke(Layer::Control(0), stroke);
         generator.collect(&with_control(&doc), &cancel)?;
         live.push(t.elapsed().as_secs_f64());
     }

@@ -6,22 +6,27 @@
 //! it finished [`Stroke`]s. Coordinates are canvas pixels (`pos_in_canvas`), origin top left.
 
 pub mod control;
+pub mod layers;
 mod raster;
+
+pub use layers::{ControlLayer, ControlLayerSnapshot, ControlSettings, MAX_CONTROL_LAYERS};
 
 use image::{GrayImage, RgbImage, RgbaImage};
 use serde::{Deserialize, Serialize};
 
 /// Which layer a stroke is painted on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "layers::LayerRepr")]
 pub enum Layer {
     /// The visible drawing, used as the init image for image-to-image.
     #[default]
     Paint,
     /// The inpainting mask: painted = repaint, unpainted = keep.
     Mask,
-    /// The ControlNet's control image: strokes drawn white on black (scribble), steering the
+    /// A control layer, by its place in the document's list ([`SketchDoc::controls`]): a
+    /// ControlNet's control image, strokes drawn white on black (scribble), steering the
     /// composition.
-    Control,
+    Control(usize),
 }
 
 /// The canvas's long side in pixels: the drawing surface has its own resolution, whatever the
@@ -129,17 +134,22 @@ impl Stroke {
 #[derive(Clone, Debug)]
 enum Edit {
     AddStroke(Layer, Stroke),
-    /// Everything that was removed, to put back on undo.
+    /// Everything that was removed, to put back on undo (the control layers stay, emptied).
     Clear {
         paint: Vec<Stroke>,
         mask: Vec<Stroke>,
-        control: Vec<Stroke>,
         background: Option<RgbaImage>,
-        control_image: Option<GrayImage>,
+        controls: Vec<(Vec<Stroke>, Option<GrayImage>)>,
     },
     SetControlImage {
+        layer: usize,
         before: Option<GrayImage>,
         after: Option<GrayImage>,
+    },
+    /// The list of control layers replaced: one added or removed, or a picture's reused.
+    SetControls {
+        before: Vec<ControlLayer>,
+        after: Vec<ControlLayer>,
     },
     SetBackground {
         before: Option<RgbaImage>,
@@ -147,8 +157,9 @@ enum Edit {
     },
 }
 
-/// What of a document is kept across sessions: its size and strokes (the background image is
-/// kept beside it as a picture file; the undo history is not kept).
+/// What of a document is kept across sessions: its size, strokes and control layers (the
+/// background and the control layers' pictures are kept beside it as picture files; the undo
+/// history is not kept).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SketchSnapshot {
@@ -156,10 +167,33 @@ pub struct SketchSnapshot {
     pub height_px: u32,
     pub paint: Vec<Stroke>,
     pub mask: Vec<Stroke>,
-    pub control: Vec<Stroke>,
+    pub controls: Vec<ControlLayerSnapshot>,
     pub has_background: bool,
-    /// The control layer has a picture under its strokes (kept beside, like the background).
+    /// Sessions before control layers were a list had one: its strokes, and whether it had
+    /// a picture (`control.png`). [`SketchSnapshot::upgrade`] makes it the first layer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub control: Vec<Stroke>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub has_control_image: bool,
+}
+
+impl SketchSnapshot {
+    /// The earlier single control layer as the first of the list (id 0, default settings);
+    /// true if there was one, whose picture is then in `control.png`.
+    pub fn upgrade(&mut self) -> bool {
+        let had = !self.control.is_empty() || self.has_control_image;
+        if had && self.controls.is_empty() {
+            self.controls.push(ControlLayerSnapshot {
+                id: 0,
+                settings: ControlSettings::default(),
+                strokes: std::mem::take(&mut self.control),
+                has_image: self.has_control_image,
+            });
+        }
+        self.control.clear();
+        self.has_control_image = false;
+        had
+    }
 }
 
 /// The canvas document.
@@ -170,10 +204,10 @@ pub struct SketchDoc {
     background: Option<RgbaImage>,
     paint: Vec<Stroke>,
     mask: Vec<Stroke>,
-    control: Vec<Stroke>,
-    /// The control layer's picture under its strokes (white lines on black, any size): a
-    /// preprocessed photo, or the control image of a picture whose settings were reused.
-    control_image: Option<GrayImage>,
+    /// The control layers, in order (see [`ControlLayer`]).
+    controls: Vec<ControlLayer>,
+    /// The id the next control layer gets.
+    next_control_id: u64,
     undo: Vec<Edit>,
     redo: Vec<Edit>,
     /// Bumped on every change, so views can tell when to re-rasterise.
@@ -195,8 +229,8 @@ impl SketchDoc {
             background: None,
             paint: Vec::new(),
             mask: Vec::new(),
-            control: Vec::new(),
-            control_image: None,
+            controls: Vec::new(),
+            next_control_id: 0,
             undo: Vec::new(),
             redo: Vec::new(),
             revision: 0,
@@ -210,19 +244,31 @@ impl SketchDoc {
             height_px: self.height_px,
             paint: self.paint.clone(),
             mask: self.mask.clone(),
-            control: self.control.clone(),
+            controls: self
+                .controls
+                .iter()
+                .map(|c| ControlLayerSnapshot {
+                    id: c.id,
+                    settings: c.settings.clone(),
+                    strokes: c.strokes.clone(),
+                    has_image: c.image.is_some(),
+                })
+                .collect(),
             has_background: self.background.is_some(),
-            has_control_image: self.control_image.is_some(),
+            control: Vec::new(),
+            has_control_image: false,
         }
     }
 
-    /// A document as it was kept, with its background and control picture read back (no
-    /// undo history).
+    /// A document as it was kept, with its background and its control layers' pictures
+    /// read back (`control_images[i]` for `snapshot.controls[i]`; missing ones are none), no
+    /// undo history. Control layers past [`MAX_CONTROL_LAYERS`] and repeated ids are dropped.
     pub fn restore(
-        snapshot: SketchSnapshot,
+        mut snapshot: SketchSnapshot,
         background: Option<RgbaImage>,
-        control_image: Option<GrayImage>,
+        control_images: Vec<Option<GrayImage>>,
     ) -> Self {
+        snapshot.upgrade();
         let mut doc = Self::new(snapshot.width_px, snapshot.height_px);
         let valid = |s: &Stroke| {
             !s.points_in_canvas.is_empty()
@@ -248,9 +294,22 @@ impl SketchDoc {
         let keep = |v: Vec<Stroke>| v.into_iter().filter(valid).map(repair).collect();
         doc.paint = keep(snapshot.paint);
         doc.mask = keep(snapshot.mask);
-        doc.control = keep(snapshot.control);
         doc.background = background;
-        doc.control_image = control_image;
+        let mut images = control_images.into_iter();
+        for c in snapshot.controls {
+            let image = images.next().flatten();
+            if doc.controls.len() == MAX_CONTROL_LAYERS || doc.controls.iter().any(|d| d.id == c.id)
+            {
+                continue;
+            }
+            doc.controls.push(ControlLayer {
+                id: c.id,
+                settings: c.settings,
+                strokes: keep(c.strokes),
+                image,
+            });
+        }
+        doc.next_control_id = doc.controls.iter().map(|c| c.id + 1).max().unwrap_or(0);
         doc
     }
 
@@ -271,31 +330,109 @@ impl SketchDoc {
         self.background.as_ref()
     }
 
+    /// A layer's strokes (none for a control layer that does not exist).
     pub fn strokes(&self, layer: Layer) -> &[Stroke] {
         match layer {
             Layer::Paint => &self.paint,
             Layer::Mask => &self.mask,
-            Layer::Control => &self.control,
+            Layer::Control(i) => self.controls.get(i).map_or(&[], |c| &c.strokes),
         }
     }
 
-    /// Whether the control layer has anything: strokes or a picture.
+    /// The control layers, in order.
+    pub fn controls(&self) -> &[ControlLayer] {
+        &self.controls
+    }
+
+    /// The control layer at `index`.
+    pub fn control(&self, index: usize) -> Option<&ControlLayer> {
+        self.controls.get(index)
+    }
+
+    /// Where the control layer with `id` is now.
+    pub fn control_index(&self, id: u64) -> Option<usize> {
+        self.controls.iter().position(|c| c.id == id)
+    }
+
+    /// Whether any control layer has anything: strokes or a picture.
     pub fn has_control(&self) -> bool {
-        !self.control.is_empty() || self.control_image.is_some()
+        self.controls.iter().any(ControlLayer::has_content)
     }
 
-    /// The control layer's picture under its strokes.
-    pub fn control_image(&self) -> Option<&GrayImage> {
-        self.control_image.as_ref()
+    /// Adds a control layer at the end (undoable) and returns its index; `None` when there
+    /// are [`MAX_CONTROL_LAYERS`] already.
+    pub fn add_control_layer(&mut self, settings: ControlSettings) -> Option<usize> {
+        if self.controls.len() >= MAX_CONTROL_LAYERS {
+            return None;
+        }
+        let mut after = self.controls.clone();
+        after.push(ControlLayer::new(self.next_control_id, settings));
+        self.next_control_id += 1;
+        self.perform(Edit::SetControls {
+            before: Vec::new(),
+            after,
+        });
+        Some(self.controls.len() - 1)
     }
 
-    /// Puts a picture (white lines on black) under the control layer's strokes, undoable;
+    /// Removes the control layer at `index` with its strokes and picture (undoable).
+    pub fn remove_control_layer(&mut self, index: usize) {
+        if index >= self.controls.len() {
+            return;
+        }
+        let mut after = self.controls.clone();
+        after.remove(index);
+        self.perform(Edit::SetControls {
+            before: Vec::new(),
+            after,
+        });
+    }
+
+    /// Replaces every control layer with new ones, each with its settings and picture and
+    /// no strokes (undoable): a reused picture's ControlNets. At most [`MAX_CONTROL_LAYERS`].
+    pub fn replace_control_layers(&mut self, layers: Vec<(ControlSettings, Option<GrayImage>)>) {
+        if layers.is_empty() && self.controls.is_empty() {
+            return;
+        }
+        let after = layers
+            .into_iter()
+            .take(MAX_CONTROL_LAYERS)
+            .map(|(settings, image)| {
+                let mut layer = ControlLayer::new(self.next_control_id, settings);
+                self.next_control_id += 1;
+                layer.image = image;
+                layer
+            })
+            .collect();
+        self.perform(Edit::SetControls {
+            before: Vec::new(),
+            after,
+        });
+    }
+
+    /// Changes a control layer's settings. Not an undoable edit (a slider sends many); the
+    /// revision changes only when what the canvas shows does (the layer shown or hidden).
+    pub fn set_control_settings(&mut self, index: usize, settings: ControlSettings) {
+        let Some(layer) = self.controls.get_mut(index) else {
+            return;
+        };
+        if layer.settings.visible != settings.visible {
+            self.revision += 1;
+        }
+        layer.settings = settings;
+    }
+
+    /// Puts a picture (white lines on black) under a control layer's strokes, undoable;
     /// `None` removes it.
-    pub fn set_control_image(&mut self, image: Option<GrayImage>) {
-        if image.is_none() && self.control_image.is_none() {
+    pub fn set_control_image(&mut self, index: usize, image: Option<GrayImage>) {
+        let Some(layer) = self.controls.get(index) else {
+            return;
+        };
+        if image.is_none() && layer.image.is_none() {
             return;
         }
         self.perform(Edit::SetControlImage {
+            layer: index,
             before: None,
             after: image,
         });
@@ -328,10 +465,16 @@ impl SketchDoc {
         if stroke.points_in_canvas.is_empty() || stroke.brush_size_px <= 0.0 {
             return;
         }
+        if let Layer::Control(i) = layer {
+            if i >= self.controls.len() {
+                return;
+            }
+        }
         self.perform(Edit::AddStroke(layer, stroke));
     }
 
-    /// Removes every stroke and the background (undoable). Does nothing on an empty canvas.
+    /// Removes every stroke, the background and the control layers' pictures (undoable);
+    /// the control layers stay, with their settings. Does nothing on an empty canvas.
     pub fn clear(&mut self) {
         if self.is_empty() {
             return;
@@ -339,9 +482,8 @@ impl SketchDoc {
         self.perform(Edit::Clear {
             paint: Vec::new(),
             mask: Vec::new(),
-            control: Vec::new(),
             background: None,
-            control_image: None,
+            controls: Vec::new(),
         });
     }
 
@@ -387,19 +529,36 @@ impl SketchDoc {
     fn apply(&mut self, edit: Edit) -> Edit {
         match edit {
             Edit::AddStroke(layer, stroke) => {
-                self.layer_mut(layer).push(stroke.clone());
+                if let Some(strokes) = self.layer_mut(layer) {
+                    strokes.push(stroke.clone());
+                }
                 Edit::AddStroke(layer, stroke)
             }
             Edit::Clear { .. } => Edit::Clear {
                 paint: std::mem::take(&mut self.paint),
                 mask: std::mem::take(&mut self.mask),
-                control: std::mem::take(&mut self.control),
                 background: self.background.take(),
-                control_image: self.control_image.take(),
+                controls: self
+                    .controls
+                    .iter_mut()
+                    .map(|c| (std::mem::take(&mut c.strokes), c.image.take()))
+                    .collect(),
             },
-            Edit::SetControlImage { after, .. } => {
-                let before = std::mem::replace(&mut self.control_image, after.clone());
-                Edit::SetControlImage { before, after }
+            Edit::SetControlImage { layer, after, .. } => {
+                let before = match self.controls.get_mut(layer) {
+                    Some(c) => std::mem::replace(&mut c.image, after.clone()),
+                    None => None,
+                };
+                Edit::SetControlImage {
+                    layer,
+                    before,
+                    after,
+                }
+            }
+            Edit::SetControls { after, .. } => {
+                let after = self.with_current_settings(after);
+                let before = std::mem::replace(&mut self.controls, after.clone());
+                Edit::SetControls { before, after }
             }
             Edit::SetBackground { after, .. } => {
                 let before = std::mem::replace(&mut self.background, after.clone());
@@ -412,33 +571,49 @@ impl SketchDoc {
     fn revert(&mut self, edit: Edit) -> Edit {
         match edit {
             Edit::AddStroke(layer, stroke) => {
-                self.layer_mut(layer).pop();
+                if let Some(strokes) = self.layer_mut(layer) {
+                    strokes.pop();
+                }
                 Edit::AddStroke(layer, stroke)
             }
             Edit::Clear {
                 paint,
                 mask,
-                control,
                 background,
-                control_image,
+                controls,
             } => {
                 self.paint = paint;
                 self.mask = mask;
-                self.control = control;
                 self.background = background;
-                self.control_image = control_image;
+                for (c, (strokes, image)) in self.controls.iter_mut().zip(controls) {
+                    c.strokes = strokes;
+                    c.image = image;
+                }
                 Edit::Clear {
                     paint: Vec::new(),
                     mask: Vec::new(),
-                    control: Vec::new(),
                     background: None,
-                    control_image: None,
+                    controls: Vec::new(),
                 }
             }
-            Edit::SetControlImage { before, after } => {
-                self.control_image = before;
+            Edit::SetControlImage {
+                layer,
+                before,
+                after,
+            } => {
+                if let Some(c) = self.controls.get_mut(layer) {
+                    c.image = before;
+                }
                 Edit::SetControlImage {
+                    layer,
                     before: None,
+                    after,
+                }
+            }
+            Edit::SetControls { before, after } => {
+                self.controls = self.with_current_settings(before);
+                Edit::SetControls {
+                    before: Vec::new(),
                     after,
                 }
             }
@@ -452,11 +627,22 @@ impl SketchDoc {
         }
     }
 
-    fn layer_mut(&mut self, layer: Layer) -> &mut Vec<Stroke> {
+    /// `layers` with the settings their namesakes (same id) have now: settings are not
+    /// undoable, so undoing or redoing a change of the list keeps the latest.
+    fn with_current_settings(&self, mut layers: Vec<ControlLayer>) -> Vec<ControlLayer> {
+        for layer in &mut layers {
+            if let Some(now) = self.controls.iter().find(|c| c.id == layer.id) {
+                layer.settings = now.settings.clone();
+            }
+        }
+        layers
+    }
+
+    fn layer_mut(&mut self, layer: Layer) -> Option<&mut Vec<Stroke>> {
         match layer {
-            Layer::Paint => &mut self.paint,
-            Layer::Mask => &mut self.mask,
-            Layer::Control => &mut self.control,
+            Layer::Paint => Some(&mut self.paint),
+            Layer::Mask => Some(&mut self.mask),
+            Layer::Control(i) => self.controls.get_mut(i).map(|c| &mut c.strokes),
         }
     }
 
@@ -474,21 +660,25 @@ impl SketchDoc {
         self.coverage(None, &self.mask, width, height)
     }
 
-    /// The control layer at `width` x `height`, as a scribble ControlNet takes it: the
-    /// strokes white on black, binary (a pixel a stroke covers by a sixth or more is a line,
-    /// so strokes drawn thin on the large canvas stay unbroken lines at a small output size;
-    /// the brush's colour is not used).
-    pub fn rasterize_control(&self, width: u32, height: u32) -> RgbImage {
-        let g = self.control_coverage(width, height);
+    /// Control layer `index` at `width` x `height`, as a scribble ControlNet takes it: its
+    /// picture with the strokes over it, white on black, binary (a pixel a stroke covers by a
+    /// sixth or more is a line, so strokes drawn thin on the large canvas stay unbroken lines
+    /// at a small output size; the brush's colour is not used). Black for a layer that does
+    /// not exist.
+    pub fn rasterize_control(&self, index: usize, width: u32, height: u32) -> RgbImage {
+        let g = self.control_coverage(index, width, height);
         RgbImage::from_fn(g.width(), g.height(), |x, y| {
             let v = if g.get_pixel(x, y)[0] > 42 { 255 } else { 0 };
             image::Rgb([v, v, v])
         })
     }
 
-    /// The control layer: its picture (scaled to the size) with the strokes over it.
-    fn control_coverage(&self, width: u32, height: u32) -> GrayImage {
-        self.coverage(self.control_image.as_ref(), &self.control, width, height)
+    /// Control layer `index`: its picture (scaled to the size) with the strokes over it.
+    fn control_coverage(&self, index: usize, width: u32, height: u32) -> GrayImage {
+        match self.controls.get(index) {
+            Some(c) => self.coverage(c.image.as_ref(), &c.strokes, width, height),
+            None => GrayImage::new(width.max(1), height.max(1)),
+        }
     }
 
     /// How much of each pixel `strokes` cover (erasers take away), over `base` (scaled to
@@ -541,29 +731,30 @@ impl SketchDoc {
     }
 
     /// What the canvas view shows: the composited drawing with the mask tinted on top in
-    /// `mask_tint_rgba` (its alpha sets how strongly), and the control strokes in
-    /// `control_tint_rgba` when given (a hidden control layer: `None`).
+    /// `mask_tint_rgba` (its alpha sets how strongly), and each shown control layer's lines
+    /// in its tint (`control_tints_rgba[i % len]` for layer `i`).
     pub fn render_preview(
         &self,
         width: u32,
         height: u32,
         mask_tint_rgba: [u8; 4],
-        control_tint_rgba: Option<[u8; 4]>,
+        control_tints_rgba: &[[u8; 4]],
     ) -> RgbaImage {
         let (width, height) = (width.max(1), height.max(1));
         let mut out = self.composite(width, height);
-        let layers = [
-            (self.has_mask(), false, Some(mask_tint_rgba)),
-            (self.has_control(), true, control_tint_rgba),
-        ];
-        for (shown, control, tint) in layers {
-            let (true, Some(mask_tint_rgba)) = (shown, tint) else {
-                continue;
-            };
-            let mask = if control {
-                self.control_coverage(width, height)
-            } else {
-                self.coverage(None, &self.mask, width, height)
+        let mut layers = vec![(None, mask_tint_rgba)];
+        if !control_tints_rgba.is_empty() {
+            for (i, c) in self.controls.iter().enumerate() {
+                if c.settings.visible && c.has_content() {
+                    layers.push((Some(i), control_tints_rgba[i % control_tints_rgba.len()]));
+                }
+            }
+        }
+        for (control, mask_tint_rgba) in layers {
+            let mask = match control {
+                Some(i) => self.control_coverage(i, width, height),
+                None if self.has_mask() => self.coverage(None, &self.mask, width, height),
+                None => continue,
             };
             let strength = f32::from(mask_tint_rgba[3]) / 255.0;
             for (px, m) in out.pixels_mut().zip(mask.pixels()) {
@@ -777,21 +968,28 @@ mod tests {
         assert_eq!(img.get_pixel(50, 50).0, [255, 0, 0]);
         assert_eq!(doc.sample_colour([10.0, 90.0]), [0, 0, 255]);
         assert_eq!(doc.sample_colour([50.0, 50.0]), [255, 0, 0]);
-        let again = SketchDoc::restore(doc.snapshot(), None, None);
+        let again = SketchDoc::restore(doc.snapshot(), None, Vec::new());
         assert_eq!(again.rasterize(100, 100), img);
         assert!(doc.undo());
         assert_eq!(doc.rasterize(100, 100).get_pixel(10, 90).0, [255, 255, 255]);
 
         let mut doc = SketchDoc::new(100, 100);
-        square(Layer::Control, &mut doc);
-        doc.add_stroke(Layer::Control, Stroke::fill_at([50.0, 50.0], [0; 4], false));
-        let control = doc.rasterize_control(100, 100);
+        doc.add_control_layer(ControlSettings::default());
+        square(Layer::Control(0), &mut doc);
+        doc.add_stroke(
+            Layer::Control(0),
+            Stroke::fill_at([50.0, 50.0], [0; 4], false),
+        );
+        let control = doc.rasterize_control(0, 100, 100);
         assert_eq!(control.get_pixel(50, 50).0, [255, 255, 255]);
         assert_eq!(control.get_pixel(10, 10).0, [0, 0, 0]);
         // The eraser's fill clears the whole connected shape again, lines included.
-        doc.add_stroke(Layer::Control, Stroke::fill_at([50.0, 50.0], [0; 4], true));
+        doc.add_stroke(
+            Layer::Control(0),
+            Stroke::fill_at([50.0, 50.0], [0; 4], true),
+        );
         assert!(doc
-            .rasterize_control(100, 100)
+            .rasterize_control(0, 100, 100)
             .pixels()
             .all(|p| p.0 == [0, 0, 0]));
         let mut doc = SketchDoc::new(100, 100);
@@ -811,27 +1009,30 @@ mod tests {
         // A vertical line at x = 25 in a 50 px picture: x = 50 at 100 px.
         let picture =
             GrayImage::from_fn(50, 50, |x, _| image::Luma([if x == 25 { 255 } else { 0 }]));
-        doc.set_control_image(Some(picture));
+        doc.add_control_layer(ControlSettings::default());
+        doc.set_control_image(0, Some(picture));
         assert!(doc.has_control() && !doc.has_content());
         doc.add_stroke(
-            Layer::Control,
+            Layer::Control(0),
             line(4.0, [0; 4], false, &[[0.0, 20.0], [100.0, 20.0]]),
         );
-        doc.add_stroke(Layer::Control, line(10.0, [0; 4], true, &[[50.0, 80.0]]));
-        let c = doc.rasterize_control(100, 100);
+        doc.add_stroke(Layer::Control(0), line(10.0, [0; 4], true, &[[50.0, 80.0]]));
+        let c = doc.rasterize_control(0, 100, 100);
         assert_eq!(c.get_pixel(50, 50).0, [255, 255, 255], "the picture's line");
         assert_eq!(c.get_pixel(10, 20).0, [255, 255, 255], "the stroke");
         assert_eq!(c.get_pixel(50, 80).0, [0, 0, 0], "erased");
         assert_eq!(c.get_pixel(10, 50).0, [0, 0, 0]);
-        let shown = doc.render_preview(100, 100, [255, 0, 0, 128], Some([0, 0, 255, 255]));
+        let shown = doc.render_preview(100, 100, [255, 0, 0, 128], &[[0, 0, 255, 255]]);
         let px = shown.get_pixel(50, 50).0;
         assert!(px[2] == 255 && px[0] < 100, "tinted: {px:?}");
         doc.clear();
-        assert!(doc.control_image().is_none() && doc.is_empty());
+        let image = |doc: &SketchDoc| doc.control(0).and_then(|c| c.image.clone());
+        assert!(image(&doc).is_none() && doc.is_empty());
+        assert_eq!(doc.controls().len(), 1, "clearing keeps the layer");
         assert!(doc.undo());
-        assert!(doc.control_image().is_some());
+        assert!(image(&doc).is_some());
         assert!(doc.undo() && doc.undo() && doc.undo());
-        assert!(doc.control_image().is_none());
+        assert!(image(&doc).is_none());
     }
 
     /// With pen pressure the line is thinner where the pen pressed less; pressures that do
@@ -861,7 +1062,7 @@ mod tests {
         assert_eq!(late.pressures, vec![1.0, 0.5, 0.5]);
         let mut snap = doc.snapshot();
         snap.paint[0].pressures = vec![0.3];
-        let back = SketchDoc::restore(snap, None, None);
+        let back = SketchDoc::restore(snap, None, Vec::new());
         assert!(back.strokes(Layer::Paint)[0].pressures.is_empty());
     }
 
@@ -939,7 +1140,7 @@ mod tests {
         let mask = doc.rasterize_mask(64, 64);
         assert_eq!(mask.get_pixel(32, 32).0[0], 255);
         assert_eq!(mask.get_pixel(5, 32).0[0], 0);
-        let preview = doc.render_preview(64, 64, [255, 0, 0, 128], None);
+        let preview = doc.render_preview(64, 64, [255, 0, 0, 128], &[]);
         let tinted = preview.get_pixel(32, 32).0;
         assert!(tinted[0] == 255 && tinted[1] < 200, "{tinted:?}");
         // Erasing part of the mask.
@@ -1009,8 +1210,9 @@ mod tests {
     #[test]
     fn control_strokes_are_white_on_black_and_kept() {
         let mut doc = SketchDoc::new(64, 64);
+        doc.add_control_layer(ControlSettings::default());
         doc.add_stroke(
-            Layer::Control,
+            Layer::Control(0),
             line(8.0, [200, 30, 30, 255], false, &[[32.0, 0.0], [32.0, 64.0]]),
         );
         assert!(doc.has_control() && !doc.has_content() && !doc.has_mask());
@@ -1019,20 +1221,28 @@ mod tests {
             .rasterize(64, 64)
             .pixels()
             .all(|p| p.0 == [255, 255, 255]));
-        let control = doc.rasterize_control(128, 32);
+        let control = doc.rasterize_control(0, 128, 32);
         assert_eq!(control.dimensions(), (128, 32));
         assert_eq!(control.get_pixel(64, 16).0, [255, 255, 255]);
         assert_eq!(control.get_pixel(10, 16).0, [0, 0, 0]);
-        let shown = doc.render_preview(64, 64, [255, 0, 0, 128], Some([0, 0, 255, 255]));
+        let shown = doc.render_preview(64, 64, [255, 0, 0, 128], &[[0, 0, 255, 255]]);
         assert_eq!(shown.get_pixel(32, 32).0, [0, 0, 255, 255]);
-        let hidden = doc.render_preview(64, 64, [255, 0, 0, 128], None);
+        let revision = doc.revision();
+        let mut settings = doc.controls()[0].settings.clone();
+        settings.visible = false;
+        doc.set_control_settings(0, settings);
+        assert_ne!(doc.revision(), revision, "the view redraws");
+        let hidden = doc.render_preview(64, 64, [255, 0, 0, 128], &[[0, 0, 255, 255]]);
         assert_eq!(hidden.get_pixel(32, 32).0, [255, 255, 255, 255]);
-        let again = SketchDoc::restore(doc.snapshot(), None, None);
-        assert_eq!(again.strokes(Layer::Control), doc.strokes(Layer::Control));
+        let again = SketchDoc::restore(doc.snapshot(), None, Vec::new());
+        assert_eq!(
+            again.strokes(Layer::Control(0)),
+            doc.strokes(Layer::Control(0))
+        );
         doc.clear();
         assert!(!doc.has_control());
         assert!(doc.undo());
-        assert_eq!(doc.strokes(Layer::Control).len(), 1);
+        assert_eq!(doc.strokes(Layer::Control(0)).len(), 1);
     }
 
     /// The canvas has its own resolution: the output's aspect with a 1024 px long side; a
@@ -1044,8 +1254,9 @@ mod tests {
         assert_eq!(canvas_size_for(512, 1024), (512, 1024));
         let (w, h) = canvas_size_for(64, 64);
         let mut doc = SketchDoc::new(w, h);
+        doc.add_control_layer(ControlSettings::default());
         doc.add_stroke(
-            Layer::Control,
+            Layer::Control(0),
             line(
                 16.0,
                 [0, 0, 0, 255],
@@ -1053,7 +1264,7 @@ mod tests {
                 &[[100.0, 150.0], [900.0, 700.0]],
             ),
         );
-        let small = doc.rasterize_control(64, 64);
+        let small = doc.rasterize_control(0, 64, 64);
         for x in 8..55 {
             assert!(
                 (0..64).any(|y| small.get_pixel(x, y).0 == [255, 255, 255]),
@@ -1063,5 +1274,99 @@ mod tests {
         assert!(small
             .pixels()
             .all(|p| p.0 == [0, 0, 0] || p.0 == [255, 255, 255]));
+    }
+
+    /// Control layers are a list: each has its own strokes, picture and settings; adding and
+    /// removing are undoable (settings keep their latest values through undo); the list and
+    /// its pictures survive a snapshot; a session kept before the list reads back as its
+    /// first layer; strokes for a layer that does not exist are ignored.
+    #[test]
+    fn control_layers_are_a_list_of_their_own() {
+        let mut doc = SketchDoc::new(100, 100);
+        assert_eq!(doc.add_control_layer(ControlSettings::default()), Some(0));
+        let canny = ControlSettings {
+            scale: 0.5,
+            preprocessor: control::Preprocessor::from_name("canny").expect("known"),
+            ..ControlSettings::default()
+        };
+        assert_eq!(doc.add_control_layer(canny.clone()), Some(1));
+        doc.add_stroke(
+            Layer::Control(0),
+            line(6.0, [0; 4], false, &[[0.0, 20.0], [100.0, 20.0]]),
+        );
+        doc.add_stroke(
+            Layer::Control(1),
+            line(6.0, [0; 4], false, &[[0.0, 70.0], [100.0, 70.0]]),
+        );
+        doc.add_stroke(Layer::Control(7), line(6.0, [0; 4], false, &[[5.0, 5.0]]));
+        let first = doc.rasterize_control(0, 100, 100);
+        let second = doc.rasterize_control(1, 100, 100);
+        assert_eq!(first.get_pixel(50, 20).0, [255; 3]);
+        assert_eq!(first.get_pixel(50, 70).0, [0; 3]);
+        assert_eq!(second.get_pixel(50, 70).0, [255; 3]);
+        assert_eq!(second.get_pixel(50, 20).0, [0; 3]);
+        // Both are tinted, each in its own colour.
+        let tints = [[0, 0, 255, 255], [0, 255, 0, 255]];
+        let shown = doc.render_preview(100, 100, [255, 0, 0, 128], &tints);
+        assert_eq!(shown.get_pixel(50, 20).0, [0, 0, 255, 255]);
+        assert_eq!(shown.get_pixel(50, 70).0, [0, 255, 0, 255]);
+        let ids: Vec<u64> = doc.controls().iter().map(|c| c.id).collect();
+        assert_ne!(ids[0], ids[1]);
+        assert_eq!(doc.control_index(ids[1]), Some(1));
+        // Removing the first moves the second up; undo puts it back with its strokes, and
+        // a setting changed meanwhile stays.
+        doc.remove_control_layer(0);
+        assert_eq!(doc.controls().len(), 1);
+        assert_eq!(doc.control_index(ids[1]), Some(0));
+        let mut changed = canny.clone();
+        changed.scale = 1.5;
+        doc.set_control_settings(0, changed.clone());
+        assert!(doc.undo());
+        assert_eq!(doc.controls().len(), 2);
+        assert_eq!(doc.strokes(Layer::Control(0)).len(), 1);
+        assert_eq!(doc.controls()[1].settings, changed);
+        assert!(doc.redo());
+        assert_eq!(doc.controls().len(), 1);
+        assert!(doc.undo());
+        // A picture under the second layer, then the whole list kept and read back.
+        let picture =
+            GrayImage::from_fn(10, 10, |x, _| image::Luma([if x == 5 { 255 } else { 0 }]));
+        doc.set_control_image(1, Some(picture.clone()));
+        let snap = doc.snapshot();
+        assert!(snap.controls[1].has_image && !snap.controls[0].has_image);
+        let json = serde_json::to_string(&snap).expect("write");
+        let read: SketchSnapshot = serde_json::from_str(&json).expect("read");
+        let mut back = SketchDoc::restore(read, None, vec![None, Some(picture.clone())]);
+        assert_eq!(back.controls(), doc.controls());
+        // New layers never take an id in use.
+        let added = back
+            .add_control_layer(ControlSettings::default())
+            .expect("room");
+        assert!(!ids.contains(&back.controls()[added].id));
+        assert_eq!(back.add_control_layer(ControlSettings::default()), Some(3));
+        assert_eq!(
+            back.add_control_layer(ControlSettings::default()),
+            None,
+            "at most four"
+        );
+        // A session from before: one control layer's strokes and picture.
+        let before: SketchSnapshot = serde_json::from_str(
+            r#"{"width_px":100,"height_px":100,"control":[{"points_in_canvas":[[1.0,2.0]],
+               "brush_size_px":4.0,"color_rgba":[0,0,0,255],"eraser":false}],
+               "has_control_image":true}"#,
+        )
+        .expect("read");
+        let old = SketchDoc::restore(before, None, vec![Some(picture.clone())]);
+        assert_eq!(old.controls().len(), 1);
+        assert_eq!(old.strokes(Layer::Control(0)).len(), 1);
+        assert_eq!(old.controls()[0].image.as_ref(), Some(&picture));
+        // Reusing a picture's ControlNets replaces the list (undoable).
+        let mut reused = doc.clone();
+        reused.replace_control_layers(vec![(canny.clone(), Some(picture.clone()))]);
+        assert_eq!(reused.controls().len(), 1);
+        assert!(reused.strokes(Layer::Control(0)).is_empty());
+        assert_eq!(reused.controls()[0].settings, canny);
+        assert!(reused.undo());
+        assert_eq!(reused.controls().len(), 2);
     }
 }

@@ -9,8 +9,18 @@ use crate::sketch::{Layer, SketchDoc, Stroke};
 
 /// The tint the mask is shown in on the canvas.
 pub const MASK_TINT_RGBA: [u8; 4] = [255, 40, 90, 140];
-/// The colour the control layer's strokes are shown in (they are sent white on black).
-pub const CONTROL_TINT_RGBA: [u8; 4] = [20, 130, 255, 230];
+/// The colours control layers 1, 2, 3, 4 are shown in (they are sent white on black).
+pub const CONTROL_TINTS_RGBA: [[u8; 4]; 4] = [
+    [20, 130, 255, 230],
+    [255, 150, 20, 230],
+    [30, 180, 90, 230],
+    [170, 70, 230, 230],
+];
+
+fn control_tint(index: usize) -> egui::Color32 {
+    let [r, g, b, a] = CONTROL_TINTS_RGBA[index % CONTROL_TINTS_RGBA.len()];
+    egui::Color32::from_rgba_unmultiplied(r, g, b, a)
+}
 
 /// What the canvas shows besides its settings.
 pub struct CanvasView<'a> {
@@ -21,8 +31,12 @@ pub struct CanvasView<'a> {
     pub loading_background: bool,
     /// Files are being dragged over the window.
     pub files_hovered: bool,
-    /// The ControlNets the model scan found (for the control layer).
+    /// The ControlNets the model scan found (for the control layers).
     pub controlnets: &'a [std::path::PathBuf],
+    /// The chosen model's own ControlNet, used by layers that name none.
+    pub model_controlnet: Option<&'a std::path::Path>,
+    /// A picture is being turned into lines for a control layer.
+    pub preprocessing: bool,
     /// Live mode's newest picture, whether one is being made, and how long the newest took.
     pub live_texture: Option<&'a egui::TextureHandle>,
     pub live_busy: bool,
@@ -44,9 +58,11 @@ pub fn canvas_panel_ui(
 ) {
     tool_keys(ui, settings);
     toolbar_ui(ui, settings, view, commands);
-    if settings.layer == Layer::Control || view.doc.has_control() {
-        control_row_ui(ui, settings, view);
-        control_picture_row_ui(ui, settings, view, commands);
+    if let Layer::Control(index) = settings.layer {
+        if let Some(layer) = view.doc.control(index) {
+            control_row_ui(ui, index, layer, view, commands);
+            control_picture_row_ui(ui, index, layer, view, commands);
+        }
     }
     ui.separator();
     if settings.live {
@@ -177,26 +193,34 @@ fn toolbar_ui(
         ui.toggle_value(&mut settings.eraser, "Eraser")
             .on_hover_text("The brush and the fill erase on the current layer (E)");
         ui.separator();
-        for (layer, name, hover) in [
-            (
-                Layer::Paint,
-                "Paint",
-                "Paint the picture (the init image with Use sketch)",
-            ),
-            (
-                Layer::Mask,
-                "Mask",
-                "Paint the area to repaint (inpainting) instead of the picture",
-            ),
-            (
-                Layer::Control,
-                "Control",
-                "Draw the lines a ControlNet makes the picture follow (shown in blue, sent \
-                 white on black)",
-            ),
-        ] {
-            ui.selectable_value(&mut settings.layer, layer, name)
-                .on_hover_text(hover);
+        ui.selectable_value(&mut settings.layer, Layer::Paint, "Paint")
+            .on_hover_text("Paint the picture (the init image with Use sketch)");
+        ui.selectable_value(&mut settings.layer, Layer::Mask, "Mask")
+            .on_hover_text("Paint the area to repaint (inpainting) instead of the picture");
+        for (i, layer) in doc.controls().iter().enumerate() {
+            let mut name = egui::RichText::new(format!("Control {}", i + 1)).color(control_tint(i));
+            if !layer.settings.enabled {
+                name = name.strikethrough();
+            }
+            ui.selectable_value(&mut settings.layer, Layer::Control(i), name)
+                .on_hover_text(
+                    "Draw the lines this layer's ControlNet makes the picture follow (shown in \
+                     colour, sent white on black)",
+                );
+        }
+        let count = doc.controls().len();
+        if count < crate::sketch::MAX_CONTROL_LAYERS {
+            let label = if count == 0 { "Control" } else { "+ Control" };
+            if ui
+                .button(label)
+                .on_hover_text(
+                    "Add a control layer: lines (or a photo's edges) that a ControlNet makes \
+                     the picture follow. One layer per ControlNet; they steer together",
+                )
+                .clicked()
+            {
+                commands.push(Command::Sketch(SketchCommand::AddControlLayer));
+            }
         }
         ui.separator();
         if ui
@@ -261,32 +285,49 @@ fn toolbar_ui(
     });
 }
 
-/// The control layer's ControlNet, on/off, strength, mode and the part of the steps it
-/// steers.
-fn control_row_ui(ui: &mut egui::Ui, settings: &mut CanvasSettings, view: &CanvasView<'_>) {
-    let c = &mut settings.control;
+/// A control layer's ControlNet, on/off, shown/hidden, strength, mode and the part of the
+/// steps it steers, and its removal. Edits a copy of the settings and sends it when changed.
+fn control_row_ui(
+    ui: &mut egui::Ui,
+    index: usize,
+    layer: &crate::sketch::ControlLayer,
+    view: &CanvasView<'_>,
+    commands: &mut Commands,
+) {
+    let mut c = layer.settings.clone();
     ui.horizontal_wrapped(|ui| {
-        ui.checkbox(&mut c.enabled, "Steer with the control layer");
+        // The layer's colour on the canvas.
+        let (dot, _) = ui.allocate_exact_size(egui::vec2(12.0, 12.0), egui::Sense::hover());
+        ui.painter()
+            .circle_filled(dot.center(), 5.0, control_tint(index));
+        ui.checkbox(&mut c.enabled, "Steer")
+            .on_hover_text("This layer steers the generations (when it has lines)");
+        ui.checkbox(&mut c.visible, "Show")
+            .on_hover_text("Show its lines on the canvas (a hidden layer still steers)");
         let stem = |p: &std::path::Path| {
             p.file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default()
         };
         let label = ui.label("ControlNet");
-        if view.controlnets.is_empty() {
-            ui.weak("none found: add a folder with a ControlNet (models/ControlNet)");
-            return;
-        }
+        let automatic = match view.model_controlnet {
+            Some(own) => format!("The model's own ({})", stem(own)),
+            None => "Choose…".to_owned(),
+        };
         let selected = c
             .controlnet
             .as_deref()
             .filter(|p| view.controlnets.iter().any(|n| n == p))
             .map(stem)
-            .unwrap_or_else(|| "Choose…".to_owned());
-        egui::ComboBox::from_id_salt("controlnet")
+            .unwrap_or_else(|| automatic.clone());
+        egui::ComboBox::from_id_salt(("controlnet", index))
             .selected_text(selected)
             .truncate()
             .show_ui(ui, |ui| {
+                if view.model_controlnet.is_some() {
+                    ui.selectable_value(&mut c.controlnet, None, automatic.as_str())
+                        .on_hover_text("The ControlNet made for the chosen model");
+                }
                 for net in view.controlnets {
                     let is = c.controlnet.as_ref() == Some(net);
                     if ui
@@ -296,6 +337,9 @@ fn control_row_ui(ui: &mut egui::Ui, settings: &mut CanvasSettings, view: &Canva
                     {
                         c.controlnet = Some(net.clone());
                     }
+                }
+                if view.controlnets.is_empty() {
+                    ui.weak("None found: add a folder with a ControlNet (models/ControlNet)");
                 }
             })
             .response
@@ -322,18 +366,33 @@ fn control_row_ui(ui: &mut egui::Ui, settings: &mut CanvasSettings, view: &Canva
                 "ControlNet is more important: only the prompt's side of the guidance gets \
                  the control (use a lower guidance, 3-5)",
             );
+        if ui
+            .button("Remove layer")
+            .on_hover_text("Remove this control layer with its lines and picture (undoable)")
+            .clicked()
+        {
+            commands.push(Command::Sketch(SketchCommand::RemoveControlLayer(index)));
+        }
     });
+    if c != layer.settings {
+        commands.push(Command::Sketch(SketchCommand::SetControlSettings(
+            index,
+            Box::new(c),
+        )));
+    }
 }
 
-/// The control layer's picture: open one (or drop one while the control layer is chosen),
-/// the preprocessor that turns it into lines (shown on the canvas as it will be sent), remove.
+/// A control layer's picture: open one (or drop one while the layer is chosen), the
+/// preprocessor that turns it into lines (shown on the canvas as it will be sent), remove.
 fn control_picture_row_ui(
     ui: &mut egui::Ui,
-    settings: &mut CanvasSettings,
+    index: usize,
+    layer: &crate::sketch::ControlLayer,
     view: &CanvasView<'_>,
     commands: &mut Commands,
 ) {
     use crate::sketch::control::Preprocessor;
+    let mut pre = layer.settings.preprocessor;
     ui.horizontal_wrapped(|ui| {
         if ui
             .add_enabled(
@@ -341,14 +400,13 @@ fn control_picture_row_ui(
                 egui::Button::new("Control picture…"),
             )
             .on_hover_text(
-                "Put a photo, drawing or picture on the control layer as lines (or drop one \
-                 while the Control layer is chosen; a library picture: Use as control)",
+                "Put a photo, drawing or picture on this control layer as lines (or drop one \
+                 while the layer is chosen; a library picture: Use as control)",
             )
             .clicked()
         {
             commands.push(Command::Sketch(SketchCommand::OpenControlPicture));
         }
-        let pre = &mut settings.control.preprocessor;
         let label = ui.label("Lines from");
         let names = [
             (
@@ -382,7 +440,7 @@ fn control_picture_row_ui(
             .find(|(p, _, _)| p.is_some_and(|p| p.name() == pre.name()))
             .map(|(_, n, _)| *n)
             .unwrap_or("Scribble");
-        egui::ComboBox::from_id_salt("control-preprocessor")
+        egui::ComboBox::from_id_salt(("control-preprocessor", index))
             .selected_text(current)
             .show_ui(ui, |ui| {
                 for (p, name, hover) in names {
@@ -392,21 +450,34 @@ fn control_picture_row_ui(
                         .on_hover_text(hover)
                         .clicked()
                     {
-                        *pre = p;
+                        pre = p;
                     }
                 }
             })
             .response
             .labelled_by(label.id);
-        if view.doc.control_image().is_some()
+        if view.preprocessing {
+            ui.spinner();
+        }
+        if layer.image.is_some()
             && ui
                 .button("Remove picture")
                 .on_hover_text("Take the picture off the control layer (its strokes stay)")
                 .clicked()
         {
-            commands.push(Command::Sketch(SketchCommand::RemoveControlPicture));
+            commands.push(Command::Sketch(SketchCommand::RemoveControlPicture(index)));
         }
     });
+    if pre != layer.settings.preprocessor {
+        let settings = crate::sketch::ControlSettings {
+            preprocessor: pre,
+            ..layer.settings.clone()
+        };
+        commands.push(Command::Sketch(SketchCommand::SetControlSettings(
+            index,
+            Box::new(settings),
+        )));
+    }
 }
 
 /// Most and least the canvas view zooms (1: the whole canvas fits).
@@ -564,9 +635,8 @@ fn surface_ui(
         } else if *layer == Layer::Mask {
             let [r, g, b, a] = MASK_TINT_RGBA;
             egui::Color32::from_rgba_unmultiplied(r, g, b, a)
-        } else if *layer == Layer::Control {
-            let [r, g, b, a] = CONTROL_TINT_RGBA;
-            egui::Color32::from_rgba_unmultiplied(r, g, b, a)
+        } else if let Layer::Control(i) = *layer {
+            control_tint(i)
         } else {
             let [r, g, b, a] = stroke.color_rgba;
             egui::Color32::from_rgba_unmultiplied(r, g, b, a)

@@ -98,9 +98,17 @@ pub enum SketchCommand {
     Clear,
     /// Take the brush colour from the canvas at this point (canvas pixels).
     PickColour([f32; 2]),
-    /// Ask for an image file to put, preprocessed, on the control layer.
+    /// Ask for an image file to put, preprocessed, on the chosen control layer (a new one
+    /// when none is chosen).
     OpenControlPicture,
-    RemoveControlPicture,
+    /// Take the picture off control layer N (its strokes stay).
+    RemoveControlPicture(usize),
+    /// A new control layer, chosen.
+    AddControlLayer,
+    /// Remove control layer N with its strokes and picture (undoable).
+    RemoveControlLayer(usize),
+    /// New settings for control layer N (not undoable).
+    SetControlSettings(usize, Box<crate::sketch::ControlSettings>),
     /// Ask for an image file to use as the background.
     OpenBackground,
     RemoveBackground,
