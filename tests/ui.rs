@@ -1616,6 +1616,63 @@ fn lines_on_the_control_layer_steer_through_the_chosen_controlnet() {
     );
 }
 
+/// A control layer that names no ControlNet uses the model's own: one named after the model
+/// (`tiny-ref-scribble` for `tiny-ref`, as Atelier Mini Scribble is for Atelier Mini), shown as
+/// such in the layer's ControlNet list; without one, generating says what is missing.
+#[test]
+fn a_control_layer_without_a_choice_uses_the_models_own_controlnet() {
+    let root = kept_dir("atelier-ui-own-control-");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    common::copy_dir(
+        &fixtures.join("tiny-sd15"),
+        &root.join("models/Stable-diffusion/tiny-ref"),
+    );
+    common::copy_dir(
+        &fixtures.join("controlnet/sd15-b"),
+        &root.join("models/ControlNet/other-lines"),
+    );
+    let mut harness = studio_over_install(&root);
+    harness.get_by_label("Control").click();
+    harness.run_ok();
+    draw_line(&mut harness, 0.2, 0.8);
+    quick_settings(&mut harness, 2);
+    app_mut(&mut harness).queue_generation();
+    harness.run_ok();
+    assert!(
+        has_label_containing(&harness, "no ControlNet is chosen"),
+        "a clear refusal"
+    );
+    assert_eq!(app(&harness).results_len(), 0);
+    // The model's own ControlNet installed: the layer uses it.
+    common::copy_dir(
+        &fixtures.join("controlnet/sd15-a"),
+        &root.join("models/ControlNet/tiny-ref-scribble"),
+    );
+    harness.get_by_label("Rescan").click();
+    harness.run_ok();
+    step_until(&mut harness, "the rescan", Duration::from_secs(30), |h| {
+        !app(h).is_scanning_models()
+    });
+    harness.run_ok();
+    let shown = harness
+        .get_by_role_and_label(egui::accesskit::Role::ComboBox, "ControlNet")
+        .value()
+        .unwrap_or_default();
+    assert_eq!(shown, "The model's own (tiny-ref-scribble)");
+    app_mut(&mut harness).queue_generation();
+    wait_for_gallery(&mut harness);
+    let request = app(&harness).last_result_request().unwrap().clone();
+    assert_eq!(request.controlnets.len(), 1);
+    assert_eq!(
+        request.controlnets[0].path,
+        root.join("models/ControlNet/tiny-ref-scribble")
+    );
+    assert_eq!(
+        app(&harness).sketch().controls()[0].settings.controlnet,
+        None
+    );
+}
+
 /// One control layer per ControlNet: each layer has its own lines and ControlNet and both
 /// steer together; a hidden layer still steers and one turned off does not; removing a layer
 /// is undoable; reusing the picture brings both layers back with their ControlNets.

@@ -296,6 +296,8 @@ fn control_row_ui(
 ) {
     let mut c = layer.settings.clone();
     ui.horizontal_wrapped(|ui| {
+        // Narrow sliders, so the row wraps in a narrow panel instead of running off it.
+        ui.spacing_mut().slider_width = 90.0;
         // The layer's colour on the canvas.
         let (dot, _) = ui.allocate_exact_size(egui::vec2(12.0, 12.0), egui::Sense::hover());
         ui.painter()
@@ -344,20 +346,6 @@ fn control_row_ui(
             })
             .response
             .labelled_by(label.id);
-        labelled(ui, "Strength", |ui| {
-            ui.add(egui::Slider::new(&mut c.scale, 0.0..=2.0).fixed_decimals(2))
-        });
-        labelled(ui, "From", |ui| {
-            ui.add(egui::Slider::new(&mut c.start, 0.0..=0.95).fixed_decimals(2))
-        })
-        .on_hover_text("The fraction of the steps where the control starts");
-        labelled(ui, "To", |ui| {
-            ui.add(egui::Slider::new(&mut c.end, 0.05..=1.0).fixed_decimals(2))
-        })
-        .on_hover_text("The fraction of the steps where the control ends");
-        if c.end <= c.start {
-            c.end = (c.start + 0.05).min(1.0);
-        }
         use crate::generation::ControlMode;
         ui.selectable_value(&mut c.mode, ControlMode::Balanced, "Balanced")
             .on_hover_text("The prompt and the lines weigh alike");
@@ -372,6 +360,22 @@ fn control_row_ui(
             .clicked()
         {
             commands.push(Command::Sketch(SketchCommand::RemoveControlLayer(index)));
+        }
+        // The strength and the steps on a line of their own.
+        ui.end_row();
+        labelled(ui, "Strength", |ui| {
+            ui.add(egui::Slider::new(&mut c.scale, 0.0..=2.0).fixed_decimals(2))
+        });
+        labelled(ui, "From", |ui| {
+            ui.add(egui::Slider::new(&mut c.start, 0.0..=0.95).fixed_decimals(2))
+        })
+        .on_hover_text("The fraction of the steps where the control starts");
+        labelled(ui, "To", |ui| {
+            ui.add(egui::Slider::new(&mut c.end, 0.05..=1.0).fixed_decimals(2))
+        })
+        .on_hover_text("The fraction of the steps where the control ends");
+        if c.end <= c.start {
+            c.end = (c.start + 0.05).min(1.0);
         }
     });
     if c != layer.settings {
