@@ -13,7 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("paths", &[]),
     ("fsio", &[]),
     ("imageio", &["fsio"]),
-    ("sketch", &[]),
+    ("sketch", &["generation"]),
     ("postfx", &[]),
     ("models", &["generation", "paths", "fsio"]),
     ("diffusion", &["generation", "models"]),
