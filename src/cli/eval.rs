@@ -41,7 +41,8 @@ pub(crate) struct EvalArgs {
     guidance: Option<f32>,
     #[arg(long, value_parser = parse_sampler())]
     sampler: Option<SamplerKind>,
-    /// Write the generated images and a diversity grid here.
+    /// Write the generated images and a grid here (with --controlnet: each sketch, its picture
+    /// without and with the ControlNet, and grid.png of the first twelve).
     #[arg(long)]
     samples: Option<PathBuf>,
     /// Real Inception-v3 weights for a classic FID (not supported yet).

@@ -366,6 +366,22 @@ pub fn evaluate_control(
         sketches.push(sketch);
     }
     on_progress("generating", entries.len(), entries.len());
+    if let Some(dir) = &opts.samples_dir {
+        // The first twelve as a grid, two to a row: sketch, without, with.
+        let tiles: Vec<RgbImage> = sketches
+            .iter()
+            .zip(&without)
+            .zip(&with)
+            .take(12)
+            .flat_map(|((s, w), c)| [s.clone(), w.clone(), c.clone()])
+            .collect();
+        let p = dir.join("grid.png");
+        let grid = crate::imageio::grid(&tiles, 6, 4, 2, [255, 255, 255]);
+        crate::imageio::write_png_atomically(&grid, &p).map_err(|e| EvalError::Io {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+    }
     let judge = opts.judge.as_deref().map(Judge::load).transpose()?;
     let scores = |pictures: &[RgbImage]| -> Result<EdgeScores, EvalError> {
         let n = pictures.len() as f64;
