@@ -1335,6 +1335,57 @@ fn controlnet_groups_and_their_errors() {
     }
 }
 
+/// `--controlnet auto` is the model's own ControlNet: one named after the model beside it
+/// (as Atelier Mini Scribble lies beside Atelier Mini); the same picture as naming it, and a
+/// clear error when there is none.
+#[test]
+fn controlnet_auto_is_the_models_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    let models = tmp.path().join("models");
+    let model = models.join("tiny-ref");
+    common::copy_dir(&fixtures.join("tiny-sd15"), &model);
+    let image = fixtures.join("controlnet/control-a.png");
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let run = |out: &Path, net: &str| {
+        atelier_owned(
+            &small_generate(
+                &model,
+                "a red cat",
+                "",
+                3,
+                3,
+                out,
+                &["--controlnet", net, "--control-image", &s(&image)],
+            ),
+            tmp.path(),
+        )
+    };
+    let none = tmp.path().join("none.png");
+    let o = run(&none, "auto");
+    assert!(!o.status.success() && !none.exists());
+    assert!(
+        stderr(&o).contains("no ControlNet made for tiny-ref"),
+        "{}",
+        stderr(&o)
+    );
+    let own = models.join("tiny-ref-scribble");
+    common::copy_dir(&fixtures.join("controlnet/sd15-a"), &own);
+    let (auto, named) = (tmp.path().join("auto.png"), tmp.path().join("named.png"));
+    let o = run(&auto, "auto");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(run(&named, &s(&own)).status.success());
+    assert_eq!(
+        common::open_image(&auto).to_rgb8(),
+        common::open_image(&named).to_rgb8()
+    );
+    let meta = atelier::gallery::metadata::read_embedded(&std::fs::read(&auto).unwrap())
+        .meta()
+        .unwrap();
+    let entry = meta.extra.get("ControlNet 0").cloned().unwrap_or_default();
+    assert!(entry.contains("Model: tiny-ref-scribble"), "{entry}");
+}
+
 /// `--threads N` sets the CPU pool the models run on, and the device line says so; 0 is
 /// refused.
 #[test]

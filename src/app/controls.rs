@@ -161,19 +161,10 @@ impl StudioApp {
         }
     }
 
-    /// The ControlNet installed for the chosen model: one whose name starts with the model's
-    /// (`atelier-mini-scribble` for `atelier-mini`), a scribble one first.
+    /// The ControlNet installed for the chosen model ([`crate::models::own_controlnet`]).
     pub(super) fn model_controlnet(&self) -> Option<PathBuf> {
         let model = self.state.selected_model.as_ref()?;
-        let name = model.file_name()?.to_string_lossy().to_lowercase();
-        let prefix = format!("{name}-");
-        let own = |p: &&PathBuf| {
-            p.file_stem()
-                .is_some_and(|s| s.to_string_lossy().to_lowercase().starts_with(&prefix))
-        };
-        let mut found: Vec<&PathBuf> = self.rt.models.controlnets.iter().filter(own).collect();
-        found.sort_by_key(|p| !p.to_string_lossy().to_lowercase().contains("scribble"));
-        found.first().map(|p| (*p).clone())
+        crate::models::own_controlnet(model, &self.rt.models.controlnets)
     }
 
     /// The control images of the layers that steer, at the output size, each with its

@@ -47,8 +47,10 @@ pub(crate) struct GenerateArgs {
     /// the --model-dir folders' embeddings folders are found by the names the prompts use.
     #[arg(long = "embedding", value_name = "FILE")]
     embeddings: Vec<PathBuf>,
-    /// A ControlNet (diffusers folder) steering the composition by a control image; repeat
-    /// the group for several. The --control-* options after it apply to it.
+    /// A ControlNet (diffusers folder or file) steering the composition by a control image;
+    /// repeat the group for several. The --control-* options after it apply to it. `auto`:
+    /// the model's own, a ControlNet named after the model beside it or with Atelier's models
+    /// (Atelier Mini Scribble for Atelier Mini).
     #[arg(long = "controlnet", value_name = "DIR", help_heading = "ControlNet")]
     controlnets: Vec<PathBuf>,
     /// The control image of the --controlnet before it (white strokes or edges on black for
@@ -332,7 +334,28 @@ pub(crate) fn generate(
     if args.no_gallery && args.out.is_none() {
         bail!("--no-gallery needs --out (the pictures have to go somewhere)");
     }
-    let controlnets = controlnets_from(&args, matches)?;
+    let mut controlnets = controlnets_from(&args, matches)?;
+    if controlnets.iter().any(|c| c.path.as_os_str() == "auto") {
+        let mut look_in = vec![atelier::models::embedded_models_dir()];
+        look_in.extend(model.parent().map(Path::to_path_buf));
+        look_in.extend(model_dirs.iter().cloned());
+        let found = atelier::models::discover::discover_with(&look_in, false).controlnets;
+        let own = atelier::models::own_controlnet(&model, &found).ok_or_else(|| {
+            let name = model
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "--controlnet auto: no ControlNet made for {name} is installed (one named \
+                 {name}-…, beside the model or in a models folder)"
+            )
+        })?;
+        for c in &mut controlnets {
+            if c.path.as_os_str() == "auto" {
+                c.path = own.clone();
+            }
+        }
+    }
     let seed = args
         .seed
         .unwrap_or_else(|| u64::from(rand::random::<u32>()));

@@ -57,6 +57,24 @@ pub fn default_model_dir() -> PathBuf {
     embedded_models_dir().join(DEFAULT_MODEL)
 }
 
+/// The ControlNet made for the model at `model` among `controlnets`: one whose name starts
+/// with the model's folder or file name and a dash (`atelier-mini-scribble` for
+/// `atelier-mini`), a scribble one first, then by name.
+pub fn own_controlnet(model: &Path, controlnets: &[PathBuf]) -> Option<PathBuf> {
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().to_lowercase())
+            .unwrap_or_default()
+    };
+    let prefix = format!("{}-", stem(model));
+    let mut own: Vec<&PathBuf> = controlnets
+        .iter()
+        .filter(|c| stem(c).starts_with(&prefix))
+        .collect();
+    own.sort_by_key(|c| (!stem(c).contains("scribble"), stem(c)));
+    own.first().map(|c| (*c).clone())
+}
+
 /// The folder of models shipped with Atelier: `assets/models` beside the executable or
 /// `../share/atelier/models` from it (an installed copy), else the source tree's own
 /// `assets/models` (`cargo run`).
@@ -331,5 +349,43 @@ fn push(dir: &Path, name: Option<String>, source: ModelSource, found: &mut Disco
             dir: dir.to_path_buf(),
             error,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_models_own_controlnet_is_named_after_it() {
+        let nets: Vec<PathBuf> = [
+            "/m/ControlNet/atelier-mini-canny",
+            "/m/ControlNet/other-scribble",
+            "/assets/atelier-mini-scribble",
+            "/m/ControlNet/atelier-minimal-scribble.safetensors",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let own = |m: &str| own_controlnet(Path::new(m), &nets);
+        assert_eq!(
+            own("/assets/atelier-mini"),
+            Some(PathBuf::from("/assets/atelier-mini-scribble"))
+        );
+        assert_eq!(
+            own("/x/Atelier-Mini"),
+            Some(PathBuf::from("/assets/atelier-mini-scribble"))
+        );
+        assert_eq!(
+            own("/x/atelier-minimal.safetensors"),
+            Some(PathBuf::from(
+                "/m/ControlNet/atelier-minimal-scribble.safetensors"
+            ))
+        );
+        assert_eq!(own("/x/other-model"), None);
+        assert_eq!(
+            own_controlnet(Path::new("/assets/atelier-mini"), &nets[..1]),
+            Some(nets[0].clone())
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use config::{ModelConfigs, ModelError};
-pub use discover::{default_model_dir, discover, embedded_models_dir, ModelSource};
+pub use discover::{default_model_dir, discover, embedded_models_dir, own_controlnet, ModelSource};
 
 /// Which Stable Diffusion family a model folder belongs to, read from its own configs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
