@@ -245,6 +245,34 @@ fn studio_over_install(root: &Path) -> StudioHarness {
 }
 
 /// Waits until the first job has left the running states, and says how it ended.
+/// An install at a fresh folder with the reference tiny model as `models/Stable-diffusion/
+/// tiny-ref` and each ControlNet fixture (`controlnet/<fixture>`) as `models/ControlNet/<name>`.
+fn install_with_controlnets(prefix: &str, controlnets: &[(&str, &str)]) -> PathBuf {
+    let root = kept_dir(prefix);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    common::copy_dir(
+        &fixtures.join("tiny-sd15"),
+        &root.join("models/Stable-diffusion/tiny-ref"),
+    );
+    for (fixture, name) in controlnets {
+        common::copy_dir(
+            &fixtures.join("controlnet").join(fixture),
+            &root.join("models/ControlNet").join(name),
+        );
+    }
+    root
+}
+
+/// Chooses `name` in the chosen control layer's ControlNet list.
+fn choose_controlnet(harness: &mut StudioHarness, name: &str) {
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::ComboBox, "ControlNet")
+        .click();
+    harness.run_ok();
+    harness.get_by_label(name).click();
+    harness.run_ok();
+}
+
 fn wait_for_gallery(harness: &mut StudioHarness) {
     step_until(harness, "the finished image", JOB_TIMEOUT, |h| {
         app(h).results_len() > 0 || has_label_containing(h, "failed:")
@@ -1538,25 +1566,11 @@ fn a1111_folder_single_file_checkpoint_vae_and_lora_picker() {
 /// names the ControlNet as sd-webui-controlnet does.
 #[test]
 fn lines_on_the_control_layer_steer_through_the_chosen_controlnet() {
-    let root = kept_dir("atelier-ui-control-");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
-    common::copy_dir(
-        &fixtures.join("tiny-sd15"),
-        &root.join("models/Stable-diffusion/tiny-ref"),
-    );
-    common::copy_dir(
-        &fixtures.join("controlnet/sd15-a"),
-        &root.join("models/ControlNet/scribble-a"),
-    );
+    let root = install_with_controlnets("atelier-ui-control-", &[("sd15-a", "scribble-a")]);
     let mut harness = studio_over_install(&root);
     harness.get_by_label("Control").click();
     harness.run_ok();
-    harness
-        .get_by_role_and_label(egui::accesskit::Role::ComboBox, "ControlNet")
-        .click();
-    harness.run_ok();
-    harness.get_by_label("scribble-a").click();
-    harness.run_ok();
+    choose_controlnet(&mut harness, "scribble-a");
     draw_line(&mut harness, 0.2, 0.8);
     let sketch = app(&harness).sketch();
     assert_eq!(sketch.strokes(atelier::sketch::Layer::Control(0)).len(), 1);
@@ -1621,16 +1635,8 @@ fn lines_on_the_control_layer_steer_through_the_chosen_controlnet() {
 /// such in the layer's ControlNet list; without one, generating says what is missing.
 #[test]
 fn a_control_layer_without_a_choice_uses_the_models_own_controlnet() {
-    let root = kept_dir("atelier-ui-own-control-");
+    let root = install_with_controlnets("atelier-ui-own-control-", &[("sd15-b", "other-lines")]);
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
-    common::copy_dir(
-        &fixtures.join("tiny-sd15"),
-        &root.join("models/Stable-diffusion/tiny-ref"),
-    );
-    common::copy_dir(
-        &fixtures.join("controlnet/sd15-b"),
-        &root.join("models/ControlNet/other-lines"),
-    );
     let mut harness = studio_over_install(&root);
     harness.get_by_label("Control").click();
     harness.run_ok();
@@ -1678,30 +1684,14 @@ fn a_control_layer_without_a_choice_uses_the_models_own_controlnet() {
 /// is undoable; reusing the picture brings both layers back with their ControlNets.
 #[test]
 fn each_control_layer_steers_through_its_own_controlnet() {
-    let root = kept_dir("atelier-ui-two-controls-");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
-    common::copy_dir(
-        &fixtures.join("tiny-sd15"),
-        &root.join("models/Stable-diffusion/tiny-ref"),
+    let root = install_with_controlnets(
+        "atelier-ui-two-controls-",
+        &[("sd15-a", "scribble-a"), ("sd15-b", "canny-b")],
     );
-    for (fixture, name) in [("sd15-a", "scribble-a"), ("sd15-b", "canny-b")] {
-        common::copy_dir(
-            &fixtures.join("controlnet").join(fixture),
-            &root.join("models/ControlNet").join(name),
-        );
-    }
     let mut harness = studio_over_install(&root);
-    let choose = |harness: &mut StudioHarness, name: &str| {
-        harness
-            .get_by_role_and_label(egui::accesskit::Role::ComboBox, "ControlNet")
-            .click();
-        harness.run_ok();
-        harness.get_by_label(name).click();
-        harness.run_ok();
-    };
     harness.get_by_label("Control").click();
     harness.run_ok();
-    choose(&mut harness, "scribble-a");
+    choose_controlnet(&mut harness, "scribble-a");
     draw_line(&mut harness, 0.2, 0.8);
     harness.get_by_label("+ Control").click();
     harness.run_ok();
@@ -1709,7 +1699,7 @@ fn each_control_layer_steers_through_its_own_controlnet() {
         app(&harness).state().canvas.layer,
         atelier::sketch::Layer::Control(1)
     );
-    choose(&mut harness, "canny-b");
+    choose_controlnet(&mut harness, "canny-b");
     draw_line(&mut harness, 0.02, 0.2);
     let doc = app(&harness).sketch();
     assert_eq!(doc.controls().len(), 2);
