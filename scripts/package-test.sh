@@ -52,6 +52,13 @@ ATELIER_HOME="$home" HF_HOME="$home/hf" "${offline[@]}" "$bin" generate \
   --out "$work/cat.png" --no-gallery 2>"$work/generate.log" \
   || { cat "$work/generate.log" >&2; fail "the installed atelier could not generate"; }
 [ -s "$work/cat.png" ] || fail "no picture written"
+# Sketch to picture with the shipped ControlNet, found beside the model (offline too).
+ATELIER_HOME="$home" HF_HOME="$home/hf" "${offline[@]}" "$bin" generate \
+  --prompt "cat face, animal, pet, animals & nature" --steps 2 --seed 1 \
+  --controlnet auto --control-image "$work/cat.png" --control-preprocessor canny \
+  --out "$work/cat-sketched.png" --no-gallery 2>"$work/generate.log" \
+  || { cat "$work/generate.log" >&2; fail "the installed atelier could not steer by a sketch"; }
+[ -s "$work/cat-sketched.png" ] || fail "no sketched picture written"
 echo "generated $work/cat.png with the installed package ${offline:+(no network)}"
 
 desktop-file-validate "$root"/usr/share/applications/io.github.atelierstudio.Atelier.desktop

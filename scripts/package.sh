@@ -66,6 +66,7 @@ mkdir -p "$stage/bin" "$stage/share/atelier/models" "$stage/share/man/man1" \
 install -m 755 "$bin" "$stage/bin/atelier"
 [ "$profile" = dev ] || strip "$stage/bin/atelier"
 cp -r assets/models/atelier-mini "$stage/share/atelier/models/"
+cp -r assets/models/atelier-mini-scribble "$stage/share/atelier/models/"
 cp "$out/man/atelier.1.gz" "$stage/share/man/man1/"
 cp packaging/linux/*.desktop "$stage/share/applications/"
 cp packaging/linux/*.metainfo.xml "$stage/share/metainfo/"
