@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Atelier against PyTorch + diffusers on the same diffusers folder, interleaved runs, the
 # faster of each (issue 14's figures). Prints the median UNet step, the decode and peak RSS
-# of each and their ratios. Nothing here is a test dependency.
+# of each, the whole run (load to written picture) and their ratios. Nothing here is a test
+# dependency.
 #
 #   scripts/bench-vs-pytorch.sh MODEL_DIR [SIZE=512] [STEPS=2] [TAESD_DIR] [RUNS=2]
 #
@@ -23,23 +24,24 @@ trap 'rm -rf "$work"' EXIT
 export HOME="$work/home"
 mkdir -p "$HOME"
 
-# One run: prints "step SECONDS", "decode SECONDS", "rss KB".
+# One run: prints "step SECONDS", "decode SECONDS", "rss KB", "total SECONDS".
 run_atelier() {
     local extra=()
     [ -n "$taesd" ] && extra=(--decoder tiny --tiny-decoder "$taesd")
-    /usr/bin/time -f "rss %M" "$atelier" generate --model "$model" --prompt "a cat" \
+    /usr/bin/time -f "rss %M total %e" "$atelier" generate --model "$model" --prompt "a cat" \
         --steps "$steps" --guidance 1 --width "$size" --height "$size" --sampler ddim --seed 1 \
         --no-gallery --out "$work/a.png" --verbose "${extra[@]}" 2>&1 |
         awk '/steps .*median/ { gsub(/\(median /, ""); print "step", $5 / 1000 }
              /^ *decode/ { print "decode", $(NF-1) }
-             /^rss/ { print }'
+             /^rss/ { print "rss", $2; print "total", $4 }'
 }
 run_pytorch() {
     local extra=()
     [ -n "$taesd" ] && extra=(--tiny "$taesd")
-    /usr/bin/time -f "rss %M" "$python" "$here/benches/pytorch_baseline.py" --model "$model" \
+    /usr/bin/time -f "rss %M total %e" "$python" "$here/benches/pytorch_baseline.py" --model "$model" \
         --size "$size" --steps "$steps" "${extra[@]}" 2>&1 |
-        awk '/^step / { s[++n] = $3 } /^decode/ { print "decode", $(NF-1) } /^rss/ { print }
+        awk '/^step / { s[++n] = $3 } /^decode/ { print "decode", $(NF-1) }
+             /^rss/ { print "rss", $2; print "total", $4 }
              END { for (i = 2; i <= n; i++) for (j = i; j > 1 && s[j - 1] > s[j]; j--) {
                        t = s[j]; s[j] = s[j - 1]; s[j - 1] = t }
                    print "step", (n % 2 ? s[(n + 1) / 2] : (s[n / 2] + s[n / 2 + 1]) / 2) }'
@@ -57,8 +59,8 @@ awk -v size="$size" -v steps="$steps" -v decoder="${taesd:+tiny}" '
     END {
         printf "%dx%d, %d steps, %s decode (faster of the runs)\n", size, size, steps, decoder ? decoder : "full"
         printf "%-14s %12s %12s %8s\n", "", "atelier", "pytorch", "ratio"
-        split("step decode rss", keys, " ")
-        for (k = 1; k <= 3; k++) {
+        split("step decode total rss", keys, " ")
+        for (k = 1; k <= 4; k++) {
             a = best["atelier " keys[k]]; p = best["pytorch " keys[k]]
             unit = keys[k] == "rss" ? " GB" : " s"
             if (keys[k] == "rss") { a /= 1048576; p /= 1048576 }
