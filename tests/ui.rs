@@ -1361,6 +1361,18 @@ fn the_prompt_and_the_sketch_survive_a_crash() {
             Duration::from_secs(30),
             |h| app(h).session_saved(),
         );
+        // A change of the layer's settings alone is kept too.
+        let mut settings = app(&harness).sketch().controls()[0].settings.clone();
+        settings.scale = 0.35;
+        app_mut(&mut harness).set_control_settings(0, settings);
+        harness.run_ok();
+        assert!(!app(&harness).session_saved(), "the change is noticed");
+        step_until(
+            &mut harness,
+            "the settings on disk",
+            Duration::from_secs(30),
+            |h| app(h).session_saved(),
+        );
         // The studio goes away without eframe's save (a crash, a kill).
     }
     let mut harness = studio_harness_with(options);
@@ -1382,6 +1394,7 @@ fn the_prompt_and_the_sketch_survive_a_crash() {
         studio.state().canvas.layer,
         atelier::sketch::Layer::Control(0)
     );
+    assert_eq!(studio.sketch().controls()[0].settings.scale, 0.35);
     assert_eq!(
         harness.get_by_label("Prompt").value().as_deref(),
         Some("kept through a crash")

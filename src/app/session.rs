@@ -165,7 +165,7 @@ impl SessionKeeper {
 
     /// What was read at start counts as written.
     pub fn loaded(&mut self, state: &PersistedState, sketch: &SketchDoc) {
-        self.saved = Some((state.clone(), sketch.revision()));
+        self.saved = Some((state.clone(), sketch.state_revision()));
         self.saved_background = Some(sketch.revision());
     }
 
@@ -201,7 +201,7 @@ impl SessionKeeper {
                 }
             }
         }
-        let current = (state, sketch.revision());
+        let current = (state, sketch.state_revision());
         if self.saved.as_ref().is_some_and(|(s, r)| (s, *r) == current) {
             self.changed_at = None;
             return failure;
@@ -226,7 +226,7 @@ impl SessionKeeper {
             SketchPictures::default()
         };
         let root = self.root.clone();
-        self.saved = Some((state.clone(), sketch.revision()));
+        self.saved = Some((state.clone(), sketch.state_revision()));
         self.saved_background = Some(sketch.revision());
         self.changed_at = None;
         self.writing = Some(Task::spawn("save-session", ctx, move || {
@@ -241,7 +241,7 @@ impl SessionKeeper {
             && self
                 .saved
                 .as_ref()
-                .is_some_and(|(s, r)| s == state && *r == sketch.revision())
+                .is_some_and(|(s, r)| s == state && *r == sketch.state_revision())
     }
 }
 

@@ -212,6 +212,8 @@ pub struct SketchDoc {
     redo: Vec<Edit>,
     /// Bumped on every change, so views can tell when to re-rasterise.
     revision: u64,
+    /// Bumped on every change of a control layer's settings (which the view does not show).
+    settings_changes: u64,
 }
 
 impl Default for SketchDoc {
@@ -234,6 +236,7 @@ impl SketchDoc {
             undo: Vec::new(),
             redo: Vec::new(),
             revision: 0,
+            settings_changes: 0,
         }
     }
 
@@ -321,9 +324,15 @@ impl SketchDoc {
         self.height_px
     }
 
-    /// Changes with every edit, undo and redo.
+    /// Changes with every edit, undo and redo: when the view must be drawn again.
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// Changes with every edit, undo, redo and change of a control layer's settings: when
+    /// the kept session must be written again.
+    pub fn state_revision(&self) -> u64 {
+        self.revision.wrapping_add(self.settings_changes)
     }
 
     pub fn background(&self) -> Option<&RgbaImage> {
@@ -416,9 +425,13 @@ impl SketchDoc {
         let Some(layer) = self.controls.get_mut(index) else {
             return;
         };
+        if layer.settings == settings {
+            return;
+        }
         if layer.settings.visible != settings.visible {
             self.revision += 1;
         }
+        self.settings_changes += 1;
         layer.settings = settings;
     }
 
@@ -1320,7 +1333,10 @@ mod tests {
         assert_eq!(doc.control_index(ids[1]), Some(0));
         let mut changed = canny.clone();
         changed.scale = 1.5;
+        let (view, kept) = (doc.revision(), doc.state_revision());
         doc.set_control_settings(0, changed.clone());
+        assert_eq!(doc.revision(), view, "nothing new to draw");
+        assert_ne!(doc.state_revision(), kept, "something new to keep");
         assert!(doc.undo());
         assert_eq!(doc.controls().len(), 2);
         assert_eq!(doc.strokes(Layer::Control(0)).len(), 1);
