@@ -1774,6 +1774,26 @@ fn each_control_layer_steers_through_its_own_controlnet() {
     harness.get_by_label("Undo").click();
     harness.run_ok();
     assert_eq!(app(&harness).sketch().controls().len(), 2);
+    // Undoing the second layer's line and addition leaves the first chosen.
+    harness.get_by_label("Control 2").click();
+    harness.run_ok();
+    let mut undos = 0;
+    while app(&harness).sketch().controls().len() > 1 && undos < 5 {
+        harness.get_by_label("Undo").click();
+        harness.run_ok();
+        undos += 1;
+    }
+    assert_eq!(undos, 2, "its line, then the layer");
+    assert_eq!(
+        app(&harness).state().canvas.layer,
+        atelier::sketch::Layer::Control(0),
+        "drawing goes to a layer that exists"
+    );
+    for _ in 0..undos {
+        harness.get_by_label("Redo").click();
+        harness.run_ok();
+    }
+    assert_eq!(app(&harness).sketch().controls().len(), 2);
     // The first picture's settings bring back its two layers, each with its ControlNet and
     // its control image.
     app_mut(&mut harness).reuse_picture(1);

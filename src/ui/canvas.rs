@@ -56,6 +56,16 @@ pub fn canvas_panel_ui(
     in_progress: &mut StrokeInProgress,
     commands: &mut Commands,
 ) {
+    // A control layer that is gone (undone, removed) is not drawn on: its neighbour is.
+    if let Layer::Control(i) = settings.layer {
+        let count = view.doc.controls().len();
+        if i >= count {
+            settings.layer = match count {
+                0 => Layer::Paint,
+                n => Layer::Control(n - 1),
+            };
+        }
+    }
     tool_keys(ui, settings);
     toolbar_ui(ui, settings, view, commands);
     if let Layer::Control(index) = settings.layer {
