@@ -45,6 +45,12 @@ pub(crate) enum DevCommand {
         controlnet: PathBuf,
         #[arg(long, default_value_t = 9)]
         runs: usize,
+        /// Only the stroke-to-picture runs with the default settings (for a profiler).
+        #[arg(long)]
+        live_only: bool,
+        /// The picture's side (default: the model's native size).
+        #[arg(long)]
+        size: Option<u32>,
     },
     /// Benchmark: load a model once, then apply a LoRA and change its weight RUNS times,
     /// printing the load time and the median and slowest application (in this process).
@@ -149,10 +155,14 @@ pub(crate) fn run(cmd: DevCommand) -> anyhow::Result<()> {
             model,
             controlnet,
             runs,
+            live_only,
+            size,
         } => controlnet_timing(
             &model.unwrap_or_else(atelier::models::default_model_dir),
             &controlnet,
             runs,
+            live_only,
+            size,
         ),
         DevCommand::ManPage { out } => {
             std::fs::create_dir_all(&out)
@@ -301,13 +311,15 @@ fn controlnet_timing(
     model: &std::path::Path,
     controlnet: &std::path::Path,
     runs: usize,
+    live_only: bool,
+    size: Option<u32>,
 ) -> anyhow::Result<()> {
     use atelier::generation::{ControlSpec, GenerationRequest};
     use atelier::sketch::{Layer, SketchDoc, Stroke};
     use std::time::Instant;
     let info = atelier::models::ModelInfo::from_dir(model, atelier::models::ModelSource::Given)?;
     let rec = info.recommended();
-    let side = info.native_size;
+    let side = size.unwrap_or(info.native_size);
     let base = GenerationRequest {
         model_dir: model.to_path_buf(),
         prompt: "cat face, animal, pet".into(),
@@ -341,28 +353,58 @@ fn controlnet_timing(
         rec.steps,
         rec.guidance
     );
-    let mut live = Vec::new();
+    // Guidance's halves side by side (the default at this size) and as one joint batch,
+    // interleaved.
+    let (mut live, mut joint) = (Vec::new(), Vec::new());
     for i in 0..runs.max(1) {
-        let mut stroke = Stroke::new(3.0, [0, 0, 0, 255], false);
-        let y = 8.0 + (i as f32 * 7.0) % (side as f32 - 16.0);
-        stroke.push_point([8.0, y]);
-        stroke.push_point([side as f32 - 8.0, side as f32 - y]);
-        // From the finished stroke: rasterise the control layer, generate.
-        let t = Instant::now();
-        doc.add_stroke(Layer::Control(0), stroke);
-        generator.collect(&with_control(&doc), &cancel)?;
-        live.push(t.elapsed().as_secs_f64());
+        let settings = if live_only {
+            vec![(None, &mut live)]
+        } else {
+            vec![(None, &mut live), (Some(false), &mut joint)]
+        };
+        for (split, times) in settings {
+            generator.options_mut().split_guidance = split;
+            let mut stroke = Stroke::new(3.0, [0, 0, 0, 255], false);
+            let y = 8.0 + (i as f32 * 7.0) % (side as f32 - 16.0);
+            stroke.push_point([8.0, y]);
+            stroke.push_point([side as f32 - 8.0, side as f32 - y]);
+            // From the finished stroke: rasterise the control layer, generate.
+            let t = Instant::now();
+            doc.add_stroke(Layer::Control(0), stroke);
+            generator.collect(&with_control(&doc), &cancel)?;
+            times.push(t.elapsed().as_secs_f64());
+        }
     }
+    generator.options_mut().split_guidance = None;
+    generator.collect(&with_control(&doc), &cancel)?;
+    let stages: Vec<String> = generator
+        .stages()
+        .iter()
+        .map(|(name, secs)| format!("{name} {:.1} ms", secs * 1000.0))
+        .collect();
+    eprintln!("one picture's stages: {}", stages.join(", "));
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     let slowest = live.iter().copied().fold(0.0, f64::max);
+    if live_only {
+        println!(
+            "stroke to picture: median {:.0} ms over {} runs",
+            median(&mut live) * 1000.0,
+            live.len()
+        );
+        return Ok(());
+    }
+    let (m, j) = (median(&mut live), median(&mut joint));
     println!(
-        "stroke to picture: median {:.0} ms, slowest {:.0} ms over {} runs",
-        median(&mut live) * 1000.0,
+        "stroke to picture: median {:.0} ms, slowest {:.0} ms over {} runs \
+         (guidance as one joint batch: median {:.0} ms, ratio {:.2})",
+        m * 1000.0,
         slowest * 1000.0,
-        live.len()
+        live.len(),
+        j * 1000.0,
+        m / j
     );
     // Four conditioned against four plain pictures, interleaved.
     let mut four = base.clone();

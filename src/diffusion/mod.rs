@@ -107,6 +107,9 @@ pub struct GeneratorOptions {
     pub device: device::DevicePreference,
     /// Make step previews (a window shows them; the command line does not).
     pub previews: bool,
+    /// Guidance's two halves side by side on two cores, or as one batch; `None` chooses by
+    /// size (see [`pipeline::LoadedModel::split_guidance`]).
+    pub split_guidance: Option<bool>,
 }
 
 impl Default for GeneratorOptions {
@@ -117,6 +120,7 @@ impl Default for GeneratorOptions {
             panic_on_prompt: None,
             device: device::DevicePreference::Auto,
             previews: true,
+            split_guidance: None,
         }
     }
 }
@@ -126,6 +130,12 @@ impl GeneratorOptions {
     pub fn from_env() -> Self {
         Self {
             panic_on_prompt: std::env::var("ATELIER_TEST_PANIC_PROMPT").ok(),
+            // For benchmarks: `1` halves apart, `0` one joint batch (unset: by size).
+            split_guidance: match std::env::var("ATELIER_SPLIT_GUIDANCE").as_deref() {
+                Ok("1") => Some(true),
+                Ok("0") => Some(false),
+                _ => None,
+            },
             ..Self::default()
         }
     }
@@ -159,6 +169,11 @@ impl Generator {
     }
 
     /// The device jobs run on, and why; or why the device asked for cannot be used.
+    /// The options the next jobs run with (a benchmark compares settings in one process).
+    pub fn options_mut(&mut self) -> &mut GeneratorOptions {
+        &mut self.options
+    }
+
     pub fn device(&self) -> Result<&device::DeviceChoice, &device::DeviceError> {
         self.device.as_ref()
     }
@@ -199,6 +214,7 @@ impl Generator {
         self.stages
             .push(("model".into(), loading.elapsed().as_secs_f64()));
         model.drop_text_encoders = self.options.low_memory;
+        model.split_guidance = self.options.split_guidance;
         // Images go through the UNet together, a few at a time (one pass per step for all).
         let per_pass = self.options.images_per_pass.max(1);
         let mut first = 0;
