@@ -418,6 +418,7 @@ fn a_controlnet_trains_resumes_and_its_export_steers_the_model() {
         checkpoint_every: 2,
         resume,
         caption_dropout: 0.5,
+        subject_weight: 1.0,
         device: candle_core::Device::Cpu,
     };
     let first = train_controlnet(&opts(2, false), &mut |_| {}).unwrap();

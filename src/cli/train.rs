@@ -274,6 +274,10 @@ pub(crate) struct TrainControlNetArgs {
     /// Share of captions replaced by the empty prompt (the ControlNet paper's 0.5).
     #[arg(long, default_value_t = 0.5)]
     caption_dropout: f64,
+    /// Loss weight inside the picture's subject against 1 on its white ground (above 1:
+    /// teach what goes inside an outline, not only where it runs).
+    #[arg(long, default_value_t = 1.0)]
+    subject_weight: f64,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
@@ -300,6 +304,7 @@ pub(crate) fn train_controlnet(args: TrainControlNetArgs) -> anyhow::Result<()> 
         checkpoint_every: args.checkpoint_every,
         resume: args.resume,
         caption_dropout: args.caption_dropout,
+        subject_weight: args.subject_weight,
         device: training_device(args.cpu),
     };
     let mut progress = TrainProgress::new();

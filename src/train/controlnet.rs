@@ -70,6 +70,10 @@ pub struct ControlTrainOptions {
     pub resume: bool,
     /// Share of captions replaced by the empty prompt.
     pub caption_dropout: f64,
+    /// Loss weight inside the subject (everything not the white ground), against 1 outside:
+    /// above 1, the ControlNet is taught what goes inside an outline, not only where the
+    /// outline is.
+    pub subject_weight: f64,
     pub device: Device,
 }
 
@@ -297,6 +301,27 @@ pub fn place(img: &RgbImage, scale: f32, fx: f32, fy: f32) -> RgbImage {
     out
 }
 
+/// Per latent cell of each picture, `inside` where the cell covers any of the subject (ink
+/// on the white ground) and 1 elsewhere, normalised so that each picture's mean weight is 1
+/// (the loss keeps its scale; only where it looks changes).
+pub fn subject_weights(pictures: &[RgbImage], lw: usize, lh: usize, inside: f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(pictures.len() * lw * lh);
+    for img in pictures {
+        let (w, h) = img.dimensions();
+        let mut cells = vec![1.0f32; lw * lh];
+        for (x, y, p) in img.enumerate_pixels() {
+            if p.0.iter().any(|&c| c < 225) {
+                let cx = (x as usize * lw / w.max(1) as usize).min(lw - 1);
+                let cy = (y as usize * lh / h.max(1) as usize).min(lh - 1);
+                cells[cy * lw + cx] = inside;
+            }
+        }
+        let mean = cells.iter().sum::<f32>() / cells.len().max(1) as f32;
+        out.extend(cells.iter().map(|c| c / mean));
+    }
+    out
+}
+
 fn checkpoint_dir(out: &Path) -> PathBuf {
     out.join("checkpoint")
 }
@@ -491,11 +516,15 @@ pub fn train_controlnet(
         let pred = model
             .unet()
             .forward_t(&xt, &t, &ctx, None, Some(&residuals))?;
-        let per_sample = (pred - target)?
-            .sqr()?
-            .mean(D::Minus1)?
-            .mean(D::Minus1)?
-            .mean(D::Minus1)?;
+        let err = (pred - target)?.sqr()?;
+        let err = if opts.subject_weight != 1.0 {
+            let (lh, lw) = (xt.dim(2)?, xt.dim(3)?);
+            let weights = subject_weights(&placed, lw, lh, opts.subject_weight as f32);
+            err.broadcast_mul(&Tensor::from_vec(weights, (opts.batch, 1, lh, lw), device)?)?
+        } else {
+            err
+        };
+        let per_sample = err.mean(D::Minus1)?.mean(D::Minus1)?.mean(D::Minus1)?;
         let loss = (per_sample * Tensor::from_vec(w, opts.batch, device)?)?.mean_all()?;
         let loss_value = f64::from(loss.to_scalar::<f32>()?);
         let grads = loss.backward()?;
@@ -678,5 +707,32 @@ mod tests {
             outcomes.insert((top, zig));
         }
         assert_eq!(outcomes.len(), 4, "each line on its own: {outcomes:?}");
+    }
+
+    #[test]
+    fn the_subject_weighs_more_and_the_mean_stays_one() {
+        // A 16x16 picture whose subject fills its top-left quarter: 2x2 of 4x4 latent cells.
+        let mut img = RgbImage::from_pixel(16, 16, image::Rgb([255, 255, 255]));
+        for y in 0..8 {
+            for x in 0..8 {
+                img.put_pixel(x, y, image::Rgb([200, 30, 30]));
+            }
+        }
+        let w = subject_weights(&[img.clone(), img], 4, 4, 3.0);
+        assert_eq!(w.len(), 32);
+        let first = &w[..16];
+        let mean = first.iter().sum::<f32>() / 16.0;
+        assert!((mean - 1.0).abs() < 1e-6, "mean {mean}");
+        // (4 cells x 3 + 12 x 1) / 16 = 1.5: inside 2, outside 2/3.
+        for (i, &v) in first.iter().enumerate() {
+            let inside = i % 4 < 2 && i / 4 < 2;
+            let want = if inside { 2.0 } else { 2.0 / 3.0 };
+            assert!((v - want).abs() < 1e-6, "cell {i}: {v}");
+        }
+        // An empty picture (all ground) weighs the same everywhere.
+        let blank = RgbImage::from_pixel(16, 16, image::Rgb([255, 255, 255]));
+        assert!(subject_weights(&[blank], 4, 4, 3.0)
+            .iter()
+            .all(|&v| (v - 1.0).abs() < 1e-6));
     }
 }
