@@ -1,6 +1,7 @@
-//! The convolution kernel at the sizes that dominate real pictures, tiled (the model's path)
-//! against gathering the whole picture's patches at once (the kernel before tiling), in one
-//! process so the ratios are fair.
+//! The convolution kernel at the sizes that dominate real pictures: Winograd F(2x2, 3x3) (the
+//! model's path for 3x3 stride-1 layers), tiled patches and one matrix product (the path
+//! before it, and still strided layers'), and the whole picture's patches at once (the kernel
+//! before tiling), in one process so the ratios are fair.
 //!
 //! `cargo bench --profile dev --bench blocks` (dev: the test build's optimised dependencies).
 //! Shapes (channels in = out, 3x3, stride 1, batch 1):
@@ -8,6 +9,7 @@
 //! - `sd-vae-256x256`: its level before;
 //! - `taesd-64x512`: the tiny decoder's last level at 512x512;
 //! - `unet-320x64`: the SD 1.5 UNet's first level at 512x512 (64x64 latents);
+//! - `unet-640x32`, `unet-1280x16`: its second and third levels;
 //! - `mini-64x16`: Atelier Mini's deepest level, where hand-offs between threads dominate.
 //!
 //! Attention (`attention/...`): the tiled inference kernel against the composed one (whole
@@ -16,7 +18,7 @@
 //! - `sd-vae-4096x512x1`: the SD VAE's mid block at 512x512, one head;
 //! - `mini-256x64x4`: an Atelier Mini-sized layer.
 
-use atelier::diffusion::blocks::{attention, conv2d_tiled};
+use atelier::diffusion::blocks::{attention, conv2d_tiled, conv2d_winograd};
 use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -25,11 +27,13 @@ const TILED: usize = 1 << 18;
 
 fn bench(c: &mut Criterion) {
     let dev = Device::Cpu;
-    let shapes: [(&str, usize, usize, usize); 5] = [
+    let shapes: [(&str, usize, usize, usize); 7] = [
         ("sd-vae-128x512", 128, 512, 10),
         ("sd-vae-256x256", 256, 256, 10),
         ("taesd-64x512", 64, 512, 10),
         ("unet-320x64", 320, 64, 20),
+        ("unet-640x32", 640, 32, 10),
+        ("unet-1280x16", 1280, 16, 10),
         ("mini-64x16", 64, 16, 100),
     ];
     for (name, ch, size, samples) in shapes {
@@ -43,6 +47,9 @@ fn bench(c: &mut Criterion) {
                 bench.iter(|| conv2d_tiled(&x, &w, Some(&b), 1, (1, 1), tile).expect("conv"))
             });
         }
+        group.bench_function("winograd", |bench| {
+            bench.iter(|| conv2d_winograd(&x, &w, Some(&b)).expect("conv"))
+        });
         group.finish();
     }
     let attentions: [(&str, usize, usize, usize, usize); 3] = [

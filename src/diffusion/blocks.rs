@@ -105,6 +105,7 @@ impl Module for Conv2d {
                 stride: self.stride,
                 pad: self.pad,
                 tile_floats: CONV_TILE_FLOATS,
+                winograd: true,
             };
             let (x, w) = (x.contiguous()?, self.weight.contiguous()?);
             // The bias is added inside the op (and its gradient summed there): candle's
@@ -145,6 +146,8 @@ struct ConvOp {
     /// Patch floats per tile of output rows ([`CONV_TILE_FLOATS`]; `usize::MAX` gathers the
     /// whole picture at once, the benchmarks' baseline).
     tile_floats: usize,
+    /// 3x3 stride-1 convolutions that are large enough go through [`winograd_3x3`].
+    winograd: bool,
 }
 
 /// Output size of a `k`-wide, stride-`s` window over `n` samples padded by `pad`.
@@ -281,6 +284,250 @@ fn gather_tile(
     }
 }
 
+/// Whether a 3x3 convolution of `c` to `cout` channels with an `oh x ow` output is worth the
+/// Winograd transforms: enough 2x2 output tiles to amortise the weights' transform per call,
+/// and channels enough for the 16 products to be real matrix products.
+fn winograd_pays(c: usize, cout: usize, oh: usize, ow: usize) -> bool {
+    let tiles = oh.div_ceil(2) * ow.div_ceil(2);
+    c >= 8 && cout >= 8 && tiles >= WINOGRAD_MIN_TILES
+}
+
+/// Fewest 2x2 output tiles per picture for the Winograd path: below, transforming the
+/// weights on each call costs more than the products save (`benches/blocks.rs`: SD 1.5's
+/// 1280-channel 16x16 layer, 64 tiles, took 2.5x the tiled kernel's time; its 640-channel
+/// 32x32 one, 256 tiles, 0.78x).
+const WINOGRAD_MIN_TILES: usize = 256;
+
+/// Fewest tiles per band: each of a band's 16 products packs its transformed weights, which
+/// is cheap next to the multiplications only when the band is this wide.
+const WINOGRAD_MIN_BAND_COLS: usize = 256;
+
+/// Transform floats per band of tile rows in [`winograd_3x3`] (inputs and products alike):
+/// a band's transformed inputs stay in a core's cache while its 16 products read them.
+const WINOGRAD_BAND_FLOATS: usize = 1 << 18;
+
+/// The 3x3 weights `[Cout, C, 3, 3]` transformed for F(2x2, 3x3), `G g G^T`, as 16 matrices
+/// `[16][Cout][C]`.
+fn winograd_weights(w: &[f32], cout: usize, c: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut u = vec![0f32; 16 * cout * c];
+    let plane = cout * c;
+    let up = OutPtr(u.as_mut_ptr());
+    // One output channel per task: its `C` entries of each of the 16 matrices.
+    (0..cout).into_par_iter().for_each(|o| {
+        for i in 0..c {
+            let g = &w[(o * c + i) * 9..][..9];
+            // G g: 4 rows of 3.
+            let mut q = [[0f32; 3]; 4];
+            for j in 0..3 {
+                let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+                q[0][j] = g0;
+                q[1][j] = 0.5 * (g0 + g1 + g2);
+                q[2][j] = 0.5 * (g0 - g1 + g2);
+                q[3][j] = g2;
+            }
+            // (G g) G^T: 4 x 4.
+            for (r, row) in q.iter().enumerate() {
+                let v = [
+                    row[0],
+                    0.5 * (row[0] + row[1] + row[2]),
+                    0.5 * (row[0] - row[1] + row[2]),
+                    row[2],
+                ];
+                for (col, value) in v.into_iter().enumerate() {
+                    // SAFETY: inside `u`; entry `o * c + i` of each matrix belongs to this
+                    // task's output channel only; `u` outlives the loop.
+                    unsafe { *up.at((r * 4 + col) * plane + o * c + i) = value };
+                }
+            }
+        }
+    });
+    u
+}
+
+/// A 3x3, stride-1, padding-1 convolution by Winograd's F(2x2, 3x3): each 2x2 block of the
+/// output from a 4x4 block of the input, transformed so that the 9 multiply-adds per output
+/// and channel pair become 4 (16 products for 4 outputs), in 16 matrix products per band of
+/// tile rows. `x` `[B, C, H, W]`, `w` `[Cout, C, 3, 3]`, both contiguous; the result is added
+/// to `out` `[B, Cout, H, W]` (which holds the bias). The weights are transformed on each
+/// call, not kept: a UNet's transformed weights would take 16/9 of its convolutions' memory.
+fn winograd_3x3(
+    x: &[f32],
+    w: &[f32],
+    (b, c, h, wd): (usize, usize, usize, usize),
+    cout: usize,
+    out: &mut [f32],
+) {
+    use rayon::prelude::*;
+    let u = winograd_weights(w, cout, c);
+    let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
+    let rows_per_band = (WINOGRAD_BAND_FLOATS / (16 * c.max(cout) * tw).max(1))
+        .max(WINOGRAD_MIN_BAND_COLS.div_ceil(tw))
+        .clamp(1, th);
+    let bands: Vec<(usize, usize)> = (0..b)
+        .flat_map(|bi| (0..th).step_by(rows_per_band).map(move |ty| (bi, ty)))
+        .collect();
+    let threads = rayon::current_num_threads();
+    let band_macs = 16 * cout * c * rows_per_band * tw;
+    let dst = OutPtr(out.as_mut_ptr());
+    let run = |bufs: &mut (Vec<f32>, Vec<f32>), (bi, ty0): (usize, usize), par: bool| {
+        let rows = ty0..(ty0 + rows_per_band).min(th);
+        let tb = rows.len() * tw;
+        let (v, m) = bufs;
+        v.resize(16 * c * tb, 0.0);
+        m.resize(16 * cout * tb, 0.0);
+        let picture = &x[bi * c * h * wd..][..c * h * wd];
+        // Input transform, B^T d B, per channel and row of tiles, vectorised along the row:
+        // the four input rows the tiles read (zero-padded by one on each side, to an even
+        // width), their B^T combinations, then each tile's four columns of those. Channel
+        // `ci` writes the elements `(p * c + ci) * tb + col` of V, which no other channel
+        // writes.
+        let vp = OutPtr(v.as_mut_ptr());
+        let padded = 2 * tw + 2;
+        let transform = |ci: usize| {
+            let plane = &picture[ci * h * wd..][..h * wd];
+            let mut d = vec![0f32; 4 * padded];
+            let mut t = vec![0f32; 4 * padded];
+            for (r, ty) in rows.clone().enumerate() {
+                for (i, row) in d.chunks_exact_mut(padded).enumerate() {
+                    row.fill(0.0);
+                    let y = (2 * ty + i).checked_sub(1).filter(|&y| y < h);
+                    if let Some(y) = y {
+                        row[1..1 + wd].copy_from_slice(&plane[y * wd..][..wd]);
+                    }
+                }
+                let (d0, rest) = d.split_at(padded);
+                let (d1, rest) = rest.split_at(padded);
+                let (d2, d3) = rest.split_at(padded);
+                let (t0, rest) = t.split_at_mut(padded);
+                let (t1, rest) = rest.split_at_mut(padded);
+                let (t2, t3) = rest.split_at_mut(padded);
+                for k in 0..padded {
+                    t0[k] = d0[k] - d2[k];
+                    t1[k] = d1[k] + d2[k];
+                    t2[k] = d2[k] - d1[k];
+                    t3[k] = d1[k] - d3[k];
+                }
+                for (i, ti) in [&*t0, &*t1, &*t2, &*t3].into_iter().enumerate() {
+                    // SAFETY: the four rows of V this channel and row of tiles fill: inside
+                    // V (`16 * c * tb` floats), written by no other channel (above); V
+                    // outlives the loop.
+                    let out = |j: usize| unsafe {
+                        std::slice::from_raw_parts_mut(
+                            vp.at(((i * 4 + j) * c + ci) * tb + r * tw),
+                            tw,
+                        )
+                    };
+                    let (v0, v1, v2, v3) = (out(0), out(1), out(2), out(3));
+                    for tx in 0..tw {
+                        let q = &ti[2 * tx..2 * tx + 4];
+                        v0[tx] = q[0] - q[2];
+                        v1[tx] = q[1] + q[2];
+                        v2[tx] = q[2] - q[1];
+                        v3[tx] = q[1] - q[3];
+                    }
+                }
+            }
+        };
+        if par {
+            (0..c).into_par_iter().for_each(transform);
+        } else {
+            (0..c).for_each(transform);
+        }
+        // 16 products: M[p] (Cout x Tb) = U[p] (Cout x C) V[p] (C x Tb).
+        let product = |p: usize, mp: &mut [f32]| {
+            // SAFETY: `mp` is M[p], `[Cout, Tb]` row-major; U[p] is `[Cout, C]` and V[p]
+            // `[C, Tb]`, row-major, inside their buffers.
+            unsafe {
+                gemm::gemm(
+                    cout,
+                    tb,
+                    c,
+                    mp.as_mut_ptr(),
+                    1,
+                    tb as isize,
+                    false,
+                    u.as_ptr().add(p * cout * c),
+                    1,
+                    c as isize,
+                    v.as_ptr().add(p * c * tb),
+                    1,
+                    tb as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            }
+        };
+        if par {
+            m.par_chunks_mut(cout * tb)
+                .enumerate()
+                .for_each(|(p, mp)| product(p, mp));
+        } else {
+            m.chunks_mut(cout * tb)
+                .enumerate()
+                .for_each(|(p, mp)| product(p, mp));
+        }
+        // Output transform, A^T m A, added to the output.
+        // Output transform, A^T m A, per output channel and row of tiles, vectorised along
+        // the row, added to the output.
+        let finish = |o: usize| {
+            let plane = dst.at((bi * cout + o) * h * wd);
+            let mut sums = vec![0f32; 8 * tw];
+            for (r, ty) in rows.clone().enumerate() {
+                let m_at = |i: usize, j: usize| &m[((i * 4 + j) * cout + o) * tb + r * tw..][..tw];
+                // A^T m: two rows of four columns, each along the row of tiles.
+                for j in 0..4 {
+                    let (a, b2, c2, d2) = (m_at(0, j), m_at(1, j), m_at(2, j), m_at(3, j));
+                    let (s0, s1) = sums.split_at_mut(4 * tw);
+                    let (s0, s1) = (&mut s0[j * tw..][..tw], &mut s1[j * tw..][..tw]);
+                    for tx in 0..tw {
+                        s0[tx] = a[tx] + b2[tx] + c2[tx];
+                        s1[tx] = b2[tx] - c2[tx] - d2[tx];
+                    }
+                }
+                for i in 0..2 {
+                    let y = 2 * ty + i;
+                    if y >= h {
+                        continue;
+                    }
+                    let si = &sums[i * 4 * tw..][..4 * tw];
+                    // SAFETY: row `y` of output channel `o` of picture `bi`: written by this
+                    // band and channel only; `out` outlives the loop.
+                    let out = unsafe { std::slice::from_raw_parts_mut(plane.add(y * wd), wd) };
+                    for tx in 0..tw {
+                        let (c0, c1, c2, c3) =
+                            (si[tx], si[tw + tx], si[2 * tw + tx], si[3 * tw + tx]);
+                        out[2 * tx] += c0 + c1 + c2;
+                        if 2 * tx + 1 < wd {
+                            out[2 * tx + 1] += c1 - c2 - c3;
+                        }
+                    }
+                }
+            }
+        };
+        if par {
+            (0..cout).into_par_iter().for_each(finish);
+        } else {
+            (0..cout).for_each(finish);
+        }
+    };
+    if threads > 1 && bands.len() >= 2 * threads && band_macs * bands.len() >= CONV_PARALLEL_MACS {
+        bands
+            .par_iter()
+            .for_each_init(|| (Vec::new(), Vec::new()), |bufs, &t| run(bufs, t, false));
+    } else {
+        let par = threads > 1 && band_macs >= CONV_PARALLEL_MACS;
+        let mut bufs = (Vec::new(), Vec::new());
+        for &t in &bands {
+            run(&mut bufs, t, par);
+        }
+    }
+}
+
 impl ConvOp {
     /// `x` `[B, C, H, W]`, `w` `[Cout, C, k, k]`, both contiguous; `bias` `[Cout]`.
     ///
@@ -310,6 +557,15 @@ impl ConvOp {
             }
         }
         if l == 0 || cout == 0 {
+            return Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))));
+        }
+        if self.winograd
+            && k == 3
+            && self.stride == 1
+            && self.pad == (1, 1)
+            && winograd_pays(c, cout, oh, ow)
+        {
+            winograd_3x3(x.0, w.0, (b, c, h, wd), cout, &mut out);
             return Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))));
         }
         let rows_per_tile = (self.tile_floats / (kk * ow).max(1))
@@ -424,6 +680,7 @@ impl ConvOp {
                 stride: 1,
                 pad: (k - 1, k - 1),
                 tile_floats: CONV_TILE_FLOATS,
+                winograd: true,
             },
         )?;
         // Rows/columns of the padded input that no output window reached get zero gradient.
@@ -533,6 +790,24 @@ pub fn conv2d_tiled(
         stride,
         pad,
         tile_floats,
+        winograd: false,
+    };
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    match bias {
+        Some(bias) => x.apply_op3_no_bwd(&w, &bias.contiguous()?, &op),
+        None => x.apply_op2_no_bwd(&w, &op),
+    }
+}
+
+/// A 3x3, stride-1, padding-1 convolution as the model's layers run it: through Winograd's
+/// F(2x2, 3x3) where [`winograd_pays`], else the tiled kernel; for benchmarks and tests.
+#[doc(hidden)]
+pub fn conv2d_winograd(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let op = ConvOp {
+        stride: 1,
+        pad: (1, 1),
+        tile_floats: CONV_TILE_FLOATS,
+        winograd: true,
     };
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     match bias {
@@ -1175,6 +1450,62 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn winograd_convolution_matches_candles_conv2d() {
+        let dev = Device::Cpu;
+        // Odd and even sides (a last half tile), a batch of two, bands of one tile row
+        // (wide pictures) and of many, on a pool of one thread and of three.
+        for (b, c, cout, h, w) in [
+            (2, 8, 12, 33, 31),
+            (1, 16, 8, 32, 32),
+            (1, 8, 8, 7, 150),
+            (1, 64, 64, 40, 40),
+            (2, 24, 16, 40, 700),
+        ] {
+            assert!(winograd_pays(c, cout, h, w), "{c} {cout} {h}x{w}");
+            let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 0.2, (cout, c, 3, 3), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
+            let xp = x
+                .pad_with_zeros(2, 1, 1)
+                .unwrap()
+                .pad_with_zeros(3, 1, 1)
+                .unwrap();
+            let plain = xp.conv2d(&wt, 0, 1, 1, 1).unwrap();
+            let want = plain
+                .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
+                .unwrap();
+            let scale = plain
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let ours = pool
+                    .install(|| conv2d_winograd(&x, &wt, Some(&bias)))
+                    .unwrap();
+                assert_eq!(ours.dims(), want.dims());
+                let err = super::super::max_abs_diff(&ours, &want);
+                assert!(
+                    err < 1e-5 * scale.max(1.0) * 10.0,
+                    "{b}x{c}->{cout} {h}x{w}, {threads} threads: {err} (scale {scale})"
+                );
+                let none = pool.install(|| conv2d_winograd(&x, &wt, None)).unwrap();
+                assert!(super::super::max_abs_diff(&none, &plain) < 1e-5 * scale.max(1.0) * 10.0);
+            }
+        }
+        // Too small to pay: the tiled kernel's answer.
+        assert!(!winograd_pays(4, 8, 16, 16));
+        assert!(!winograd_pays(64, 64, 4, 4));
+        assert!(!winograd_pays(1280, 1280, 16, 16));
     }
 
     #[test]
