@@ -1,5 +1,5 @@
-//! The convolution kernel at the sizes that dominate real pictures: Winograd F(2x2, 3x3) (the
-//! model's path for 3x3 stride-1 layers), tiled patches and one matrix product (the path
+//! The convolution kernel at the sizes that dominate real pictures: Winograd F(4x4, 3x3) (the
+//! model's path for 3x3 stride-1 layers) and F(2x2, 3x3), tiled patches and one matrix product (the path
 //! before it, and still strided layers'), and the whole picture's patches at once (the kernel
 //! before tiling), in one process so the ratios are fair.
 //!
@@ -18,7 +18,9 @@
 //! - `sd-vae-4096x512x1`: the SD VAE's mid block at 512x512, one head;
 //! - `mini-256x64x4`: an Atelier Mini-sized layer.
 
-use atelier::diffusion::blocks::{attention, conv2d_tiled, conv2d_winograd};
+use atelier::diffusion::blocks::{
+    attention, conv2d_tiled, conv2d_winograd, WINOGRAD_F2, WINOGRAD_F4,
+};
 use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -47,9 +49,11 @@ fn bench(c: &mut Criterion) {
                 bench.iter(|| conv2d_tiled(&x, &w, Some(&b), 1, (1, 1), tile).expect("conv"))
             });
         }
-        group.bench_function("winograd", |bench| {
-            bench.iter(|| conv2d_winograd(&x, &w, Some(&b)).expect("conv"))
-        });
+        for (label, tiles) in [("winograd-f4", &WINOGRAD_F4), ("winograd-f2", &WINOGRAD_F2)] {
+            group.bench_function(label, |bench| {
+                bench.iter(|| conv2d_winograd(&x, &w, Some(&b), tiles).expect("conv"))
+            });
+        }
         group.finish();
     }
     let attentions: [(&str, usize, usize, usize, usize); 3] = [
