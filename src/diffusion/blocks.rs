@@ -284,6 +284,51 @@ fn gather_tile(
     }
 }
 
+/// `dst (m x n) = lhs (m x k) rhs (k x n)`, or `+=` with `accumulate`, in f32: `dst` and
+/// `lhs` row-major with row strides `dst_rs` and `lhs_rs`, `rhs` with row and column strides
+/// `rhs_strides`.
+///
+/// # Safety
+/// Each pointer with its strides must address a valid region of its shape; `dst` must be
+/// writable and neither read nor written by anyone else meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_into(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    lhs_rs: usize,
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+    accumulate: bool,
+    par: gemm::Parallelism,
+) {
+    // SAFETY: the caller's promise above.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs,
+            1,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
 /// The Winograd tiles for a 3x3 convolution of `c` to `cout` channels with an `oh x ow`
 /// output, when they are worth their transforms: outputs enough to amortise the weights'
 /// transform on each call (its memory grows with the tiles' n*n) and the products' packing
@@ -538,24 +583,14 @@ fn winograd_3x3(
             // SAFETY: `mp` is M[p], `[Cout, Tb]` row-major; U[p] is `[Cout, C]` and V[p]
             // `[C, Tb]`, row-major, inside their buffers.
             unsafe {
-                gemm::gemm(
-                    cout,
-                    tb,
-                    c,
+                matmul_into(
+                    (cout, tb, c),
                     mp.as_mut_ptr(),
-                    1,
-                    tb as isize,
-                    false,
+                    tb,
                     u.as_ptr().add(p * cout * c),
-                    1,
-                    c as isize,
+                    c,
                     v.as_ptr().add(p * c * tb),
-                    1,
-                    tb as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
+                    (tb, 1),
                     false,
                     gemm::Parallelism::None,
                 )
@@ -706,25 +741,15 @@ impl ConvOp {
             // `bi`'s planes (row stride `l`), which no other tile touches. `ws` is the
             // `[Cout, kk]` weight (row stride `kk`) and `buf` the `[kk, cols]` patches.
             unsafe {
-                gemm::gemm(
-                    cout,
-                    cols,
-                    kk,
+                matmul_into(
+                    (cout, cols, kk),
                     dst.at(bi * cout * l + oy0 * ow),
-                    1,
-                    l as isize,
-                    true,
+                    l,
                     ws.as_ptr(),
-                    1,
-                    kk as isize,
+                    kk,
                     buf.as_ptr(),
-                    1,
-                    cols as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    (cols, 1),
+                    true,
                     par,
                 )
             }
@@ -1014,24 +1039,14 @@ impl candle_core::CustomOp3 for TiledAttention {
             // SAFETY: `qb` is `[len, d]`, `kg` `[m, d]` read as its transpose `[d, m]` (column
             // stride d, row stride 1), `scores` a `[len, m]` buffer of that size.
             unsafe {
-                gemm::gemm(
-                    len,
-                    m,
-                    d,
+                matmul_into(
+                    (len, m, d),
                     scores.as_mut_ptr(),
-                    1,
-                    m as isize,
-                    false,
+                    m,
                     qb.as_ptr(),
-                    1,
-                    d as isize,
+                    d,
                     kg.as_ptr(),
-                    d as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
+                    (1, d),
                     false,
                     gemm::Parallelism::None,
                 )
@@ -1052,24 +1067,14 @@ impl candle_core::CustomOp3 for TiledAttention {
             // inside `out`, alive until this function returns, and no other block writes them;
             // `scores` is `[len, m]` and `vg` `[m, d]`.
             unsafe {
-                gemm::gemm(
-                    len,
-                    d,
-                    m,
+                matmul_into(
+                    (len, d, m),
                     dst.at((gi * n + r0) * d),
-                    1,
-                    d as isize,
-                    false,
+                    d,
                     scores.as_ptr(),
-                    1,
-                    m as isize,
+                    m,
                     vg.as_ptr(),
-                    1,
-                    d as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
+                    (d, 1),
                     false,
                     gemm::Parallelism::None,
                 )
