@@ -1515,6 +1515,14 @@ mod tests {
     use candle_core::Device;
     use candle_nn::VarMap;
 
+    /// A pool of `threads` threads, for kernels' one-thread and parallel paths alike.
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn attention_in_slices_row_chunks_and_tiles_equals_the_whole_score_matrix() {
         let dev = Device::Cpu;
@@ -1534,11 +1542,7 @@ mod tests {
             assert!(max_diff(&tiled) < 1e-5, "tiled, budget {budget}");
         }
         // On a pool of one thread too.
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
-        let single = pool.install(|| attention_within(&q, &k, &v, 4, 1000).unwrap());
+        let single = pool(1).install(|| attention_within(&q, &k, &v, 4, 1000).unwrap());
         assert!(max_diff(&single) < 1e-5);
     }
 
@@ -1564,11 +1568,7 @@ mod tests {
             // thread (tiles in turn) and of three (tiles in parallel).
             for tile_floats in [1, CONV_TILE_FLOATS, usize::MAX] {
                 for threads in [1, 3] {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .unwrap();
-                    let ours = pool
+                    let ours = pool(threads)
                         .install(|| conv2d_tiled(&x, &w, Some(&bias), stride, pad, tile_floats))
                         .unwrap();
                     assert_eq!(ours.dims(), want.dims());
@@ -1617,10 +1617,7 @@ mod tests {
                 .unwrap();
             for (name, tiles) in [("F2", &WINOGRAD_F2), ("F4", &WINOGRAD_F4)] {
                 for threads in [1, 3] {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .unwrap();
+                    let pool = pool(threads);
                     let ours = pool
                         .install(|| conv2d_winograd(&x, &wt, Some(&bias), tiles))
                         .unwrap();
