@@ -3,7 +3,8 @@
 //! before it, and still strided layers'), and the whole picture's patches at once (the kernel
 //! before tiling), in one process so the ratios are fair.
 //!
-//! `cargo bench --profile dev --bench blocks` (dev: the test build's optimised dependencies).
+//! `CARGO_PROFILE_DEV_OPT_LEVEL=3 cargo bench --profile dev --bench blocks` (dev: the test
+//! build's optimised dependencies; opt-level 3 for the crate too, whose kernels are here).
 //! Shapes (channels in = out, 3x3, stride 1, batch 1):
 //! - `sd-vae-128x512`: the SD VAE decoder's last level at 512x512 output;
 //! - `sd-vae-256x256`: its level before;
