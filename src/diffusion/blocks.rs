@@ -329,6 +329,37 @@ unsafe fn matmul_into(
     }
 }
 
+/// Runs `run(buffer, tile, split)` over `tiles` of `tile_macs` multiply-adds each: many
+/// tiles one per thread (each with its own reused buffer, `split` false); few in turn on the
+/// calling thread, each split across the pool (`split` true) when it is large enough to be
+/// worth handing out; small work on the calling thread alone.
+fn over_tiles<T: Copy + Sync, B: Default + Send>(
+    tiles: &[T],
+    tile_macs: usize,
+    run: impl Fn(&mut B, T, bool) + Sync,
+) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    if threads > 1 && tiles.len() >= 2 * threads && tile_macs * tiles.len() >= CONV_PARALLEL_MACS {
+        tiles
+            .par_iter()
+            .for_each_init(B::default, |buf, &t| run(buf, t, false));
+    } else {
+        let split = threads > 1 && tile_macs >= CONV_PARALLEL_MACS;
+        let mut buf = B::default();
+        for &t in tiles {
+            run(&mut buf, t, split);
+        }
+    }
+}
+
+/// `dst += k * src`, element by element.
+fn add_scaled(dst: &mut [f32], k: f32, src: &[f32]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d += k * v;
+    }
+}
+
 /// The Winograd tiles for a 3x3 convolution of `c` to `cout` channels with an `oh x ow`
 /// output, when they are worth their transforms: outputs enough to amortise the weights'
 /// transform on each call (its memory grows with the tiles' n*n) and the products' packing
@@ -393,7 +424,7 @@ pub const WINOGRAD_F2: Winograd = Winograd {
     ],
 };
 
-/// F(4x4, 3x3): 36 products for 16 outputs (2.25 per output), the model's layers' choice.
+/// F(4x4, 3x3): 36 products for 16 outputs (2.25 per output), for the largest layers.
 pub const WINOGRAD_F4: Winograd = Winograd {
     m: 4,
     n: 6,
@@ -500,7 +531,6 @@ fn winograd_3x3(
     let bands: Vec<(usize, usize)> = (0..b)
         .flat_map(|bi| (0..th).step_by(rows_per_band).map(move |ty| (bi, ty)))
         .collect();
-    let threads = rayon::current_num_threads();
     let band_macs = nn * cout * c * rows_per_band * tw;
     let dst = OutPtr(out.as_mut_ptr());
     // Padded input row: one zero on the left, the row, zeros to the last tile's end.
@@ -534,9 +564,7 @@ fn winograd_3x3(
                     for (rr, dr) in d.chunks_exact(padded).enumerate() {
                         let k = f.bt[a * n + rr];
                         if k != 0.0 {
-                            for (o, &i) in ta.iter_mut().zip(dr) {
-                                *o += k * i;
-                            }
+                            add_scaled(ta, k, dr);
                         }
                     }
                 }
@@ -564,10 +592,7 @@ fn winograd_3x3(
                             if k == 0.0 {
                                 continue;
                             }
-                            let src = &ph[(q % m) * (tw + 1) + q / m..][..tw];
-                            for (o, &v) in dst.iter_mut().zip(src) {
-                                *o += k * v;
-                            }
+                            add_scaled(dst, k, &ph[(q % m) * (tw + 1) + q / m..][..tw]);
                         }
                     }
                 }
@@ -622,11 +647,11 @@ fn winograd_3x3(
                             continue;
                         }
                         for bcol in 0..n {
-                            let src = &mres[((rr * n + bcol) * cout + o) * tb + r * tw..][..tw];
-                            let dsts = &mut s[(a * n + bcol) * tw..][..tw];
-                            for (d, &v) in dsts.iter_mut().zip(src) {
-                                *d += k * v;
-                            }
+                            add_scaled(
+                                &mut s[(a * n + bcol) * tw..][..tw],
+                                k,
+                                &mres[((rr * n + bcol) * cout + o) * tb + r * tw..][..tw],
+                            );
                         }
                     }
                 }
@@ -646,9 +671,7 @@ fn winograd_3x3(
                             if k == 0.0 {
                                 continue;
                             }
-                            for (d, &v) in acc.iter_mut().zip(&sa[bcol * tw..][..tw]) {
-                                *d += k * v;
-                            }
+                            add_scaled(&mut acc, k, &sa[bcol * tw..][..tw]);
                         }
                         for (tx, &v) in acc.iter().enumerate() {
                             let xx = m * tx + e;
@@ -667,17 +690,7 @@ fn winograd_3x3(
             (0..cout).for_each(finish);
         }
     };
-    if threads > 1 && bands.len() >= 2 * threads && band_macs * bands.len() >= CONV_PARALLEL_MACS {
-        bands
-            .par_iter()
-            .for_each_init(|| (Vec::new(), Vec::new()), |bufs, &t| run(bufs, t, false));
-    } else {
-        let par = threads > 1 && band_macs >= CONV_PARALLEL_MACS;
-        let mut bufs = (Vec::new(), Vec::new());
-        for &t in &bands {
-            run(&mut bufs, t, par);
-        }
-    }
+    over_tiles(&bands, band_macs, run);
 }
 
 impl ConvOp {
@@ -694,7 +707,6 @@ impl ConvOp {
         w: (&[f32], &Layout),
         bias: Option<&[f32]>,
     ) -> Result<(CpuStorage, Shape)> {
-        use rayon::prelude::*;
         let (b, c, h, wd) = x.1.shape().dims4()?;
         let (cout, _, k, _) = w.1.shape().dims4()?;
         let (oh, ow) = (
@@ -754,26 +766,15 @@ impl ConvOp {
                 )
             }
         };
-        let threads = rayon::current_num_threads();
         let tile_macs = cout * kk * rows_per_tile * ow;
-        if threads > 1
-            && tiles.len() >= 2 * threads
-            && tile_macs * tiles.len() >= CONV_PARALLEL_MACS
-        {
-            tiles
-                .par_iter()
-                .for_each_init(Vec::new, |buf, &t| run(buf, t, gemm::Parallelism::None));
-        } else {
-            let par = if threads > 1 && tile_macs >= CONV_PARALLEL_MACS {
-                gemm::Parallelism::Rayon(threads)
+        over_tiles(&tiles, tile_macs, |buf: &mut Vec<f32>, t, split| {
+            let par = if split {
+                gemm::Parallelism::Rayon(rayon::current_num_threads())
             } else {
                 gemm::Parallelism::None
             };
-            let mut buf = Vec::new();
-            for &t in &tiles {
-                run(&mut buf, t, par);
-            }
-        }
+            run(buf, t, par)
+        });
         Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))))
     }
 
