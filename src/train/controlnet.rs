@@ -151,9 +151,11 @@ pub fn training_condition(img: &RgbImage, condition: Condition, rng: &mut impl R
             // The outline of the filled shape (everything not the white ground) and, most of
             // the time, its strongest inner edges.
             let shape = RgbImage::from_fn(w, h, |x, y| {
-                let p = img.get_pixel(x, y).0;
-                let ink = p.iter().any(|&c| c < 225);
-                image::Rgb(if ink { [0, 0, 0] } else { [255, 255, 255] })
+                image::Rgb(if is_subject(img.get_pixel(x, y)) {
+                    [0, 0, 0]
+                } else {
+                    [255, 255, 255]
+                })
             });
             let mut g = canny(&shape, 100, 200);
             // Some of the inner lines, most of the time: each connected line kept or left out
@@ -301,6 +303,12 @@ pub fn place(img: &RgbImage, scale: f32, fx: f32, fy: f32) -> RgbImage {
     out
 }
 
+/// Whether a training picture's pixel is part of its subject rather than the white ground:
+/// the shape whose outline a scribble condition draws, and where `--subject-weight` weighs.
+fn is_subject(p: &image::Rgb<u8>) -> bool {
+    p.0.iter().any(|&c| c < 225)
+}
+
 /// Per latent cell of each picture, `inside` where the cell covers any of the subject (ink
 /// on the white ground) and 1 elsewhere, normalised so that each picture's mean weight is 1
 /// (the loss keeps its scale; only where it looks changes).
@@ -310,7 +318,7 @@ pub fn subject_weights(pictures: &[RgbImage], lw: usize, lh: usize, inside: f32)
         let (w, h) = img.dimensions();
         let mut cells = vec![1.0f32; lw * lh];
         for (x, y, p) in img.enumerate_pixels() {
-            if p.0.iter().any(|&c| c < 225) {
+            if is_subject(p) {
                 let cx = (x as usize * lw / w.max(1) as usize).min(lw - 1);
                 let cy = (y as usize * lh / h.max(1) as usize).min(lh - 1);
                 cells[cy * lw + cx] = inside;
