@@ -9,7 +9,7 @@ use candle_core::{
 };
 use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
 
-use super::fused::{contiguous_f32, layer_norm, LayerNorm};
+use super::fused::{add_into, contiguous_f32, layer_norm, LayerNorm};
 pub use super::fused::{group_norm, silu, GroupNorm};
 
 /// A 2D convolution (square kernel 1 or 3, stride 1 or 2) with optional bias.
@@ -106,6 +106,7 @@ impl Module for Conv2d {
                 pad: self.pad,
                 tile_floats: CONV_TILE_FLOATS,
                 winograd: WinogradUse::Auto,
+                upsample: false,
             };
             let (x, w) = (x.contiguous()?, self.weight.contiguous()?);
             // The bias is added inside the op (and its gradient summed there): candle's
@@ -135,6 +136,41 @@ impl Module for Conv2d {
     }
 }
 
+impl Conv2d {
+    /// `self.forward(&upsample_nearest(x, None))`: a 2x nearest upsample and this layer. For
+    /// inference where the layer runs Winograd at the upsampled size, the upsampled input is
+    /// never written out (the transform reads each pixel twice along both sides); elsewhere
+    /// (training, small sizes, other devices) the two steps as written.
+    pub fn forward_upsampled(&self, x: &Tensor) -> Result<Tensor> {
+        let plain = || self.forward(&upsample_nearest(x, None)?);
+        let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
+        let tracked = x.track_op()
+            || self.weight.track_op()
+            || self.bias.as_ref().is_some_and(|b| b.track_op());
+        let plain_3x3 = self.kernel == 3 && self.stride == 1 && self.pad == (1, 1);
+        if !cpu_f32 || tracked || !plain_3x3 {
+            return plain();
+        }
+        let (_, c, h, w) = x.dims4()?;
+        let cout = self.weight.dim(0)?;
+        if winograd_tiles(c, cout, 2 * h, 2 * w).is_none() {
+            return plain();
+        }
+        let op = ConvOp {
+            stride: 1,
+            pad: (1, 1),
+            tile_floats: CONV_TILE_FLOATS,
+            winograd: WinogradUse::Auto,
+            upsample: true,
+        };
+        let (x, wt) = (x.contiguous()?, self.weight.contiguous()?);
+        match &self.bias {
+            Some(bias) => x.apply_op3_no_bwd(&wt, &bias.contiguous()?, &op),
+            None => x.apply_op2_no_bwd(&wt, &op),
+        }
+    }
+}
+
 /// A convolution with zero padding written as patch gathering plus one matrix product
 /// (forward), and two matrix products (weights) plus a transposed convolution written as a
 /// plain one (input) backwards, several times faster than candle's generic convolution
@@ -148,6 +184,9 @@ struct ConvOp {
     tile_floats: usize,
     /// Whether 3x3 stride-1 convolutions go through [`winograd_3x3`], and with which tiles.
     winograd: WinogradUse,
+    /// The input is read 2x nearest-upsampled (each pixel twice along both sides) without
+    /// being written out: only with Winograd tiles chosen ([`Conv2d::forward_upsampled`]).
+    upsample: bool,
 }
 
 /// Output size of a `k`-wide, stride-`s` window over `n` samples padded by `pad`.
@@ -508,8 +547,9 @@ fn winograd_weights(f: &Winograd, w: &[f32], cout: usize, c: usize) -> Vec<f32> 
 /// A 3x3, stride-1, padding-1 convolution by Winograd's F(m x m, 3x3): each `m x m` block of
 /// the output from an `n x n` block of the input, transformed so that the 9 multiply-adds per
 /// output and channel pair become `n*n / (m*m)`, in `n * n` matrix products per band of tile
-/// rows. `x` `[B, C, H, W]`, `w` `[Cout, C, 3, 3]`, both contiguous; the result is added to
-/// `out` `[B, Cout, H, W]` (which holds the bias). The weights are transformed on each call,
+/// rows. `x` `[B, C, H, W]` (`[B, C, H/2, W/2]` read 2x nearest-upsampled with `up`), `w`
+/// `[Cout, C, 3, 3]`, both contiguous; the result is added to `out` `[B, Cout, H, W]` (which
+/// holds the bias). The weights are transformed on each call,
 /// not kept: a UNet's transformed weights would take 4x its convolutions' memory, and LoRAs
 /// are written into the weights in place.
 fn winograd_3x3(
@@ -517,11 +557,14 @@ fn winograd_3x3(
     x: &[f32],
     w: &[f32],
     (b, c, h, wd): (usize, usize, usize, usize),
+    up: bool,
     cout: usize,
     out: &mut [f32],
 ) {
     use rayon::prelude::*;
     let (m, n) = (f.m, f.n);
+    // The stored input's sides.
+    let (hs, ws) = if up { (h / 2, wd / 2) } else { (h, wd) };
     let nn = n * n;
     let u = winograd_weights(f, w, cout, c);
     let (th, tw) = (h.div_ceil(m), wd.div_ceil(m));
@@ -541,14 +584,14 @@ fn winograd_3x3(
         let (v, mbuf) = bufs;
         v.resize(nn * c * tb, 0.0);
         mbuf.resize(nn * cout * tb, 0.0);
-        let picture = &x[bi * c * h * wd..][..c * h * wd];
+        let picture = &x[bi * c * hs * ws..][..c * hs * ws];
         // Input transform, B^T d B, per channel and row of tiles: the n input rows the tiles
         // read, their B^T combinations (along the row), then each tile's n columns of those.
         // Channel `ci` writes the elements `(p * c + ci) * tb + col` of V, which no other
         // channel writes.
         let vp = OutPtr(v.as_mut_ptr());
         let transform = |ci: usize| {
-            let plane = &picture[ci * h * wd..][..h * wd];
+            let plane = &picture[ci * hs * ws..][..hs * ws];
             let mut d = vec![0f32; n * padded];
             let mut t = vec![0f32; n * padded];
             let mut ph = vec![0f32; m * (tw + 1)];
@@ -556,7 +599,14 @@ fn winograd_3x3(
                 for (i, row) in d.chunks_exact_mut(padded).enumerate() {
                     row.fill(0.0);
                     if let Some(y) = (m * ty + i).checked_sub(1).filter(|&y| y < h) {
-                        row[1..1 + wd].copy_from_slice(&plane[y * wd..][..wd]);
+                        if up {
+                            let src = &plane[(y / 2) * ws..][..ws];
+                            for (pair, &v) in row[1..1 + wd].chunks_exact_mut(2).zip(src) {
+                                pair.fill(v);
+                            }
+                        } else {
+                            row[1..1 + wd].copy_from_slice(&plane[y * wd..][..wd]);
+                        }
                     }
                 }
                 for (a, ta) in t.chunks_exact_mut(padded).enumerate() {
@@ -693,6 +743,18 @@ fn winograd_3x3(
     over_tiles(&bands, band_macs, run);
 }
 
+/// Each of `out`'s `[cout, l]` planes set to its channel's bias (left zero without one), in
+/// parallel: the first touch of a large output's pages is much of its cost.
+fn fill_bias(out: &mut [f32], bias: Option<&[f32]>, cout: usize, l: usize) {
+    use rayon::prelude::*;
+    if let Some(bias) = bias {
+        out.par_chunks_mut(l.max(1))
+            .with_min_len(((1 << 16) / l.max(1)).max(1))
+            .enumerate()
+            .for_each(|(i, plane)| plane.fill(bias[i % cout]));
+    }
+}
+
 impl ConvOp {
     /// `x` `[B, C, H, W]`, `w` `[Cout, C, k, k]`, both contiguous; `bias` `[Cout]`.
     ///
@@ -709,17 +771,24 @@ impl ConvOp {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, c, h, wd) = x.1.shape().dims4()?;
         let (cout, _, k, _) = w.1.shape().dims4()?;
+        if self.upsample {
+            // Only built where Winograd runs at the upsampled size (`forward_upsampled`).
+            let (h, wd) = (2 * h, 2 * wd);
+            let Some(f) = winograd_tiles(c, cout, h, wd) else {
+                candle_core::bail!("an upsampled convolution without Winograd tiles");
+            };
+            let mut out = vec![0f32; b * cout * h * wd];
+            fill_bias(&mut out, bias, cout, h * wd);
+            winograd_3x3(f, x.0, w.0, (b, c, h, wd), true, cout, &mut out);
+            return Ok((CpuStorage::F32(out), Shape::from((b, cout, h, wd))));
+        }
         let (oh, ow) = (
             conv_out(h, k, self.stride, self.pad),
             conv_out(wd, k, self.stride, self.pad),
         );
         let (l, kk) = (oh * ow, c * k * k);
         let mut out = vec![0f32; b * cout * l];
-        if let Some(bias) = bias {
-            for (i, plane) in out.chunks_exact_mut(l.max(1)).enumerate() {
-                plane.fill(bias[i % cout]);
-            }
-        }
+        fill_bias(&mut out, bias, cout, l);
         if l == 0 || cout == 0 {
             return Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))));
         }
@@ -731,7 +800,7 @@ impl ConvOp {
             WinogradUse::Tiles(f) => (c >= 8 && cout >= 8 && oh * ow >= 1024).then_some(f),
         };
         if let Some(f) = tiles {
-            winograd_3x3(f, x.0, w.0, (b, c, h, wd), cout, &mut out);
+            winograd_3x3(f, x.0, w.0, (b, c, h, wd), false, cout, &mut out);
             return Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))));
         }
         let rows_per_tile = (self.tile_floats / (kk * ow).max(1))
@@ -826,6 +895,7 @@ impl ConvOp {
                 pad: (k - 1, k - 1),
                 tile_floats: CONV_TILE_FLOATS,
                 winograd: WinogradUse::Auto,
+                upsample: false,
             },
         )?;
         // Rows/columns of the padded input that no output window reached get zero gradient.
@@ -936,6 +1006,7 @@ pub fn conv2d_tiled(
         pad,
         tile_floats,
         winograd: WinogradUse::Off,
+        upsample: false,
     };
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     match bias {
@@ -959,6 +1030,7 @@ pub fn conv2d_winograd(
         pad: (1, 1),
         tile_floats: CONV_TILE_FLOATS,
         winograd: WinogradUse::Tiles(tiles),
+        upsample: false,
     };
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     match bias {
@@ -1208,7 +1280,7 @@ impl ResnetBlock {
     }
 
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self.conv1.forward(&silu(&self.norm1.forward(x)?)?)?;
+        let mut h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
             let t = proj
                 .forward(&silu(t)?)?
@@ -1216,12 +1288,11 @@ impl ResnetBlock {
                 .unsqueeze(D::Minus1)?;
             h = h.broadcast_add(&t)?;
         }
-        let h = self.conv2.forward(&silu(&self.norm2.forward(&h)?)?)?;
-        let skip = match &self.shortcut {
-            Some(s) => s.forward(x)?,
-            None => x.clone(),
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
+        let out = match &self.shortcut {
+            Some(s) => add_into(h, &s.forward(x)?)?,
+            None => add_into(h, x)?,
         };
-        let out = (skip + h)?;
         if self.output_scale == 1.0 {
             Ok(out)
         } else {
@@ -1647,6 +1718,53 @@ mod tests {
         assert_eq!(tiles(640, 640, 32, 32), None);
         assert_eq!(tiles(320, 320, 64, 64), Some(2));
         assert_eq!(tiles(128, 128, 512, 512), Some(4));
+    }
+
+    /// A 2x nearest upsample read inside the Winograd transform equals the upsample written
+    /// out and the convolution: F(2x2) and F(4x4) sizes, odd stored sides, a batch of two,
+    /// with and without bias, pools of one and two threads; below Winograd's sizes and with
+    /// a tracked input the layer takes the two steps.
+    #[test]
+    fn upsampled_convolution_equals_upsample_then_convolution() {
+        let dev = Device::Cpu;
+        let vm = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        for (b, c, cout, h, w, bias) in [
+            (2, 8, 12, 23, 33, true),
+            (1, 16, 8, 64, 67, false),
+            (1, 8, 8, 3, 5, true),
+        ] {
+            let conv = if bias {
+                Conv2d::same(vb.pp(format!("b{c}x{h}")), c, cout).unwrap()
+            } else {
+                Conv2d::without_bias(vb.pp(format!("n{c}x{h}")), c, cout, 3, 1, (1, 1)).unwrap()
+            };
+            let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
+            let want = conv.forward(&upsample_nearest(&x, None).unwrap()).unwrap();
+            let scale = want
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            for threads in [1, 2] {
+                let ours = pool(threads)
+                    .install(|| conv.forward_upsampled(&x))
+                    .unwrap();
+                assert_eq!(ours.dims(), [b, cout, 2 * h, 2 * w]);
+                let err = super::super::max_abs_diff(&ours, &want);
+                assert!(
+                    err < 1e-5 * scale.max(1.0) * 20.0,
+                    "{b}x{c}->{cout} {h}x{w}, {threads} threads: {err} (scale {scale})"
+                );
+            }
+        }
+        let x = candle_core::Var::randn(0f32, 1.0, (1, 8, 4, 4), &dev).unwrap();
+        let conv = Conv2d::same(vb.pp("tracked"), 8, 8).unwrap();
+        let y = conv.forward_upsampled(x.as_tensor()).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&x).is_some());
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> R
 struct GroupNormOp {
     groups: usize,
     eps: f64,
+    /// SiLU applied to the normalised values in the same pass (inference only: the op's
+    /// backward is that of the plain norm, so it runs through `apply_op3_no_bwd`).
+    silu: bool,
 }
 
 impl GroupNormOp {
@@ -105,8 +108,15 @@ impl CustomOp3 for GroupNormOp {
                 for (k, (o, v)) in slab.chunks_mut(hw).zip(src.chunks(hw)).enumerate() {
                     let ch = first_ch + k;
                     let (g, be) = (gamma[ch] * inv, beta[ch]);
-                    for (oi, &vi) in o.iter_mut().zip(v) {
-                        *oi = (vi - mean) * g + be;
+                    if self.silu {
+                        for (oi, &vi) in o.iter_mut().zip(v) {
+                            let y = (vi - mean) * g + be;
+                            *oi = y / (1.0 + (-y).exp());
+                        }
+                    } else {
+                        for (oi, &vi) in o.iter_mut().zip(v) {
+                            *oi = (vi - mean) * g + be;
+                        }
                     }
                 }
             });
@@ -198,9 +208,82 @@ impl Module for GroupNorm {
             GroupNormOp {
                 groups: self.groups,
                 eps: self.eps,
+                silu: false,
             },
         )
     }
+}
+
+impl GroupNorm {
+    /// `silu(self.forward(x))`; for inference in one pass over the picture and one output
+    /// (no normalised copy in between), for training the differentiable pair.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        let tracked = x.track_op() || self.weight.track_op() || self.bias.track_op();
+        if tracked || !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
+            return silu(&self.forward(x)?);
+        }
+        x.contiguous()?.apply_op3_no_bwd(
+            &self.weight.contiguous()?,
+            &self.bias.contiguous()?,
+            &GroupNormOp {
+                groups: self.groups,
+                eps: self.eps,
+                silu: true,
+            },
+        )
+    }
+}
+
+/// Adds `rhs` into a tensor's own storage.
+struct AddInPlace;
+
+impl candle_core::InplaceOp2 for AddInPlace {
+    fn name(&self) -> &'static str {
+        "atelier-add-in-place"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let rhs = contiguous_f32(s2, l2)?;
+        let Some((a, b)) = l1.contiguous_offsets() else {
+            candle_core::bail!("add in place needs a contiguous f32 operand")
+        };
+        let CpuStorage::F32(dst) = s1 else {
+            candle_core::bail!("add in place needs f32")
+        };
+        dst[a..b]
+            .par_chunks_mut(1 << 14)
+            .zip(rhs.par_chunks(1 << 14))
+            .for_each(|(d, r)| {
+                for (d, &r) in d.iter_mut().zip(r) {
+                    *d += r;
+                }
+            });
+        Ok(())
+    }
+}
+
+/// `fresh + rhs`, written into `fresh`'s storage for inference (no third picture-sized
+/// buffer): `fresh` must be a tensor no one else holds, such as an op's output just made.
+/// Training (a tracked operand), other devices and dtypes, or other shapes add as usual.
+pub fn add_into(fresh: Tensor, rhs: &Tensor) -> Result<Tensor> {
+    let plain = fresh.device().is_cpu()
+        && fresh.dtype() == candle_core::DType::F32
+        && rhs.dtype() == candle_core::DType::F32
+        && fresh.shape() == rhs.shape()
+        && fresh.is_contiguous()
+        && !fresh.track_op()
+        && !rhs.track_op();
+    if !plain {
+        return fresh + rhs;
+    }
+    fresh.inplace_op2(&rhs.contiguous()?, &AddInPlace)?;
+    Ok(fresh)
 }
 
 struct SiluOp;
@@ -389,5 +472,46 @@ mod tests {
                 .unwrap();
             assert!(d < 1e-3, "d{name} off by {d}");
         }
+    }
+
+    /// The one-pass group norm + SiLU equals the two ops; a tracked input takes the two ops
+    /// (and its gradient flows); the in-place add equals the add and leaves its operand alone.
+    #[test]
+    fn fused_group_norm_silu_and_add_in_place_match_the_plain_ops() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let gn = group_norm(4, 8, 1e-5, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let x = Tensor::randn(0f32, 2.0, (2, 8, 5, 3), &dev).unwrap();
+        let max_diff = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let two_ops = silu(&gn.forward(&x).unwrap()).unwrap();
+        assert!(max_diff(&gn.forward_silu(&x).unwrap(), &two_ops) < 1e-6);
+        let v = Var::from_tensor(&x).unwrap();
+        let tracked = gn.forward_silu(v.as_tensor()).unwrap();
+        assert!(max_diff(&tracked, &two_ops) < 1e-6);
+        let grads = tracked.sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&v).is_some());
+
+        let rhs = Tensor::randn(0f32, 1.0, (2, 8, 5, 3), &dev).unwrap();
+        let rhs_before = rhs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let expected = (&two_ops + &rhs).unwrap();
+        let fresh = silu(&gn.forward(&x).unwrap()).unwrap();
+        let sum = add_into(fresh, &rhs).unwrap();
+        assert_eq!(max_diff(&sum, &expected), 0.0);
+        assert_eq!(
+            rhs.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            rhs_before
+        );
+        // A broadcast operand is not added in place: the plain add says what is wrong.
+        let row = Tensor::ones((8, 1, 1), DType::F32, &dev).unwrap();
+        assert!(add_into(sum, &row).is_err());
     }
 }

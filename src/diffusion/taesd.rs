@@ -145,8 +145,21 @@ impl Layer {
     }
 }
 
-fn run(layers: &[Layer], x: Tensor) -> Result<Tensor> {
-    layers.iter().try_fold(x, |x, layer| layer.forward(&x))
+/// The layers in turn; an upsample and the convolution after it as one step
+/// ([`Conv2d::forward_upsampled`]: the upsampled picture is never written out).
+fn run(layers: &[Layer], mut x: Tensor) -> Result<Tensor> {
+    let mut i = 0;
+    while let Some(layer) = layers.get(i) {
+        x = match (layer, layers.get(i + 1)) {
+            (Layer::Upsample, Some(Layer::Conv(conv))) => {
+                i += 1;
+                conv.forward_upsampled(&x)?
+            }
+            _ => layer.forward(&x)?,
+        };
+        i += 1;
+    }
+    Ok(x)
 }
 
 /// `EncoderTiny`: pixels in [0, 1] -> raw latents.

@@ -8,7 +8,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::blocks::{
-    group_norm, silu, timestep_features, upsample_nearest, Conv2d, GroupNorm, ResnetBlock,
+    group_norm, timestep_features, upsample_nearest, Conv2d, GroupNorm, ResnetBlock,
     SpatialTransformer, TimestepEmbedding,
 };
 use crate::models::config::UnetConfig;
@@ -121,7 +121,13 @@ impl UpBlock {
             }
         }
         if let Some(conv) = &self.upsample {
-            xs = conv.forward(&upsample_nearest(&xs, upsample_size)?)?;
+            let (_, _, h, w) = xs.dims4()?;
+            xs = match upsample_size {
+                Some(size) if size != (2 * h, 2 * w) => {
+                    conv.forward(&upsample_nearest(&xs, Some(size))?)?
+                }
+                _ => conv.forward_upsampled(&xs)?,
+            };
         }
         Ok(xs)
     }
@@ -517,7 +523,7 @@ impl Unet {
             };
             xs = block.forward(&xs, &emb, context, &mut residuals, upsample_size)?;
         }
-        let xs = silu(&self.norm_out.forward(&xs)?)?;
+        let xs = self.norm_out.forward_silu(&xs)?;
         self.conv_out.forward(&xs)
     }
 }

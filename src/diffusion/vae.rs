@@ -4,9 +4,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::blocks::{
-    group_norm, silu, upsample_nearest, AttentionBlock, Conv2d, GroupNorm, ResnetBlock,
-};
+use super::blocks::{group_norm, silu, AttentionBlock, Conv2d, GroupNorm, ResnetBlock};
 use crate::models::config::VaeConfig;
 
 /// The VAE's mid block: resnet, pixel self-attention, resnet.
@@ -180,10 +178,10 @@ impl Decoder {
                 x = r.forward(&x, None)?;
             }
             if let Some(u) = up {
-                x = u.forward(&upsample_nearest(&x, None)?)?;
+                x = u.forward_upsampled(&x)?;
             }
         }
-        let x = silu(&self.norm_out.forward(&x)?)?;
+        let x = self.norm_out.forward_silu(&x)?;
         self.conv_out.forward(&x)
     }
 }
