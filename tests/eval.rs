@@ -418,6 +418,7 @@ fn the_controlnet_evaluation_runs_end_to_end() {
         sketches: sketches.clone(),
         judge: Some(judge_dir.clone()),
         scale: 1.0,
+        start: 0.0,
         end: 1.0,
         mode: atelier::generation::ControlMode::Balanced,
         seed: 3,

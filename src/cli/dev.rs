@@ -52,6 +52,17 @@ pub(crate) enum DevCommand {
         #[arg(long)]
         size: Option<u32>,
     },
+    /// Benchmark: the VAE decoder alone (MODEL's `vae/` folder, or a VAE file or folder) on
+    /// random latents for a SIZE x SIZE picture, RUNS times after one warm-up, printing each
+    /// run, the median and the fastest (in this process; for profiling the decoder).
+    VaeTiming {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 512)]
+        size: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Benchmark: load a model once, then apply a LoRA and change its weight RUNS times,
     /// printing the load time and the median and slowest application (in this process).
     LoraTiming {
@@ -151,6 +162,7 @@ pub(crate) fn run(cmd: DevCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DevCommand::LoraTiming { model, lora, runs } => lora_timing(&model, &lora, runs),
+        DevCommand::VaeTiming { model, size, runs } => vae_timing(&model, size, runs),
         DevCommand::ControlnetTiming {
             model,
             controlnet,
@@ -426,6 +438,46 @@ fn controlnet_timing(
         p * 1000.0,
         c * 1000.0,
         c / p
+    );
+    Ok(())
+}
+
+/// `dev vae-timing`: see [`DevCommand::VaeTiming`].
+fn vae_timing(model: &std::path::Path, size: usize, runs: usize) -> anyhow::Result<()> {
+    use atelier::diffusion::vae::Vae;
+    use atelier::models::config::VaeConfig;
+    use std::time::Instant;
+    let device = candle_core::Device::Cpu;
+    let dir = if model.join("vae").is_dir() {
+        model.join("vae")
+    } else {
+        model.to_path_buf()
+    };
+    let config: VaeConfig = serde_json::from_slice(
+        &std::fs::read(dir.join("config.json"))
+            .with_context(|| format!("{}: no VAE config", dir.display()))?,
+    )?;
+    let vb = atelier::diffusion::weights::vae_override(model, candle_core::DType::F32, &device)?;
+    let vae = Vae::new(vb, &config)?;
+    let cells = size / vae.downscale;
+    let latents =
+        candle_core::Tensor::randn(0f32, 1.0, (1, vae.latent_channels, cells, cells), &device)?;
+    let t = Instant::now();
+    vae.decode(&latents)?;
+    eprintln!("first decode: {:.2} s", t.elapsed().as_secs_f64());
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        vae.decode(&latents)?;
+        times.push(t.elapsed().as_secs_f64());
+        eprintln!("decode: {:.2} s", times[times.len() - 1]);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "decode {size}x{size}: median {:.2} s, fastest {:.2} s over {} runs",
+        times[times.len() / 2],
+        times[0],
+        times.len()
     );
     Ok(())
 }

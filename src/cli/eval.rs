@@ -60,6 +60,9 @@ pub(crate) struct EvalArgs {
     /// The ControlNet's conditioning scale.
     #[arg(long, default_value_t = 1.0)]
     control_scale: f32,
+    /// The fraction of the steps before which the ControlNet has not started.
+    #[arg(long, default_value_t = 0.0)]
+    control_start: f64,
     /// The fraction of the steps after which the ControlNet stops.
     #[arg(long, default_value_t = 1.0)]
     control_end: f64,
@@ -100,6 +103,7 @@ fn evaluate_controlnet(
         sketches,
         judge: args.judge.is_dir().then_some(args.judge),
         scale: args.control_scale,
+        start: args.control_start.clamp(0.0, 1.0),
         end: args.control_end.clamp(0.0, 1.0),
         mode: if args.control_mode == "control" {
             atelier::generation::ControlMode::Control

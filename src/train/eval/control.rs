@@ -210,6 +210,9 @@ pub struct ControlEvalOptions {
     /// The judge for prompt adherence (none: not measured).
     pub judge: Option<PathBuf>,
     pub scale: f32,
+    /// The fraction of the steps before which the ControlNet has not started (0: from the
+    /// first).
+    pub start: f64,
     /// The fraction of the steps after which the ControlNet stops (1: all of them).
     pub end: f64,
     /// "ControlNet is more important": only the prompt's side of the guidance gets it.
@@ -244,6 +247,8 @@ pub struct ControlEvalReport {
     pub steps: usize,
     pub guidance: f32,
     pub scale: f32,
+    #[serde(default)]
+    pub start: f64,
     #[serde(default = "one")]
     pub end: f64,
     #[serde(default)]
@@ -257,7 +262,7 @@ impl ControlEvalReport {
     pub fn table(&self) -> String {
         let pct = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{:.1}%", v * 100.0));
         format!(
-            "{} sketches, {} steps, guidance {}, control scale {} to {:.0}% of the steps, {:?} mode\n\
+            "{} sketches, {} steps, guidance {}, control scale {} from {:.0}% to {:.0}% of the steps, {:?} mode\n\
              |                 | edge F1 | precision | recall | adherence | (whole pictures) |\n\
              | with control    | {:.3}   | {:.3}     | {:.3}  | {}     | {}     |\n\
              | without control | {:.3}   | {:.3}     | {:.3}  | {}     | {}     |\n",
@@ -265,6 +270,7 @@ impl ControlEvalReport {
             self.steps,
             self.guidance,
             self.scale,
+            self.start * 100.0,
             self.end * 100.0,
             self.mode,
             self.with_control.f1,
@@ -343,6 +349,7 @@ pub fn evaluate_control(
         let mut controlled = base.clone();
         let mut spec = ControlSpec::new(opts.controlnet.clone(), Arc::new(sketch.clone()));
         spec.scale = opts.scale;
+        spec.start = opts.start;
         spec.end = opts.end;
         spec.mode = opts.mode;
         controlled.controlnets.push(spec);
@@ -433,6 +440,7 @@ pub fn evaluate_control(
         steps,
         guidance,
         scale: opts.scale,
+        start: opts.start,
         end: opts.end,
         mode: opts.mode,
         with_control: scores(&with)?,
