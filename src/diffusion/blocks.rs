@@ -1124,18 +1124,7 @@ impl candle_core::CustomOp3 for TiledAttention {
                     gemm::Parallelism::None,
                 )
             }
-            for row in scores.chunks_exact_mut(m) {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for x in row.iter_mut() {
-                    *x = (*x - max).exp();
-                    sum += *x;
-                }
-                let inv = 1.0 / sum;
-                for x in row.iter_mut() {
-                    *x *= inv;
-                }
-            }
+            super::fused::softmax_rows(scores, m);
             // SAFETY: the block's output rows `r0..r0 + len` of group `gi` (row stride d) lie
             // inside `out`, alive until this function returns, and no other block writes them;
             // `scores` is `[len, m]` and `vg` `[m, d]`.
