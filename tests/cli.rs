@@ -204,6 +204,11 @@ fn bad_input_gives_one_clear_line_and_a_failure_code() {
         ),
         // Nothing to plot is a failure, not a silent success.
         (vec!["dev", "plot-loss", "--run", &empty_run], "loss.csv"),
+        // A folder without a VAE is named, not a panic.
+        (
+            vec!["dev", "vae-timing", "--model", &empty_run],
+            "no VAE config",
+        ),
     ];
     for (args, expected) in cases.into_iter().chain(more) {
         let o = atelier(&args, tmp.path());

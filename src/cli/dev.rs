@@ -459,24 +459,24 @@ fn vae_timing(model: &std::path::Path, size: usize, runs: usize) -> anyhow::Resu
     )?;
     let vb = atelier::diffusion::weights::vae_override(model, candle_core::DType::F32, &device)?;
     let vae = Vae::new(vb, &config)?;
-    let cells = size / vae.downscale;
+    let cells = (size / vae.downscale).max(1);
     let latents =
         candle_core::Tensor::randn(0f32, 1.0, (1, vae.latent_channels, cells, cells), &device)?;
     let t = Instant::now();
     vae.decode(&latents)?;
-    eprintln!("first decode: {:.2} s", t.elapsed().as_secs_f64());
+    eprintln!("first decode: {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
     let mut times = Vec::new();
     for _ in 0..runs.max(1) {
         let t = Instant::now();
         vae.decode(&latents)?;
         times.push(t.elapsed().as_secs_f64());
-        eprintln!("decode: {:.2} s", times[times.len() - 1]);
+        eprintln!("decode: {:.1} ms", times[times.len() - 1] * 1000.0);
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "decode {size}x{size}: median {:.2} s, fastest {:.2} s over {} runs",
-        times[times.len() / 2],
-        times[0],
+        "decode {size}x{size}: median {:.1} ms, fastest {:.1} ms over {} runs",
+        times[times.len() / 2] * 1000.0,
+        times[0] * 1000.0,
         times.len()
     );
     Ok(())
