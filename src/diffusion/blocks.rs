@@ -1577,6 +1577,16 @@ mod tests {
     use candle_nn::VarMap;
 
     /// A pool of `threads` threads, for kernels' one-thread and parallel paths alike.
+    /// The largest magnitude in `t` (a result's scale, for tolerances relative to it).
+    fn max_abs(t: &Tensor) -> f32 {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     fn pool(threads: usize) -> rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -1669,13 +1679,7 @@ mod tests {
             let want = plain
                 .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
                 .unwrap();
-            let scale = plain
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = max_abs(&plain);
             for (name, tiles) in [("F2", &WINOGRAD_F2), ("F4", &WINOGRAD_F4)] {
                 for threads in [1, 3] {
                     let pool = pool(threads);
@@ -1730,13 +1734,7 @@ mod tests {
             };
             let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
             let want = conv.forward(&upsample_nearest(&x, None).unwrap()).unwrap();
-            let scale = want
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = max_abs(&want);
             for threads in [1, 2] {
                 let ours = pool(threads)
                     .install(|| conv.forward_upsampled(&x))
