@@ -163,11 +163,7 @@ impl Conv2d {
             winograd: WinogradUse::Auto,
             upsample: true,
         };
-        let (x, wt) = (x.contiguous()?, self.weight.contiguous()?);
-        match &self.bias {
-            Some(bias) => x.apply_op3_no_bwd(&wt, &bias.contiguous()?, &op),
-            None => x.apply_op2_no_bwd(&wt, &op),
-        }
+        op.apply_no_bwd(x, &self.weight, self.bias.as_ref())
     }
 }
 
@@ -756,6 +752,15 @@ fn fill_bias(out: &mut [f32], bias: Option<&[f32]>, cout: usize, l: usize) {
 }
 
 impl ConvOp {
+    /// The convolution of `x` by `w` (and `bias`), without a backward pass.
+    fn apply_no_bwd(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        match bias {
+            Some(bias) => x.apply_op3_no_bwd(&w, &bias.contiguous()?, self),
+            None => x.apply_op2_no_bwd(&w, self),
+        }
+    }
+
     /// `x` `[B, C, H, W]`, `w` `[Cout, C, k, k]`, both contiguous; `bias` `[Cout]`.
     ///
     /// The output is computed in tiles of whole output rows: each tile's patches are gathered
@@ -1008,11 +1013,7 @@ pub fn conv2d_tiled(
         winograd: WinogradUse::Off,
         upsample: false,
     };
-    let (x, w) = (x.contiguous()?, w.contiguous()?);
-    match bias {
-        Some(bias) => x.apply_op3_no_bwd(&w, &bias.contiguous()?, &op),
-        None => x.apply_op2_no_bwd(&w, &op),
-    }
+    op.apply_no_bwd(x, w, bias)
 }
 
 /// A 3x3, stride-1, padding-1 convolution through Winograd's F(m x m, 3x3) with `tiles`
@@ -1032,11 +1033,7 @@ pub fn conv2d_winograd(
         winograd: WinogradUse::Tiles(tiles),
         upsample: false,
     };
-    let (x, w) = (x.contiguous()?, w.contiguous()?);
-    match bias {
-        Some(bias) => x.apply_op3_no_bwd(&w, &bias.contiguous()?, &op),
-        None => x.apply_op2_no_bwd(&w, &op),
-    }
+    op.apply_no_bwd(x, w, bias)
 }
 
 /// Nearest-neighbour upsampling to `(h, w)` (2x by default), differentiable.
