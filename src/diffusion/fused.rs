@@ -17,26 +17,33 @@ pub(super) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f
     }
 }
 
+/// Cephes' `expf`, shared by [`exp_approx`] and its vector form: adding `ROUND` (1.5 * 2^23)
+/// rounds to an integer, which then sits in the low mantissa bits; ln 2 in two parts, so `n ln
+/// 2` is exact enough; the polynomial's coefficients, highest power first.
+const EXP_ROUND: f32 = 12_582_912.0;
+const EXP_LN2: (f32, f32) = (0.693_359_4, -2.121_944_4e-4);
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
+
 /// `exp(x)` for `x` clamped to [-87, 88] (beyond, `exp` leaves the normal floats), within
 /// 2e-7 relative of the true value (Cephes' `expf`: `x = n ln 2 + r`, a degree-6 polynomial in
-/// `r`, the exponent `n` written into the float's bits). Branch-free and plain arithmetic, so
-/// loops over slices of it compile to vector code, unlike calls to libm's `expf`.
+/// `r`, the exponent `n` written into the float's bits). The scalar form: where the CPU has
+/// AVX2, [`softmax_rows`] and [`silu_in_place`] run the same steps on eight lanes.
 #[inline(always)]
 pub(super) fn exp_approx(x: f32) -> f32 {
-    // Adding 1.5 * 2^23 rounds to an integer, which then sits in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let t = x * std::f32::consts::LOG2_E + ROUND;
-    let n = t - ROUND;
-    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
-    let mut p = 1.987_569_1e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 0.166_666_65;
-    p = p * r + 0.5;
+    let t = x * std::f32::consts::LOG2_E + EXP_ROUND;
+    let n = t - EXP_ROUND;
+    let r = x - n * EXP_LN2.0 - n * EXP_LN2.1;
+    let p = EXP_POLY[1..].iter().fold(EXP_POLY[0], |p, &c| p * r + c);
     let e = p * r * r + r + 1.0;
-    let k = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let k = (t.to_bits() as i32).wrapping_sub(EXP_ROUND.to_bits() as i32);
     e * f32::from_bits(((k + 127) as u32) << 23)
 }
 
@@ -60,7 +67,6 @@ fn wide_vectors() -> bool {
 #[target_feature(enable = "avx2,fma")]
 fn exp8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
     use std::arch::x86_64::*;
-    const ROUND: f32 = 12_582_912.0;
     let x = _mm256_min_ps(
         _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
         _mm256_set1_ps(88.0),
@@ -68,19 +74,13 @@ fn exp8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
     let t = _mm256_fmadd_ps(
         x,
         _mm256_set1_ps(std::f32::consts::LOG2_E),
-        _mm256_set1_ps(ROUND),
+        _mm256_set1_ps(EXP_ROUND),
     );
-    let n = _mm256_sub_ps(t, _mm256_set1_ps(ROUND));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm256_set1_ps(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        0.166_666_65,
-        0.5,
-    ] {
+    let n = _mm256_sub_ps(t, _mm256_set1_ps(EXP_ROUND));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2.0), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2.1), r);
+    let mut p = _mm256_set1_ps(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
     }
     let e = _mm256_add_ps(
@@ -89,7 +89,7 @@ fn exp8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
     );
     let k = _mm256_sub_epi32(
         _mm256_castps_si256(t),
-        _mm256_set1_epi32(ROUND.to_bits() as i32),
+        _mm256_set1_epi32(EXP_ROUND.to_bits() as i32),
     );
     let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
         k,
