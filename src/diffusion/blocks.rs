@@ -137,21 +137,23 @@ impl Module for Conv2d {
 }
 
 impl Conv2d {
-    /// `self.forward(&upsample_nearest(x, None))`: a 2x nearest upsample and this layer. For
-    /// inference where the layer runs Winograd at the upsampled size, the upsampled input is
-    /// never written out (the transform reads each pixel twice along both sides); elsewhere
-    /// (training, small sizes, other devices) the two steps as written.
-    pub fn forward_upsampled(&self, x: &Tensor) -> Result<Tensor> {
-        let plain = || self.forward(&upsample_nearest(x, None)?);
+    /// `self.forward(&upsample_nearest(x, size))`: a nearest upsample (2x, or to `size`) and
+    /// this layer. For inference where the upsample is 2x and the layer runs Winograd at the
+    /// upsampled size, the upsampled input is never written out (the transform reads each
+    /// pixel twice along both sides); elsewhere (other sizes, training, small pictures, other
+    /// devices) the two steps as written.
+    pub fn forward_upsampled(&self, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
+        let plain = || self.forward(&upsample_nearest(x, size)?);
+        let (_, c, h, w) = x.dims4()?;
+        let twice = size.is_none_or(|s| s == (2 * h, 2 * w));
         let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
         let tracked = x.track_op()
             || self.weight.track_op()
             || self.bias.as_ref().is_some_and(|b| b.track_op());
         let plain_3x3 = self.kernel == 3 && self.stride == 1 && self.pad == (1, 1);
-        if !cpu_f32 || tracked || !plain_3x3 {
+        if !twice || !cpu_f32 || tracked || !plain_3x3 {
             return plain();
         }
-        let (_, c, h, w) = x.dims4()?;
         let cout = self.weight.dim(0)?;
         if winograd_tiles(c, cout, 2 * h, 2 * w).is_none() {
             return plain();
@@ -774,19 +776,14 @@ impl ConvOp {
         w: (&[f32], &Layout),
         bias: Option<&[f32]>,
     ) -> Result<(CpuStorage, Shape)> {
-        let (b, c, h, wd) = x.1.shape().dims4()?;
+        let (b, c, hs, ws) = x.1.shape().dims4()?;
         let (cout, _, k, _) = w.1.shape().dims4()?;
-        if self.upsample {
-            // Only built where Winograd runs at the upsampled size (`forward_upsampled`).
-            let (h, wd) = (2 * h, 2 * wd);
-            let Some(f) = winograd_tiles(c, cout, h, wd) else {
-                candle_core::bail!("an upsampled convolution without Winograd tiles");
-            };
-            let mut out = vec![0f32; b * cout * h * wd];
-            fill_bias(&mut out, bias, cout, h * wd);
-            winograd_3x3(f, x.0, w.0, (b, c, h, wd), true, cout, &mut out);
-            return Ok((CpuStorage::F32(out), Shape::from((b, cout, h, wd))));
-        }
+        // The input's sides as the convolution reads it: twice the stored ones with `upsample`.
+        let (h, wd) = if self.upsample {
+            (2 * hs, 2 * ws)
+        } else {
+            (hs, ws)
+        };
         let (oh, ow) = (
             conv_out(h, k, self.stride, self.pad),
             conv_out(wd, k, self.stride, self.pad),
@@ -805,8 +802,12 @@ impl ConvOp {
             WinogradUse::Tiles(f) => (c >= 8 && cout >= 8 && oh * ow >= 1024).then_some(f),
         };
         if let Some(f) = tiles {
-            winograd_3x3(f, x.0, w.0, (b, c, h, wd), false, cout, &mut out);
+            winograd_3x3(f, x.0, w.0, (b, c, h, wd), self.upsample, cout, &mut out);
             return Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))));
+        }
+        if self.upsample {
+            // `forward_upsampled` builds the op only where Winograd runs at the upsampled size.
+            candle_core::bail!("an upsampled convolution without Winograd tiles");
         }
         let rows_per_tile = (self.tile_floats / (kk * ow).max(1))
             .max(CONV_TILE_MIN_COLS.div_ceil(ow))
@@ -1734,7 +1735,7 @@ mod tests {
             let scale = max_abs(&want);
             for threads in [1, 2] {
                 let ours = pool(threads)
-                    .install(|| conv.forward_upsampled(&x))
+                    .install(|| conv.forward_upsampled(&x, None))
                     .unwrap();
                 assert_eq!(ours.dims(), [b, cout, 2 * h, 2 * w]);
                 let err = super::super::max_abs_diff(&ours, &want);
@@ -1744,9 +1745,17 @@ mod tests {
                 );
             }
         }
+        // An upsample to another size than twice (the UNet's odd sides) takes the two steps.
+        let x = Tensor::randn(0f32, 1.0, (1, 8, 23, 33), &dev).unwrap();
+        let conv = Conv2d::same(vb.pp("odd"), 8, 8).unwrap();
+        let want = conv
+            .forward(&upsample_nearest(&x, Some((47, 66))).unwrap())
+            .unwrap();
+        let ours = conv.forward_upsampled(&x, Some((47, 66))).unwrap();
+        assert_eq!(super::super::max_abs_diff(&ours, &want), 0.0);
         let x = candle_core::Var::randn(0f32, 1.0, (1, 8, 4, 4), &dev).unwrap();
         let conv = Conv2d::same(vb.pp("tracked"), 8, 8).unwrap();
-        let y = conv.forward_upsampled(x.as_tensor()).unwrap();
+        let y = conv.forward_upsampled(x.as_tensor(), None).unwrap();
         let grads = y.sum_all().unwrap().backward().unwrap();
         assert!(grads.get(&x).is_some());
     }

@@ -153,7 +153,7 @@ fn run(layers: &[Layer], mut x: Tensor) -> Result<Tensor> {
         x = match (layer, layers.get(i + 1)) {
             (Layer::Upsample, Some(Layer::Conv(conv))) => {
                 i += 1;
-                conv.forward_upsampled(&x)?
+                conv.forward_upsampled(&x, None)?
             }
             _ => layer.forward(&x)?,
         };

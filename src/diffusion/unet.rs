@@ -8,8 +8,8 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::blocks::{
-    group_norm, timestep_features, upsample_nearest, Conv2d, GroupNorm, ResnetBlock,
-    SpatialTransformer, TimestepEmbedding,
+    group_norm, timestep_features, Conv2d, GroupNorm, ResnetBlock, SpatialTransformer,
+    TimestepEmbedding,
 };
 use crate::models::config::UnetConfig;
 
@@ -121,13 +121,7 @@ impl UpBlock {
             }
         }
         if let Some(conv) = &self.upsample {
-            let (_, _, h, w) = xs.dims4()?;
-            xs = match upsample_size {
-                Some(size) if size != (2 * h, 2 * w) => {
-                    conv.forward(&upsample_nearest(&xs, Some(size))?)?
-                }
-                _ => conv.forward_upsampled(&xs)?,
-            };
+            xs = conv.forward_upsampled(&xs, upsample_size)?;
         }
         Ok(xs)
     }

@@ -178,7 +178,7 @@ impl Decoder {
                 x = r.forward(&x, None)?;
             }
             if let Some(u) = up {
-                x = u.forward_upsampled(&x)?;
+                x = u.forward_upsampled(&x, None)?;
             }
         }
         let x = self.norm_out.forward_silu(&x)?;
