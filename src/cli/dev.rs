@@ -52,7 +52,7 @@ pub(crate) enum DevCommand {
         #[arg(long)]
         size: Option<u32>,
     },
-    /// Benchmark: the VAE decoder alone (MODEL's `vae/` folder, or a VAE file or folder) on
+    /// Benchmark: the VAE decoder alone (MODEL's `vae/` folder, or a VAE folder) on
     /// random latents for a SIZE x SIZE picture, RUNS times after one warm-up, printing each
     /// run, the median and the fastest (in this process; for profiling the decoder).
     VaeTiming {

@@ -53,13 +53,10 @@ pub(super) fn silu_approx(x: f32) -> f32 {
     x / (1.0 + exp_approx(-x))
 }
 
-/// Whether this CPU runs the AVX2 + FMA paths below (found once, at run time).
+/// Whether this CPU runs the AVX2 + FMA paths below (found at run time; std caches it).
 #[cfg(target_arch = "x86_64")]
 fn wide_vectors() -> bool {
-    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WIDE.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    })
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// [`exp_approx`] on eight lanes (the same steps; fused multiply-adds round once).
@@ -288,15 +285,11 @@ impl CustomOp3 for GroupNormOp {
                 for (k, (o, v)) in slab.chunks_mut(hw).zip(src.chunks(hw)).enumerate() {
                     let ch = first_ch + k;
                     let (g, be) = (gamma[ch] * inv, beta[ch]);
+                    for (oi, &vi) in o.iter_mut().zip(v) {
+                        *oi = (vi - mean) * g + be;
+                    }
                     if self.silu {
-                        for (oi, &vi) in o.iter_mut().zip(v) {
-                            *oi = (vi - mean) * g + be;
-                        }
                         silu_in_place(o);
-                    } else {
-                        for (oi, &vi) in o.iter_mut().zip(v) {
-                            *oi = (vi - mean) * g + be;
-                        }
                     }
                 }
             });
@@ -668,16 +661,7 @@ mod tests {
         let vm = VarMap::new();
         let gn = group_norm(4, 8, 1e-5, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
         let x = Tensor::randn(0f32, 2.0, (2, 8, 5, 3), &dev).unwrap();
-        let max_diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
+        let max_diff = super::super::max_abs_diff;
         let two_ops = silu(&gn.forward(&x).unwrap()).unwrap();
         assert!(max_diff(&gn.forward_silu(&x).unwrap(), &two_ops) < 1e-6);
         let v = Var::from_tensor(&x).unwrap();
