@@ -9,7 +9,7 @@ use candle_core::{
 };
 use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
 
-use super::fused::{add_into, contiguous_f32, layer_norm, LayerNorm};
+use super::fused::{add_into, contiguous_f32, geglu, layer_norm, LayerNorm};
 pub use super::fused::{group_norm, silu, GroupNorm};
 
 /// A 2D convolution (square kernel 1 or 3, stride 1 or 2) with optional bias.
@@ -1055,8 +1055,9 @@ const ATTENTION_BLOCK_BYTES: usize = 256 << 10;
 
 /// Softmax attention of pre-scaled queries `[G, N, D]` over keys and values `[G, M, D]`
 /// (contiguous f32, the same for every group), without gradients: each block of query rows
-/// computes its scores (one product), their softmax, and its share of the output (a second
-/// product) while the scores are in cache. Blocks run one per thread. The whole score matrix
+/// computes its scores (one product), their exponentials, and its share of the output (a
+/// second product) while the scores are in cache, then divides each output row by its
+/// softmax's sum. Blocks run one per thread. The whole score matrix
 /// is never allocated, so it holds `G x M` floats per block instead of `G x N x M`.
 struct TiledAttention {
     /// At most this many score bytes per block (fewer rows for longer keys; one at least).
@@ -1099,9 +1100,10 @@ impl candle_core::CustomOp3 for TiledAttention {
             .flat_map(|gi| (0..n).step_by(rows).map(move |r| (gi, r)))
             .collect();
         let dst = OutPtr(out.as_mut_ptr());
-        let run = |scores: &mut Vec<f32>, (gi, r0): (usize, usize)| {
+        let run = |(scores, sums): &mut (Vec<f32>, Vec<f32>), (gi, r0): (usize, usize)| {
             let len = rows.min(n - r0);
             scores.resize(len * m, 0.0);
+            sums.resize(len, 0.0);
             let (qb, kg, vg) = (
                 &q[(gi * n + r0) * d..][..len * d],
                 &k[gi * m * d..][..m * d],
@@ -1122,14 +1124,17 @@ impl candle_core::CustomOp3 for TiledAttention {
                     gemm::Parallelism::None,
                 )
             }
-            super::fused::softmax_rows(scores, m);
+            // Softmax but for its division, which waits for the output's `d` floats a row
+            // instead of the scores' `m`.
+            super::fused::exp_rows(scores, m, sums);
             // SAFETY: the block's output rows `r0..r0 + len` of group `gi` (row stride d) lie
-            // inside `out`, alive until this function returns, and no other block writes them;
-            // `scores` is `[len, m]` and `vg` `[m, d]`.
-            unsafe {
+            // inside `out`, alive until this function returns, and no other block reads or
+            // writes them; `scores` is `[len, m]` and `vg` `[m, d]`.
+            let rows_out = unsafe {
+                let at = dst.at((gi * n + r0) * d);
                 matmul_into(
                     (len, d, m),
-                    dst.at((gi * n + r0) * d),
+                    at,
                     d,
                     scores.as_ptr(),
                     m,
@@ -1137,15 +1142,20 @@ impl candle_core::CustomOp3 for TiledAttention {
                     (d, 1),
                     false,
                     gemm::Parallelism::None,
-                )
+                );
+                std::slice::from_raw_parts_mut(at, len * d)
+            };
+            for (row, sum) in rows_out.chunks_exact_mut(d).zip(sums.iter()) {
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|v| *v *= inv);
             }
         };
         if rayon::current_num_threads() > 1 && blocks.len() > 1 {
             blocks
                 .par_iter()
-                .for_each_init(Vec::new, |buf, &b| run(buf, b));
+                .for_each_init(Default::default, |buf, &b| run(buf, b));
         } else {
-            let mut buf = Vec::new();
+            let mut buf = Default::default();
             for &b in &blocks {
                 run(&mut buf, b);
             }
@@ -1346,14 +1356,12 @@ impl TransformerBlock {
     }
 
     fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        // Each residual is added into the sublayer's fresh output (in place for inference).
         let h = self.norm1.forward(x)?;
-        let x = (self.attn1.forward(&h, &h)? + x)?;
-        let x = (self.attn2.forward(&self.norm2.forward(&x)?, context)? + &x)?;
-        let proj = self.ff_in.forward(&self.norm3.forward(&x)?)?;
-        let half = proj.dim(D::Minus1)? / 2;
-        let gated =
-            (proj.narrow(D::Minus1, 0, half)? * proj.narrow(D::Minus1, half, half)?.gelu_erf()?)?;
-        self.ff_out.forward(&gated)? + x
+        let x = add_into(self.attn1.forward(&h, &h)?, x)?;
+        let x = add_into(self.attn2.forward(&self.norm2.forward(&x)?, context)?, &x)?;
+        let gated = geglu(&self.ff_in.forward(&self.norm3.forward(&x)?)?)?;
+        add_into(self.ff_out.forward(&gated)?, &x)
     }
 }
 
