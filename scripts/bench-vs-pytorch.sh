@@ -6,8 +6,11 @@
 #
 #   scripts/bench-vs-pytorch.sh MODEL_DIR [SIZE=512] [STEPS=2] [TAESD_DIR] [RUNS=2]
 #
-# ATELIER: the binary (default target/debug/atelier; build it with
-#   CARGO_PROFILE_DEV_OPT_LEVEL=3 cargo build --bin atelier for figures worth quoting).
+# ATELIER: the binary (default target/debug/atelier). For figures worth quoting, build it as
+#   a release build generates code but on the test build's dependencies (no second build of
+#   them): CARGO_PROFILE_DEV_OPT_LEVEL=3 CARGO_PROFILE_DEV_DEBUG_ASSERTIONS=false
+#   CARGO_PROFILE_DEV_OVERFLOW_CHECKS=false cargo build --bin atelier
+#   (or `cargo build --release` and ATELIER=target/release/atelier).
 # PYTHON: a Python with torch + diffusers + transformers (default python3).
 # A random-weight SD 1.5 of the real sizes: python scripts/make-bench-sd15.py OUT.
 set -euo pipefail

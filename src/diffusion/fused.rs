@@ -60,7 +60,7 @@ const ERFC_POLY: [f32; 10] = [
     0.170_872_77,
     -0.822_152_23,
     1.488_515_9,
-    -1.135_203_98,
+    -1.135_204,
     0.278_868_07,
     -0.186_288_06,
     0.096_784_18,
@@ -624,8 +624,8 @@ impl CustomOp1 for GegluOp {
             *last = h;
         }
         let mut out = vec![0f32; x.len() / 2];
-        if h > 0 {
-            let rows = (1 << 14) / h + 1;
+        if let Some(rows) = (1usize << 14).checked_div(h) {
+            let rows = rows + 1;
             out.par_chunks_mut(rows * h)
                 .zip(x.par_chunks(rows * 2 * h))
                 .for_each(|(o, x)| geglu_rows(x, o, h));
