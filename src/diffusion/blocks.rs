@@ -1053,15 +1053,20 @@ pub fn upsample_nearest(x: &Tensor, size: Option<(usize, usize)>) -> Result<Tens
 /// core's cache between the two products and the softmax.
 const ATTENTION_BLOCK_BYTES: usize = 256 << 10;
 
-/// Softmax attention of pre-scaled queries `[G, N, D]` over keys and values `[G, M, D]`
-/// (contiguous f32, the same for every group), without gradients: each block of query rows
-/// computes its scores (one product), their exponentials, and its share of the output (a
-/// second product) while the scores are in cache, then divides each output row by its
-/// softmax's sum. Blocks run one per thread. The whole score matrix
-/// is never allocated, so it holds `G x M` floats per block instead of `G x N x M`.
+/// Multi-head softmax attention of queries `[B, N, H*D]` over keys and values `[B, M, H*D]`
+/// (contiguous f32, head `h` in columns `h*D..(h+1)*D`), written as `[B, N, H*D]`, without
+/// gradients: the heads are read and written in place through the products' strides, never
+/// split into copies of their own, and the scores' scale is applied inside their exponentials.
+/// Each block of one head's query rows computes its scores (one product), their exponentials
+/// and its share of the output (a second product) while the scores are in cache, then divides
+/// each output row by its softmax's sum. Blocks run one per thread. The whole score matrix is
+/// never allocated, so it holds `M` floats per query row of a block instead of `N x M` a head.
 struct TiledAttention {
     /// At most this many score bytes per block (fewer rows for longer keys; one at least).
     budget: usize,
+    heads: usize,
+    /// What the scores are multiplied by (`1 / sqrt(D)`).
+    scale: f32,
 }
 
 impl candle_core::CustomOp3 for TiledAttention {
@@ -1084,68 +1089,81 @@ impl candle_core::CustomOp3 for TiledAttention {
             contiguous_f32(s2, l2)?,
             contiguous_f32(s3, l3)?,
         );
-        let (g, n, d) = l1.shape().dims3()?;
+        let (b, n, c) = l1.shape().dims3()?;
         let m = l2.shape().dims3()?.1;
-        let mut out = vec![0f32; g * n * d];
-        if g == 0 || n == 0 || d == 0 || m == 0 {
-            return Ok((CpuStorage::F32(out), Shape::from((g, n, d))));
+        if l2.shape().dims3()? != (b, m, c) || l3.shape().dims3()? != (b, m, c) {
+            candle_core::bail!("attention: keys and values must both be [{b}, M, {c}]");
         }
-        // Each block reads all of its group's keys and values: once they outgrow the cache
+        let heads = self.heads.max(1);
+        if c % heads != 0 {
+            candle_core::bail!("attention: {c} channels do not split into {heads} heads");
+        }
+        let d = c / heads;
+        let mut out = vec![0f32; b * n * c];
+        if b == 0 || n == 0 || d == 0 || m == 0 {
+            return Ok((CpuStorage::F32(out), Shape::from((b, n, c))));
+        }
+        // Each block reads all of its head's keys and values: once they outgrow the cache
         // (a VAE's 512 channels), blocks need enough rows to pay for reading them again.
         let reread_rows = if 2 * m * d * 4 > 1 << 20 { 128 } else { 1 };
         let rows = (ATTENTION_BLOCK_BYTES.min(self.budget) / (m * 4).max(1))
             .max(reread_rows)
             .clamp(1, n);
-        let blocks: Vec<(usize, usize)> = (0..g)
+        let blocks: Vec<(usize, usize)> = (0..b * heads)
             .flat_map(|gi| (0..n).step_by(rows).map(move |r| (gi, r)))
             .collect();
         let dst = OutPtr(out.as_mut_ptr());
         let run = |(scores, sums): &mut (Vec<f32>, Vec<f32>), (gi, r0): (usize, usize)| {
+            let (bi, head) = (gi / heads, gi % heads);
             let len = rows.min(n - r0);
             scores.resize(len * m, 0.0);
             sums.resize(len, 0.0);
             let (qb, kg, vg) = (
-                &q[(gi * n + r0) * d..][..len * d],
-                &k[gi * m * d..][..m * d],
-                &v[gi * m * d..][..m * d],
+                &q[(bi * n + r0) * c + head * d..],
+                &k[bi * m * c + head * d..],
+                &v[bi * m * c + head * d..],
             );
-            // SAFETY: `qb` is `[len, d]`, `kg` `[m, d]` read as its transpose `[d, m]` (column
-            // stride d, row stride 1), `scores` a `[len, m]` buffer of that size.
+            // SAFETY: `qb` holds `len` rows of `d` floats at row stride `c` (the block's rows of
+            // this head), `kg` `m` such rows read as their transpose `[d, m]` (row stride 1,
+            // column stride c), each slice long enough as it runs to the operand's end;
+            // `scores` is a `[len, m]` buffer of that size.
             unsafe {
                 matmul_into(
                     (len, m, d),
                     scores.as_mut_ptr(),
                     m,
                     qb.as_ptr(),
-                    d,
+                    c,
                     kg.as_ptr(),
-                    (1, d),
+                    (1, c),
                     false,
                     gemm::Parallelism::None,
                 )
             }
             // Softmax but for its division, which waits for the output's `d` floats a row
             // instead of the scores' `m`.
-            super::fused::exp_rows(scores, m, sums);
-            // SAFETY: the block's output rows `r0..r0 + len` of group `gi` (row stride d) lie
-            // inside `out`, alive until this function returns, and no other block reads or
-            // writes them; `scores` is `[len, m]` and `vg` `[m, d]`.
-            let rows_out = unsafe {
-                let at = dst.at((gi * n + r0) * d);
+            super::fused::exp_rows(scores, m, self.scale, sums);
+            let at = dst.at((bi * n + r0) * c + head * d);
+            // SAFETY: the block's output rows `r0..r0 + len` of picture `bi`, columns of head
+            // `head` (row stride c), lie inside `out`, alive until this function returns, and
+            // no other block reads or writes them; `scores` is `[len, m]` and `vg` `m` rows of
+            // `d` floats at row stride c.
+            unsafe {
                 matmul_into(
                     (len, d, m),
                     at,
-                    d,
+                    c,
                     scores.as_ptr(),
                     m,
                     vg.as_ptr(),
-                    (d, 1),
+                    (c, 1),
                     false,
                     gemm::Parallelism::None,
-                );
-                std::slice::from_raw_parts_mut(at, len * d)
-            };
-            for (row, sum) in rows_out.chunks_exact_mut(d).zip(sums.iter()) {
+                )
+            }
+            for (r, sum) in sums.iter().enumerate() {
+                // SAFETY: row `r` of the block's output, `d` floats of this head (see above).
+                let row = unsafe { std::slice::from_raw_parts_mut(at.wrapping_add(r * c), d) };
                 let inv = 1.0 / sum;
                 row.iter_mut().for_each(|v| *v *= inv);
             }
@@ -1160,7 +1178,7 @@ impl candle_core::CustomOp3 for TiledAttention {
                 run(&mut buf, b);
             }
         }
-        Ok((CpuStorage::F32(out), Shape::from((g, n, d))))
+        Ok((CpuStorage::F32(out), Shape::from((b, n, c))))
     }
 }
 
@@ -1183,26 +1201,26 @@ fn attention_within(
     let (b, n, c) = q.dims3()?;
     let m = k.dim(1)?;
     let d = c / heads;
+    if q.device().is_cpu()
+        && [q, k, v].iter().all(|t| t.dtype() == DType::F32)
+        && !(q.track_op() || k.track_op() || v.track_op())
+    {
+        // Inference on the CPU: blocks of one head's query rows, their scores kept in cache.
+        return q.contiguous()?.apply_op3_no_bwd(
+            &k.contiguous()?,
+            &v.contiguous()?,
+            &TiledAttention {
+                budget,
+                heads,
+                scale: (d as f32).powf(-0.5),
+            },
+        );
+    }
     let split =
         |t: &Tensor, len: usize| t.reshape((b, len, heads, d))?.transpose(1, 2)?.contiguous();
     let q = (split(q, n)? * (d as f64).powf(-0.5))?;
     let k = split(k, m)?;
     let v = split(v, m)?;
-    if q.device().is_cpu()
-        && q.dtype() == DType::F32
-        && !(q.track_op() || k.track_op() || v.track_op())
-    {
-        // Inference on the CPU: blocks of query rows, their scores kept in cache.
-        let out = q
-            .reshape((b * heads, n, d))?
-            .apply_op3_no_bwd(
-                &k.reshape((b * heads, m, d))?,
-                &v.reshape((b * heads, m, d))?,
-                &TiledAttention { budget },
-            )?
-            .reshape((b, heads, n, d))?;
-        return out.transpose(1, 2)?.reshape((b, n, c));
-    }
     // Bound the score matrix: (batch, head) groups in slices when it would be large, and the
     // queries of one head in chunks of rows when even one head's would be (a 1024 px VAE's
     // mid block: 16384 x 16384 scores). Each row's softmax is whole, so the result is exact.

@@ -127,10 +127,11 @@ fn exp8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
     _mm256_mul_ps(e, scale)
 }
 
-/// `row` replaced by `exp(row - max(row))`, eight lanes at a time; returns the row's sum.
+/// `row` replaced by `exp(scale * (row - max(row)))`, eight lanes at a time; returns the
+/// row's sum.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn exp_row_avx2(row: &mut [f32]) -> f32 {
+fn exp_row_avx2(row: &mut [f32], scale: f32) -> f32 {
     use std::arch::x86_64::*;
     let (body, tail) = row.as_chunks_mut::<8>();
     let load = |c: &[f32; 8]| {
@@ -152,15 +153,19 @@ fn exp_row_avx2(row: &mut [f32]) -> f32 {
         .chain(tail.iter())
         .copied()
         .fold(f32::NEG_INFINITY, f32::max);
-    let (vmax, mut sums) = (_mm256_set1_ps(max), _mm256_setzero_ps());
+    let (vmax, vscale, mut sums) = (
+        _mm256_set1_ps(max),
+        _mm256_set1_ps(scale),
+        _mm256_setzero_ps(),
+    );
     for c in body.iter_mut() {
-        let e = exp8(_mm256_sub_ps(load(c), vmax));
+        let e = exp8(_mm256_mul_ps(_mm256_sub_ps(load(c), vmax), vscale));
         sums = _mm256_add_ps(sums, e);
         *c = lanes(e);
     }
     let mut sum: f32 = lanes(sums).iter().sum();
     for v in tail.iter_mut() {
-        *v = exp_approx(*v - max);
+        *v = exp_approx((*v - max) * scale);
         sum += *v;
     }
     sum
@@ -266,22 +271,22 @@ pub(super) fn silu_in_place(xs: &mut [f32]) {
     }
 }
 
-/// Each `m`-wide row of `scores` replaced by `exp(row - max(row))`, its sum written to
-/// `sums` (one per row): softmax but for the division, which the caller can apply to fewer
-/// numbers later (attention divides its output rows). [`exp_approx`]; AVX2 where the CPU has
-/// it.
-pub(super) fn exp_rows(scores: &mut [f32], m: usize, sums: &mut [f32]) {
+/// Each `m`-wide row of `scores` replaced by `exp(scale * (row - max(row)))` (`scale` > 0),
+/// its sum written to `sums` (one per row): the softmax of the scaled row but for the
+/// division, which the caller can apply to fewer numbers later (attention divides its output
+/// rows). [`exp_approx`]; AVX2 where the CPU has it.
+pub(super) fn exp_rows(scores: &mut [f32], m: usize, scale: f32, sums: &mut [f32]) {
     for (row, sum) in scores.chunks_exact_mut(m.max(1)).zip(sums.iter_mut()) {
         #[cfg(target_arch = "x86_64")]
         if wide_vectors() {
             // SAFETY: the CPU has AVX2 and FMA (`wide_vectors`).
-            *sum = unsafe { exp_row_avx2(row) };
+            *sum = unsafe { exp_row_avx2(row, scale) };
             continue;
         }
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         *sum = 0.0;
         for v in row.iter_mut() {
-            *v = exp_approx(*v - max);
+            *v = exp_approx((*v - max) * scale);
             *sum += *v;
         }
     }
@@ -291,7 +296,7 @@ pub(super) fn exp_rows(scores: &mut [f32], m: usize, sums: &mut [f32]) {
 #[cfg(test)]
 fn softmax_rows(scores: &mut [f32], m: usize) {
     let mut sums = vec![0f32; scores.len() / m.max(1)];
-    exp_rows(scores, m, &mut sums);
+    exp_rows(scores, m, 1.0, &mut sums);
     for (row, sum) in scores.chunks_exact_mut(m.max(1)).zip(&sums) {
         let inv = 1.0 / sum;
         for v in row.iter_mut() {
