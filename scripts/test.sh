@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the Debian packages the GPU/UI tests need
 # (a software Vulkan driver, Xvfb, the desktop-file and AppStream validators) when they are
-# missing, checks formatting and clippy (warnings are errors) and that the `cuda` feature
-# compiles (scripts/check-cuda.sh), runs every test in one build
+# missing, checks formatting and clippy (warnings are errors) and that the `cuda` and `metal`
+# features compile (scripts/check-cuda.sh, scripts/check-metal.sh), runs every test in one build
 # profile (debug, with optimised dependencies; see Cargo.toml), then packages that build as a
 # .deb and installs, uses and removes it.
 set -euo pipefail
@@ -22,8 +22,10 @@ fi
 # Lint is part of the suite: formatting, then clippy on every target with warnings as errors.
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-# The GPU build compiles: the `cuda` feature type-checked with a stand-in nvcc (no toolkit here).
+# The GPU builds compile: the `cuda` feature type-checked with a stand-in nvcc (no toolkit
+# here), and the `metal` feature for Apple silicon macOS (the target's std from rustup).
 scripts/check-cuda.sh
+scripts/check-metal.sh
 
 # Headless: wgpu finds lavapipe (Vulkan on the CPU); Mesa's device-select layer stays out of the way.
 export NODEVICE_SELECT=1
