@@ -1064,6 +1064,7 @@ const ATTENTION_BLOCK_BYTES: usize = 256 << 10;
 struct TiledAttention {
     /// At most this many score bytes per block (fewer rows for longer keys; one at least).
     budget: usize,
+    /// Heads, each `D` = channels / heads wide.
     heads: usize,
     /// What the scores are multiplied by (`1 / sqrt(D)`).
     scale: f32,
