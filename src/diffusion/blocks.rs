@@ -1450,7 +1450,8 @@ impl SpatialTransformer {
             Proj::Conv(conv) => conv.forward(&back(&t)?)?,
             Proj::Linear(lin) => back(&lin.forward(&t)?)?,
         };
-        out + x
+        // `out` is fresh either way (a convolution's output, or the reshape's copy).
+        add_into(out, x)
     }
 }
 
@@ -1509,7 +1510,8 @@ impl AttentionBlock {
             .forward(&a)?
             .transpose(1, 2)?
             .reshape((b, c, h, w))?;
-        out + x
+        // `out` is fresh: the reshape copied the transposed projection.
+        add_into(out, x)
     }
 }
 
