@@ -417,6 +417,7 @@ fn a_controlnet_trains_resumes_and_its_export_steers_the_model() {
         seed: 3,
         checkpoint_every: 2,
         resume,
+        init_from: None,
         caption_dropout: 0.5,
         subject_weight: 1.0,
         device: candle_core::Device::Cpu,
@@ -450,4 +451,42 @@ fn a_controlnet_trains_resumes_and_its_export_steers_the_model() {
     let a = common::run(&plain).unwrap().0.remove(0).image;
     let b = common::run(&steered).unwrap().0.remove(0).image;
     assert_ne!(a.as_raw(), b.as_raw());
+
+    // A new run from the export (--init-from) starts from its weights: with a learning rate
+    // of zero, its own export is the same ControlNet.
+    let mut from = opts(1, false);
+    from.out = tmp.path().join("cn2");
+    from.init_from = Some(out.join("model"));
+    from.lr = 0.0;
+    let third = train_controlnet(&from, &mut |_| {}).unwrap();
+    assert_eq!(third.steps_run, 1);
+    let weights = |dir: &std::path::Path| {
+        candle_core::safetensors::load(
+            dir.join("model/diffusion_pytorch_model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+    };
+    let (was, now) = (weights(&out), weights(&from.out));
+    assert_eq!(was.len(), now.len());
+    for (name, t) in &was {
+        let diff = (t.to_dtype(candle_core::DType::F32).unwrap()
+            - now[name].to_dtype(candle_core::DType::F32).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+        assert_eq!(diff, 0.0, "{name}");
+    }
+    // A folder that is not a ControlNet (the model itself) is refused, by name.
+    let mut wrong = opts(1, false);
+    wrong.out = tmp.path().join("cn3");
+    wrong.init_from = Some(model.clone());
+    assert!(matches!(
+        train_controlnet(&wrong, &mut |_| {}),
+        Err(TrainError::InitFrom { .. })
+    ));
 }

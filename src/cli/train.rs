@@ -281,6 +281,10 @@ pub(crate) struct TrainControlNetArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Start a new run from an existing ControlNet for the same model (a diffusers folder,
+    /// e.g. the shipped Atelier Mini Scribble) instead of from the model's UNet.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
     /// Train on the CPU even when a GPU build finds a GPU.
     #[arg(long)]
     cpu: bool,
@@ -303,6 +307,7 @@ pub(crate) fn train_controlnet(args: TrainControlNetArgs) -> anyhow::Result<()> 
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
         resume: args.resume,
+        init_from: args.init_from,
         caption_dropout: args.caption_dropout,
         subject_weight: args.subject_weight,
         device: training_device(args.cpu),

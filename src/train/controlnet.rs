@@ -24,8 +24,8 @@ use super::data::{open_dataset, DataOptions};
 use super::optim::AdamW;
 use super::recipe::Objective;
 use super::trainer::{
-    load_varmap, loss_weight, noised, save_tensors, step_rng, varmap_tensors, write_atomic,
-    TrainError, TrainEvent,
+    load_init, load_varmap, loss_weight, noised, save_tensors, step_rng, varmap_tensors,
+    write_atomic, TrainError, TrainEvent,
 };
 use crate::diffusion::controlnet::ControlNet;
 use crate::diffusion::noise::NoiseRng;
@@ -68,6 +68,9 @@ pub struct ControlTrainOptions {
     pub seed: u64,
     pub checkpoint_every: usize,
     pub resume: bool,
+    /// Start a new run from this ControlNet (a diffusers folder the same model's training
+    /// wrote, e.g. the shipped Atelier Mini Scribble) instead of from the UNet.
+    pub init_from: Option<PathBuf>,
     /// Share of captions replaced by the empty prompt.
     pub caption_dropout: f64,
     /// Loss weight inside the subject (everything not the white ground), against 1 outside:
@@ -86,6 +89,9 @@ struct State {
     seed: u64,
     step: usize,
     embedding_channels: Vec<usize>,
+    /// The ControlNet the run started from (`--init-from`), if not the UNet.
+    #[serde(default)]
+    init_from: Option<PathBuf>,
 }
 
 pub struct ControlTrainSummary {
@@ -385,7 +391,11 @@ pub fn train_controlnet(
             condition: opts.condition,
             seed: opts.seed,
             step: 0,
-            embedding_channels: embedding_channels(factor),
+            embedding_channels: match &opts.init_from {
+                Some(dir) => init_embedding_channels(dir)?,
+                None => embedding_channels(factor),
+            },
+            init_from: opts.init_from.clone(),
         }
     };
 
@@ -401,6 +411,17 @@ pub fn train_controlnet(
     if state.step > 0 {
         load_varmap(&vm, &ckpt.join("controlnet.safetensors"))?;
         on_event(TrainEvent::Note(format!("resumed at step {}", state.step)));
+        if opts.init_from.is_some() {
+            on_event(TrainEvent::Note(
+                "--init-from is ignored: continuing the run's own checkpoint".into(),
+            ));
+        }
+    } else if let Some(dir) = &opts.init_from {
+        load_init(&vm, &dir.join("diffusion_pytorch_model.safetensors"))?;
+        on_event(TrainEvent::Note(format!(
+            "starting from the ControlNet in {}",
+            dir.display()
+        )));
     } else {
         init_from_unet(&vm, &unet_dir, state.seed)?;
     }
@@ -575,6 +596,23 @@ pub fn train_controlnet(
         last_loss,
         model_dir: opts.out.join("model"),
     })
+}
+
+/// The condition embedding's widths of the ControlNet in `dir` (`--init-from`), read from
+/// its `config.json`; its weights must then fit the model's UNet, which loading them checks.
+fn init_embedding_channels(dir: &Path) -> Result<Vec<usize>, TrainError> {
+    let path = dir.join("config.json");
+    let bad = |reason: String| TrainError::InitFrom {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if v.get("_class_name").and_then(|c| c.as_str()) != Some("ControlNetModel") {
+        return Err(bad("not a diffusers ControlNetModel config".into()));
+    }
+    serde_json::from_value(v["conditioning_embedding_out_channels"].clone())
+        .map_err(|e| bad(format!("conditioning_embedding_out_channels: {e}")))
 }
 
 /// `from_unet`: the encoder half's weights copied from the UNet's files, the zero

@@ -411,7 +411,7 @@ fn init_model_facts(dir: &Path, recipe: &Recipe) -> Result<(f64, Objective), Tra
 }
 
 /// Loads `--init-from` weights, reporting failures as the model's, not a checkpoint's.
-fn load_init(vm: &VarMap, path: &Path) -> Result<(), TrainError> {
+pub(crate) fn load_init(vm: &VarMap, path: &Path) -> Result<(), TrainError> {
     load_varmap(vm, path).map_err(|e| match e {
         TrainError::BadCheckpoint { path, reason } => TrainError::InitFrom { path, reason },
         other => other,
