@@ -409,7 +409,17 @@ fn the_controlnet_evaluation_runs_end_to_end() {
     let (_, val) = shapes();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
     let sketches = root().join("control-sketches");
-    assert_eq!(make_sketches(val, &sketches, 4, 7).unwrap(), 4);
+    let scales = atelier::train::eval::control::SKETCH_SCALES;
+    assert_eq!(make_sketches(val, &sketches, 4, 7, scales).unwrap(), 4);
+    // A scale range outside the frame is refused, before anything is written.
+    let refused = root().join("control-sketches-refused");
+    for bad in [0.5..1.5, 0.8..0.45, 0.0..0.5] {
+        assert!(matches!(
+            make_sketches(val, &refused, 4, 7, bad),
+            Err(atelier::train::eval::EvalError::Options(_))
+        ));
+    }
+    assert!(!refused.exists());
     assert!(sketches.join("003.png").is_file() && sketches.join("sketches.jsonl").is_file());
     let samples = root().join("control-samples");
     let opts = ControlEvalOptions {

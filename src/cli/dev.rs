@@ -101,6 +101,10 @@ pub(crate) enum DevCommand {
         n: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// The subjects' size as a share of the frame, drawn at random within MIN..MAX (the
+        /// quoted held-out set: 0.45..0.8).
+        #[arg(long, default_value = "0.45..0.8", value_parser = parse_scales)]
+        scales: std::ops::Range<f32>,
     },
     /// A PNG grid of samples: one row per prompt, one column per seed.
     Grid {
@@ -201,8 +205,15 @@ pub(crate) fn run(cmd: DevCommand) -> anyhow::Result<()> {
         DevCommand::PlotLoss { run } => atelier::train::trainer::plot_losses(&run)
             .map(|()| eprintln!("wrote {}", run.join("loss.png").display()))
             .map_err(Into::into),
-        DevCommand::MakeSketches { data, out, n, seed } => {
-            let written = atelier::train::eval::control::make_sketches(&data, &out, n, seed)?;
+        DevCommand::MakeSketches {
+            data,
+            out,
+            n,
+            seed,
+            scales,
+        } => {
+            let written =
+                atelier::train::eval::control::make_sketches(&data, &out, n, seed, scales)?;
             eprintln!("wrote {written} sketches to {}", out.display());
             Ok(())
         }
@@ -518,4 +529,17 @@ fn lora_timing(model: &std::path::Path, lora: &std::path::Path, runs: usize) -> 
         times.len()
     );
     Ok(())
+}
+
+/// `MIN..MAX`, two numbers.
+fn parse_scales(text: &str) -> Result<std::ops::Range<f32>, String> {
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| format!("{text}: expected MIN..MAX, e.g. 0.45..0.8"))?;
+    let num = |t: &str| {
+        t.trim()
+            .parse::<f32>()
+            .map_err(|e| format!("{text}: {t}: {e}"))
+    };
+    Ok(num(a)?..num(b)?)
 }

@@ -39,9 +39,27 @@ pub struct SketchEntry {
     pub category: Option<String>,
 }
 
+/// How large the sketches draw their subjects, as a share of the frame (the held-out set's
+/// figures are quoted for this range): smaller than the model draws them alone.
+pub const SKETCH_SCALES: std::ops::Range<f32> = 0.45..0.8;
+
 /// Draws `n` hand-drawn-style sketches from the pictures in `data` (captioned, e.g. the
-/// held-out split) into `out` (`NNN.png` + `sketches.jsonl`). Returns how many were written.
-pub fn make_sketches(data: &Path, out: &Path, n: usize, seed: u64) -> Result<usize, EvalError> {
+/// held-out split) into `out` (`NNN.png` + `sketches.jsonl`), each subject made `scales` of
+/// the frame (a share drawn at random; [`SKETCH_SCALES`] for the quoted set) and moved.
+/// Returns how many were written.
+pub fn make_sketches(
+    data: &Path,
+    out: &Path,
+    n: usize,
+    seed: u64,
+    scales: std::ops::Range<f32>,
+) -> Result<usize, EvalError> {
+    if !(scales.start > 0.0 && scales.start < scales.end && scales.end <= 1.0) {
+        return Err(EvalError::Options(format!(
+            "the subjects' scale must be a range within 0..1, not {}..{}",
+            scales.start, scales.end
+        )));
+    }
     let set = open_dataset(data, &DataOptions::default())?;
     std::fs::create_dir_all(out).map_err(|e| EvalError::Io {
         path: out.to_path_buf(),
@@ -56,7 +74,7 @@ pub fn make_sketches(data: &Path, out: &Path, n: usize, seed: u64) -> Result<usi
     for (k, &i) in order.iter().take(n).enumerate() {
         let item = &set.items[i];
         // A layout of the designer's: smaller than the model draws it, somewhere in the frame.
-        let scale = rng.random_range(0.45..0.8f32);
+        let scale = rng.random_range(scales.clone());
         let placed =
             crate::train::controlnet::place(&item.image, scale, rng.random(), rng.random());
         let sketch = hand_drawn_outline(&placed, &mut rng);
