@@ -368,7 +368,12 @@ pub fn train_controlnet(
     };
     let alphas_cumprod = model.schedule().alphas_cumprod.clone();
 
-    let mut state = if opts.resume && state_path.is_file() {
+    let resuming = opts.resume && state_path.is_file();
+    let init_config = match &opts.init_from {
+        Some(dir) if !resuming => Some(read_init_config(dir)?),
+        _ => None,
+    };
+    let mut state = if resuming {
         let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::Io {
             path: state_path.clone(),
             reason: e.to_string(),
@@ -391,8 +396,8 @@ pub fn train_controlnet(
             condition: opts.condition,
             seed: opts.seed,
             step: 0,
-            embedding_channels: match &opts.init_from {
-                Some(dir) => init_embedding_channels(dir)?,
+            embedding_channels: match &init_config {
+                Some(c) => c.conditioning_embedding_out_channels.clone(),
                 None => embedding_channels(factor),
             },
             init_from: opts.init_from.clone(),
@@ -405,6 +410,15 @@ pub fn train_controlnet(
         controlnet_config_json(&unet_dir.join("config.json"), &state.embedding_channels)?;
     let config: ControlNetConfig = serde_json::from_value(config_json.clone())
         .map_err(|e| TrainError::Options(format!("ControlNet config: {e}")))?;
+    // A ControlNet of another family than the model is refused with the pipeline's reason.
+    if let (Some(dir), Some(init)) = (&opts.init_from, &init_config) {
+        if let Some(why) = init.mismatch(&config.unet) {
+            return Err(TrainError::InitFrom {
+                path: dir.clone(),
+                reason: why,
+            });
+        }
+    }
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &opts.device);
     let net = ControlNet::build(&opts.out, vb, config)?;
@@ -598,21 +612,14 @@ pub fn train_controlnet(
     })
 }
 
-/// The condition embedding's widths of the ControlNet in `dir` (`--init-from`), read from
-/// its `config.json`; its weights must then fit the model's UNet, which loading them checks.
-fn init_embedding_channels(dir: &Path) -> Result<Vec<usize>, TrainError> {
-    let path = dir.join("config.json");
-    let bad = |reason: String| TrainError::InitFrom {
-        path: path.clone(),
-        reason,
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    if v.get("_class_name").and_then(|c| c.as_str()) != Some("ControlNetModel") {
-        return Err(bad("not a diffusers ControlNetModel config".into()));
-    }
-    serde_json::from_value(v["conditioning_embedding_out_channels"].clone())
-        .map_err(|e| bad(format!("conditioning_embedding_out_channels: {e}")))
+/// The config of the ControlNet in `dir` (`--init-from`), read and checked as the pipeline
+/// reads a ControlNet folder; its weights must then fit the model's UNet, which loading them
+/// checks by name and shape.
+fn read_init_config(dir: &Path) -> Result<ControlNetConfig, TrainError> {
+    ControlNetConfig::read(dir).map_err(|e| TrainError::InitFrom {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// `from_unet`: the encoder half's weights copied from the UNet's files, the zero
