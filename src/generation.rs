@@ -182,6 +182,11 @@ pub struct GenerationRequest {
     /// the model and in other tools' folders.
     #[serde(default)]
     pub tiny_decoder: Option<PathBuf>,
+    /// Draw the sketched subject again at the model's own size: the square around the control
+    /// images' lines generated alone at the model's native size and blended over the picture
+    /// (see [`crate::diffusion::subject`]). Small sketched subjects keep their details.
+    #[serde(default)]
+    pub subject_pass: bool,
 }
 
 /// The decoder that turns the finished latents into the picture.
@@ -385,6 +390,9 @@ impl GenerationRequest {
         }
         if self.decoder == DecoderChoice::Tiny {
             extras.push(("Decoder".into(), DecoderChoice::Tiny.cli_name().into()));
+        }
+        if self.subject_pass && !self.controlnets.is_empty() {
+            extras.push(("Subject pass".into(), "on".into()));
         }
         extras
     }
@@ -626,6 +634,7 @@ impl Default for GenerationRequest {
             controlnets: Vec::new(),
             decoder: DecoderChoice::Full,
             tiny_decoder: None,
+            subject_pass: false,
         }
     }
 }

@@ -400,8 +400,9 @@ fn evaluate_runs_end_to_end_on_a_tiny_model() {
 
 /// `eval --controlnet` end to end on a tiny model and ControlNet: sketches drawn from held-out
 /// pictures, one picture with and one without the ControlNet per sketch, edge F1 in range,
-/// adherence judged framed and whole, the samples and their grid written; a ControlNet that
-/// is not there is an error, not a panic.
+/// adherence judged framed and whole, the sketched pictures scored as references (as they are
+/// and through the model's VAE), the samples and their grid written; a ControlNet that is not
+/// there is an error, not a panic.
 #[test]
 fn the_controlnet_evaluation_runs_end_to_end() {
     use atelier::train::eval::control::{evaluate_control, make_sketches, ControlEvalOptions};
@@ -435,6 +436,7 @@ fn the_controlnet_evaluation_runs_end_to_end() {
         steps: Some(2),
         guidance: Some(3.0),
         sampler: None,
+        subject_pass: true,
         samples_dir: Some(samples.clone()),
     };
     let report = evaluate_control(&opts, &mut |_, _, _| {}).unwrap();
@@ -445,6 +447,26 @@ fn the_controlnet_evaluation_runs_end_to_end() {
             assert!(a.is_some_and(|a| (0.0..=1.0).contains(&a)), "{scores:?}");
         }
     }
+    // The sketched pictures are written beside the sketches and scored as references: as
+    // they are they follow their own sketches far better than the untrained model's pictures;
+    // through the model's VAE they are what the model can make of them.
+    assert!(sketches.join("003-picture.png").is_file());
+    let reference = report
+        .reference
+        .as_ref()
+        .expect("the sketched pictures scored");
+    let through = report.reference_vae.as_ref().expect("and through the VAE");
+    assert!(
+        reference.f1 > 0.5 && reference.f1 > report.without_control.f1,
+        "{reference:?} {:?}",
+        report.without_control
+    );
+    for a in [reference.adherence, through.adherence] {
+        assert!(a.is_some_and(|a| (0.0..=1.0).contains(&a)), "{a:?}");
+    }
+    assert!((0.0..=1.0).contains(&through.f1), "{through:?}");
+    assert!(report.table().contains("through the model's VAE"));
+    assert!(report.subject_pass && report.table().contains("subject pass"));
     for name in [
         "000-sketch.png",
         "000-without.png",

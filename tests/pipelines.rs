@@ -569,3 +569,110 @@ fn a_corrupt_tiny_decoder_is_an_error_when_named_and_a_note_when_merely_found() 
         "{warnings:?}"
     );
 }
+
+/// A ring of control lines in the top-left corner of a 64 px picture, white on black.
+fn corner_ring() -> image::RgbImage {
+    image::RgbImage::from_fn(64, 64, |x, y| {
+        let (dx, dy) = (x as f32 - 16.0, y as f32 - 18.0);
+        let on = ((dx * dx + dy * dy).sqrt() - 9.0).abs() < 1.0;
+        image::Rgb(if on { [255; 3] } else { [0; 3] })
+    })
+}
+
+/// The subject pass redraws only the square around the control lines: outside it the first
+/// picture is untouched, inside it is drawn again (at the model's size); on a model whose card
+/// names a plain ground the subject is put on that ground, each picture of a batch on its own
+/// seed; lines over most of the picture leave nothing to redraw.
+#[test]
+fn the_subject_pass_redraws_the_sketched_square_only() {
+    use atelier::diffusion::subject::subject_square;
+    use atelier::generation::{ControlSpec, GenerationRequest};
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    let sketch = corner_ring();
+    let mut req = GenerationRequest {
+        model_dir: fixtures.join("tiny-sd15"),
+        prompt: "a red cat on the mat".into(),
+        seed: 5,
+        steps: 4,
+        guidance: 5.0,
+        width: 64,
+        height: 64,
+        sampler: SamplerKind::Ddim,
+        ..Default::default()
+    };
+    req.controlnets.push(ControlSpec::new(
+        fixtures.join("controlnet/sd15-a"),
+        Arc::new(sketch.clone()),
+    ));
+    let first = run(&req).unwrap().0.remove(0);
+    req.subject_pass = true;
+    let second = run(&req).unwrap().0.remove(0);
+    assert!(second.request.subject_pass);
+    let sq = subject_square(&[&sketch], 64, 64).expect("a square around the ring");
+    let inside = |x: u32, y: u32| {
+        (sq.left..sq.left + sq.side).contains(&x) && (sq.top..sq.top + sq.side).contains(&y)
+    };
+    let mut redrawn = 0;
+    for (x, y, p) in second.image.enumerate_pixels() {
+        if inside(x, y) {
+            redrawn += usize::from(p != first.image.get_pixel(x, y));
+        } else {
+            assert_eq!(
+                p,
+                first.image.get_pixel(x, y),
+                "({x}, {y}) is outside the square"
+            );
+        }
+    }
+    assert!(
+        redrawn > (sq.side * sq.side / 2) as usize,
+        "{redrawn} of {} pixels redrawn",
+        sq.side * sq.side
+    );
+
+    // A model that draws on a plain ground: the subject on that ground, nothing else.
+    let tmp = tempfile::tempdir().unwrap();
+    let grounded = tmp.path().join("grounded");
+    copy_dir(&fixtures.join("tiny-sd15"), &grounded);
+    std::fs::write(
+        grounded.join("atelier.json"),
+        r#"{"title": "Grounded", "ground": [250, 240, 230]}"#,
+    )
+    .unwrap();
+    let mut on_ground = req.clone();
+    on_ground.model_dir = grounded;
+    on_ground.batch = 2;
+    let pictures = run(&on_ground).unwrap().0;
+    assert_eq!(pictures.len(), 2);
+    for picture in &pictures {
+        let mut drawn = 0;
+        for (x, y, p) in picture.image.enumerate_pixels() {
+            if inside(x, y) {
+                drawn += usize::from(p.0 != [250, 240, 230]);
+            } else {
+                assert_eq!(p.0, [250, 240, 230], "({x}, {y}) is outside the square");
+            }
+        }
+        assert!(drawn > 0, "nothing drawn in the square");
+    }
+    // The batch's second picture is its own seed's.
+    let mut alone = on_ground.clone();
+    alone.batch = 1;
+    alone.seed = 6;
+    let single = run(&alone).unwrap().0.remove(0);
+    assert!(mean_abs_diff(&single.image, &pictures[1].image) < 0.01);
+    assert_eq!(pictures[1].request.seed, 6);
+
+    // Lines over most of the picture: no square, the same picture as without the pass.
+    let frame = image::RgbImage::from_fn(64, 64, |x, y| {
+        let on = x == 2 || x == 61 || y == 2 || y == 61;
+        image::Rgb(if on { [255; 3] } else { [0; 3] })
+    });
+    let mut wide = req.clone();
+    wide.controlnets[0].image = Some(Arc::new(frame));
+    let with = run(&wide).unwrap().0.remove(0);
+    wide.subject_pass = false;
+    let without = run(&wide).unwrap().0.remove(0);
+    assert_eq!(with.image.as_raw(), without.image.as_raw());
+}

@@ -1593,6 +1593,8 @@ fn lines_on_the_control_layer_steer_through_the_chosen_controlnet() {
     wait_for_gallery(&mut harness);
     let request = app(&harness).last_result_request().unwrap().clone();
     assert_eq!(request.controlnets.len(), 1);
+    // The subject pass is on by default while control layers steer.
+    assert!(request.subject_pass);
     let spec = &request.controlnets[0];
     assert_eq!(spec.path, root.join("models/ControlNet/scribble-a"));
     let image = spec.image.as_ref().unwrap();

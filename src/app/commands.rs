@@ -246,7 +246,10 @@ impl StudioApp {
         }
         // Each control layer that steers does so through its ControlNet.
         match self.control_specs(request.width, request.height) {
-            Ok(specs) => request.controlnets = specs,
+            Ok(specs) => {
+                request.subject_pass = self.state.canvas.subject_pass && !specs.is_empty();
+                request.controlnets = specs;
+            }
             Err(e) => {
                 self.show_error(format!("Cannot generate: {e}."));
                 return None;

@@ -196,6 +196,9 @@ pub struct CanvasSettings {
     pub use_sketch: bool,
     /// Live mode: regenerate after every change (see `app::live`).
     pub live: bool,
+    /// Draw the sketched subject again at the model's own size when control layers steer
+    /// (see [`crate::diffusion::subject`]).
+    pub subject_pass: bool,
     /// The canvas view's zoom (1: the whole canvas fits) and pan (screen points).
     pub view_zoom: f32,
     pub view_pan: [f32; 2],
@@ -211,6 +214,7 @@ impl Default for CanvasSettings {
             layer: Layer::Paint,
             use_sketch: false,
             live: false,
+            subject_pass: true,
             view_zoom: 1.0,
             view_pan: [0.0, 0.0],
         }

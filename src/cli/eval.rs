@@ -69,6 +69,9 @@ pub(crate) struct EvalArgs {
     /// balanced, or control ("ControlNet is more important").
     #[arg(long, default_value = "balanced", value_parser = ["balanced", "control"])]
     control_mode: String,
+    /// Draw each sketched subject again at the model's own size (`generate --subject-pass`).
+    #[arg(long, requires = "controlnet")]
+    subject_pass: bool,
 }
 
 /// A progress bar for work in named phases.
@@ -114,6 +117,7 @@ fn evaluate_controlnet(
         steps: args.steps,
         guidance: args.guidance,
         sampler: args.sampler,
+        subject_pass: args.subject_pass,
         samples_dir: args.samples,
     };
     let bar = phase_bar();

@@ -79,6 +79,11 @@ pub(crate) struct GenerateArgs {
     /// important": only the prompt's side of the guidance gets it).
     #[arg(long = "control-mode", value_name = "MODE", value_parser = ["balanced", "control"], help_heading = "ControlNet")]
     control_modes: Vec<String>,
+    /// Draw the sketched subject again at the model's own size: the square around the control
+    /// images' lines is generated alone at the model's native size and blended back (small
+    /// subjects keep their details; about twice the time).
+    #[arg(long, help_heading = "ControlNet")]
+    subject_pass: bool,
     /// What the model predicts, when its files say otherwise or nothing (an SD 2.x checkpoint
     /// without its .yaml): eps (noise) or v. `atelier models` says what was decided and how.
     #[arg(long, value_parser = ["eps", "v"])]
@@ -197,6 +202,7 @@ fn controlnets_from(
             (!args.control_starts.is_empty(), "--control-start"),
             (!args.control_ends.is_empty(), "--control-end"),
             (!args.control_modes.is_empty(), "--control-mode"),
+            (args.subject_pass, "--subject-pass"),
             (
                 !args.control_preprocessors.is_empty(),
                 "--control-preprocessor",
@@ -385,6 +391,7 @@ pub(crate) fn generate(
             _ => atelier::generation::DecoderChoice::Full,
         },
         tiny_decoder: args.tiny_decoder.clone(),
+        subject_pass: args.subject_pass,
         prediction: args.prediction.map(|p| match p.as_str() {
             "v" => atelier::generation::PredictionType::V,
             _ => atelier::generation::PredictionType::Epsilon,

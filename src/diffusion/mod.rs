@@ -12,6 +12,7 @@ pub mod noise;
 pub mod pipeline;
 pub mod prompt;
 pub mod sampler;
+pub mod subject;
 pub mod taesd;
 mod text;
 pub mod tiny;
@@ -152,6 +153,88 @@ pub struct Generator {
     stages: Vec<(String, f64)>,
 }
 
+/// Where the request's subject pass draws: the square around its control images' lines at
+/// the output size, if any ([`subject::subject_square`]).
+fn subject_square(r: &GenerationRequest) -> Option<subject::Square> {
+    let controls: Vec<image::RgbImage> = r
+        .controlnets
+        .iter()
+        .filter_map(|c| c.image.as_deref().map(|i| fitted(i, r.width, r.height)))
+        .collect();
+    subject::subject_square(&controls.iter().collect::<Vec<_>>(), r.width, r.height)
+}
+
+fn fitted(img: &image::RgbImage, w: u32, h: u32) -> image::RgbImage {
+    if img.dimensions() == (w, h) {
+        img.clone()
+    } else {
+        image::imageops::resize(img, w, h, image::imageops::FilterType::Lanczos3)
+    }
+}
+
+/// [`subject`]'s pass for one picture of a job: the square `sq` generated alone at the
+/// model's native size (the picture's own seed and settings, the control images and any init
+/// image and mask cut to the square) and blended over `under` (the first picture, or the
+/// model's plain ground).
+fn subject_pass(
+    model: &mut pipeline::LoadedModel,
+    request: GenerationRequest,
+    index: u32,
+    mut under: image::RgbImage,
+    secs_before: f32,
+    sq: subject::Square,
+    control: &mut JobControl<'_>,
+) -> Result<GeneratedImage, DiffusionError> {
+    let (w, h) = (request.width, request.height);
+    let native = (model.configs.unet.sample_size * model.vae().downscale) as u32;
+    let mut sub = request.clone();
+    sub.width = native;
+    sub.height = native;
+    sub.batch = 1;
+    sub.subject_pass = false;
+    for c in &mut sub.controlnets {
+        if let Some(img) = &c.image {
+            c.image = Some(std::sync::Arc::new(subject::crop_to(
+                &fitted(img, w, h),
+                sq,
+                native,
+            )));
+        }
+    }
+    sub.init_image = request
+        .init_image
+        .as_deref()
+        .map(|i| std::sync::Arc::new(subject::crop_to(&fitted(i, w, h), sq, native)));
+    sub.mask = request.mask.as_deref().map(|m| {
+        let m = if m.dimensions() == (w, h) {
+            m.clone()
+        } else {
+            image::imageops::resize(m, w, h, image::imageops::FilterType::Triangle)
+        };
+        std::sync::Arc::new(subject::crop_mask_to(&m, sq, native))
+    });
+    let on_step = &mut *control.on_step;
+    let mut inner = JobControl {
+        cancel: control.cancel,
+        on_loading: &mut *control.on_loading,
+        on_step: &mut |_, step, of, _| on_step(index, step, of, None),
+        previews: false,
+        on_image: &mut |_| {},
+    };
+    let patch = model
+        .generate(&sub, 0, 1, &mut inner)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| DiffusionError::InvalidRequest("the subject pass made no picture".into()))?;
+    subject::blend_into(&mut under, &patch.image, sq);
+    Ok(GeneratedImage {
+        image: std::sync::Arc::new(under),
+        request,
+        index,
+        elapsed_secs: secs_before + patch.elapsed_secs,
+    })
+}
+
 impl Default for Generator {
     fn default() -> Self {
         Self::new(GeneratorOptions::default())
@@ -225,7 +308,44 @@ impl Generator {
                 first += count;
                 continue;
             }
-            for image in model.generate(request, first, count, control)? {
+            // A model that draws on a plain ground needs no first picture under the subject.
+            let square = request
+                .subject_pass
+                .then(|| subject_square(request))
+                .flatten();
+            let images = match (square, model.ground) {
+                (Some(sq), Some(ground)) => (first..first + count)
+                    .filter(|i| !done.contains(i))
+                    .map(|index| {
+                        let mut own = request.clone();
+                        own.seed = request.seed + u64::from(index);
+                        own.batch = 1;
+                        let canvas = image::RgbImage::from_pixel(
+                            request.width,
+                            request.height,
+                            image::Rgb(ground),
+                        );
+                        subject_pass(model, own, index, canvas, 0.0, sq, control)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                (Some(sq), None) => model
+                    .generate(request, first, count, control)?
+                    .into_iter()
+                    .map(|image| {
+                        subject_pass(
+                            model,
+                            image.request,
+                            image.index,
+                            (*image.image).clone(),
+                            image.elapsed_secs,
+                            sq,
+                            control,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                (None, _) => model.generate(request, first, count, control)?,
+            };
+            for image in images {
                 if !done.contains(&image.index) {
                     (control.on_image)(image);
                 }

@@ -39,6 +39,8 @@ pub struct LoadedModel {
     pub configs: ModelConfigs,
     pub device: Device,
     pub dtype: DType,
+    /// The plain ground its card says the model draws on ([`crate::models::ModelCard::ground`]).
+    pub ground: Option<[u8; 3]>,
     text: TextEncoders,
     unet: Unet,
     vae: Vae,
@@ -144,10 +146,15 @@ impl LoadedModel {
             &configs,
             "vae",
         )?;
+        let ground = crate::models::ModelCard::read(dir)
+            .ok()
+            .flatten()
+            .and_then(|c| c.ground);
         let mut model = Self {
             configs,
             device: device.clone(),
             dtype,
+            ground,
             text,
             unet,
             vae,
@@ -183,6 +190,23 @@ impl LoadedModel {
     }
 
     /// The UNet, frozen (training a ControlNet runs it).
+    /// Pictures through the model's VAE and back (encoded, decoded), each at its own size (a
+    /// multiple of the VAE's factor): what the model's latent space keeps of them, so the best
+    /// any picture the model makes could look.
+    pub fn vae_round_trip(
+        &self,
+        pictures: &[&image::RgbImage],
+    ) -> Result<Vec<image::RgbImage>, DiffusionError> {
+        pictures
+            .iter()
+            .map(|p| {
+                let x = pictures_to_tensor(&[*p], PixelRange::Signed, &self.device, self.dtype)?;
+                let z = self.vae.encode(&x)?;
+                Ok(tensor_to_rgb(&self.vae.decode(&z)?)?)
+            })
+            .collect()
+    }
+
     pub fn unet(&self) -> &Unet {
         &self.unet
     }

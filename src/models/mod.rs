@@ -55,6 +55,10 @@ pub struct ModelCard {
     /// A prompt that shows what the model does (the prompt box's hint).
     #[serde(default)]
     pub example_prompt: Option<String>,
+    /// The plain ground the model draws its subjects on (Atelier Mini's white), as RGB: a
+    /// subject pass puts the sketched subject on it rather than over a first picture.
+    #[serde(default)]
+    pub ground: Option<[u8; 3]>,
     /// The attribution file's text (read with the card, at most 64 KiB).
     #[serde(skip)]
     pub attribution: Option<String>,

@@ -292,6 +292,15 @@ fn toolbar_ui(
             .on_hover_text(
                 "Start from this canvas (image-to-image); mask strokes mark what to repaint",
             );
+        if doc.controls().iter().any(|l| l.steers()) {
+            ui.checkbox(&mut settings.subject_pass, "Subject pass")
+                .on_hover_text(
+                    "Draw the sketched subject again at the model's own size and put it where \
+                     the lines are: small subjects keep their details (on a model with a plain \
+                     ground, such as Atelier Mini, at no extra cost; otherwise about twice the \
+                     time)",
+                );
+        }
     });
 }
 

@@ -37,6 +37,10 @@ pub struct SketchEntry {
     pub caption: String,
     #[serde(default)]
     pub category: Option<String>,
+    /// The picture the sketch traces, as placed (`NNN-picture.png`): what a picture that
+    /// follows the sketch perfectly looks like, for the evaluation's reference figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picture: Option<String>,
 }
 
 /// How large the sketches draw their subjects, as a share of the frame (the held-out set's
@@ -79,16 +83,20 @@ pub fn make_sketches(
             crate::train::controlnet::place(&item.image, scale, rng.random(), rng.random());
         let sketch = hand_drawn_outline(&placed, &mut rng);
         let file = format!("{k:03}.png");
-        crate::imageio::write_png_atomically(&sketch, &out.join(&file)).map_err(|e| {
-            EvalError::Io {
-                path: out.join(&file),
-                reason: e.to_string(),
-            }
-        })?;
+        let picture = format!("{k:03}-picture.png");
+        for (img, name) in [(&sketch, &file), (&placed, &picture)] {
+            crate::imageio::write_png_atomically(img, &out.join(name)).map_err(|e| {
+                EvalError::Io {
+                    path: out.join(name),
+                    reason: e.to_string(),
+                }
+            })?;
+        }
         lines.push(SketchEntry {
             file,
             caption: item.caption.clone(),
             category: label_of(&item.extra, "category"),
+            picture: Some(picture),
         });
     }
     let text: String = lines
@@ -239,6 +247,8 @@ pub struct ControlEvalOptions {
     pub steps: Option<usize>,
     pub guidance: Option<f32>,
     pub sampler: Option<SamplerKind>,
+    /// The subject pass ([`crate::diffusion::subject`]) on the pictures with the ControlNet.
+    pub subject_pass: bool,
     /// Where to write `NNN-sketch.png`, `NNN-without.png`, `NNN-with.png`.
     pub samples_dir: Option<PathBuf>,
 }
@@ -271,19 +281,37 @@ pub struct ControlEvalReport {
     pub end: f64,
     #[serde(default)]
     pub mode: crate::generation::ControlMode,
+    #[serde(default)]
+    pub subject_pass: bool,
     pub with_control: EdgeScores,
     pub without_control: EdgeScores,
+    /// The pictures the sketches trace, as they are (when the set has them): what following
+    /// a sketch perfectly scores.
+    #[serde(default)]
+    pub reference: Option<EdgeScores>,
+    /// The same pictures through the model's VAE and back: the most any picture of this model
+    /// could score, since every picture it makes is decoded from its latent space.
+    #[serde(default)]
+    pub reference_vae: Option<EdgeScores>,
     pub secs: f64,
 }
 
 impl ControlEvalReport {
     pub fn table(&self) -> String {
         let pct = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{:.1}%", v * 100.0));
-        format!(
-            "{} sketches, {} steps, guidance {}, control scale {} from {:.0}% to {:.0}% of the steps, {:?} mode\n\
-             |                 | edge F1 | precision | recall | adherence | (whole pictures) |\n\
-             | with control    | {:.3}   | {:.3}     | {:.3}  | {}     | {}     |\n\
-             | without control | {:.3}   | {:.3}     | {:.3}  | {}     | {}     |\n",
+        let row = |name: &str, s: &EdgeScores| {
+            format!(
+                "| {name} | {:.3}   | {:.3}     | {:.3}  | {}     | {}     |\n",
+                s.f1,
+                s.precision,
+                s.recall,
+                pct(s.adherence),
+                pct(s.adherence_whole)
+            )
+        };
+        let mut table = format!(
+            "{} sketches, {} steps, guidance {}, control scale {} from {:.0}% to {:.0}% of the steps, {:?} mode{}\n\
+             |                 | edge F1 | precision | recall | adherence | (whole pictures) |\n",
             self.sketches,
             self.steps,
             self.guidance,
@@ -291,17 +319,21 @@ impl ControlEvalReport {
             self.start * 100.0,
             self.end * 100.0,
             self.mode,
-            self.with_control.f1,
-            self.with_control.precision,
-            self.with_control.recall,
-            pct(self.with_control.adherence),
-            pct(self.with_control.adherence_whole),
-            self.without_control.f1,
-            self.without_control.precision,
-            self.without_control.recall,
-            pct(self.without_control.adherence),
-            pct(self.without_control.adherence_whole),
-        )
+            if self.subject_pass {
+                ", subject pass"
+            } else {
+                ""
+            },
+        );
+        table += &row("with control   ", &self.with_control);
+        table += &row("without control", &self.without_control);
+        if let Some(r) = &self.reference {
+            table += &row("the sketched pictures (reference)", r);
+        }
+        if let Some(r) = &self.reference_vae {
+            table += &row("same, through the model's VAE (the most it can score)", r);
+        }
+        table
     }
 }
 
@@ -371,6 +403,7 @@ pub fn evaluate_control(
         spec.end = opts.end;
         spec.mode = opts.mode;
         controlled.controlnets.push(spec);
+        controlled.subject_pass = opts.subject_pass;
         let plain = generator.collect(&base, &cancel)?.0.remove(0).image;
         let steered = generator.collect(&controlled, &cancel)?.0.remove(0).image;
         if let Some(dir) = &opts.samples_dir {
@@ -451,6 +484,51 @@ pub fn evaluate_control(
             adherence_whole,
         })
     };
+    // The pictures the sketches trace, as they are and through the model's VAE.
+    let pictures: Option<Vec<RgbImage>> = entries
+        .iter()
+        .map(|e| {
+            let path = opts.sketches.join(e.picture.as_ref()?);
+            Some(
+                crate::imageio::load_image_file(&path)
+                    .map(|i| i.to_rgb8())
+                    .map_err(|e| EvalError::Io {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    }),
+            )
+        })
+        .collect::<Option<Result<Vec<_>, _>>>()
+        .transpose()?;
+    let (reference, reference_vae) = match pictures {
+        Some(pictures) => {
+            on_progress("reference pictures", 0, 1);
+            let model = crate::diffusion::pipeline::LoadedModel::load(
+                &opts.model,
+                &candle_core::Device::Cpu,
+                &mut |_| {},
+            )?;
+            let fitted: Vec<RgbImage> = pictures
+                .iter()
+                .map(|p| {
+                    if p.dimensions() == (side, side) {
+                        p.clone()
+                    } else {
+                        image::imageops::resize(
+                            p,
+                            side,
+                            side,
+                            image::imageops::FilterType::Triangle,
+                        )
+                    }
+                })
+                .collect();
+            let through = model.vae_round_trip(&fitted.iter().collect::<Vec<_>>())?;
+            on_progress("reference pictures", 1, 1);
+            (Some(scores(&fitted)?), Some(scores(&through)?))
+        }
+        None => (None, None),
+    };
     Ok(ControlEvalReport {
         model: opts.model.clone(),
         controlnet: opts.controlnet.clone(),
@@ -461,8 +539,11 @@ pub fn evaluate_control(
         start: opts.start,
         end: opts.end,
         mode: opts.mode,
+        subject_pass: opts.subject_pass,
         with_control: scores(&with)?,
         without_control: scores(&without)?,
+        reference,
+        reference_vae,
         secs: started.elapsed().as_secs_f64(),
     })
 }
