@@ -51,6 +51,10 @@ pub(crate) enum DevCommand {
         /// The picture's side (default: the model's native size).
         #[arg(long)]
         size: Option<u32>,
+        /// With the subject pass, the strokes kept to the top-left quarter of the canvas so
+        /// that it runs.
+        #[arg(long)]
+        subject_pass: bool,
     },
     /// Benchmark: the VAE decoder alone (MODEL's `vae/` folder, or a VAE folder) on
     /// random latents for a SIZE x SIZE picture, RUNS times after one warm-up, printing each
@@ -173,12 +177,14 @@ pub(crate) fn run(cmd: DevCommand) -> anyhow::Result<()> {
             runs,
             live_only,
             size,
+            subject_pass,
         } => controlnet_timing(
             &model.unwrap_or_else(atelier::models::default_model_dir),
             &controlnet,
             runs,
             live_only,
             size,
+            subject_pass,
         ),
         DevCommand::ManPage { out } => {
             std::fs::create_dir_all(&out)
@@ -336,6 +342,7 @@ fn controlnet_timing(
     runs: usize,
     live_only: bool,
     size: Option<u32>,
+    subject_pass: bool,
 ) -> anyhow::Result<()> {
     use atelier::generation::{ControlSpec, GenerationRequest};
     use atelier::sketch::{Layer, SketchDoc, Stroke};
@@ -352,10 +359,17 @@ fn controlnet_timing(
         sampler: rec.sampler,
         width: side,
         height: side,
+        subject_pass,
         ..Default::default()
     };
     let mut generator = atelier::diffusion::Generator::default();
     let cancel = std::sync::atomic::AtomicBool::new(false);
+    // The strokes' room: the whole canvas, or its top-left quarter for the subject pass.
+    let room = if subject_pass {
+        side as f32 / 2.0
+    } else {
+        side as f32
+    };
     // A sketch as the studio holds it, one more stroke per run.
     let mut doc = SketchDoc::new(side, side);
     doc.add_control_layer(Default::default());
@@ -388,9 +402,9 @@ fn controlnet_timing(
         for (split, times) in settings {
             generator.options_mut().split_guidance = split;
             let mut stroke = Stroke::new(3.0, [0, 0, 0, 255], false);
-            let y = 8.0 + (i as f32 * 7.0) % (side as f32 - 16.0);
+            let y = 8.0 + (i as f32 * 7.0) % (room - 16.0);
             stroke.push_point([8.0, y]);
-            stroke.push_point([side as f32 - 8.0, side as f32 - y]);
+            stroke.push_point([room - 8.0, room - y]);
             // From the finished stroke: rasterise the control layer, generate.
             let t = Instant::now();
             doc.add_stroke(Layer::Control(0), stroke);
