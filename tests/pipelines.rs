@@ -590,16 +590,11 @@ fn the_subject_pass_redraws_the_sketched_square_only() {
     let fixtures =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
     let sketch = corner_ring();
+    // The reference fixture model, which the fixture ControlNet is made for.
     let mut req = GenerationRequest {
         model_dir: fixtures.join("tiny-sd15"),
-        prompt: "a red cat on the mat".into(),
         seed: 5,
-        steps: 4,
-        guidance: 5.0,
-        width: 64,
-        height: 64,
-        sampler: SamplerKind::Ddim,
-        ..Default::default()
+        ..request(TinyKind::Sd15)
     };
     req.controlnets.push(ControlSpec::new(
         fixtures.join("controlnet/sd15-a"),

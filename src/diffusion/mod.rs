@@ -159,17 +159,13 @@ fn subject_square(r: &GenerationRequest) -> Option<subject::Square> {
     let controls: Vec<image::RgbImage> = r
         .controlnets
         .iter()
-        .filter_map(|c| c.image.as_deref().map(|i| fitted(i, r.width, r.height)))
+        .filter_map(|c| {
+            c.image
+                .as_deref()
+                .map(|i| pipeline::resize_rgb(i, r.width, r.height))
+        })
         .collect();
     subject::subject_square(&controls.iter().collect::<Vec<_>>(), r.width, r.height)
-}
-
-fn fitted(img: &image::RgbImage, w: u32, h: u32) -> image::RgbImage {
-    if img.dimensions() == (w, h) {
-        img.clone()
-    } else {
-        image::imageops::resize(img, w, h, image::imageops::FilterType::Lanczos3)
-    }
 }
 
 /// [`subject`]'s pass for one picture of a job: the square `sq` generated alone at the
@@ -195,7 +191,7 @@ fn subject_pass(
     for c in &mut sub.controlnets {
         if let Some(img) = &c.image {
             c.image = Some(std::sync::Arc::new(subject::crop_to(
-                &fitted(img, w, h),
+                &pipeline::resize_rgb(img, w, h),
                 sq,
                 native,
             )));
@@ -204,7 +200,7 @@ fn subject_pass(
     sub.init_image = request
         .init_image
         .as_deref()
-        .map(|i| std::sync::Arc::new(subject::crop_to(&fitted(i, w, h), sq, native)));
+        .map(|i| std::sync::Arc::new(subject::crop_to(&pipeline::resize_rgb(i, w, h), sq, native)));
     sub.mask = request.mask.as_deref().map(|m| {
         let m = if m.dimensions() == (w, h) {
             m.clone()

@@ -1148,7 +1148,8 @@ fn validate(r: &GenerationRequest, multiple: u32) -> Result<(), DiffusionError> 
     Ok(())
 }
 
-fn resize_rgb(img: &image::RgbImage, w: u32, h: u32) -> image::RgbImage {
+/// `img` at `w` x `h` (Lanczos3), as control and init images are fitted to the output size.
+pub(crate) fn resize_rgb(img: &image::RgbImage, w: u32, h: u32) -> image::RgbImage {
     if img.dimensions() == (w, h) {
         img.clone()
     } else {
