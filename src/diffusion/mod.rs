@@ -372,6 +372,19 @@ impl Generator {
         Ok((images, steps))
     }
 
+    /// Pictures through the VAE of the model in `model_dir` and back, on this generator's device
+    /// (the model loaded as a job without LoRAs loads it, or kept from the last job):
+    /// [`pipeline::LoadedModel::vae_round_trip`].
+    pub fn vae_round_trip(
+        &mut self,
+        model_dir: &std::path::Path,
+        pictures: &[&image::RgbImage],
+    ) -> Result<Vec<image::RgbImage>, DiffusionError> {
+        let device = &self.device.as_ref().map_err(Clone::clone)?.device;
+        let model = self.slot.get(model_dir, &[], None, device, &mut |_| {})?;
+        model.vae_round_trip(pictures)
+    }
+
     /// Seconds each stage of the last job took: `model` (loading or finding it loaded), then
     /// per pass of images `ControlNets`, `text`, `latents`, `step N`..., `decode`.
     pub fn stages(&self) -> &[(String, f64)] {

@@ -503,11 +503,6 @@ pub fn evaluate_control(
     let (reference, reference_vae) = match pictures {
         Some(pictures) => {
             on_progress("reference pictures", 0, 1);
-            let model = crate::diffusion::pipeline::LoadedModel::load(
-                &opts.model,
-                &candle_core::Device::Cpu,
-                &mut |_| {},
-            )?;
             let fitted: Vec<RgbImage> = pictures
                 .iter()
                 .map(|p| {
@@ -523,7 +518,9 @@ pub fn evaluate_control(
                     }
                 })
                 .collect();
-            let through = model.vae_round_trip(&fitted.iter().collect::<Vec<_>>())?;
+            // The model the pictures were made with, still loaded.
+            let through =
+                generator.vae_round_trip(&opts.model, &fitted.iter().collect::<Vec<_>>())?;
             on_progress("reference pictures", 1, 1);
             (Some(scores(&fitted)?), Some(scores(&through)?))
         }
