@@ -1626,7 +1626,16 @@ fn lines_on_the_control_layer_steer_through_the_chosen_controlnet() {
     changed.controlnet = None;
     app_mut(&mut harness).set_control_settings(0, changed);
     assert!(app(&harness).sketch().is_empty());
+    assert_eq!(
+        meta.extra.get("Subject pass").map(String::as_str),
+        Some("on")
+    );
+    app_mut(&mut harness).canvas_settings_mut().subject_pass = false;
     app_mut(&mut harness).reuse_picture(1);
+    assert!(
+        app(&harness).state().canvas.subject_pass,
+        "reuse brings the subject pass back"
+    );
     step_until(&mut harness, "the control image back", JOB_TIMEOUT, |h| {
         control_image(h, 0).is_some()
     });

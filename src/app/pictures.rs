@@ -869,6 +869,9 @@ impl StudioApp {
             })
             .collect();
         if !controls.is_empty() {
+            // Whether the picture's subject was drawn again at the model's size.
+            self.state.canvas.subject_pass =
+                m.extra.get("Subject pass").map(String::as_str) == Some("on");
             self.rt
                 .pictures
                 .tasks
