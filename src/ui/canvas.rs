@@ -292,7 +292,7 @@ fn toolbar_ui(
             .on_hover_text(
                 "Start from this canvas (image-to-image); mask strokes mark what to repaint",
             );
-        if doc.controls().iter().any(|l| l.steers()) {
+        if !doc.controls().is_empty() {
             ui.checkbox(&mut settings.subject_pass, "Subject pass")
                 .on_hover_text(
                     "Draw the sketched subject again at the model's own size and put it where \
