@@ -197,18 +197,13 @@ fn subject_pass(
             )));
         }
     }
-    sub.init_image = request
-        .init_image
-        .as_deref()
-        .map(|i| std::sync::Arc::new(subject::crop_to(&pipeline::resize_rgb(i, w, h), sq, native)));
-    sub.mask = request.mask.as_deref().map(|m| {
-        let m = if m.dimensions() == (w, h) {
-            m.clone()
-        } else {
-            image::imageops::resize(m, w, h, image::imageops::FilterType::Triangle)
-        };
-        std::sync::Arc::new(subject::crop_mask_to(&m, sq, native))
-    });
+    let user = pipeline::UserImages::at_output_size(&request);
+    sub.init_image = user
+        .init
+        .map(|i| std::sync::Arc::new(subject::crop_to(&i, sq, native)));
+    sub.mask = user
+        .mask
+        .map(|m| std::sync::Arc::new(subject::crop_to(&m, sq, native)));
     let on_step = &mut *control.on_step;
     let mut inner = JobControl {
         cancel: control.cancel,

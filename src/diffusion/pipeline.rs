@@ -189,7 +189,6 @@ impl LoadedModel {
         &self.loras.report
     }
 
-    /// The UNet, frozen (training a ControlNet runs it).
     /// Pictures through the model's VAE and back (encoded, decoded), each at its own size (a
     /// multiple of the VAE's factor): what the model's latent space keeps of them, so the best
     /// any picture the model makes could look.
@@ -207,6 +206,7 @@ impl LoadedModel {
             .collect()
     }
 
+    /// The UNet, frozen (training a ControlNet runs it).
     pub fn unet(&self) -> &Unet {
         &self.unet
     }
@@ -961,13 +961,13 @@ impl LoadedModel {
 }
 
 /// The user's init image and mask at the output size.
-struct UserImages {
-    init: Option<image::RgbImage>,
-    mask: Option<image::GrayImage>,
+pub(crate) struct UserImages {
+    pub(crate) init: Option<image::RgbImage>,
+    pub(crate) mask: Option<image::GrayImage>,
 }
 
 impl UserImages {
-    fn at_output_size(request: &GenerationRequest) -> Self {
+    pub(crate) fn at_output_size(request: &GenerationRequest) -> Self {
         Self {
             init: request
                 .init_image

@@ -11,7 +11,7 @@
 //! margin cost 5 to 11 points of adherence, a quarter up to 26). A square that already covers most
 //! of the picture is left alone: there is nothing to gain.
 
-use image::{GrayImage, Rgb, RgbImage};
+use image::{ImageBuffer, Pixel, Rgb, RgbImage};
 
 /// Where the subject pass draws, in output pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,15 +58,16 @@ pub fn subject_square(controls: &[&RgbImage], w: u32, h: u32) -> Option<Square> 
     })
 }
 
-/// `img` (at the output size) cut to the square and scaled to `size` x `size`.
-pub fn crop_to(img: &RgbImage, sq: Square, size: u32) -> RgbImage {
+/// A picture or mask (at the output size) cut to the square and scaled to `size` x `size`.
+pub fn crop_to<P>(
+    img: &ImageBuffer<P, Vec<P::Subpixel>>,
+    sq: Square,
+    size: u32,
+) -> ImageBuffer<P, Vec<P::Subpixel>>
+where
+    P: Pixel + 'static,
+{
     let cut = image::imageops::crop_imm(img, sq.left, sq.top, sq.side, sq.side).to_image();
-    image::imageops::resize(&cut, size, size, image::imageops::FilterType::Triangle)
-}
-
-/// A mask (at the output size) cut to the square and scaled to `size` x `size`.
-pub fn crop_mask_to(mask: &GrayImage, sq: Square, size: u32) -> GrayImage {
-    let cut = image::imageops::crop_imm(mask, sq.left, sq.top, sq.side, sq.side).to_image();
     image::imageops::resize(&cut, size, size, image::imageops::FilterType::Triangle)
 }
 

@@ -505,18 +505,7 @@ pub fn evaluate_control(
             on_progress("reference pictures", 0, 1);
             let fitted: Vec<RgbImage> = pictures
                 .iter()
-                .map(|p| {
-                    if p.dimensions() == (side, side) {
-                        p.clone()
-                    } else {
-                        image::imageops::resize(
-                            p,
-                            side,
-                            side,
-                            image::imageops::FilterType::Triangle,
-                        )
-                    }
-                })
+                .map(|p| crate::diffusion::pipeline::resize_rgb(p, side, side))
                 .collect();
             // The model the pictures were made with, still loaded.
             let through =
